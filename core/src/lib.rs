@@ -1,2 +1,22 @@
-//! placeholder
+//! # walvault-core
+//!
+//! The sans-IO heart of walvault, a PostgreSQL WAL archiver that keeps Barman's on-disk and
+//! cloud layouts. This crate **decides**; hosts **do**. It never touches a file system, a
+//! network, a clock, the environment, threads or async runtimes, so the same code runs in the
+//! native CLI, under wasmtime (`wasm32-wasip1`) and in the browser (`wasm32-unknown-unknown`).
+//!
+//! Inputs come in as values (directory listings, file sizes, mtimes, the current time) or
+//! through small synchronous traits ([`storage::WalStore`], [`archive::SourceFile`], …) that
+//! each host implements over its own I/O.
+//!
+//! - [`wal`]: WAL file names, LSNs, segment sizes and arithmetic, history files, page headers.
+//! - [`catalogue`]: Barman's `<server>-xlog.db` line format.
+//! - [`compression`]: gzip, bzip2, xz, zstd, lz4 and snappy as streaming codecs.
+//! - [`queue`]: which files of `incoming/` and `streaming/` to archive now.
+//! - [`duplicate`]: what to do when a WAL is already archived.
+//! - [`storage`]: the object-store-shaped storage trait, an in-memory store and the
+//!   conformance suite every backend runs.
+//! - [`archive`]: the archive flow over those traits.
+
 pub mod compression;
+pub mod wal;
