@@ -18,5 +18,7 @@
 //!   conformance suite every backend runs.
 //! - [`archive`]: the archive flow over those traits.
 
+pub mod catalogue;
 pub mod compression;
+pub mod time;
 pub mod wal;
