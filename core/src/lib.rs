@@ -20,5 +20,6 @@
 
 pub mod catalogue;
 pub mod compression;
+pub mod queue;
 pub mod time;
 pub mod wal;
