@@ -21,5 +21,6 @@
 pub mod catalogue;
 pub mod compression;
 pub mod queue;
+pub mod storage;
 pub mod time;
 pub mod wal;
