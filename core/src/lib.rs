@@ -16,11 +16,18 @@
 //! - [`duplicate`]: what to do when a WAL is already archived.
 //! - [`storage`]: the object-store-shaped storage trait, an in-memory store and the
 //!   conformance suite every backend runs.
-//! - [`archive`]: the archive flow over those traits.
+//! - [`layout`]: local and cloud key schemes.
+//! - [`archive`]: the archive flow over those traits; [`restore`]: serving WAL back.
+//! - [`encryption`]: recognising and opening encrypted copies.
 
+pub mod archive;
 pub mod catalogue;
 pub mod compression;
+pub mod duplicate;
+pub mod encryption;
+pub mod layout;
 pub mod queue;
+pub mod restore;
 pub mod storage;
 pub mod time;
 pub mod wal;

@@ -1,0 +1,585 @@
+//! The archive flow: one queued file → one outcome, then a batch commit.
+//!
+//! Hosts drive it in two steps so they can parallelise the expensive part:
+//! 1. [`Archiver::archive_file`] per candidate (validate, detect duplicates, compress, put
+//!    create-if-absent). Independent per file; a host may run several at once.
+//! 2. [`commit_batch`] once, in name order: append the catalogue lines and make them durable,
+//!    **then** release sources (delete archived/identical ones, move rejected ones to
+//!    `errors/`). A source is never deleted before its archived copy and its catalogue line are
+//!    durable; a failed file stays where it was for the next run.
+//!
+//! [`run_batch`] strings both together sequentially with hook points around each file.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::CatalogueEntry;
+use crate::compression::{Codec, DecodeLimits, Decoder, Encoder, Level, MAGIC_MAX_LEN};
+use crate::duplicate::{Duplicate, ErrorKind, error_file_name, same_content};
+use crate::encryption::{Decrypt, looks_like_openpgp};
+use crate::layout::{Layout, StoredWal};
+use crate::queue::{Batch, Candidate};
+use crate::storage::{Payload, PutMode, StorageError, WalStore};
+use crate::wal::{HeaderError, LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, check_segment_header, parse_history};
+
+/// A file waiting in a queue, as the host exposes it.
+pub trait SourceFile {
+    /// Opens the file from its start (called once per read pass: validation, duplicate
+    /// comparison, each put attempt).
+    fn open(&self) -> io::Result<Box<dyn Read + '_>>;
+}
+
+/// How to archive.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveSettings {
+    /// Codec for plain sources (`None`: store as is).
+    pub codec: Option<Codec>,
+    /// Its level.
+    pub level: Level,
+    /// The cluster's segment size.
+    pub segment_size: SegmentSize,
+    /// Check each segment's first page header against its name and the segment size.
+    pub check_page_header: bool,
+    /// The cluster's system identifier, when known: segments from another cluster are refused.
+    pub system_identifier: Option<u64>,
+    /// A short segment modified less than this many seconds ago is left in place for the next
+    /// run rather than rejected: a non-atomic `archive_command` (`cp`) may still be writing it.
+    pub settle_seconds: f64,
+    /// Key scheme of the store.
+    pub layout: Layout,
+}
+
+impl Default for ArchiveSettings {
+    fn default() -> Self {
+        ArchiveSettings {
+            codec: None,
+            level: Level::Medium,
+            segment_size: SegmentSize::DEFAULT,
+            check_page_header: true,
+            system_identifier: None,
+            settle_seconds: 60.0,
+            layout: Layout::Local,
+        }
+    }
+}
+
+/// What happened to one file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FileOutcome {
+    /// Stored under `key`; the catalogue line to append.
+    Archived {
+        /// The catalogue line.
+        entry: CatalogueEntry,
+        /// Where it was stored.
+        key: String,
+    },
+    /// Already archived with the same content.
+    IdenticalDuplicate {
+        /// The archived copy.
+        key: String,
+    },
+    /// Already archived with different content; nothing overwritten.
+    DifferentDuplicate {
+        /// The archived copy.
+        key: String,
+        /// Why the copies differ (or cannot be compared).
+        reason: String,
+    },
+    /// The content is not a valid WAL file of its kind.
+    Invalid {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Not a WAL file, or not a regular file (from the queue listing).
+    Unknown {
+        /// Why.
+        reason: String,
+    },
+    /// Left in place for a later run (probably still being written).
+    Deferred {
+        /// Why.
+        reason: String,
+    },
+    /// Could not be archived now; left in place.
+    Failed {
+        /// The error.
+        error: String,
+        /// Whether a retry may succeed (storage outage) or needs attention.
+        retryable: bool,
+    },
+}
+
+/// What the host must do with a source after the commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Disposition {
+    /// Delete it: the archive has it durably.
+    Release,
+    /// Move it to `errors/` with this kind.
+    ToErrors(ErrorKind),
+    /// Leave it where it is.
+    Keep,
+}
+
+impl FileOutcome {
+    /// What happens to the source.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. } => Disposition::Release,
+            FileOutcome::DifferentDuplicate { .. } => Disposition::ToErrors(ErrorKind::Duplicate),
+            FileOutcome::Invalid { .. } => Disposition::ToErrors(ErrorKind::Invalid),
+            FileOutcome::Unknown { .. } => Disposition::ToErrors(ErrorKind::Unknown),
+            FileOutcome::Deferred { .. } | FileOutcome::Failed { .. } => Disposition::Keep,
+        }
+    }
+
+    /// The error text for hooks and reports (`None` on success).
+    pub fn error(&self) -> Option<String> {
+        match self {
+            FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. } => None,
+            FileOutcome::DifferentDuplicate { key, reason } => Some(format!("DuplicateWalFile: {key}: {reason}")),
+            FileOutcome::Invalid { reason } => Some(format!("InvalidWalFile: {reason}")),
+            FileOutcome::Unknown { reason } => Some(format!("UnknownFile: {reason}")),
+            FileOutcome::Deferred { reason } => Some(format!("Deferred: {reason}")),
+            FileOutcome::Failed { error, .. } => Some(format!("ArchiveFailed: {error}")),
+        }
+    }
+}
+
+/// The archiver for one store.
+pub struct Archiver<'a, S: WalStore + ?Sized> {
+    /// Where WAL goes.
+    pub store: &'a S,
+    /// How.
+    pub settings: &'a ArchiveSettings,
+    /// Opens encrypted archived copies for comparison, when a key is configured.
+    pub decryptor: Option<&'a dyn Decrypt>,
+}
+
+impl<S: WalStore + ?Sized> std::fmt::Debug for Archiver<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archiver").field("settings", &self.settings).field("decryptor", &self.decryptor.map(Decrypt::name)).finish()
+    }
+}
+
+/// What reading a source told us.
+struct Inspection {
+    /// The source is already compressed with this codec (stored as is).
+    codec: Option<Codec>,
+    /// Decompressed size.
+    raw_size: u64,
+    /// The first decompressed bytes (a page header's worth).
+    head: Vec<u8>,
+    /// The whole decompressed content, kept for history files only (small).
+    history: Option<Vec<u8>>,
+}
+
+/// Maximum size of a history file walvault accepts (PostgreSQL's are a few KiB).
+const MAX_HISTORY_BYTES: u64 = 16 << 20;
+
+impl<S: WalStore + ?Sized> Archiver<'_, S> {
+    /// Archives one candidate. Never deletes or moves the source: see [`commit_batch`].
+    pub fn archive_file(&self, candidate: &Candidate, source: &dyn SourceFile, now_unix: f64) -> FileOutcome {
+        let name = candidate.name;
+        let inspection = match self.inspect(&name, source) {
+            Ok(i) => i,
+            Err(InspectError::Io(e)) => return FileOutcome::Failed { error: format!("reading {}: {e}", candidate.file_name), retryable: true },
+            Err(InspectError::Invalid(reason)) => return FileOutcome::Invalid { reason },
+        };
+        if let Err(reason) = self.validate(&name, &inspection) {
+            let young = now_unix - candidate.mtime < self.settings.settle_seconds;
+            let short = name.is_segment() && inspection.codec.is_none() && inspection.raw_size < self.settings.segment_size.bytes();
+            return if young && short {
+                FileOutcome::Deferred { reason: format!("{reason}; modified {:.0}s ago, may still be being written", now_unix - candidate.mtime) }
+            } else {
+                FileOutcome::Invalid { reason }
+            };
+        }
+        // Look first (cheap, and finds copies stored under another codec's extension), then
+        // create-if-absent, which also closes the race with a concurrent archiver.
+        for _attempt in 0..2 {
+            match self.settings.layout.find_in(self.store, &name) {
+                Ok(existing) if !existing.is_empty() => return self.on_existing(&existing, source),
+                Ok(_) => {}
+                Err(e) => return failed(&e),
+            }
+            let codec = inspection.codec.or(self.settings.codec);
+            let key = self.settings.layout.key(&name, codec);
+            let mut payload = ArchivePayload { source, encode: if inspection.codec.is_some() { None } else { self.settings.codec }, level: self.settings.level };
+            match self.store.put(&key, PutMode::Create, &mut payload) {
+                Ok(meta) => {
+                    let entry = CatalogueEntry {
+                        name: name.to_string(),
+                        size: meta.size,
+                        time: candidate.mtime,
+                        compression: codec.map(|c| c.name().to_owned()),
+                        encryption: None,
+                    };
+                    return FileOutcome::Archived { entry, key };
+                }
+                Err(StorageError::AlreadyExists { .. }) => continue,
+                Err(e) => return failed(&e),
+            }
+        }
+        FileOutcome::Failed { error: format!("{name}: appeared and disappeared during archiving"), retryable: true }
+    }
+
+    fn inspect(&self, name: &WalFileName, source: &dyn SourceFile) -> Result<Inspection, InspectError> {
+        let mut reader = source.open()?;
+        let mut magic = [0u8; MAGIC_MAX_LEN];
+        let got = read_up_to(&mut *reader, &mut magic)?;
+        let codec = Codec::identify(&magic[..got]);
+        if codec.is_none() && looks_like_openpgp(&magic[..got]) {
+            return Err(InspectError::Invalid("source is encrypted (OpenPGP); walvault archives plain or compressed WAL".into()));
+        }
+        let limit = if name.is_history() || name.is_backup_label() { MAX_HISTORY_BYTES } else { self.settings.segment_size.bytes() };
+        let chained: Box<dyn Read + '_> = Box::new(io::Cursor::new(magic[..got].to_vec()).chain(reader));
+        let mut decoder = Decoder::new(codec, chained, DecodeLimits { max_output: limit, ..DecodeLimits::default() })
+            .map_err(|e| InspectError::Invalid(format!("unreadable {} data: {e}", codec.map_or("plain", Codec::name))))?;
+        let keep_all = name.is_history();
+        let mut head = Vec::with_capacity(LONG_PAGE_HEADER_LEN);
+        let mut all = Vec::new();
+        let mut raw_size = 0u64;
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = match decoder.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    let what = codec.map_or_else(|| "file".to_owned(), |c| format!("{} data", c.name()));
+                    return Err(InspectError::Invalid(format!("corrupt {what}: {e}")));
+                }
+                Err(e) => return Err(InspectError::Io(e)),
+            };
+            if head.len() < LONG_PAGE_HEADER_LEN {
+                let take = (LONG_PAGE_HEADER_LEN - head.len()).min(n);
+                head.extend_from_slice(&buf[..take]);
+            }
+            if keep_all {
+                all.extend_from_slice(&buf[..n]);
+            }
+            raw_size += n as u64;
+            if codec.is_none() && !keep_all && head.len() >= LONG_PAGE_HEADER_LEN {
+                // Plain data needs no decoding pass: count the rest without copying it around.
+                raw_size += io::copy(&mut decoder, &mut io::sink()).map_err(|e| {
+                    if e.kind() == io::ErrorKind::InvalidData { InspectError::Invalid(e.to_string()) } else { InspectError::Io(e) }
+                })?;
+                break;
+            }
+        }
+        Ok(Inspection { codec, raw_size, head, history: keep_all.then_some(all) })
+    }
+
+    fn validate(&self, name: &WalFileName, inspection: &Inspection) -> Result<(), String> {
+        let size = self.settings.segment_size;
+        if inspection.raw_size == 0 {
+            return Err("empty file".into());
+        }
+        match name {
+            WalFileName::Segment(segment) | WalFileName::Partial(segment) => {
+                if name.is_segment() && inspection.raw_size != size.bytes() {
+                    return Err(format!("segment is {} bytes, expected {} ({size} segments)", inspection.raw_size, size.bytes()));
+                }
+                if inspection.raw_size > size.bytes() {
+                    return Err(format!("partial segment is {} bytes, larger than a {size} segment", inspection.raw_size));
+                }
+                if self.settings.check_page_header {
+                    let header = check_segment_header(*segment, size, &inspection.head).map_err(|e: HeaderError| format!("bad page header: {e}"))?;
+                    if let Some(expected) = self.settings.system_identifier
+                        && header.system_identifier != expected
+                    {
+                        return Err(format!("from another cluster: system identifier {} (expected {expected})", header.system_identifier));
+                    }
+                }
+                Ok(())
+            }
+            WalFileName::History(tli) => {
+                let content = inspection.history.as_deref().unwrap_or_default();
+                parse_history(*tli, content).map(drop).map_err(|e| e.to_string())
+            }
+            WalFileName::BackupLabel { .. } => Ok(()),
+        }
+    }
+
+    fn on_existing(&self, existing: &[StoredWal], source: &dyn SourceFile) -> FileOutcome {
+        let mut reasons = Vec::new();
+        for stored in existing {
+            match self.compare(stored, source) {
+                Ok(Duplicate::Identical) => return FileOutcome::IdenticalDuplicate { key: stored.key.clone() },
+                Ok(Duplicate::Different { reason }) => reasons.push(reason),
+                Err(e) => return failed(&e),
+            }
+        }
+        let key = existing.first().map(|s| s.key.clone()).unwrap_or_default();
+        FileOutcome::DifferentDuplicate { key, reason: reasons.join("; ") }
+    }
+
+    /// Compares the decompressed (and decrypted) archived copy with the decompressed source.
+    fn compare(&self, stored: &StoredWal, source: &dyn SourceFile) -> Result<Duplicate, StorageError> {
+        let different = |reason: String| Ok(Duplicate::Different { reason });
+        let mut raw = self.store.get(&stored.key)?;
+        let mut prefix = [0u8; 16];
+        let got = read_up_to(&mut *raw, &mut prefix).map_err(|e| StorageError::from_io(crate::storage::Op::Get, &stored.key, &e))?;
+        let mut reader: Box<dyn Read + '_> = Box::new(io::Cursor::new(prefix[..got].to_vec()).chain(raw));
+        if let Some(decryptor) = self.decryptor.filter(|d| d.detect(&prefix[..got])) {
+            reader = match decryptor.decrypt(reader) {
+                Ok(r) => r,
+                Err(e) => return different(format!("archived copy is encrypted ({}) and could not be decrypted: {e}", decryptor.name())),
+            };
+        } else if Codec::identify(&prefix[..got]).is_none() && looks_like_openpgp(&prefix[..got]) {
+            return different("archived copy is encrypted and no decryption key is configured, so it cannot be proven identical".into());
+        }
+        let limits = DecodeLimits { max_output: self.settings.segment_size.bytes().max(MAX_HISTORY_BYTES), ..DecodeLimits::default() };
+        let stored_plain = match stored.codec_from_key {
+            Some(codec) => Decoder::new(Some(codec), reader, limits),
+            None => Decoder::auto(reader, limits),
+        };
+        let mut stored_plain = match stored_plain {
+            Ok(d) => d,
+            Err(e) => return different(format!("archived copy is unreadable: {e}")),
+        };
+        let mut source_plain = match source.open().and_then(|r| Decoder::auto(r, limits)) {
+            Ok(d) => d,
+            Err(e) => return different(format!("source is unreadable: {e}")),
+        };
+        match same_content(&mut stored_plain, &mut source_plain) {
+            Ok(true) => Ok(Duplicate::Identical),
+            Ok(false) => different("content differs from the archived copy".into()),
+            Err(e) => different(format!("archived copy could not be read in full: {e}")),
+        }
+    }
+}
+
+enum InspectError {
+    Io(io::Error),
+    Invalid(String),
+}
+
+impl From<io::Error> for InspectError {
+    fn from(e: io::Error) -> Self {
+        InspectError::Io(e)
+    }
+}
+
+fn failed(e: &StorageError) -> FileOutcome {
+    FileOutcome::Failed { error: e.to_string(), retryable: e.is_retryable() }
+}
+
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The bytes of one archived object: the source, compressed on the fly unless it already is.
+struct ArchivePayload<'a> {
+    source: &'a dyn SourceFile,
+    encode: Option<Codec>,
+    level: Level,
+}
+
+impl Payload for ArchivePayload<'_> {
+    fn write_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
+        let mut reader = self.source.open()?;
+        let mut counter = CountingWriter { inner: sink, count: 0 };
+        let mut encoder = Encoder::new(self.encode, self.level, &mut counter)?;
+        io::copy(&mut reader, &mut encoder)?;
+        encoder.finish()?;
+        Ok(counter.count)
+    }
+}
+
+struct CountingWriter<'a> {
+    inner: &'a mut dyn Write,
+    count: u64,
+}
+
+impl Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The host side of a queue directory.
+pub trait Queue {
+    /// The file behind a candidate.
+    fn source<'a>(&'a self, candidate: &Candidate) -> Box<dyn SourceFile + 'a>;
+    /// Deletes a source whose archived copy is durable.
+    fn release(&mut self, file_name: &str) -> io::Result<()>;
+    /// Moves an entry to `errors/<error_name>` (durably).
+    fn move_to_errors(&mut self, file_name: &str, error_name: &str) -> io::Result<()>;
+}
+
+/// The host side of the catalogue.
+pub trait CatalogueSink {
+    /// Appends lines and makes them durable before returning.
+    fn append(&mut self, entries: &[CatalogueEntry]) -> io::Result<()>;
+}
+
+/// Hook points around each file (pre/post archive scripts in the native host).
+pub trait ArchiveHooks {
+    /// Before a file is archived. `Stop` ends the run: this file and the rest stay queued and
+    /// unknown entries are not moved (Barman's ABORT_STOP).
+    fn before(&self, _candidate: &Candidate) -> HookVerdict {
+        HookVerdict::Proceed
+    }
+    /// After a file, with its outcome (errors included, unlike Barman's post_archive_script).
+    fn after(&self, _candidate: &Candidate, _outcome: &FileOutcome) {}
+}
+
+/// A pre-archive hook's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HookVerdict {
+    /// Archive the file.
+    Proceed,
+    /// Stop this run.
+    Stop,
+}
+
+/// Hooks that do nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+impl ArchiveHooks for NoHooks {}
+
+/// One file's record in a batch report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileReport {
+    /// The queue file name.
+    pub file_name: String,
+    /// The archived name (upper case), when it is a WAL name.
+    pub name: Option<WalFileName>,
+    /// What happened.
+    pub outcome: FileOutcome,
+    /// The `errors/` name it was moved to.
+    pub error_file: Option<String>,
+    /// A failure releasing or moving the source (the archive itself is fine).
+    pub source_error: Option<String>,
+}
+
+/// The result of a batch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchReport {
+    /// Per file, in processing order (name order), unknown entries last.
+    pub files: Vec<FileReport>,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<String>,
+    /// A catalogue write failure: nothing was released.
+    pub catalogue_error: Option<String>,
+}
+
+impl BatchReport {
+    /// Files archived in this run.
+    pub fn archived(&self) -> usize {
+        self.files.iter().filter(|f| matches!(f.outcome, FileOutcome::Archived { .. })).count()
+    }
+
+    /// Whether anything needs attention (failures, stop, catalogue).
+    pub fn failed(&self) -> bool {
+        self.stopped.is_some() || self.catalogue_error.is_some() || self.files.iter().any(|f| matches!(f.outcome, FileOutcome::Failed { .. }) || f.source_error.is_some())
+    }
+}
+
+/// Archives a batch sequentially: per file hooks and [`Archiver::archive_file`], stopping at
+/// the first failure (the store is likely unavailable; the rest stays queued), then
+/// [`commit_batch`].
+pub fn run_batch<S: WalStore + ?Sized>(
+    archiver: &Archiver<'_, S>,
+    batch: &Batch,
+    queue: &mut dyn Queue,
+    catalogue: &mut dyn CatalogueSink,
+    hooks: &dyn ArchiveHooks,
+    now_unix: f64,
+) -> BatchReport {
+    let mut outcomes = Vec::new();
+    let mut stopped = None;
+    for candidate in &batch.files {
+        if hooks.before(candidate) == HookVerdict::Stop {
+            stopped = Some(format!("pre-archive hook stopped the run at {}", candidate.file_name));
+            break;
+        }
+        let outcome = archiver.archive_file(candidate, &*queue.source(candidate), now_unix);
+        hooks.after(candidate, &outcome);
+        let failed = matches!(outcome, FileOutcome::Failed { .. });
+        outcomes.push((candidate.clone(), outcome));
+        if failed {
+            stopped = Some(format!("stopped after {} failed", candidate.file_name));
+            break;
+        }
+    }
+    let unknown = if stopped.as_deref().is_some_and(|s| s.starts_with("pre-archive")) { &[][..] } else { &batch.unknown[..] };
+    let mut report = commit_batch(&outcomes, unknown, queue, catalogue, now_unix as i64);
+    report.stopped = stopped;
+    report
+}
+
+/// Commits per-file outcomes (in the order given, which must be name order): catalogue
+/// lines first (durably), then source releases and moves to `errors/`, then unknown entries.
+/// When the catalogue write fails nothing is released: the files stay queued and the next
+/// run finds them already archived (identical duplicates).
+pub fn commit_batch(
+    outcomes: &[(Candidate, FileOutcome)],
+    unknown: &[crate::queue::Unknown],
+    queue: &mut dyn Queue,
+    catalogue: &mut dyn CatalogueSink,
+    now_unix: i64,
+) -> BatchReport {
+    let mut report = BatchReport::default();
+    let entries: Vec<CatalogueEntry> = outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            FileOutcome::Archived { entry, .. } => Some(entry.clone()),
+            _ => None,
+        })
+        .collect();
+    let catalogue_ok = entries.is_empty() || {
+        match catalogue.append(&entries) {
+            Ok(()) => true,
+            Err(e) => {
+                report.catalogue_error = Some(format!("writing the catalogue failed: {e}; sources kept"));
+                false
+            }
+        }
+    };
+    for (candidate, outcome) in outcomes {
+        let mut file = FileReport { file_name: candidate.file_name.clone(), name: Some(candidate.name), outcome: outcome.clone(), error_file: None, source_error: None };
+        let result = match outcome.disposition() {
+            Disposition::Release if catalogue_ok => queue.release(&candidate.file_name),
+            Disposition::ToErrors(kind) => {
+                let target = error_file_name(&candidate.file_name, now_unix, kind);
+                let r = queue.move_to_errors(&candidate.file_name, &target);
+                file.error_file = Some(target);
+                r
+            }
+            Disposition::Release | Disposition::Keep => Ok(()),
+        };
+        if let Err(e) = result {
+            file.source_error = Some(e.to_string());
+        }
+        report.files.push(file);
+    }
+    for entry in unknown {
+        let target = error_file_name(&entry.file_name, now_unix, ErrorKind::Unknown);
+        let result = queue.move_to_errors(&entry.file_name, &target);
+        report.files.push(FileReport {
+            file_name: entry.file_name.clone(),
+            name: None,
+            outcome: FileOutcome::Unknown { reason: entry.reason.to_string() },
+            error_file: Some(target),
+            source_error: result.err().map(|e| e.to_string()),
+        });
+    }
+    report
+}

@@ -1,0 +1,101 @@
+//! Serving WAL back to PostgreSQL (`restore_command`): find the stored object, decompress it,
+//! check it.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::compression::{DecodeLimits, Decoder};
+use crate::layout::{Layout, StoredWal};
+use crate::storage::{Op, StorageError, WalStore};
+use crate::wal::{SegmentSize, WalFileName};
+
+/// Why a WAL could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Not in the archive: PostgreSQL treats this as the end of the archive (exit 1).
+    #[error("WAL file {0} not found in the archive")]
+    NotFound(WalFileName),
+    /// The store failed; it must not look like "not found" to PostgreSQL.
+    #[error("storage error: {0}")]
+    Storage(#[from] StorageError),
+    /// The stored object is damaged: wrong size, corrupt compression.
+    #[error("archived copy of {name} at {key} is damaged: {problem}")]
+    Damaged {
+        /// The WAL asked for.
+        name: WalFileName,
+        /// The object read.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Writing the restored file failed.
+    #[error("writing the restored file failed: {0}")]
+    Write(io::Error),
+}
+
+/// Finds the object to serve for `name`: any extension; the complete segment in preference to a
+/// `.partial` of it, which is only considered when `allow_partial` is set.
+pub fn locate(store: &dyn WalStore, layout: &Layout, name: &WalFileName, allow_partial: bool) -> Result<Option<StoredWal>, StorageError> {
+    let listing = store.list(&layout.lookup_prefix(name))?;
+    if let Some(found) = layout.find(name, &listing).into_iter().next() {
+        return Ok(Some(found));
+    }
+    match name {
+        WalFileName::Segment(segment) if allow_partial => Ok(layout.find(&WalFileName::Partial(*segment), &listing).into_iter().next()),
+        _ => Ok(None),
+    }
+}
+
+/// What a restore produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The object served.
+    pub key: String,
+    /// The name found (a `.partial` when that is what was served).
+    pub found: WalFileName,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Writes the decompressed content of `name` into `sink`, checking that a complete segment has
+/// exactly the segment size. The host writes `sink` to a temporary file and renames it into
+/// place only on success, so PostgreSQL never sees a damaged or short file.
+pub fn restore(store: &dyn WalStore, layout: &Layout, name: &WalFileName, allow_partial: bool, segment_size: SegmentSize, sink: &mut dyn Write) -> Result<Restored, RestoreError> {
+    let stored = locate(store, layout, name, allow_partial)?.ok_or(RestoreError::NotFound(*name))?;
+    let damaged = |problem: String| RestoreError::Damaged { name: *name, key: stored.key.clone(), problem };
+    let reader = store.get(&stored.key)?;
+    let limits = DecodeLimits { max_output: segment_size.bytes().max(16 << 20), ..DecodeLimits::default() };
+    let decoder = match stored.codec_from_key {
+        Some(codec) => Decoder::new(Some(codec), reader, limits),
+        None => Decoder::auto(reader, limits),
+    };
+    let mut decoder = decoder.map_err(|e| classify(e, &stored.key, damaged))?;
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(classify(e, &stored.key, damaged)),
+        };
+        sink.write_all(&buf[..n]).map_err(RestoreError::Write)?;
+        bytes += n as u64;
+    }
+    if stored.name.is_segment() && bytes != segment_size.bytes() {
+        return Err(damaged(format!("decompressed to {bytes} bytes, expected {}", segment_size.bytes())));
+    }
+    if bytes == 0 {
+        return Err(damaged("empty".into()));
+    }
+    Ok(Restored { key: stored.key, found: stored.name, bytes })
+}
+
+fn classify(e: io::Error, key: &str, damaged: impl Fn(String) -> RestoreError) -> RestoreError {
+    if e.kind() == io::ErrorKind::InvalidData {
+        damaged(e.to_string())
+    } else {
+        RestoreError::Storage(StorageError::from_io(Op::Get, key, &e))
+    }
+}
