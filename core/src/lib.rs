@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # walvault-core
 //!
 //! The sans-IO heart of walvault, a PostgreSQL WAL archiver that keeps Barman's on-disk and

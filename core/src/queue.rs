@@ -133,7 +133,7 @@ pub fn select_batch(kind: QueueKind, mut entries: Vec<DirEntry>, limit: usize) -
         }
         files.push(Candidate { name, file_name: entry.file_name, size: entry.size, mtime: entry.mtime });
     }
-    files.sort_by(|a, b| a.name.cmp(&b.name));
+    files.sort_by_key(|c| c.name);
     if kind == QueueKind::Streaming {
         // pg_receivewal resumes from the newest segment or partial it finds.
         let position = files.iter().enumerate().filter(|(_, c)| c.name.is_partial() || c.name.is_segment()).max_by_key(|(_, c)| c.name.segment());

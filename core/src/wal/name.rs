@@ -240,7 +240,7 @@ mod tests {
             assert!(bad.parse::<WalFileName>().is_err(), "{bad:?} must be rejected");
             assert!(WalFileName::from_path(bad).is_err(), "{bad:?} must be rejected as a path");
         }
-        assert_eq!("foo".parse::<WalFileName>().unwrap_err().to_string(), "'foo' is not a valid WAL file name");
+        assert_eq!("foo".parse::<WalFileName>().expect_err("invalid").to_string(), "'foo' is not a valid WAL file name");
     }
 
     #[test]

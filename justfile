@@ -1,0 +1,25 @@
+# Recipes mirror CI one to one; `just test` is what CI runs (.ci/run → .ci/test).
+
+# Install tools, then run every check CI runs.
+test:
+    .ci/test
+
+# Install the tools the build and tests need (idempotent).
+setup:
+    .ci/setup
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo clippy -p walvault-core --all-targets --locked -- -D warnings
+
+# The core for both wasm targets.
+wasm:
+    cargo build -p walvault-core --locked --target wasm32-wasip1
+    cargo build -p walvault-core --locked --target wasm32-unknown-unknown
+
+# Codec benchmark against the C tools on real PostgreSQL WAL (see bench/RESULTS.md).
+bench-codecs:
+    bench/codecs.sh
