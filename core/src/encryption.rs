@@ -8,7 +8,7 @@
 use std::io::{self, Read};
 
 /// Opens encrypted archive objects.
-pub trait Decrypt {
+pub trait Decrypt: Send + Sync {
     /// The catalogue name of the encryption (`gpg`, …).
     fn name(&self) -> &str;
     /// Whether the first bytes of an object are this cipher's.

@@ -20,6 +20,7 @@
 //! - [`layout`]: local and cloud key schemes.
 //! - [`archive`]: the archive flow over those traits; [`restore`]: serving WAL back.
 //! - [`encryption`]: recognising and opening encrypted copies.
+//! - [`status`]: the checks and status model shared by the CLI, the HTTP API and the dashboard.
 
 pub mod archive;
 pub mod catalogue;
@@ -29,6 +30,8 @@ pub mod encryption;
 pub mod layout;
 pub mod queue;
 pub mod restore;
+pub mod retention;
+pub mod status;
 pub mod storage;
 pub mod time;
 pub mod wal;

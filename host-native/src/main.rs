@@ -1,35 +1,101 @@
 //! `walvault`: the native command-line host of walvault-core.
 //!
-//! The archiving commands (archive-wal, put-wal, get-wal, …) are built on the core's archive
-//! flow and land with the native CLI work; this entry point already reports its version and
-//! the codecs compiled in.
+//! `main` parses arguments, `run` dispatches, and one error edge prints the cause chain and
+//! picks the exit code: configuration and usage problems exit 2, other failures 1; commands
+//! that PostgreSQL calls choose their own codes (see `cli::EXIT_CODES`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use walvault_core::compression::Codec;
+use anyhow::Context;
+use clap::Parser;
 
-const USAGE: &str = "usage: walvault [--version | --help | codecs]";
+use walvault::cli::{Cli, Command, ConfigCommand, ServerSelection};
+use walvault::cmd;
+use walvault::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH};
+use walvault::server::ServerCtx;
+use walvault::ui::Ui;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["--version" | "-V"] => {
-            println!("walvault {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let ui = Ui::new(cli.verbose, cli.quiet);
+    match run(cli, &ui) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+            ui.error(format_args!("{}", chain.join(": ")));
+            ExitCode::from(if err.downcast_ref::<ConfigError>().is_some() { 2 } else { 1 })
         }
-        [] | ["--help" | "-h"] => {
-            println!("walvault {}: a PostgreSQL WAL archiver\n{USAGE}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        ["codecs"] => {
-            for codec in Codec::ALL {
-                println!("{}\t{}", codec.name(), codec.extension());
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    Ok(Config::load(&path)?)
+}
+
+fn selected<'c>(config: &'c Config, selection: &ServerSelection) -> anyhow::Result<Vec<ServerCtx<'c>>> {
+    let servers: Vec<&config::ServerConfig> = match &selection.server {
+        Some(name) => vec![config.server(name)?],
+        None => config.servers.values().filter(|s| s.active).collect(),
+    };
+    servers.into_iter().map(|s| ServerCtx::open(s, &config.path)).collect()
+}
+
+fn one<'c>(config: &'c Config, name: &str) -> anyhow::Result<ServerCtx<'c>> {
+    ServerCtx::open(config.server(name)?, &config.path)
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
+    if let Command::Demo { dir, pg_bin, os_user, compression } = &cli.command {
+        return cmd::demo::run(dir.clone(), pg_bin, os_user, compression, ui);
+    }
+    let config = load_config(&cli)?;
+    match &cli.command {
+        Command::ArchiveWal { servers, jobs } => {
+            let mut ok = true;
+            for ctx in selected(&config, servers)? {
+                let jobs = jobs.or(ctx.cfg.jobs).unwrap_or_else(default_jobs);
+                match cmd::archive_wal::run(&ctx, jobs, ui) {
+                    Ok(server_ok) => ok &= server_ok,
+                    Err(e) => {
+                        ok = false;
+                        ui.error(format_args!("archive-wal for server {}: {e:#}", ctx.cfg.name));
+                    }
+                }
             }
-            ExitCode::SUCCESS
+            Ok(if ok { 0 } else { 1 })
         }
-        _ => {
-            eprintln!("walvault: unknown arguments {args:?}\n{USAGE}");
-            ExitCode::from(2)
+        Command::PutWal { server, path } => cmd::wal_io::put_wal(&one(&config, server)?, path, ui),
+        Command::GetWal { server, wal, dest, partial } => cmd::wal_io::get_wal(&one(&config, server)?, wal, dest, *partial, ui),
+        Command::ListWals { server, format } => cmd::reports::list_wals(&one(&config, server)?, *format),
+        Command::ShowErrors { server, format } => cmd::reports::show_errors(&one(&config, server)?, *format),
+        Command::RebuildXlogdb { servers } => {
+            let mut code = 0;
+            for ctx in selected(&config, servers)? {
+                code = code.max(cmd::maintenance::rebuild(&ctx, ui).with_context(|| format!("rebuilding the catalogue of {}", ctx.cfg.name))?);
+            }
+            Ok(code)
         }
+        Command::DeleteWals { server, before, dry_run } => cmd::maintenance::delete_wals(&one(&config, server)?, before, *dry_run, ui),
+        Command::Check { servers, format, nagios } => cmd::check::check(&selected(&config, servers)?, *format, *nagios),
+        Command::Status { servers, format } => cmd::check::status(&selected(&config, servers)?, *format),
+        Command::Config { command: ConfigCommand::Check } => {
+            println!("{}: OK", config.path.display());
+            for s in config.servers.values() {
+                println!("[{}]{}", s.name, if s.active { "" } else { " (inactive)" });
+                println!("\tarchive: {}", ServerCtx::open(s, &config.path).map(|c| c.archive_root()).unwrap_or_else(|e| format!("{e:#}")));
+                println!("\tincoming: {}", s.incoming.display());
+                println!("\terrors: {}", s.errors.display());
+                println!("\tcompression: {} ({})", s.compression.map_or("none", |c| c.name()), s.compression_level);
+                println!("\twal_segment_size: {}", s.wal_segment_size.map_or_else(|| "detected".to_owned(), |z| z.to_string()));
+            }
+            Ok(0)
+        }
+        Command::Demo { .. } => unreachable!("handled above"),
     }
 }

@@ -1,0 +1,112 @@
+//! `<server>-xlog.db` on disk: appends under Barman's blocking `.<server>-xlogdb.lock`, synced
+//! once per batch; rewrites in place (as Barman does since its issue #328).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use walvault_core::archive::CatalogueSink;
+use walvault_core::catalogue::{CatalogueEntry, CatalogueError, CatalogueReader, catalogue_file_name, render_catalogue};
+
+use crate::fsutil;
+use crate::lock::{LockFile, lock_path};
+
+/// A server's catalogue file.
+#[derive(Debug, Clone)]
+pub struct CatalogueFile {
+    path: PathBuf,
+    lock: PathBuf,
+}
+
+impl CatalogueFile {
+    /// The catalogue of `server` in `dir`, locked through `lock_dir`.
+    pub fn new(dir: &Path, lock_dir: &Path, server: &str) -> Self {
+        CatalogueFile { path: dir.join(catalogue_file_name(server)), lock: lock_path(lock_dir, server, "xlogdb") }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes the catalogue lock (blocking).
+    pub fn lock(&self) -> io::Result<LockFile> {
+        LockFile::acquire(&self.lock, true).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Reads every entry; a missing file is an empty catalogue.
+    pub fn read(&self) -> io::Result<Result<Vec<CatalogueEntry>, CatalogueError>> {
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ok(Vec::new())),
+            Err(e) => return Err(e),
+        };
+        Ok(CatalogueReader::new(BufReader::new(file)).collect())
+    }
+
+    /// Rewrites the catalogue from what `build` returns, computed under the lock.
+    pub fn rewrite_with<T>(&self, build: impl FnOnce() -> io::Result<(Vec<CatalogueEntry>, T)>) -> io::Result<T> {
+        let _lock = self.lock()?;
+        let (entries, value) = build()?;
+        self.rewrite_locked(&entries)?;
+        Ok(value)
+    }
+
+    fn rewrite_locked(&self, entries: &[CatalogueEntry]) -> io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            fsutil::create_dir_durable(dir)?;
+        }
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&self.path)?;
+        let text = render_catalogue(entries);
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(text.as_bytes())?;
+        file.set_len(text.len() as u64)?;
+        file.sync_all()?;
+        if let Some(dir) = self.path.parent() {
+            fsutil::fsync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the file exists.
+    pub fn exists(&self) -> bool {
+        fs::metadata(&self.path).is_ok()
+    }
+}
+
+impl CatalogueSink for CatalogueFile {
+    fn append(&mut self, entries: &[CatalogueEntry]) -> io::Result<()> {
+        let _lock = self.lock()?;
+        let created = !self.exists();
+        if let Some(dir) = self.path.parent() {
+            fsutil::create_dir_durable(dir)?;
+        }
+        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        file.write_all(render_catalogue(entries).as_bytes())?;
+        file.sync_data()?;
+        if created && let Some(dir) = self.path.parent() {
+            fsutil::fsync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_read_rewrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cat = CatalogueFile::new(&dir.path().join("wals"), dir.path(), "pg");
+        assert!(cat.read().expect("io").expect("parse").is_empty());
+        let e = |n: &str| CatalogueEntry { name: n.into(), size: 3, time: 1.5, compression: None, encryption: None };
+        cat.append(&[e("000000010000000000000001"), e("000000010000000000000002")]).expect("append");
+        cat.append(&[e("000000010000000000000003")]).expect("append");
+        assert_eq!(cat.read().expect("io").expect("parse").len(), 3);
+        assert_eq!(fs::read_to_string(cat.path()).expect("read").lines().next(), Some("000000010000000000000001\t3\t1.5\tNone\tNone"));
+        cat.rewrite_with(|| Ok((vec![e("000000010000000000000002")], ()))).expect("rewrite");
+        assert_eq!(fs::read_to_string(cat.path()).expect("read").lines().count(), 1);
+        assert!(dir.path().join(".pg-xlogdb.lock").exists());
+    }
+}

@@ -1,0 +1,169 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// walvault: a PostgreSQL WAL archiver that keeps Barman's layout.
+#[derive(Debug, Parser)]
+#[command(name = "walvault", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Configuration file (default: $WALVAULT_CONFIG, else /etc/walvault.toml).
+    #[arg(short, long, global = true, env = "WALVAULT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More detail (-v: per file, -vv: debugging).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Errors only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Exit codes, shown under `--help`.
+pub const EXIT_CODES: &str = "Exit codes:
+  0    success (get-wal: the file was written)
+  1    failure; get-wal: the WAL is not in the archive; check: a check failed
+  2    usage or configuration error
+  255  get-wal only: the archive cannot be read (storage fault that persisted after retries, or
+       a damaged archived copy); above 125 so that PostgreSQL stops recovery instead of taking
+       it for the end of the archive";
+
+/// Output format of reporting commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// Server selection for commands that can run over every server.
+#[derive(Debug, Args)]
+pub struct ServerSelection {
+    /// The server (a section of the configuration).
+    #[arg(required_unless_present = "all")]
+    pub server: Option<String>,
+    /// Every active server.
+    #[arg(long, conflicts_with = "server")]
+    pub all: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive what is waiting in the streaming and incoming directories.
+    ArchiveWal {
+        #[command(flatten)]
+        servers: ServerSelection,
+        /// Parallel compress+write jobs (default: configuration `jobs`, else the number of cores).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+    },
+    /// archive_command form: archive one WAL file straight from pg_wal (never deletes it).
+    ///
+    /// archive_command = 'walvault put-wal SERVER %p'
+    PutWal {
+        /// The server.
+        server: String,
+        /// The WAL file (PostgreSQL's %p).
+        path: PathBuf,
+    },
+    /// restore_command form: write a WAL file, decompressed, to a path.
+    ///
+    /// restore_command = 'walvault get-wal SERVER %f %p'
+    GetWal {
+        /// The server.
+        server: String,
+        /// The WAL file name (PostgreSQL's %f).
+        wal: String,
+        /// Where to write it (PostgreSQL's %p).
+        dest: PathBuf,
+        /// Also serve a .partial segment (from streaming/ or the archive) when the complete
+        /// segment does not exist.
+        #[arg(short = 'P', long)]
+        partial: bool,
+    },
+    /// List the archived WAL files from the catalogue.
+    ListWals {
+        /// The server.
+        server: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show what is in errors/ and why.
+    ShowErrors {
+        /// The server.
+        server: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Rebuild the catalogue from the archive directory.
+    RebuildXlogdb {
+        #[command(flatten)]
+        servers: ServerSelection,
+    },
+    /// Delete archived WAL older than a segment, file by file (history files are kept).
+    DeleteWals {
+        /// The server.
+        server: String,
+        /// Keep this segment and everything after it.
+        #[arg(long)]
+        before: String,
+        /// Only print what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the server's archiving; exits 1 if a check fails.
+    Check {
+        #[command(flatten)]
+        servers: ServerSelection,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Nagios plugin output (one line, exit 0/2).
+        #[arg(long, conflicts_with = "format")]
+        nagios: bool,
+    },
+    /// Show the server's archiving status.
+    Status {
+        #[command(flatten)]
+        servers: ServerSelection,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Start a throw-away PostgreSQL cluster, archive its WAL with walvault, recover a second
+    /// cluster from the archive and compare the data.
+    Demo {
+        /// Work directory (default: a new directory under the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// PostgreSQL server binaries.
+        #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
+        pg_bin: PathBuf,
+        /// OS user to run PostgreSQL as when walvault runs as root.
+        #[arg(long, default_value = "walvault-demo")]
+        os_user: String,
+        /// Compression for the demo archive.
+        #[arg(long, default_value = "zstd")]
+        compression: String,
+    },
+}
+
+/// `walvault config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print each server's resolved settings.
+    Check,
+}

@@ -1,0 +1,217 @@
+//! `archive-wal`: archive the streaming queue, then the incoming queue.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use walvault_core::archive::{ArchiveHooks, ArchiveSettings, Archiver, BatchReport, FileOutcome, HookVerdict, Queue, commit_batch};
+use walvault_core::queue::{Batch, Candidate, QueueKind, select_batch};
+
+use crate::hooks::{ArchiveHookAdapter, HookRunner};
+use crate::lock::{LockError, LockFile, lock_path};
+use crate::queue_dir::{QueueDir, list_queue};
+use crate::server::ServerCtx;
+use crate::ui::Ui;
+
+/// The settings archive-wal and put-wal share.
+pub fn archive_settings(ctx: &ServerCtx<'_>, segment_size: walvault_core::wal::SegmentSize) -> ArchiveSettings {
+    ArchiveSettings {
+        codec: ctx.cfg.compression,
+        level: ctx.cfg.compression_level,
+        segment_size,
+        check_page_header: ctx.cfg.check_page_header,
+        system_identifier: ctx.cfg.system_identifier,
+        layout: ctx.layout.clone(),
+        ..ArchiveSettings::default()
+    }
+}
+
+/// The current time, seconds since the epoch.
+pub fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Totals over one server's run.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Files newly archived.
+    pub archived: usize,
+    /// Re-deliveries dropped.
+    pub identical: usize,
+    /// Files moved to errors/.
+    pub to_errors: usize,
+    /// Files left for the next run.
+    pub kept: usize,
+    /// Whether something failed.
+    pub failed: bool,
+}
+
+/// Runs archive-wal for one server; returns whether it succeeded.
+pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
+    let cfg = ctx.cfg;
+    let lock = match LockFile::acquire(&lock_path(&cfg.lock_directory, &cfg.name, "archive-wal"), false) {
+        Ok(lock) => lock,
+        Err(LockError::Busy { holder, .. }) => {
+            let by = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            ui.info(format_args!("Another archive-wal process is already running on server {}{by}. Skipping to the next server", cfg.name));
+            return Ok(true);
+        }
+        Err(e) => return Err(e).context("taking the archive-wal lock"),
+    };
+    ctx.ensure_dirs()?;
+    let mut hints = ServerCtx::queue_hints(&cfg.streaming);
+    hints.extend(ServerCtx::queue_hints(&cfg.incoming));
+    let settings = archive_settings(ctx, ctx.segment_size(&hints));
+    let mut totals = Totals::default();
+    let queues = [(cfg.streaming_archiver, QueueKind::Streaming, &cfg.streaming, cfg.streaming_archiver_batch_size), (cfg.archiver, QueueKind::Incoming, &cfg.incoming, cfg.archiver_batch_size)];
+    for (enabled, kind, dir, limit) in queues {
+        if !enabled {
+            continue;
+        }
+        let entries = list_queue(dir)?;
+        let batch = select_batch(kind, entries, limit);
+        let label = match kind {
+            QueueKind::Streaming => "streaming",
+            QueueKind::Incoming => "file archival",
+        };
+        if batch.files.is_empty() && batch.unknown.is_empty() {
+            ui.verbose(format_args!("Processing xlog segments from {label} for {}\n\tno file found", cfg.name));
+            continue;
+        }
+        if batch.deferred > 0 {
+            ui.verbose(format_args!("Found {} xlog segments from {label} for {}. Archive a batch of {} segments in this run.", batch.total_candidates(), cfg.name, batch.files.len()));
+        } else {
+            ui.verbose(format_args!("Processing xlog segments from {label} for {}", cfg.name));
+        }
+        let mut queue = QueueDir::new(dir, &cfg.errors);
+        let hooks = ArchiveHookAdapter { runner: HookRunner::new(cfg, ctx.config_path, ui), source_dir: dir.clone(), archive_root: ctx.archive_root() };
+        let report = archive_batch(ctx, &settings, &batch, &mut queue, &hooks, jobs, ui);
+        queue.sync().with_context(|| format!("syncing {}", dir.display()))?;
+        summarise(&report, &mut totals, &cfg.name, ui);
+    }
+    drop(lock);
+    if ui.interactive || ui.verbosity >= crate::ui::Verbosity::Verbose {
+        ui.info(format_args!(
+            "{}: {} archived, {} already archived (dropped), {} moved to errors, {} left for a later run",
+            cfg.name, totals.archived, totals.identical, totals.to_errors, totals.kept
+        ));
+    }
+    Ok(!totals.failed)
+}
+
+fn summarise(report: &BatchReport, totals: &mut Totals, server: &str, ui: &Ui) {
+    for file in &report.files {
+        match &file.outcome {
+            FileOutcome::Archived { .. } => {
+                totals.archived += 1;
+                ui.verbose(format_args!("\t{}", file.file_name));
+            }
+            FileOutcome::IdenticalDuplicate { key } => {
+                totals.identical += 1;
+                ui.verbose(format_args!("\t{} (already archived as {key}, identical: source dropped)", file.file_name));
+            }
+            FileOutcome::DifferentDuplicate { key, reason } => {
+                totals.to_errors += 1;
+                ui.warn(format_args!(
+                    "{} is already present in server {server} ({key}) with different content ({reason}); not overwritten, file moved to errors/{}",
+                    file.file_name,
+                    file.error_file.as_deref().unwrap_or("?")
+                ));
+            }
+            FileOutcome::Invalid { reason } | FileOutcome::Unknown { reason } => {
+                totals.to_errors += 1;
+                ui.warn(format_args!("{}: {reason}; moved to errors/{}", file.file_name, file.error_file.as_deref().unwrap_or("?")));
+            }
+            FileOutcome::Deferred { reason } => {
+                totals.kept += 1;
+                ui.verbose(format_args!("\t{} left for a later run: {reason}", file.file_name));
+            }
+            FileOutcome::Failed { error, .. } => {
+                totals.kept += 1;
+                totals.failed = true;
+                ui.error(format_args!("{}: archiving failed, file kept in place: {error}", file.file_name));
+            }
+        }
+        if let Some(e) = &file.source_error {
+            totals.failed = true;
+            ui.error(format_args!("{}: archived, but the queued file could not be removed or moved: {e}", file.file_name));
+        }
+    }
+    if let Some(e) = &report.catalogue_error {
+        totals.failed = true;
+        ui.error(format_args!("{e}"));
+    }
+    if let Some(stop) = &report.stopped {
+        ui.warn(format_args!("{server}: {stop}"));
+    }
+}
+
+/// Archives a batch with up to `jobs` files in flight, then commits it in name order.
+pub fn archive_batch(ctx: &ServerCtx<'_>, settings: &ArchiveSettings, batch: &Batch, queue: &mut QueueDir, hooks: &(dyn ArchiveHooks + Sync), jobs: usize, ui: &Ui) -> BatchReport {
+    let archiver = Archiver { store: &*ctx.store, settings, decryptor: None };
+    let files = &batch.files;
+    let results: Vec<Mutex<Option<FileOutcome>>> = files.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let hook_stop = AtomicBool::new(false);
+    let now = super::archive_wal::now();
+    let progress = (ui.interactive && files.len() > 1).then(|| {
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} WAL files [{elapsed}] {wide_bar} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        bar
+    });
+    let queue_ref: &QueueDir = queue;
+    let work = || {
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(candidate) = files.get(i) else { return };
+            if hooks.before(candidate) == HookVerdict::Stop {
+                hook_stop.store(true, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+                return;
+            }
+            let outcome = archiver.archive_file(candidate, &*queue_ref.source(candidate), now);
+            hooks.after(candidate, &outcome);
+            if matches!(outcome, FileOutcome::Failed { .. }) {
+                stop.store(true, Ordering::SeqCst);
+            }
+            if let Some(bar) = &progress {
+                bar.inc(1);
+                bar.set_message(candidate.file_name.clone());
+            }
+            *results[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
+        }
+    };
+    let jobs = jobs.clamp(1, files.len().max(1));
+    if jobs == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..jobs {
+                s.spawn(work);
+            }
+        });
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let outcomes: Vec<(Candidate, FileOutcome)> = files
+        .iter()
+        .zip(results)
+        .filter_map(|(c, r)| r.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).map(|o| (c.clone(), o)))
+        .collect();
+    let hook_stopped = hook_stop.load(Ordering::SeqCst);
+    // As Barman: a run stopped by a pre hook does not move unknown files either.
+    let unknown = if hook_stopped { &[][..] } else { &batch.unknown[..] };
+    let mut catalogue = ctx.catalogue.clone();
+    let mut report = commit_batch(&outcomes, unknown, queue as &mut dyn Queue, &mut catalogue, now as i64);
+    if hook_stopped {
+        report.stopped = Some("a pre-archive retry hook asked to stop (exit 63); the remaining files stay queued".into());
+    } else if outcomes.len() < files.len() {
+        report.stopped = Some(format!("stopped after a failure; {} file(s) not attempted stay queued", files.len() - outcomes.len()));
+    }
+    report
+}

@@ -1,0 +1,154 @@
+//! `rebuild-xlogdb` and `delete-wals`.
+
+use std::fs;
+use std::io::Read;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use walvault_core::catalogue::{CatalogueEntry, catalogue_file_name};
+use walvault_core::compression::{Codec, MAGIC_MAX_LEN};
+use walvault_core::encryption::looks_like_openpgp;
+use walvault_core::layout::KeyProblem;
+use walvault_core::retention::deleted_before;
+use walvault_core::wal::WalFileName;
+
+use crate::hooks::{HookEnv, HookKind, HookRunner};
+use crate::queue_dir::mtime_of;
+use crate::server::ServerCtx;
+use crate::ui::Ui;
+
+/// A temp file this old was left by a crash, not by a write in progress.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// Counts of a rebuild, by kind.
+#[derive(Debug, Default)]
+struct RebuildCounts {
+    history: usize,
+    backup_labels: usize,
+    partial: usize,
+    wal: usize,
+    misplaced: usize,
+    unexpected: usize,
+    temp_removed: usize,
+}
+
+/// `rebuild-xlogdb`: the catalogue from the archive directory. Keeps `.partial` files and
+/// refuses files in the wrong hash directory (Barman drops the former and accepts the latter).
+pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
+    let Some(root) = ctx.local_archive_dir() else { bail!("rebuild-xlogdb of an object-storage archive is not supported by this build yet") };
+    ui.info(format_args!("Rebuilding xlogdb for server {}", ctx.cfg.name));
+    let catalogue_name = catalogue_file_name(&ctx.cfg.name);
+    let counts = ctx.catalogue.rewrite_with(|| {
+        let mut counts = RebuildCounts::default();
+        let mut entries = Vec::new();
+        let listing = ctx.store.list("").map_err(std::io::Error::other)?;
+        for meta in &listing {
+            let path = root.join(&meta.key);
+            match ctx.layout.parse_key(meta) {
+                Ok(stored) => {
+                    let mut head = [0u8; MAGIC_MAX_LEN];
+                    let got = ctx.store.get(&meta.key).map_err(std::io::Error::other)?.read(&mut head)?;
+                    let fs_meta = fs::metadata(&path)?;
+                    let encrypted = looks_like_openpgp(&head[..got]);
+                    match stored.name {
+                        WalFileName::History(_) => counts.history += 1,
+                        WalFileName::BackupLabel { .. } => counts.backup_labels += 1,
+                        WalFileName::Partial(_) => counts.partial += 1,
+                        WalFileName::Segment(_) => counts.wal += 1,
+                    }
+                    entries.push(CatalogueEntry {
+                        name: stored.name.to_string(),
+                        size: meta.size,
+                        time: mtime_of(&fs_meta),
+                        compression: if encrypted { None } else { Codec::identify(&head[..got]).map(|c| c.name().to_owned()) },
+                        encryption: encrypted.then(|| "gpg".to_owned()),
+                    });
+                }
+                Err(KeyProblem::Temporary) => {
+                    let age = fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+                    if age.is_some_and(|a| a > STALE_TEMP_AGE) {
+                        fs::remove_file(&path)?;
+                        counts.temp_removed += 1;
+                        ui.warn(format_args!("removed stale temporary file {}", path.display()));
+                    } else {
+                        ui.warn(format_args!("temporary file found (a write in progress?): {}", path.display()));
+                    }
+                }
+                Err(KeyProblem::Misplaced { expected }) => {
+                    counts.misplaced += 1;
+                    let wants = if expected.is_empty() { "the archive root".to_owned() } else { format!("{expected}/") };
+                    ui.warn(format_args!("{} is in the wrong directory (it belongs in {wants}); not added to the catalogue", path.display()));
+                }
+                Err(_) if meta.key == catalogue_name || meta.key.starts_with('.') => {}
+                Err(_) => {
+                    counts.unexpected += 1;
+                    ui.warn(format_args!("unexpected file {}; not added to the catalogue", path.display()));
+                }
+            }
+        }
+        Ok((entries, counts))
+    })?;
+    ui.info(format_args!(
+        "Done rebuilding xlogdb for server {} (history: {}, backup_labels: {}, wal_file: {}, partial: {})",
+        ctx.cfg.name, counts.history, counts.backup_labels, counts.wal, counts.partial
+    ));
+    Ok(if counts.misplaced + counts.unexpected > 0 { 1 } else { 0 })
+}
+
+/// `delete-wals --before NAME`: removes older archived files one by one, with the WAL delete
+/// hooks, then removes hash directories that became empty (never a directory with files in
+/// it, unlike Barman's ≥256-entry rmtree).
+pub fn delete_wals(ctx: &ServerCtx<'_>, before: &str, dry_run: bool, ui: &Ui) -> anyhow::Result<u8> {
+    let keep_from: WalFileName = before.parse().with_context(|| format!("--before {before:?} is not a WAL segment name"))?;
+    if !keep_from.is_segment() {
+        bail!("--before needs a WAL segment name, got {before}");
+    }
+    let runner = HookRunner::new(ctx.cfg, ctx.config_path, ui);
+    let listing = ctx.store.list(ctx.layout.area_prefix()).context("listing the archive")?;
+    let doomed: Vec<_> = listing.iter().filter_map(|m| ctx.layout.parse_key(m).ok()).filter(|s| deleted_before(&s.name, &keep_from)).collect();
+    if dry_run {
+        for s in &doomed {
+            ui.info(format_args!("would delete {}{}", ctx.archive_root(), s.key));
+        }
+        return Ok(0);
+    }
+    let mut deleted = std::collections::HashSet::new();
+    let mut failures = 0;
+    ctx.catalogue.rewrite_with(|| {
+        for stored in &doomed {
+            let env = HookEnv { segment: stored.name.to_string(), file: format!("{}{}", ctx.archive_root(), stored.key), size: stored.size, ..HookEnv::default() };
+            if runner.pre(HookKind::WalDelete, &env) == walvault_core::archive::HookVerdict::Stop {
+                ui.warn(format_args!("a pre WAL delete hook asked to stop; {} and later files kept", stored.name));
+                break;
+            }
+            let result = ctx.store.delete(&stored.key);
+            let error = result.as_ref().err().map(ToString::to_string).unwrap_or_default();
+            runner.post(HookKind::WalDelete, &HookEnv { error: error.clone(), ..env });
+            match result {
+                Ok(()) => {
+                    ui.verbose(format_args!("deleted {}", stored.key));
+                    deleted.insert(stored.name.to_string());
+                }
+                Err(e) => {
+                    failures += 1;
+                    ui.warn(format_args!("Ignoring deletion of WAL file {}: {e}", stored.key));
+                }
+            }
+        }
+        let current = ctx.catalogue.read()?.map_err(std::io::Error::other)?;
+        Ok((current.into_iter().filter(|e| !deleted.contains(&e.name)).collect(), ()))
+    })?;
+    if let Some(root) = ctx.local_archive_dir() {
+        let mut dirs: Vec<_> = doomed.iter().filter_map(|s| s.key.rsplit_once('/').map(|(d, _)| d.to_owned())).collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            // remove_dir fails on a non-empty directory: exactly the safety wanted.
+            if fs::remove_dir(root.join(&dir)).is_ok() {
+                crate::fsutil::fsync_dir(root)?;
+            }
+        }
+    }
+    ui.info(format_args!("deleted {} file(s) before {keep_from} from server {}", deleted.len(), ctx.cfg.name));
+    Ok(if failures > 0 { 1 } else { 0 })
+}

@@ -1,0 +1,8 @@
+//! The commands.
+
+pub mod archive_wal;
+pub mod check;
+pub mod demo;
+pub mod maintenance;
+pub mod reports;
+pub mod wal_io;

@@ -1,0 +1,107 @@
+//! `list-wals` and `show-errors`.
+
+use std::fs;
+
+use anyhow::Context;
+use serde::Serialize;
+use walvault_core::duplicate::{ErrorKind, parse_error_file_name};
+use walvault_core::time::utc_iso8601;
+
+use crate::cli::Format;
+use crate::queue_dir::mtime_of;
+use crate::server::ServerCtx;
+
+/// `list-wals`: the catalogue, one line per archived file.
+pub fn list_wals(ctx: &ServerCtx<'_>, format: Format) -> anyhow::Result<u8> {
+    let entries = ctx.catalogue.read().context("reading the catalogue")?.with_context(|| format!("{} is damaged: run 'walvault rebuild-xlogdb {}'", ctx.catalogue.path().display(), ctx.cfg.name))?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+        Format::Text => {
+            for e in &entries {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    e.name,
+                    e.size,
+                    utc_iso8601(e.time as i64),
+                    e.compression.as_deref().unwrap_or("-"),
+                    e.encryption.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// One entry of `errors/`, explained.
+#[derive(Debug, Serialize)]
+pub struct ErrorEntry {
+    /// The file in errors/.
+    pub file: String,
+    /// The name it had in its queue.
+    pub original: String,
+    /// When it was moved (UTC stamp from the name).
+    pub moved_at: Option<String>,
+    /// duplicate / unknown / invalid / other.
+    pub kind: String,
+    /// What that means and what to do.
+    pub reason: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// For duplicates: whether the archive still holds a copy under that name.
+    pub archived_copy: Option<String>,
+}
+
+fn explain(kind: &str) -> &'static str {
+    match kind {
+        k if k == ErrorKind::Duplicate.suffix() => "a WAL with this name is already archived with different content; the archived copy was kept (compare them; a second cluster may archive to this server)",
+        k if k == ErrorKind::Unknown.suffix() => "not a WAL file name, or not a regular file; it does not belong in the queue",
+        k if k == ErrorKind::Invalid.suffix() => "a WAL name whose content is wrong (empty, wrong size, corrupt compression, or a page header that does not match the name); the log of the run that moved it says which",
+        "error" => "left by another tool; not relevant to archiving",
+        _ => "unrecognised entry",
+    }
+}
+
+/// `show-errors`: what is in errors/ and why.
+pub fn show_errors(ctx: &ServerCtx<'_>, format: Format) -> anyhow::Result<u8> {
+    let mut entries = Vec::new();
+    let dir = &ctx.cfg.errors;
+    let listing = match fs::read_dir(dir) {
+        Ok(l) => l.collect::<Result<Vec<_>, _>>()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    for entry in listing {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let parsed = parse_error_file_name(&file);
+        let meta = entry.metadata()?;
+        let archived_copy = (parsed.suffix == ErrorKind::Duplicate.suffix())
+            .then(|| parsed.original.parse().ok())
+            .flatten()
+            .and_then(|name| ctx.layout.find_in(&*ctx.store, &name).ok())
+            .and_then(|found| found.first().map(|s| format!("{}{}", ctx.archive_root(), s.key)));
+        entries.push(ErrorEntry {
+            reason: explain(&parsed.suffix).to_owned(),
+            kind: parsed.suffix,
+            original: parsed.original,
+            moved_at: parsed.stamp.or_else(|| Some(walvault_core::time::utc_stamp(mtime_of(&meta) as i64))),
+            size: meta.len(),
+            archived_copy,
+            file,
+        });
+    }
+    entries.sort_by(|a, b| a.file.cmp(&b.file));
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+        Format::Text if entries.is_empty() => println!("errors/ of server '{}' is empty", ctx.cfg.name),
+        Format::Text => {
+            for e in &entries {
+                println!("{} ({}, {} bytes, moved {})", e.file, e.kind, e.size, e.moved_at.as_deref().unwrap_or("?"));
+                println!("\t{}", e.reason);
+                if let Some(copy) = &e.archived_copy {
+                    println!("\tarchived copy: {copy}");
+                }
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,531 @@
+//! walvault's configuration: a TOML file with a `[walvault]` section for global settings and
+//! one section per PostgreSQL server. Key names follow Barman's so a Barman configuration
+//! translates line by line.
+//!
+//! ```toml
+//! [walvault]
+//! home = "/var/lib/walvault"        # like barman_home; per-server directories default under it
+//! compression = "zstd"              # any server key here is a default for every server
+//!
+//! [pg]
+//! conninfo = "host=/var/run/postgresql dbname=postgres"
+//! compression_level = "low"
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use walvault_core::compression::{Codec, Level};
+use walvault_core::wal::SegmentSize;
+
+/// Where the configuration comes from when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/walvault.toml";
+/// Default home directory.
+pub const DEFAULT_HOME: &str = "/var/lib/walvault";
+
+/// A configuration problem, naming the file, section and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `[section]`, when the problem is inside one.
+    pub section: Option<String>,
+    /// The key, when one is at fault.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.section, &self.key) {
+            (Some(s), Some(k)) => write!(f, "[{s}] {k}: {}", self.message),
+            (Some(s), None) => write!(f, "[{s}]: {}", self.message),
+            (None, Some(k)) => write!(f, "{k}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(section: &str, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { section: Some(section.to_owned()), key: Some(key.to_owned()), message: message.into() }
+}
+
+/// A number or a word, as TOML gives it (`compression_level = 3` or `"high"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(i64),
+    Text(String),
+}
+
+impl NumberOrText {
+    fn text(&self) -> String {
+        match self {
+            NumberOrText::Number(n) => n.to_string(),
+            NumberOrText::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// The keys a server section (or the `[walvault]` defaults) may hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    description: Option<String>,
+    active: Option<bool>,
+    backup_directory: Option<PathBuf>,
+    wals_directory: Option<String>,
+    incoming_wals_directory: Option<PathBuf>,
+    streaming_wals_directory: Option<PathBuf>,
+    errors_directory: Option<PathBuf>,
+    xlogdb_directory: Option<PathBuf>,
+    compression: Option<String>,
+    compression_level: Option<NumberOrText>,
+    archiver: Option<bool>,
+    streaming_archiver: Option<bool>,
+    archiver_batch_size: Option<u64>,
+    streaming_archiver_batch_size: Option<u64>,
+    jobs: Option<u64>,
+    conninfo: Option<String>,
+    streaming_conninfo: Option<String>,
+    slot_name: Option<String>,
+    create_slot: Option<String>,
+    streaming_archiver_name: Option<String>,
+    synchronous: Option<bool>,
+    wal_segment_size: Option<NumberOrText>,
+    check_page_header: Option<bool>,
+    system_identifier: Option<NumberOrText>,
+    max_incoming_wals_queue: Option<u64>,
+    last_wal_maximum_age: Option<String>,
+    path_prefix: Option<String>,
+    pre_archive_script: Option<String>,
+    post_archive_script: Option<String>,
+    pre_archive_retry_script: Option<String>,
+    post_archive_retry_script: Option<String>,
+    pre_wal_delete_script: Option<String>,
+    post_wal_delete_script: Option<String>,
+    pre_wal_delete_retry_script: Option<String>,
+    post_wal_delete_retry_script: Option<String>,
+}
+
+macro_rules! merge_fields {
+    ($over:expr, $base:expr, $($f:ident),* $(,)?) => {
+        ServerSection { $($f: $over.$f.or($base.$f),)* }
+    };
+}
+
+impl ServerSection {
+    fn over(self, base: ServerSection) -> ServerSection {
+        merge_fields!(self, base,
+            description, active, backup_directory, wals_directory, incoming_wals_directory,
+            streaming_wals_directory, errors_directory, xlogdb_directory, compression,
+            compression_level, archiver, streaming_archiver, archiver_batch_size,
+            streaming_archiver_batch_size, jobs, conninfo, streaming_conninfo, slot_name, create_slot,
+            streaming_archiver_name, synchronous, wal_segment_size, check_page_header, system_identifier,
+            max_incoming_wals_queue, last_wal_maximum_age, path_prefix, pre_archive_script,
+            post_archive_script, pre_archive_retry_script, post_archive_retry_script,
+            pre_wal_delete_script, post_wal_delete_script, pre_wal_delete_retry_script,
+            post_wal_delete_retry_script)
+    }
+}
+
+/// Whether receive-wal creates its replication slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateSlot {
+    /// The operator creates it (`receive-wal --create-slot`).
+    Manual,
+    /// receive-wal creates it when missing.
+    Auto,
+}
+
+/// Hook scripts for one event, Barman style.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookScripts {
+    /// Runs before; its exit status is only logged.
+    pub pre: Option<String>,
+    /// Runs before, retried until it exits 0, 62 (continue) or 63 (stop).
+    pub pre_retry: Option<String>,
+    /// Runs after, retried like `pre_retry` (63 is ignored with a warning).
+    pub post_retry: Option<String>,
+    /// Runs after; its exit status is only logged.
+    pub post: Option<String>,
+}
+
+/// Where a server's WAL is archived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveLocation {
+    /// A local `wals/` directory.
+    Local(PathBuf),
+    /// An object-store URL (`s3://bucket/prefix`).
+    Url(String),
+}
+
+/// One server's resolved settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// The section name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Inactive servers are skipped by `--all`.
+    pub active: bool,
+    /// Per-server home (`<home>/<name>`).
+    pub backup_directory: PathBuf,
+    /// Where WAL goes.
+    pub archive: ArchiveLocation,
+    /// `archive_command` drop zone.
+    pub incoming: PathBuf,
+    /// pg_receivewal target.
+    pub streaming: PathBuf,
+    /// Rejected files.
+    pub errors: PathBuf,
+    /// Where `<name>-xlog.db` lives.
+    pub xlogdb_directory: PathBuf,
+    /// Lock files' directory.
+    pub lock_directory: PathBuf,
+    /// Codec for new WAL (`None`: stored plain).
+    pub compression: Option<Codec>,
+    /// Its level.
+    pub compression_level: Level,
+    /// Whether the incoming queue is used.
+    pub archiver: bool,
+    /// Whether the streaming queue is used.
+    pub streaming_archiver: bool,
+    /// Files per archive-wal run from incoming (0: no limit).
+    pub archiver_batch_size: usize,
+    /// Files per archive-wal run from streaming (0: no limit).
+    pub streaming_archiver_batch_size: usize,
+    /// Parallel compress+write jobs (default: the number of cores).
+    pub jobs: Option<usize>,
+    /// libpq connection string for checks.
+    pub conninfo: Option<String>,
+    /// Connection string for pg_receivewal.
+    pub streaming_conninfo: Option<String>,
+    /// Physical replication slot for pg_receivewal.
+    pub slot_name: Option<String>,
+    /// Slot creation policy.
+    pub create_slot: CreateSlot,
+    /// `application_name` of pg_receivewal.
+    pub streaming_archiver_name: String,
+    /// Ask pg_receivewal to flush synchronously when PostgreSQL names it a synchronous standby.
+    pub synchronous: bool,
+    /// The cluster's segment size; `None`: detect it.
+    pub wal_segment_size: Option<SegmentSize>,
+    /// Check page headers on archive.
+    pub check_page_header: bool,
+    /// The expected system identifier.
+    pub system_identifier: Option<u64>,
+    /// Queue-size threshold for `check`.
+    pub max_incoming_wals_queue: Option<u64>,
+    /// Maximum age of the last archived WAL for `check`, in seconds.
+    pub last_wal_maximum_age: Option<u64>,
+    /// Prepended to PATH for hooks and pg_receivewal.
+    pub path_prefix: Option<String>,
+    /// Archive hooks.
+    pub archive_hooks: HookScripts,
+    /// WAL delete hooks.
+    pub delete_hooks: HookScripts,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Global home.
+    pub home: PathBuf,
+    /// Servers by name.
+    pub servers: BTreeMap<String, ServerConfig>,
+}
+
+/// Parses a duration such as `1 day`, `2 weeks`, `90 minutes`, `3600` (seconds).
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(secs);
+    }
+    let (number, unit) = text.split_once(char::is_whitespace).map(|(n, u)| (n, u.trim())).unwrap_or((text, ""));
+    let n: u64 = number.parse().ok()?;
+    let unit_secs = match unit.trim_end_matches('s') {
+        "second" | "sec" | "s" => 1,
+        "minute" | "min" | "m" => 60,
+        "hour" | "h" => 3600,
+        "day" | "d" => 86_400,
+        "week" | "w" => 604_800,
+        "month" => 2_592_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_secs)
+}
+
+/// Parses a segment size: bytes, or `16MB`, `1GB`, `64MiB`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Checks a slot name as PostgreSQL does (lower-case letters, digits, underscore).
+fn valid_slot_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn valid_server_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') && !name.starts_with('.')
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError { section: None, key: None, message: format!("cannot read {}: {e}", path.display()) })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses configuration text (`path` is recorded for hooks and messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError { section: None, key: None, message: format!("{}: {}", path.display(), e.message().trim()) })?;
+        let mut home = PathBuf::from(DEFAULT_HOME);
+        let mut lock_directory = None;
+        let mut defaults = ServerSection::default();
+        let mut sections = Vec::new();
+        for (name, value) in table {
+            let toml::Value::Table(mut section) = value else {
+                return Err(ConfigError { section: None, key: Some(name), message: "expected a [section] (a server, or [walvault])".into() });
+            };
+            if name == "walvault" {
+                if let Some(v) = section.remove("home") {
+                    home = v.as_str().map(PathBuf::from).ok_or_else(|| err("walvault", "home", "expected a path string"))?;
+                }
+                if let Some(v) = section.remove("lock_directory") {
+                    lock_directory = Some(v.as_str().map(PathBuf::from).ok_or_else(|| err("walvault", "lock_directory", "expected a path string"))?);
+                }
+                defaults = deserialize_section("walvault", section)?;
+            } else {
+                if !valid_server_name(&name) {
+                    return Err(ConfigError { section: Some(name), key: None, message: "server names use letters, digits, '-', '_' and '.'".into() });
+                }
+                let parsed = deserialize_section(&name, section)?;
+                sections.push((name, parsed));
+            }
+        }
+        if !home.is_absolute() {
+            return Err(err("walvault", "home", format!("must be an absolute path, got {}", home.display())));
+        }
+        let lock_directory = lock_directory.unwrap_or_else(|| home.clone());
+        let mut servers = BTreeMap::new();
+        for (name, section) in sections {
+            let server = resolve(&name, section.over(defaults.clone()), &home, &lock_directory)?;
+            servers.insert(name, server);
+        }
+        Ok(Config { path: path.to_owned(), home, servers })
+    }
+
+    /// One server by name, with a helpful error.
+    pub fn server(&self, name: &str) -> Result<&ServerConfig, ConfigError> {
+        self.servers.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.servers.keys().map(String::as_str).collect();
+            ConfigError {
+                section: None,
+                key: None,
+                message: format!("unknown server '{name}' in {} (configured: {})", self.path.display(), if known.is_empty() { "none".into() } else { known.join(", ") }),
+            }
+        })
+    }
+}
+
+fn deserialize_section(name: &str, section: toml::Table) -> Result<ServerSection, ConfigError> {
+    ServerSection::deserialize(toml::Value::Table(section)).map_err(|e| {
+        let message = e.message().trim().to_owned();
+        // serde names the offending key in its message ("unknown field `x`, expected …").
+        let key = message.split('`').nth(1).map(str::to_owned);
+        ConfigError { section: Some(name.to_owned()), key, message }
+    })
+}
+
+fn resolve(name: &str, s: ServerSection, home: &Path, lock_directory: &Path) -> Result<ServerConfig, ConfigError> {
+    let backup_directory = s.backup_directory.unwrap_or_else(|| home.join(name));
+    let archive = match s.wals_directory {
+        Some(url) if url.contains("://") => {
+            if !url.starts_with("s3://") {
+                return Err(err(name, "wals_directory", format!("unsupported URL scheme in {url:?} (supported: s3://)")));
+            }
+            ArchiveLocation::Url(url)
+        }
+        Some(path) => ArchiveLocation::Local(PathBuf::from(path)),
+        None => ArchiveLocation::Local(backup_directory.join("wals")),
+    };
+    let xlogdb_directory = match (&s.xlogdb_directory, &archive) {
+        (Some(dir), _) => dir.clone(),
+        (None, ArchiveLocation::Local(wals)) => wals.clone(),
+        (None, ArchiveLocation::Url(_)) => backup_directory.join("meta"),
+    };
+    let compression = match s.compression.as_deref().map(str::trim) {
+        None | Some("" | "none") => None,
+        Some(c) => Some(Codec::from_name(c).ok_or_else(|| err(name, "compression", format!("unknown compression {c:?} (expected none, gzip, bzip2, xz, zstd, lz4 or snappy)")))?),
+    };
+    let compression_level = match s.compression_level {
+        None => Level::Medium,
+        Some(v) => v.text().parse::<Level>().map_err(|e| err(name, "compression_level", e.to_string()))?,
+    };
+    let wal_segment_size = match s.wal_segment_size {
+        None => None,
+        Some(v) => {
+            let text = v.text();
+            let bytes = parse_size(&text).ok_or_else(|| err(name, "wal_segment_size", format!("{text:?} is not a size (e.g. 16MB)")))?;
+            Some(SegmentSize::new(bytes).map_err(|e| err(name, "wal_segment_size", e.to_string()))?)
+        }
+    };
+    let system_identifier = match s.system_identifier {
+        None => None,
+        Some(v) => Some(v.text().parse::<u64>().map_err(|_| err(name, "system_identifier", "expected the number pg_controldata prints"))?),
+    };
+    if let Some(slot) = &s.slot_name
+        && !valid_slot_name(slot)
+    {
+        return Err(err(name, "slot_name", format!("{slot:?}: use lower-case letters, digits and '_' (at most 63)")));
+    }
+    let create_slot = match s.create_slot.as_deref() {
+        None | Some("manual") => CreateSlot::Manual,
+        Some("auto") => CreateSlot::Auto,
+        Some(other) => return Err(err(name, "create_slot", format!("{other:?}: expected \"manual\" or \"auto\""))),
+    };
+    let last_wal_maximum_age = match &s.last_wal_maximum_age {
+        None => None,
+        Some(t) => Some(parse_duration(t).ok_or_else(|| err(name, "last_wal_maximum_age", format!("{t:?} is not a duration (e.g. \"1 day\")")))?),
+    };
+    let jobs = match s.jobs {
+        Some(0) => return Err(err(name, "jobs", "must be at least 1")),
+        j => j.map(|j| j as usize),
+    };
+    let mut archiver = s.archiver.unwrap_or(false);
+    let streaming_archiver = s.streaming_archiver.unwrap_or(false);
+    if !archiver && !streaming_archiver {
+        // As Barman: with neither archiver on, the file archiver is on.
+        archiver = true;
+    }
+    if streaming_archiver && s.streaming_conninfo.as_ref().or(s.conninfo.as_ref()).is_none() {
+        return Err(err(name, "streaming_archiver", "needs conninfo or streaming_conninfo"));
+    }
+    Ok(ServerConfig {
+        name: name.to_owned(),
+        description: s.description,
+        active: s.active.unwrap_or(true),
+        incoming: s.incoming_wals_directory.unwrap_or_else(|| backup_directory.join("incoming")),
+        streaming: s.streaming_wals_directory.unwrap_or_else(|| backup_directory.join("streaming")),
+        errors: s.errors_directory.unwrap_or_else(|| backup_directory.join("errors")),
+        backup_directory,
+        archive,
+        xlogdb_directory,
+        lock_directory: lock_directory.to_owned(),
+        compression,
+        compression_level,
+        archiver,
+        streaming_archiver,
+        archiver_batch_size: s.archiver_batch_size.unwrap_or(0) as usize,
+        streaming_archiver_batch_size: s.streaming_archiver_batch_size.unwrap_or(0) as usize,
+        jobs,
+        streaming_conninfo: s.streaming_conninfo.or_else(|| s.conninfo.clone()),
+        conninfo: s.conninfo,
+        slot_name: s.slot_name,
+        create_slot,
+        streaming_archiver_name: s.streaming_archiver_name.unwrap_or_else(|| "walvault_receive_wal".into()),
+        synchronous: s.synchronous.unwrap_or(false),
+        wal_segment_size,
+        check_page_header: s.check_page_header.unwrap_or(true),
+        system_identifier,
+        max_incoming_wals_queue: s.max_incoming_wals_queue,
+        last_wal_maximum_age,
+        path_prefix: s.path_prefix,
+        archive_hooks: HookScripts { pre: s.pre_archive_script, pre_retry: s.pre_archive_retry_script, post_retry: s.post_archive_retry_script, post: s.post_archive_script },
+        delete_hooks: HookScripts {
+            pre: s.pre_wal_delete_script,
+            pre_retry: s.pre_wal_delete_retry_script,
+            post_retry: s.post_wal_delete_retry_script,
+            post: s.post_wal_delete_script,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/walvault.toml"))
+    }
+
+    #[test]
+    fn defaults_follow_barman_layout() {
+        let c = parse("[walvault]\nhome = \"/srv/wv\"\n[pg]\n").expect("valid");
+        let pg = c.server("pg").expect("pg");
+        assert_eq!(pg.archive, ArchiveLocation::Local("/srv/wv/pg/wals".into()));
+        assert_eq!(pg.incoming, PathBuf::from("/srv/wv/pg/incoming"));
+        assert_eq!(pg.streaming, PathBuf::from("/srv/wv/pg/streaming"));
+        assert_eq!(pg.errors, PathBuf::from("/srv/wv/pg/errors"));
+        assert_eq!(pg.xlogdb_directory, PathBuf::from("/srv/wv/pg/wals"));
+        assert_eq!(pg.lock_directory, PathBuf::from("/srv/wv"));
+        assert!(pg.archiver && !pg.streaming_archiver, "archiver forced on when both are off");
+        assert_eq!((pg.compression, pg.compression_level), (None, Level::Medium));
+    }
+
+    #[test]
+    fn global_defaults_and_overrides() {
+        let c = parse("[walvault]\ncompression = \"zstd\"\ncompression_level = 3\n[a]\n[b]\ncompression = \"gzip\"\ncompression_level = \"high\"\nwal_segment_size = \"64MB\"\n").expect("valid");
+        assert_eq!(c.server("a").expect("a").compression, Some(Codec::Zstd));
+        assert_eq!(c.server("a").expect("a").compression_level, Level::Number(3));
+        let b = c.server("b").expect("b");
+        assert_eq!((b.compression, b.compression_level), (Some(Codec::Gzip), Level::High));
+        assert_eq!(b.wal_segment_size.map(SegmentSize::bytes), Some(64 << 20));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("[pg]\ncompression = \"gzp\"\n").expect_err("bad codec");
+        assert_eq!((e.section.as_deref(), e.key.as_deref()), (Some("pg"), Some("compression")));
+        assert!(e.to_string().starts_with("[pg] compression: unknown compression \"gzp\""), "{e}");
+        let e = parse("[pg]\ncompresion = \"gzip\"\n").expect_err("typo");
+        assert_eq!(e.key.as_deref(), Some("compresion"), "{e}");
+        let e = parse("[pg]\nwal_segment_size = \"3MB\"\n").expect_err("size");
+        assert_eq!(e.key.as_deref(), Some("wal_segment_size"));
+        let e = parse("[pg]\ncompression_level = \"fast\"\n").expect_err("level");
+        assert_eq!(e.key.as_deref(), Some("compression_level"));
+        let e = parse("[pg]\nslot_name = \"Bad-Slot\"\n").expect_err("slot");
+        assert_eq!(e.key.as_deref(), Some("slot_name"));
+        let e = parse("[pg]\nstreaming_archiver = true\n").expect_err("needs conninfo");
+        assert_eq!(e.key.as_deref(), Some("streaming_archiver"));
+        let e = parse("[pg]\nwals_directory = \"gs://b/p\"\n").expect_err("scheme");
+        assert_eq!(e.key.as_deref(), Some("wals_directory"));
+        let e = parse("[walvault]\nhome = \"relative\"\n").expect_err("relative home");
+        assert_eq!(e.key.as_deref(), Some("home"));
+        let e = parse("pg = 1\n").expect_err("not a table");
+        assert_eq!(e.key.as_deref(), Some("pg"));
+        assert!(parse("[pg\n").is_err());
+        let c = parse("[pg]\n").expect("valid");
+        assert!(c.server("nope").expect_err("unknown").to_string().contains("configured: pg"));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("1 day"), Some(86_400));
+        assert_eq!(parse_duration("2 weeks"), Some(1_209_600));
+        assert_eq!(parse_duration("90 minutes"), Some(5400));
+        assert_eq!(parse_duration("3600"), Some(3600));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_size("16MB"), Some(16 << 20));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("16777216"), Some(16 << 20));
+        assert_eq!(parse_size("16 parsecs"), None);
+    }
+}

@@ -1,0 +1,179 @@
+//! Durable file-system primitives: temp file + fsync + atomic rename/link + directory fsync.
+//!
+//! A WAL file reaches its final name only complete and synced, and the directory entry is
+//! synced too, so after a crash a name either holds the whole file or does not exist.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Syncs a directory, making entries created, renamed or removed in it durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing parents, syncing each new entry into its parent.
+/// Returns whether anything was created.
+pub fn create_dir_durable(dir: &Path) -> io::Result<bool> {
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    let mut missing = Vec::new();
+    let mut cursor = dir;
+    while !cursor.exists() {
+        missing.push(cursor);
+        match cursor.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => cursor = parent,
+            _ => break,
+        }
+    }
+    for path in missing.into_iter().rev() {
+        match fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync_dir(parent)?;
+        }
+    }
+    Ok(true)
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A hidden temporary name next to `final_name` in `dir`: `.<final>.<pid>.<n>.tmp`. Hidden and
+/// `.tmp`, so queue scans and catalogue rebuilds never mistake it for WAL.
+pub fn temp_path(dir: &Path, final_name: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".{final_name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Whether a name is one of our temporary files.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// A temporary file removed on drop unless it was renamed into place.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    /// Creates a new, empty temp file next to `final_path`.
+    pub fn create(final_path: &Path) -> io::Result<(TempFile, File)> {
+        let dir = final_path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+        let name = final_path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let path = temp_path(dir, name);
+        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        Ok((TempFile { path, armed: true }, file))
+    }
+
+    /// Publishes the (already synced) temp file at `final_path`. With `no_replace`, fails with
+    /// `AlreadyExists` if something is there: a hard link is atomic create-if-absent.
+    pub fn publish(mut self, final_path: &Path, no_replace: bool) -> io::Result<()> {
+        if no_replace {
+            fs::hard_link(&self.path, final_path)?;
+            // The link is in place; the temp name is just a second name to drop.
+            let _ = fs::remove_file(&self.path);
+        } else {
+            fs::rename(&self.path, final_path)?;
+        }
+        self.armed = false;
+        if let Some(dir) = final_path.parent() {
+            fsync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes a file durably through `fill`: temp file in the target directory, fsync, then
+/// link (`no_replace`) or rename into place, then fsync the directory. Returns `fill`'s value.
+pub fn write_durable<T>(final_path: &Path, no_replace: bool, fill: impl FnOnce(&mut dyn Write) -> io::Result<T>) -> io::Result<T> {
+    let (temp, file) = TempFile::create(final_path)?;
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    let value = fill(&mut writer)?;
+    let file = writer.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.sync_all()?;
+    drop(file);
+    temp.publish(final_path, no_replace)?;
+    Ok(value)
+}
+
+/// Moves `src` to `dst` durably, never leaving a partial file under `dst`'s name: a rename
+/// when both are on one file system, otherwise copy to a temp name in `dst`'s directory,
+/// fsync, rename, then remove `src`. Both directories are synced.
+pub fn move_durable(src: &Path, dst: &Path) -> io::Result<()> {
+    match fs::rename(src, dst) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(18) => {
+            // EXDEV: different file systems.
+            let mut input = File::open(src)?;
+            write_durable(dst, true, |w| io::copy(&mut input, w))?;
+            fs::remove_file(src)?;
+        }
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = dst.parent() {
+        fsync_dir(dir)?;
+    }
+    if let Some(dir) = src.parent() {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_durable_creates_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("a/b/file");
+        create_dir_durable(target.parent().expect("parent")).expect("mkdir");
+        write_durable(&target, true, |w| w.write_all(b"one")).expect("first");
+        let err = write_durable(&target, true, |w| w.write_all(b"two")).expect_err("exists");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&target).expect("read"), b"one");
+        write_durable(&target, false, |w| w.write_all(b"three")).expect("replace");
+        assert_eq!(fs::read(&target).expect("read"), b"three");
+        let names: Vec<_> = fs::read_dir(target.parent().expect("parent")).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names, ["file"], "no temp files left");
+    }
+
+    #[test]
+    fn failed_fill_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("f");
+        let err = write_durable(&target, true, |w| {
+            w.write_all(b"partial")?;
+            Err::<(), _>(io::Error::other("boom"))
+        });
+        assert!(err.is_err());
+        assert!(!target.exists());
+        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn move_within_fs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("s"), b"x").expect("write");
+        fs::create_dir(dir.path().join("d")).expect("mkdir");
+        move_durable(&dir.path().join("s"), &dir.path().join("d/t")).expect("move");
+        assert_eq!(fs::read(dir.path().join("d/t")).expect("read"), b"x");
+        assert!(!dir.path().join("s").exists());
+    }
+}

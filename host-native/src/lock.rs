@@ -1,0 +1,98 @@
+//! Lock files compatible with Barman's: `.<server>-<purpose>.lock` in the lock directory,
+//! `flock`ed exclusively, the holder's pid written inside, never deleted (Barman does not
+//! either, and deleting a lock file races with the next locker).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// A held lock; released on drop.
+#[derive(Debug)]
+pub struct LockFile {
+    file: File,
+}
+
+/// Why a lock could not be taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds it (non-blocking mode); its pid if readable.
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+        /// The holder's pid, as written in the file.
+        holder: Option<u32>,
+    },
+    /// The lock file could not be opened or locked.
+    Io(PathBuf, io::Error),
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Busy { path, holder: Some(pid) } => write!(f, "{} is held by process {pid}", path.display()),
+            LockError::Busy { path, holder: None } => write!(f, "{} is held by another process", path.display()),
+            LockError::Io(path, e) => write!(f, "cannot lock {}: {e}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for LockError {}
+
+/// The lock file path for a server and purpose (`archive-wal`, `xlogdb`, `receive-wal`).
+pub fn lock_path(dir: &Path, server: &str, purpose: &str) -> PathBuf {
+    dir.join(format!(".{server}-{purpose}.lock"))
+}
+
+impl LockFile {
+    /// Takes the lock, waiting if `blocking`, else failing with [`LockError::Busy`].
+    pub fn acquire(path: &Path, blocking: bool) -> Result<LockFile, LockError> {
+        let io_err = |e| LockError::Io(path.to_owned(), e);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).map_err(io_err)?;
+        if blocking {
+            file.lock().map_err(io_err)?;
+        } else {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
+                    return Err(LockError::Busy { path: path.to_owned(), holder });
+                }
+                Err(TryLockError::Error(e)) => return Err(io_err(e)),
+            }
+        }
+        file.set_len(0).map_err(io_err)?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+        Ok(LockFile { file })
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_non_blocking_locker_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = lock_path(dir.path(), "pg", "archive-wal");
+        assert!(path.ends_with(".pg-archive-wal.lock"));
+        let held = LockFile::acquire(&path, false).expect("first");
+        match LockFile::acquire(&path, false) {
+            Err(LockError::Busy { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        drop(held);
+        LockFile::acquire(&path, false).expect("free again");
+        assert!(path.exists(), "lock files are never deleted");
+    }
+}

@@ -1,0 +1,109 @@
+//! The incoming and streaming directories as the core's [`Queue`].
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use walvault_core::archive::{Queue, SourceFile};
+use walvault_core::queue::{Candidate, DirEntry, EntryKind};
+
+use crate::fsutil;
+
+/// A file to archive, opened on demand.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    path: PathBuf,
+}
+
+impl FileSource {
+    /// A source at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileSource { path: path.into() }
+    }
+}
+
+impl SourceFile for FileSource {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        let file = File::open(&self.path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+    }
+}
+
+/// Seconds since the epoch, as a float (Barman's catalogue time).
+pub fn mtime_of(meta: &fs::Metadata) -> f64 {
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Lists a directory for [`walvault_core::queue::select_batch`]. A missing directory is empty.
+pub fn list_queue(dir: &Path) -> io::Result<Vec<DirEntry>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("cannot list {}: {e}", dir.display()))),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        // Follow symlinks, as Barman's isfile() does; an entry that vanished is skipped.
+        let meta = match fs::metadata(entry.path()) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::symlink_metadata(entry.path()) {
+                Ok(m) => m,
+                Err(_) => continue,
+            },
+            Err(e) => return Err(e),
+        };
+        let kind = if meta.is_file() {
+            EntryKind::File
+        } else if meta.is_dir() {
+            EntryKind::Directory
+        } else {
+            EntryKind::Other
+        };
+        out.push(DirEntry { file_name, kind, size: meta.len(), mtime: mtime_of(&meta) });
+    }
+    Ok(out)
+}
+
+/// A queue directory plus its errors directory.
+#[derive(Debug)]
+pub struct QueueDir {
+    dir: PathBuf,
+    errors: PathBuf,
+    released: usize,
+}
+
+impl QueueDir {
+    /// The queue at `dir`, moving rejects to `errors`.
+    pub fn new(dir: &Path, errors: &Path) -> Self {
+        QueueDir { dir: dir.to_owned(), errors: errors.to_owned(), released: 0 }
+    }
+
+    /// Makes the releases durable (one directory fsync per batch).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.released > 0 {
+            fsutil::fsync_dir(&self.dir)?;
+            self.released = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Queue for QueueDir {
+    fn source<'a>(&'a self, candidate: &Candidate) -> Box<dyn SourceFile + 'a> {
+        Box::new(FileSource::new(self.dir.join(&candidate.file_name)))
+    }
+
+    fn release(&mut self, file_name: &str) -> io::Result<()> {
+        fs::remove_file(self.dir.join(file_name))?;
+        self.released += 1;
+        Ok(())
+    }
+
+    fn move_to_errors(&mut self, file_name: &str, error_name: &str) -> io::Result<()> {
+        fsutil::create_dir_durable(&self.errors)?;
+        fsutil::move_durable(&self.dir.join(file_name), &self.errors.join(error_name))
+    }
+}

@@ -1,0 +1,120 @@
+//! One configured server, opened: its store, layout and catalogue.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use walvault_core::compression::{DecodeLimits, Decoder};
+use walvault_core::layout::Layout;
+use walvault_core::storage::WalStore;
+use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, parse_page_header};
+
+use crate::catalogue_file::CatalogueFile;
+use crate::config::{ArchiveLocation, ServerConfig};
+use crate::store::LocalStore;
+
+/// A server ready to work on.
+pub struct ServerCtx<'a> {
+    /// Its settings.
+    pub cfg: &'a ServerConfig,
+    /// The configuration file (for hooks' `BARMAN_CONFIGURATION`).
+    pub config_path: &'a Path,
+    /// Where WAL lives.
+    pub store: Box<dyn WalStore + Sync + 'a>,
+    /// The key scheme of `store`.
+    pub layout: Layout,
+    /// `<server>-xlog.db`.
+    pub catalogue: CatalogueFile,
+}
+
+impl std::fmt::Debug for ServerCtx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCtx").field("server", &self.cfg.name).field("layout", &self.layout).finish()
+    }
+}
+
+impl<'a> ServerCtx<'a> {
+    /// Opens the server's storage.
+    pub fn open(cfg: &'a ServerConfig, config_path: &'a Path) -> anyhow::Result<Self> {
+        let (store, layout): (Box<dyn WalStore + Sync>, Layout) = match &cfg.archive {
+            ArchiveLocation::Local(dir) => (Box::new(LocalStore::new(dir.clone())), Layout::Local),
+            ArchiveLocation::Url(url) => bail!("server '{}': object storage archives ({url}) are not supported by this build yet", cfg.name),
+        };
+        let catalogue = CatalogueFile::new(&cfg.xlogdb_directory, &cfg.lock_directory, &cfg.name);
+        Ok(ServerCtx { cfg, config_path, store, layout, catalogue })
+    }
+
+    /// What `BARMAN_FILE` and messages show before a stored key.
+    pub fn archive_root(&self) -> String {
+        match &self.cfg.archive {
+            ArchiveLocation::Local(dir) => format!("{}/", dir.display()),
+            ArchiveLocation::Url(url) => format!("{}/", url.trim_end_matches('/')),
+        }
+    }
+
+    /// The local archive directory, when the archive is local.
+    pub fn local_archive_dir(&self) -> Option<&Path> {
+        match &self.cfg.archive {
+            ArchiveLocation::Local(dir) => Some(dir),
+            ArchiveLocation::Url(_) => None,
+        }
+    }
+
+    /// The segment size: configured, else read from the page header of the first file in
+    /// `hints` (or of an archived segment) that has one, else PostgreSQL's default.
+    pub fn segment_size(&self, hints: &[PathBuf]) -> SegmentSize {
+        if let Some(size) = self.cfg.wal_segment_size {
+            return size;
+        }
+        for path in hints {
+            if let Ok(file) = std::fs::File::open(path)
+                && let Some(size) = header_segment_size(Box::new(file))
+            {
+                return size;
+            }
+        }
+        if let Ok(listing) = self.store.list(self.layout.area_prefix()) {
+            for meta in listing.iter().filter(|m| self.layout.parse_key(m).is_ok_and(|s| s.name.is_segment())).take(3) {
+                if let Ok(reader) = self.store.get(&meta.key)
+                    && let Some(size) = header_segment_size(reader)
+                {
+                    return size;
+                }
+            }
+        }
+        SegmentSize::DEFAULT
+    }
+
+    /// Paths of the files waiting in a queue directory (segment-size detection hints).
+    pub fn queue_hints(dir: &Path) -> Vec<PathBuf> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 24)).collect())
+            .unwrap_or_default();
+        names.sort();
+        names.truncate(3);
+        names
+    }
+
+    /// Creates the server's directories (incoming, streaming, errors, archive) if missing.
+    pub fn ensure_dirs(&self) -> anyhow::Result<()> {
+        let mut dirs = vec![&self.cfg.incoming, &self.cfg.errors, &self.cfg.xlogdb_directory];
+        if self.cfg.streaming_archiver {
+            dirs.push(&self.cfg.streaming);
+        }
+        if let ArchiveLocation::Local(dir) = &self.cfg.archive {
+            dirs.push(dir);
+        }
+        for dir in dirs {
+            crate::fsutil::create_dir_durable(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn header_segment_size<'r>(reader: Box<dyn Read + 'r>) -> Option<SegmentSize> {
+    let mut decoder = Decoder::auto(reader, DecodeLimits::default()).ok()?;
+    let mut head = [0u8; LONG_PAGE_HEADER_LEN];
+    decoder.read_exact(&mut head).ok()?;
+    let header = parse_page_header(&head).ok()?;
+    SegmentSize::new(u64::from(header.segment_size)).ok()
+}

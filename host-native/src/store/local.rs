@@ -1,0 +1,135 @@
+//! A WAL archive in a local directory (Barman's `wals/`), implementing the core's storage
+//! contract with the durability rules of [`crate::fsutil`].
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use walvault_core::storage::{ObjectMeta, Op, Payload, PutMode, StorageError, WalStore, run_payload, validate_key};
+
+use crate::fsutil::{self, TempFile};
+
+/// A directory holding objects as files; keys are relative paths (at most `hash/name` deep in
+/// practice, but any depth works).
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    /// The file behind a key.
+    pub fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<ObjectMeta>, prefix: &str) -> io::Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() {
+                // Descend only where the prefix can still match.
+                if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) || prefix.is_empty() {
+                    self.walk(&entry.path(), &key, out, prefix)?;
+                }
+            } else if key.starts_with(prefix) {
+                let size = entry.metadata()?.len();
+                out.push(ObjectMeta { key, size });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WalStore for LocalStore {
+    fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        let path = self.path_of(key)?;
+        let meta = fs::metadata(&path).map_err(|e| StorageError::from_io(Op::Head, key, &e))?;
+        if !meta.is_file() {
+            return Err(StorageError::NotFound { key: key.to_owned() });
+        }
+        Ok(ObjectMeta { key: key.to_owned(), size: meta.len() })
+    }
+
+    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+        let path = self.path_of(key)?;
+        let file = File::open(&path).map_err(|e| StorageError::from_io(Op::Get, key, &e))?;
+        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(StorageError::NotFound { key: key.to_owned() });
+        }
+        Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+    }
+
+    fn put(&self, key: &str, mode: PutMode, payload: &mut dyn Payload) -> Result<ObjectMeta, StorageError> {
+        let path = self.path_of(key)?;
+        let io_err = |e: io::Error| StorageError::from_io(Op::Put, key, &e);
+        let dir = path.parent().ok_or_else(|| StorageError::InvalidKey { key: key.to_owned(), reason: "no parent directory" })?;
+        fsutil::create_dir_durable(dir).map_err(io_err)?;
+        if mode == PutMode::Create && path.exists() {
+            return Err(StorageError::AlreadyExists { key: key.to_owned() });
+        }
+        let (temp, file) = TempFile::create(&path).map_err(io_err)?;
+        let mut writer = io::BufWriter::with_capacity(1 << 20, file);
+        let size = run_payload(payload, &mut writer).map_err(|f| f.into_storage_error(key))?;
+        let file = writer.into_inner().map_err(|e| io_err(e.into_error()))?;
+        file.sync_all().map_err(io_err)?;
+        drop(file);
+        temp.publish(&path, mode == PutMode::Create).map_err(io_err)?;
+        Ok(ObjectMeta { key: key.to_owned(), size })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut out = Vec::new();
+        // Start from the deepest directory the prefix names.
+        let (start, rel) = match prefix.rsplit_once('/') {
+            Some((dir, _)) if validate_key(dir).is_ok() => (self.root.join(dir), dir),
+            _ => (self.root.clone(), ""),
+        };
+        self.walk(&start, rel, &mut out, prefix).map_err(|e| StorageError::from_io(Op::List, prefix, &e))?;
+        out.retain(|m| !fsutil::is_temp_name(m.key.rsplit('/').next().unwrap_or(&m.key)));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        fs::remove_file(&path).map_err(|e| StorageError::from_io(Op::Delete, key, &e))?;
+        if let Some(dir) = path.parent() {
+            fsutil::fsync_dir(dir).map_err(|e| StorageError::from_io(Op::Delete, key, &e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walvault_core::storage::conformance;
+
+    #[test]
+    fn passes_conformance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        conformance::run_all(&LocalStore::new(dir.path().join("wals")), "suite");
+    }
+
+    #[test]
+    fn temp_files_are_not_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::new(dir.path());
+        fs::create_dir(dir.path().join("0000000100000000")).expect("mkdir");
+        fs::write(dir.path().join("0000000100000000/.000000010000000000000001.1.1.tmp"), b"x").expect("write");
+        assert!(store.list("").expect("list").is_empty());
+    }
+}

@@ -1,0 +1,5 @@
+//! Storage backends of the native host.
+
+mod local;
+
+pub use local::LocalStore;
