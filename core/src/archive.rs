@@ -21,7 +21,10 @@ use crate::encryption::{Decrypt, looks_like_openpgp};
 use crate::layout::{Layout, StoredWal};
 use crate::queue::{Batch, Candidate};
 use crate::storage::{Payload, PutMode, StorageError, WalStore};
-use crate::wal::{HeaderError, LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, check_segment_header, parse_history};
+use crate::wal::{
+    HeaderError, LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, check_segment_header,
+    parse_history,
+};
 
 /// A file waiting in a queue, as the host exposes it.
 pub trait SourceFile {
@@ -78,6 +81,9 @@ pub enum FileOutcome {
     IdenticalDuplicate {
         /// The archived copy.
         key: String,
+        /// The catalogue line describing the archived copy, appended by the commit only if the
+        /// catalogue lacks it (a crash between storing and cataloguing, repaired on the rerun).
+        entry: CatalogueEntry,
     },
     /// Already archived with different content; nothing overwritten.
     DifferentDuplicate {
@@ -101,7 +107,12 @@ pub enum FileOutcome {
         /// Why.
         reason: String,
     },
-    /// Could not be archived now; left in place.
+    /// The source could not be read (permissions, I/O error); left in place, the batch goes on.
+    SourceError {
+        /// The error.
+        error: String,
+    },
+    /// The store failed; left in place, and the batch stops (the store is likely unavailable).
     Failed {
         /// The error.
         error: String,
@@ -125,11 +136,15 @@ impl FileOutcome {
     /// What happens to the source.
     pub fn disposition(&self) -> Disposition {
         match self {
-            FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. } => Disposition::Release,
+            FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. } => {
+                Disposition::Release
+            }
             FileOutcome::DifferentDuplicate { .. } => Disposition::ToErrors(ErrorKind::Duplicate),
             FileOutcome::Invalid { .. } => Disposition::ToErrors(ErrorKind::Invalid),
             FileOutcome::Unknown { .. } => Disposition::ToErrors(ErrorKind::Unknown),
-            FileOutcome::Deferred { .. } | FileOutcome::Failed { .. } => Disposition::Keep,
+            FileOutcome::Deferred { .. }
+            | FileOutcome::SourceError { .. }
+            | FileOutcome::Failed { .. } => Disposition::Keep,
         }
     }
 
@@ -137,10 +152,13 @@ impl FileOutcome {
     pub fn error(&self) -> Option<String> {
         match self {
             FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. } => None,
-            FileOutcome::DifferentDuplicate { key, reason } => Some(format!("DuplicateWalFile: {key}: {reason}")),
+            FileOutcome::DifferentDuplicate { key, reason } => {
+                Some(format!("DuplicateWalFile: {key}: {reason}"))
+            }
             FileOutcome::Invalid { reason } => Some(format!("InvalidWalFile: {reason}")),
             FileOutcome::Unknown { reason } => Some(format!("UnknownFile: {reason}")),
             FileOutcome::Deferred { reason } => Some(format!("Deferred: {reason}")),
+            FileOutcome::SourceError { error } => Some(format!("SourceUnreadable: {error}")),
             FileOutcome::Failed { error, .. } => Some(format!("ArchiveFailed: {error}")),
         }
     }
@@ -158,7 +176,10 @@ pub struct Archiver<'a, S: WalStore + ?Sized> {
 
 impl<S: WalStore + ?Sized> std::fmt::Debug for Archiver<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Archiver").field("settings", &self.settings).field("decryptor", &self.decryptor.map(Decrypt::name)).finish()
+        f.debug_struct("Archiver")
+            .field("settings", &self.settings)
+            .field("decryptor", &self.decryptor.map(Decrypt::name))
+            .finish()
     }
 }
 
@@ -179,18 +200,34 @@ const MAX_HISTORY_BYTES: u64 = 16 << 20;
 
 impl<S: WalStore + ?Sized> Archiver<'_, S> {
     /// Archives one candidate. Never deletes or moves the source: see [`commit_batch`].
-    pub fn archive_file(&self, candidate: &Candidate, source: &dyn SourceFile, now_unix: f64) -> FileOutcome {
+    pub fn archive_file(
+        &self,
+        candidate: &Candidate,
+        source: &dyn SourceFile,
+        now_unix: f64,
+    ) -> FileOutcome {
         let name = candidate.name;
         let inspection = match self.inspect(&name, source) {
             Ok(i) => i,
-            Err(InspectError::Io(e)) => return FileOutcome::Failed { error: format!("reading {}: {e}", candidate.file_name), retryable: true },
+            Err(InspectError::Io(e)) => {
+                return FileOutcome::SourceError {
+                    error: format!("cannot read {}: {e}", candidate.file_name),
+                };
+            }
             Err(InspectError::Invalid(reason)) => return FileOutcome::Invalid { reason },
         };
         if let Err(reason) = self.validate(&name, &inspection) {
             let young = now_unix - candidate.mtime < self.settings.settle_seconds;
-            let short = name.is_segment() && inspection.codec.is_none() && inspection.raw_size < self.settings.segment_size.bytes();
+            let short = name.is_segment()
+                && inspection.codec.is_none()
+                && inspection.raw_size < self.settings.segment_size.bytes();
             return if young && short {
-                FileOutcome::Deferred { reason: format!("{reason}; modified {:.0}s ago, may still be being written", now_unix - candidate.mtime) }
+                FileOutcome::Deferred {
+                    reason: format!(
+                        "{reason}; modified {:.0}s ago, may still be being written",
+                        now_unix - candidate.mtime
+                    ),
+                }
             } else {
                 FileOutcome::Invalid { reason }
             };
@@ -199,13 +236,23 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
         // create-if-absent, which also closes the race with a concurrent archiver.
         for _attempt in 0..2 {
             match self.settings.layout.find_in(self.store, &name) {
-                Ok(existing) if !existing.is_empty() => return self.on_existing(&existing, source),
+                Ok(existing) if !existing.is_empty() => {
+                    return self.on_existing(candidate, &existing, source);
+                }
                 Ok(_) => {}
                 Err(e) => return failed(&e),
             }
             let codec = inspection.codec.or(self.settings.codec);
             let key = self.settings.layout.key(&name, codec);
-            let mut payload = ArchivePayload { source, encode: if inspection.codec.is_some() { None } else { self.settings.codec }, level: self.settings.level };
+            let mut payload = ArchivePayload {
+                source,
+                encode: if inspection.codec.is_some() {
+                    None
+                } else {
+                    self.settings.codec
+                },
+                level: self.settings.level,
+            };
             match self.store.put(&key, PutMode::Create, &mut payload) {
                 Ok(meta) => {
                     let entry = CatalogueEntry {
@@ -221,21 +268,47 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                 Err(e) => return failed(&e),
             }
         }
-        FileOutcome::Failed { error: format!("{name}: appeared and disappeared during archiving"), retryable: true }
+        FileOutcome::Failed {
+            error: format!("{name}: appeared and disappeared during archiving"),
+            retryable: true,
+        }
     }
 
-    fn inspect(&self, name: &WalFileName, source: &dyn SourceFile) -> Result<Inspection, InspectError> {
+    fn inspect(
+        &self,
+        name: &WalFileName,
+        source: &dyn SourceFile,
+    ) -> Result<Inspection, InspectError> {
         let mut reader = source.open()?;
         let mut magic = [0u8; MAGIC_MAX_LEN];
         let got = read_up_to(&mut *reader, &mut magic)?;
         let codec = Codec::identify(&magic[..got]);
         if codec.is_none() && looks_like_openpgp(&magic[..got]) {
-            return Err(InspectError::Invalid("source is encrypted (OpenPGP); walvault archives plain or compressed WAL".into()));
+            return Err(InspectError::Invalid(
+                "source is encrypted (OpenPGP); walvault archives plain or compressed WAL".into(),
+            ));
         }
-        let limit = if name.is_history() || name.is_backup_label() { MAX_HISTORY_BYTES } else { self.settings.segment_size.bytes() };
-        let chained: Box<dyn Read + '_> = Box::new(io::Cursor::new(magic[..got].to_vec()).chain(reader));
-        let mut decoder = Decoder::new(codec, chained, DecodeLimits { max_output: limit, ..DecodeLimits::default() })
-            .map_err(|e| InspectError::Invalid(format!("unreadable {} data: {e}", codec.map_or("plain", Codec::name))))?;
+        let limit = if name.is_history() || name.is_backup_label() {
+            MAX_HISTORY_BYTES
+        } else {
+            self.settings.segment_size.bytes()
+        };
+        let chained: Box<dyn Read + '_> =
+            Box::new(io::Cursor::new(magic[..got].to_vec()).chain(reader));
+        let mut decoder = Decoder::new(
+            codec,
+            chained,
+            DecodeLimits {
+                max_output: limit,
+                ..DecodeLimits::default()
+            },
+        )
+        .map_err(|e| {
+            InspectError::Invalid(format!(
+                "unreadable {} data: {e}",
+                codec.map_or("plain", Codec::name)
+            ))
+        })?;
         let keep_all = name.is_history();
         let mut head = Vec::with_capacity(LONG_PAGE_HEADER_LEN);
         let mut all = Vec::new();
@@ -247,7 +320,8 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    let what = codec.map_or_else(|| "file".to_owned(), |c| format!("{} data", c.name()));
+                    let what =
+                        codec.map_or_else(|| "file".to_owned(), |c| format!("{} data", c.name()));
                     return Err(InspectError::Invalid(format!("corrupt {what}: {e}")));
                 }
                 Err(e) => return Err(InspectError::Io(e)),
@@ -263,12 +337,21 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
             if codec.is_none() && !keep_all && head.len() >= LONG_PAGE_HEADER_LEN {
                 // Plain data needs no decoding pass: count the rest without copying it around.
                 raw_size += io::copy(&mut decoder, &mut io::sink()).map_err(|e| {
-                    if e.kind() == io::ErrorKind::InvalidData { InspectError::Invalid(e.to_string()) } else { InspectError::Io(e) }
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        InspectError::Invalid(e.to_string())
+                    } else {
+                        InspectError::Io(e)
+                    }
                 })?;
                 break;
             }
         }
-        Ok(Inspection { codec, raw_size, head, history: keep_all.then_some(all) })
+        Ok(Inspection {
+            codec,
+            raw_size,
+            head,
+            history: keep_all.then_some(all),
+        })
     }
 
     fn validate(&self, name: &WalFileName, inspection: &Inspection) -> Result<(), String> {
@@ -279,64 +362,120 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
         match name {
             WalFileName::Segment(segment) | WalFileName::Partial(segment) => {
                 if name.is_segment() && inspection.raw_size != size.bytes() {
-                    return Err(format!("segment is {} bytes, expected {} ({size} segments)", inspection.raw_size, size.bytes()));
+                    return Err(format!(
+                        "segment is {} bytes, expected {} ({size} segments)",
+                        inspection.raw_size,
+                        size.bytes()
+                    ));
                 }
                 if inspection.raw_size > size.bytes() {
-                    return Err(format!("partial segment is {} bytes, larger than a {size} segment", inspection.raw_size));
+                    return Err(format!(
+                        "partial segment is {} bytes, larger than a {size} segment",
+                        inspection.raw_size
+                    ));
                 }
                 if self.settings.check_page_header {
-                    let header = check_segment_header(*segment, size, &inspection.head).map_err(|e: HeaderError| format!("bad page header: {e}"))?;
+                    let header = check_segment_header(*segment, size, &inspection.head)
+                        .map_err(|e: HeaderError| format!("bad page header: {e}"))?;
                     if let Some(expected) = self.settings.system_identifier
                         && header.system_identifier != expected
                     {
-                        return Err(format!("from another cluster: system identifier {} (expected {expected})", header.system_identifier));
+                        return Err(format!(
+                            "from another cluster: system identifier {} (expected {expected})",
+                            header.system_identifier
+                        ));
                     }
                 }
                 Ok(())
             }
             WalFileName::History(tli) => {
                 let content = inspection.history.as_deref().unwrap_or_default();
-                parse_history(*tli, content).map(drop).map_err(|e| e.to_string())
+                parse_history(*tli, content)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }
             WalFileName::BackupLabel { .. } => Ok(()),
         }
     }
 
-    fn on_existing(&self, existing: &[StoredWal], source: &dyn SourceFile) -> FileOutcome {
+    fn on_existing(
+        &self,
+        candidate: &Candidate,
+        existing: &[StoredWal],
+        source: &dyn SourceFile,
+    ) -> FileOutcome {
         let mut reasons = Vec::new();
         for stored in existing {
             match self.compare(stored, source) {
-                Ok(Duplicate::Identical) => return FileOutcome::IdenticalDuplicate { key: stored.key.clone() },
-                Ok(Duplicate::Different { reason }) => reasons.push(reason),
+                Ok((Duplicate::Identical, stored_as)) => {
+                    let entry = CatalogueEntry {
+                        name: stored.name.to_string(),
+                        size: stored.size,
+                        time: candidate.mtime,
+                        compression: stored_as.codec.map(|c| c.name().to_owned()),
+                        encryption: stored_as.encryption,
+                    };
+                    return FileOutcome::IdenticalDuplicate {
+                        key: stored.key.clone(),
+                        entry,
+                    };
+                }
+                Ok((Duplicate::Different { reason }, _)) => reasons.push(reason),
                 Err(e) => return failed(&e),
             }
         }
         let key = existing.first().map(|s| s.key.clone()).unwrap_or_default();
-        FileOutcome::DifferentDuplicate { key, reason: reasons.join("; ") }
+        FileOutcome::DifferentDuplicate {
+            key,
+            reason: reasons.join("; "),
+        }
     }
 
-    /// Compares the decompressed (and decrypted) archived copy with the decompressed source.
-    fn compare(&self, stored: &StoredWal, source: &dyn SourceFile) -> Result<Duplicate, StorageError> {
-        let different = |reason: String| Ok(Duplicate::Different { reason });
+    /// Compares the decompressed (and decrypted) archived copy with the decompressed source;
+    /// also says how the archived copy is stored.
+    fn compare(
+        &self,
+        stored: &StoredWal,
+        source: &dyn SourceFile,
+    ) -> Result<(Duplicate, StoredAs), StorageError> {
+        let mut stored_as = StoredAs {
+            codec: stored.codec_from_key,
+            encryption: None,
+        };
+        let different = |reason: String| Ok((Duplicate::Different { reason }, StoredAs::default()));
         let mut raw = self.store.get(&stored.key)?;
         let mut prefix = [0u8; 16];
-        let got = read_up_to(&mut *raw, &mut prefix).map_err(|e| StorageError::from_io(crate::storage::Op::Get, &stored.key, &e))?;
-        let mut reader: Box<dyn Read + '_> = Box::new(io::Cursor::new(prefix[..got].to_vec()).chain(raw));
+        let got = read_up_to(&mut *raw, &mut prefix)
+            .map_err(|e| StorageError::from_io(crate::storage::Op::Get, &stored.key, &e))?;
+        let mut reader: Box<dyn Read + '_> =
+            Box::new(io::Cursor::new(prefix[..got].to_vec()).chain(raw));
         if let Some(decryptor) = self.decryptor.filter(|d| d.detect(&prefix[..got])) {
+            stored_as.encryption = Some(decryptor.name().to_owned());
             reader = match decryptor.decrypt(reader) {
                 Ok(r) => r,
-                Err(e) => return different(format!("archived copy is encrypted ({}) and could not be decrypted: {e}", decryptor.name())),
+                Err(e) => {
+                    return different(format!(
+                        "archived copy is encrypted ({}) and could not be decrypted: {e}",
+                        decryptor.name()
+                    ));
+                }
             };
         } else if Codec::identify(&prefix[..got]).is_none() && looks_like_openpgp(&prefix[..got]) {
             return different("archived copy is encrypted and no decryption key is configured, so it cannot be proven identical".into());
         }
-        let limits = DecodeLimits { max_output: self.settings.segment_size.bytes().max(MAX_HISTORY_BYTES), ..DecodeLimits::default() };
+        let limits = DecodeLimits {
+            max_output: self.settings.segment_size.bytes().max(MAX_HISTORY_BYTES),
+            ..DecodeLimits::default()
+        };
         let stored_plain = match stored.codec_from_key {
             Some(codec) => Decoder::new(Some(codec), reader, limits),
             None => Decoder::auto(reader, limits),
         };
         let mut stored_plain = match stored_plain {
-            Ok(d) => d,
+            Ok(d) => {
+                stored_as.codec = d.codec();
+                d
+            }
             Err(e) => return different(format!("archived copy is unreadable: {e}")),
         };
         let mut source_plain = match source.open().and_then(|r| Decoder::auto(r, limits)) {
@@ -344,11 +483,18 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
             Err(e) => return different(format!("source is unreadable: {e}")),
         };
         match same_content(&mut stored_plain, &mut source_plain) {
-            Ok(true) => Ok(Duplicate::Identical),
+            Ok(true) => Ok((Duplicate::Identical, stored_as)),
             Ok(false) => different("content differs from the archived copy".into()),
             Err(e) => different(format!("archived copy could not be read in full: {e}")),
         }
     }
+}
+
+/// How an archived copy is stored, learnt while comparing it.
+#[derive(Default)]
+struct StoredAs {
+    codec: Option<Codec>,
+    encryption: Option<String>,
 }
 
 enum InspectError {
@@ -363,7 +509,10 @@ impl From<io::Error> for InspectError {
 }
 
 fn failed(e: &StorageError) -> FileOutcome {
-    FileOutcome::Failed { error: e.to_string(), retryable: e.is_retryable() }
+    FileOutcome::Failed {
+        error: e.to_string(),
+        retryable: e.is_retryable(),
+    }
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -389,7 +538,10 @@ struct ArchivePayload<'a> {
 impl Payload for ArchivePayload<'_> {
     fn write_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
         let mut reader = self.source.open()?;
-        let mut counter = CountingWriter { inner: sink, count: 0 };
+        let mut counter = CountingWriter {
+            inner: sink,
+            count: 0,
+        };
         let mut encoder = Encoder::new(self.encode, self.level, &mut counter)?;
         io::copy(&mut reader, &mut encoder)?;
         encoder.finish()?;
@@ -427,6 +579,9 @@ pub trait Queue {
 pub trait CatalogueSink {
     /// Appends lines and makes them durable before returning.
     fn append(&mut self, entries: &[CatalogueEntry]) -> io::Result<()>;
+    /// Which of `names` the catalogue lacks (asked only when a batch found files already
+    /// archived, to repair a crash between storing and cataloguing).
+    fn missing(&self, names: &[String]) -> io::Result<Vec<String>>;
 }
 
 /// Hook points around each file (pre/post archive scripts in the native host).
@@ -483,17 +638,27 @@ pub struct BatchReport {
 impl BatchReport {
     /// Files archived in this run.
     pub fn archived(&self) -> usize {
-        self.files.iter().filter(|f| matches!(f.outcome, FileOutcome::Archived { .. })).count()
+        self.files
+            .iter()
+            .filter(|f| matches!(f.outcome, FileOutcome::Archived { .. }))
+            .count()
     }
 
     /// Whether anything needs attention (failures, stop, catalogue).
     pub fn failed(&self) -> bool {
-        self.stopped.is_some() || self.catalogue_error.is_some() || self.files.iter().any(|f| matches!(f.outcome, FileOutcome::Failed { .. }) || f.source_error.is_some())
+        self.stopped.is_some()
+            || self.catalogue_error.is_some()
+            || self.files.iter().any(|f| {
+                matches!(
+                    f.outcome,
+                    FileOutcome::Failed { .. } | FileOutcome::SourceError { .. }
+                ) || f.source_error.is_some()
+            })
     }
 }
 
 /// Archives a batch sequentially: per file hooks and [`Archiver::archive_file`], stopping at
-/// the first failure (the store is likely unavailable; the rest stays queued), then
+/// the first storage failure (the store is likely unavailable; the rest stays queued), then
 /// [`commit_batch`].
 pub fn run_batch<S: WalStore + ?Sized>(
     archiver: &Archiver<'_, S>,
@@ -507,7 +672,10 @@ pub fn run_batch<S: WalStore + ?Sized>(
     let mut stopped = None;
     for candidate in &batch.files {
         if hooks.before(candidate) == HookVerdict::Stop {
-            stopped = Some(format!("pre-archive hook stopped the run at {}", candidate.file_name));
+            stopped = Some(format!(
+                "pre-archive hook stopped the run at {}",
+                candidate.file_name
+            ));
             break;
         }
         let outcome = archiver.archive_file(candidate, &*queue.source(candidate), now_unix);
@@ -519,7 +687,14 @@ pub fn run_batch<S: WalStore + ?Sized>(
             break;
         }
     }
-    let unknown = if stopped.as_deref().is_some_and(|s| s.starts_with("pre-archive")) { &[][..] } else { &batch.unknown[..] };
+    let unknown = if stopped
+        .as_deref()
+        .is_some_and(|s| s.starts_with("pre-archive"))
+    {
+        &[][..]
+    } else {
+        &batch.unknown[..]
+    };
     let mut report = commit_batch(&outcomes, unknown, queue, catalogue, now_unix as i64);
     report.stopped = stopped;
     report
@@ -537,24 +712,47 @@ pub fn commit_batch(
     now_unix: i64,
 ) -> BatchReport {
     let mut report = BatchReport::default();
-    let entries: Vec<CatalogueEntry> = outcomes
-        .iter()
-        .filter_map(|(_, o)| match o {
-            FileOutcome::Archived { entry, .. } => Some(entry.clone()),
-            _ => None,
-        })
-        .collect();
-    let catalogue_ok = entries.is_empty() || {
-        match catalogue.append(&entries) {
-            Ok(()) => true,
-            Err(e) => {
-                report.catalogue_error = Some(format!("writing the catalogue failed: {e}; sources kept"));
-                false
-            }
+    let mut entries: Vec<CatalogueEntry> = Vec::new();
+    let mut repairs: Vec<&CatalogueEntry> = Vec::new();
+    for (_, outcome) in outcomes {
+        match outcome {
+            FileOutcome::Archived { entry, .. } => entries.push(entry.clone()),
+            FileOutcome::IdenticalDuplicate { entry, .. } => repairs.push(entry),
+            _ => {}
         }
-    };
+    }
+    if !repairs.is_empty() {
+        let names: Vec<String> = repairs.iter().map(|e| e.name.clone()).collect();
+        match catalogue.missing(&names) {
+            Ok(missing) => entries.extend(
+                repairs
+                    .into_iter()
+                    .filter(|e| missing.contains(&e.name))
+                    .cloned(),
+            ),
+            Err(e) => report.catalogue_error = Some(format!("reading the catalogue failed: {e}")),
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let catalogue_ok = report.catalogue_error.is_none()
+        && (entries.is_empty() || {
+            match catalogue.append(&entries) {
+                Ok(()) => true,
+                Err(e) => {
+                    report.catalogue_error =
+                        Some(format!("writing the catalogue failed: {e}; sources kept"));
+                    false
+                }
+            }
+        });
     for (candidate, outcome) in outcomes {
-        let mut file = FileReport { file_name: candidate.file_name.clone(), name: Some(candidate.name), outcome: outcome.clone(), error_file: None, source_error: None };
+        let mut file = FileReport {
+            file_name: candidate.file_name.clone(),
+            name: Some(candidate.name),
+            outcome: outcome.clone(),
+            error_file: None,
+            source_error: None,
+        };
         let result = match outcome.disposition() {
             Disposition::Release if catalogue_ok => queue.release(&candidate.file_name),
             Disposition::ToErrors(kind) => {
@@ -576,7 +774,9 @@ pub fn commit_batch(
         report.files.push(FileReport {
             file_name: entry.file_name.clone(),
             name: None,
-            outcome: FileOutcome::Unknown { reason: entry.reason.to_string() },
+            outcome: FileOutcome::Unknown {
+                reason: entry.reason.to_string(),
+            },
             error_file: Some(target),
             source_error: result.err().map(|e| e.to_string()),
         });

@@ -61,17 +61,38 @@ impl CatalogueEntry {
     /// Parses one line (with or without its newline); `line` is the number reported on error.
     pub fn parse_line(text: &str, line: usize) -> Result<Self, CatalogueError> {
         let text = text.strip_suffix('\n').unwrap_or(text);
-        let bad = |problem: &str| CatalogueError { line, problem: problem.to_owned(), text: text.to_owned() };
+        let bad = |problem: &str| CatalogueError {
+            line,
+            problem: problem.to_owned(),
+            text: text.to_owned(),
+        };
         let fields: Vec<&str> = text.split_whitespace().collect();
         let (name, size, time, compression, encryption) = match fields[..] {
             [n, s, t] => (n, s, t, None, None),
             [n, s, t, c] => (n, s, t, none_or(c), None),
             [n, s, t, c, e] => (n, s, t, none_or(c), none_or(e)),
-            _ => return Err(bad(&format!("expected 3 to 5 fields, found {}", fields.len()))),
+            _ => {
+                return Err(bad(&format!(
+                    "expected 3 to 5 fields, found {}",
+                    fields.len()
+                )));
+            }
         };
-        let size = size.parse::<u64>().map_err(|_| bad("size is not a non-negative integer"))?;
-        let time = time.parse::<f64>().ok().filter(|t| t.is_finite()).ok_or_else(|| bad("time is not a finite number"))?;
-        Ok(CatalogueEntry { name: name.to_owned(), size, time, compression, encryption })
+        let size = size
+            .parse::<u64>()
+            .map_err(|_| bad("size is not a non-negative integer"))?;
+        let time = time
+            .parse::<f64>()
+            .ok()
+            .filter(|t| t.is_finite())
+            .ok_or_else(|| bad("time is not a finite number"))?;
+        Ok(CatalogueEntry {
+            name: name.to_owned(),
+            size,
+            time,
+            compression,
+            encryption,
+        })
     }
 
     /// The parsed WAL name.
@@ -82,7 +103,10 @@ impl CatalogueEntry {
 
 /// Reads a whole catalogue, stopping at the first bad line.
 pub fn parse_catalogue(text: &str) -> Result<Vec<CatalogueEntry>, CatalogueError> {
-    text.lines().enumerate().map(|(i, line)| CatalogueEntry::parse_line(line, i + 1)).collect()
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| CatalogueEntry::parse_line(line, i + 1))
+        .collect()
 }
 
 /// Streams catalogue entries from a reader, numbering lines from 1.
@@ -96,7 +120,11 @@ pub struct CatalogueReader<R> {
 impl<R: BufRead> CatalogueReader<R> {
     /// Wraps a buffered reader over the catalogue bytes.
     pub fn new(reader: R) -> Self {
-        CatalogueReader { reader, line: 0, buf: String::new() }
+        CatalogueReader {
+            reader,
+            line: 0,
+            buf: String::new(),
+        }
     }
 }
 
@@ -109,7 +137,11 @@ impl<R: BufRead> Iterator for CatalogueReader<R> {
         match self.reader.read_line(&mut self.buf) {
             Ok(0) => None,
             Ok(_) => Some(CatalogueEntry::parse_line(&self.buf, self.line)),
-            Err(e) => Some(Err(CatalogueError { line: self.line, problem: format!("read failed: {e}"), text: String::new() })),
+            Err(e) => Some(Err(CatalogueError {
+                line: self.line,
+                problem: format!("read failed: {e}"),
+                text: String::new(),
+            })),
         }
     }
 }
@@ -130,16 +162,35 @@ mod tests {
     use proptest::prelude::*;
 
     fn entry(name: &str, size: u64, time: f64, c: Option<&str>, e: Option<&str>) -> CatalogueEntry {
-        CatalogueEntry { name: name.into(), size, time, compression: c.map(Into::into), encryption: e.map(Into::into) }
+        CatalogueEntry {
+            name: name.into(),
+            size,
+            time,
+            compression: c.map(Into::into),
+            encryption: e.map(Into::into),
+        }
     }
 
     #[test]
     fn writes_barman_lines() {
         // Reference 8.C #32 and #33 (an integral time is written as Python writes a float).
-        assert_eq!(entry("000000000000000000000002", 42, 43.0, None, None).to_line(), "000000000000000000000002\t42\t43.0\tNone\tNone\n");
-        assert_eq!(entry("000000010000000000000001", 1, 1_700_000_000.0, None, None).to_line(), "000000010000000000000001\t1\t1700000000.0\tNone\tNone\n");
         assert_eq!(
-            entry("000000010000000000000001", 1234, 1_733_775_204.233_758_7, Some("gzip"), Some("gpg")).to_line(),
+            entry("000000000000000000000002", 42, 43.0, None, None).to_line(),
+            "000000000000000000000002\t42\t43.0\tNone\tNone\n"
+        );
+        assert_eq!(
+            entry("000000010000000000000001", 1, 1_700_000_000.0, None, None).to_line(),
+            "000000010000000000000001\t1\t1700000000.0\tNone\tNone\n"
+        );
+        assert_eq!(
+            entry(
+                "000000010000000000000001",
+                1234,
+                1_733_775_204.233_758_7,
+                Some("gzip"),
+                Some("gpg")
+            )
+            .to_line(),
             "000000010000000000000001\t1234\t1733775204.2337587\tgzip\tgpg\n"
         );
     }
@@ -147,11 +198,29 @@ mod tests {
     #[test]
     fn reads_three_four_and_five_fields() {
         // Reference 8.C #34.
-        assert_eq!(CatalogueEntry::parse_line("000000010000000000000001 42 43", 1), Ok(entry("000000010000000000000001", 42, 43.0, None, None)));
-        assert_eq!(CatalogueEntry::parse_line("000000010000000000000001\t42\t43.5\tgzip\n", 1), Ok(entry("000000010000000000000001", 42, 43.5, Some("gzip"), None)));
+        assert_eq!(
+            CatalogueEntry::parse_line("000000010000000000000001 42 43", 1),
+            Ok(entry("000000010000000000000001", 42, 43.0, None, None))
+        );
+        assert_eq!(
+            CatalogueEntry::parse_line("000000010000000000000001\t42\t43.5\tgzip\n", 1),
+            Ok(entry(
+                "000000010000000000000001",
+                42,
+                43.5,
+                Some("gzip"),
+                None
+            ))
+        );
         assert_eq!(
             CatalogueEntry::parse_line("000000010000000000000001\t42\t43.5\tNone\tgpg\n", 1),
-            Ok(entry("000000010000000000000001", 42, 43.5, None, Some("gpg")))
+            Ok(entry(
+                "000000010000000000000001",
+                42,
+                43.5,
+                None,
+                Some("gpg")
+            ))
         );
     }
 
@@ -159,8 +228,19 @@ mod tests {
     fn rejects_other_shapes_with_line_number() {
         let err = CatalogueEntry::parse_line("a b", 7).expect_err("two fields");
         assert_eq!(err.line, 7);
-        assert!(err.to_string().contains("expected 3 to 5 fields, found 2"), "{err}");
-        for bad in ["", "a b c d e f", "n x 1.0", "n -1 1.0", "n 1 soon", "n 1 inf", "n 1 nan"] {
+        assert!(
+            err.to_string().contains("expected 3 to 5 fields, found 2"),
+            "{err}"
+        );
+        for bad in [
+            "",
+            "a b c d e f",
+            "n x 1.0",
+            "n -1 1.0",
+            "n 1 soon",
+            "n 1 inf",
+            "n 1 nan",
+        ] {
             assert!(CatalogueEntry::parse_line(bad, 1).is_err(), "{bad:?}");
         }
         let text = "000000010000000000000001\t1\t1.0\tNone\tNone\n000000010000000000000002\t1\n";
@@ -175,7 +255,15 @@ mod tests {
         assert_eq!(results.len(), 3);
         assert!(results[0].is_ok() && results[1].is_ok());
         assert_eq!(results[2].as_ref().expect_err("bad").line, 3);
-        assert_eq!(results[1].as_ref().expect("ok").wal_name().expect("name").to_string(), "00000002.history");
+        assert_eq!(
+            results[1]
+                .as_ref()
+                .expect("ok")
+                .wal_name()
+                .expect("name")
+                .to_string(),
+            "00000002.history"
+        );
     }
 
     #[test]
@@ -184,14 +272,32 @@ mod tests {
     }
 
     fn any_entry() -> impl Strategy<Value = CatalogueEntry> {
-        let name = prop_oneof!["[0-9A-F]{24}", "[0-9A-F]{24}\\.partial", "[0-9A-F]{24}\\.[0-9A-F]{8}\\.backup", "[0-9A-F]{8}\\.history"];
+        let name = prop_oneof![
+            "[0-9A-F]{24}",
+            "[0-9A-F]{24}\\.partial",
+            "[0-9A-F]{24}\\.[0-9A-F]{8}\\.backup",
+            "[0-9A-F]{8}\\.history"
+        ];
         let time = any::<f64>().prop_filter("finite", |t| t.is_finite());
-        let word = prop_oneof![Just(None), Just(Some("gzip".to_string())), Just(Some("zstd".to_string())), "[a-z0-9]{1,8}".prop_map(Some)];
-        (name, any::<u64>(), time, word.clone(), word).prop_map(|(name, size, time, compression, encryption)| {
-            // "None" as a real value is indistinguishable from the literal: Barman has the same limit.
-            let fix = |w: Option<String>| w.filter(|w| w != "None");
-            CatalogueEntry { name, size, time, compression: fix(compression), encryption: fix(encryption) }
-        })
+        let word = prop_oneof![
+            Just(None),
+            Just(Some("gzip".to_string())),
+            Just(Some("zstd".to_string())),
+            "[a-z0-9]{1,8}".prop_map(Some)
+        ];
+        (name, any::<u64>(), time, word.clone(), word).prop_map(
+            |(name, size, time, compression, encryption)| {
+                // "None" as a real value is indistinguishable from the literal: Barman has the same limit.
+                let fix = |w: Option<String>| w.filter(|w| w != "None");
+                CatalogueEntry {
+                    name,
+                    size,
+                    time,
+                    compression: fix(compression),
+                    encryption: fix(encryption),
+                }
+            },
+        )
     }
 
     proptest! {

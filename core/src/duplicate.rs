@@ -66,7 +66,10 @@ pub struct ErrorFile {
 
 fn is_stamp(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
 }
 
 /// Splits an `errors/` entry name. Names without a stamp (written by hand or by other tools)
@@ -74,10 +77,16 @@ fn is_stamp(s: &str) -> bool {
 pub fn parse_error_file_name(name: &str) -> ErrorFile {
     let (rest, suffix) = name.rsplit_once('.').unwrap_or((name, ""));
     match rest.rsplit_once('.') {
-        Some((original, stamp)) if is_stamp(stamp) => {
-            ErrorFile { original: original.to_owned(), stamp: Some(stamp.to_owned()), suffix: suffix.to_owned() }
-        }
-        _ => ErrorFile { original: rest.to_owned(), stamp: None, suffix: suffix.to_owned() },
+        Some((original, stamp)) if is_stamp(stamp) => ErrorFile {
+            original: original.to_owned(),
+            stamp: Some(stamp.to_owned()),
+            suffix: suffix.to_owned(),
+        },
+        _ => ErrorFile {
+            original: rest.to_owned(),
+            stamp: None,
+            suffix: suffix.to_owned(),
+        },
     }
 }
 
@@ -170,21 +179,63 @@ mod tests {
 
     #[test]
     fn error_names() {
-        assert_eq!(error_file_name("000000010000000000000001", 1_700_000_000, ErrorKind::Duplicate), "000000010000000000000001.20231114T221320Z.duplicate");
-        assert_eq!(error_file_name("garbage.txt", 0, ErrorKind::Unknown), "garbage.txt.19700101T000000Z.unknown");
+        assert_eq!(
+            error_file_name(
+                "000000010000000000000001",
+                1_700_000_000,
+                ErrorKind::Duplicate
+            ),
+            "000000010000000000000001.20231114T221320Z.duplicate"
+        );
+        assert_eq!(
+            error_file_name("garbage.txt", 0, ErrorKind::Unknown),
+            "garbage.txt.19700101T000000Z.unknown"
+        );
         let parsed = parse_error_file_name("garbage.txt.19700101T000000Z.unknown");
-        assert_eq!(parsed, ErrorFile { original: "garbage.txt".into(), stamp: Some("19700101T000000Z".into()), suffix: "unknown".into() });
-        assert_eq!(parse_error_file_name("a.duplicate"), ErrorFile { original: "a".into(), stamp: None, suffix: "duplicate".into() });
+        assert_eq!(
+            parsed,
+            ErrorFile {
+                original: "garbage.txt".into(),
+                stamp: Some("19700101T000000Z".into()),
+                suffix: "unknown".into()
+            }
+        );
+        assert_eq!(
+            parse_error_file_name("a.duplicate"),
+            ErrorFile {
+                original: "a".into(),
+                stamp: None,
+                suffix: "duplicate".into()
+            }
+        );
         assert_eq!(parse_error_file_name("plain").suffix, "");
     }
 
     #[test]
     fn summary_matches_barman_buckets() {
         // Reference 8.D #57.
-        let s = summarise_errors(&["a.duplicate", "b.unknown", "c.unknown", "d.error", "e.weird"]);
-        assert_eq!(s, ErrorSummary { duplicates: 1, unknown: 2, invalid: 0, not_relevant: 1, other: 1 });
+        let s = summarise_errors(&[
+            "a.duplicate",
+            "b.unknown",
+            "c.unknown",
+            "d.error",
+            "e.weird",
+        ]);
+        assert_eq!(
+            s,
+            ErrorSummary {
+                duplicates: 1,
+                unknown: 2,
+                invalid: 0,
+                not_relevant: 1,
+                other: 1
+            }
+        );
         assert_eq!(s.total(), 5);
-        assert_eq!(s.hint(), "duplicates: 1, unknown: 2, not relevant: 1, unknown failure: 1");
+        assert_eq!(
+            s.hint(),
+            "duplicates: 1, unknown: 2, not relevant: 1, unknown failure: 1"
+        );
         assert_eq!(summarise_errors::<&str>(&[]).hint(), "");
     }
 

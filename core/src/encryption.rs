@@ -23,11 +23,17 @@ pub trait Decrypt: Send + Sync {
 pub fn looks_like_openpgp(prefix: &[u8]) -> bool {
     const PKESK: u8 = 1;
     const SKESK: u8 = 3;
-    let Some(&tag_byte) = prefix.first() else { return false };
+    let Some(&tag_byte) = prefix.first() else {
+        return false;
+    };
     if tag_byte & 0x80 == 0 {
         return false;
     }
-    let tag = if tag_byte & 0x40 != 0 { tag_byte & 0x3F } else { (tag_byte >> 2) & 0x0F };
+    let tag = if tag_byte & 0x40 != 0 {
+        tag_byte & 0x3F
+    } else {
+        (tag_byte >> 2) & 0x0F
+    };
     if tag != PKESK && tag != SKESK {
         return false;
     }
@@ -69,7 +75,16 @@ mod tests {
 
     #[test]
     fn rejects_other_data() {
-        for data in [&b""[..], b"\x1f\x8b\x08\x00", b"\x28\xb5\x2f\xfd", b"\x10\xd1\x06\x00", b"\x00\x00\x00\x00", b"\x85", b"\x85\x01\x0c\x09", b"\xC2\x05\x04"] {
+        for data in [
+            &b""[..],
+            b"\x1f\x8b\x08\x00",
+            b"\x28\xb5\x2f\xfd",
+            b"\x10\xd1\x06\x00",
+            b"\x00\x00\x00\x00",
+            b"\x85",
+            b"\x85\x01\x0c\x09",
+            b"\xC2\x05\x04",
+        ] {
             assert!(!looks_like_openpgp(data), "{data:02x?}");
         }
     }

@@ -61,7 +61,11 @@ impl Layout {
     /// The cloud layout for `s3://bucket/<url_path>` and a server name, as barman-cloud builds it.
     pub fn cloud(url_path: &str, server: &str) -> Layout {
         let path = url_path.trim_matches('/');
-        let prefix = if path.is_empty() { format!("{server}/wals/") } else { format!("{path}/{server}/wals/") };
+        let prefix = if path.is_empty() {
+            format!("{server}/wals/")
+        } else {
+            format!("{path}/{server}/wals/")
+        };
         Layout::Cloud { prefix }
     }
 
@@ -76,7 +80,11 @@ impl Layout {
     pub fn key(&self, name: &WalFileName, codec: Option<Codec>) -> String {
         match self {
             Layout::Local => name.relative_path(),
-            Layout::Cloud { prefix } => format!("{prefix}{}{}", name.relative_path(), codec.map_or("", Codec::extension)),
+            Layout::Cloud { prefix } => format!(
+                "{prefix}{}{}",
+                name.relative_path(),
+                codec.map_or("", Codec::extension)
+            ),
         }
     }
 
@@ -93,7 +101,10 @@ impl Layout {
 
     /// Interprets one key of a listing.
     pub fn parse_key(&self, meta: &ObjectMeta) -> Result<StoredWal, KeyProblem> {
-        let rel = meta.key.strip_prefix(self.prefix()).ok_or(KeyProblem::OutsidePrefix)?;
+        let rel = meta
+            .key
+            .strip_prefix(self.prefix())
+            .ok_or(KeyProblem::OutsidePrefix)?;
         let (dir, file) = match rel.split_once('/') {
             Some((dir, file)) if !file.contains('/') => (dir, file),
             Some(_) => return Err(KeyProblem::NotWal),
@@ -106,7 +117,10 @@ impl Layout {
             Layout::Local => (file, None),
             Layout::Cloud { .. } => Codec::ALL
                 .iter()
-                .find_map(|c| file.strip_suffix(c.extension()).map(|base| (base, Some(*c))))
+                .find_map(|c| {
+                    file.strip_suffix(c.extension())
+                        .map(|base| (base, Some(*c)))
+                })
                 .unwrap_or((file, None)),
         };
         let name: WalFileName = base.parse().map_err(|_| KeyProblem::NotWal)?;
@@ -114,16 +128,29 @@ impl Layout {
         if dir != expected {
             return Err(KeyProblem::Misplaced { expected });
         }
-        Ok(StoredWal { key: meta.key.clone(), name, codec_from_key, size: meta.size })
+        Ok(StoredWal {
+            key: meta.key.clone(),
+            name,
+            codec_from_key,
+            size: meta.size,
+        })
     }
 
     /// Stored objects that are exactly `name` (any extension), from a listing.
     pub fn find(&self, name: &WalFileName, listing: &[ObjectMeta]) -> Vec<StoredWal> {
-        listing.iter().filter_map(|m| self.parse_key(m).ok()).filter(|s| s.name == *name).collect()
+        listing
+            .iter()
+            .filter_map(|m| self.parse_key(m).ok())
+            .filter(|s| s.name == *name)
+            .collect()
     }
 
     /// Lists the store and returns the stored variants of `name`.
-    pub fn find_in<S: WalStore + ?Sized>(&self, store: &S, name: &WalFileName) -> Result<Vec<StoredWal>, StorageError> {
+    pub fn find_in<S: WalStore + ?Sized>(
+        &self,
+        store: &S,
+        name: &WalFileName,
+    ) -> Result<Vec<StoredWal>, StorageError> {
         Ok(self.find(name, &store.list(&self.lookup_prefix(name))?))
     }
 }
@@ -137,54 +164,129 @@ mod tests {
     }
 
     fn meta(key: &str) -> ObjectMeta {
-        ObjectMeta { key: key.into(), size: 1 }
+        ObjectMeta {
+            key: key.into(),
+            size: 1,
+        }
     }
 
     #[test]
     fn local_keys_have_no_extension() {
-        assert_eq!(Layout::Local.key(&name("000000010000000000000001"), Some(Codec::Gzip)), "0000000100000000/000000010000000000000001");
-        assert_eq!(Layout::Local.key(&name("00000002.history"), Some(Codec::Zstd)), "00000002.history");
+        assert_eq!(
+            Layout::Local.key(&name("000000010000000000000001"), Some(Codec::Gzip)),
+            "0000000100000000/000000010000000000000001"
+        );
+        assert_eq!(
+            Layout::Local.key(&name("00000002.history"), Some(Codec::Zstd)),
+            "00000002.history"
+        );
     }
 
     #[test]
     fn cloud_keys_match_barman_cloud() {
         // Reference 8.H #81–#83.
         let l = Layout::cloud("/path/to/dir", "srv");
-        assert_eq!(l.key(&name("000000080000ABFF000000C1"), None), "path/to/dir/srv/wals/000000080000ABFF/000000080000ABFF000000C1");
-        for (codec, ext) in [(Codec::Gzip, ".gz"), (Codec::Bzip2, ".bz2"), (Codec::Xz, ".xz"), (Codec::Snappy, ".snappy"), (Codec::Zstd, ".zst"), (Codec::Lz4, ".lz4")] {
-            assert!(l.key(&name("000000080000ABFF000000C1"), Some(codec)).ends_with(&format!("000000080000ABFF000000C1{ext}")));
+        assert_eq!(
+            l.key(&name("000000080000ABFF000000C1"), None),
+            "path/to/dir/srv/wals/000000080000ABFF/000000080000ABFF000000C1"
+        );
+        for (codec, ext) in [
+            (Codec::Gzip, ".gz"),
+            (Codec::Bzip2, ".bz2"),
+            (Codec::Xz, ".xz"),
+            (Codec::Snappy, ".snappy"),
+            (Codec::Zstd, ".zst"),
+            (Codec::Lz4, ".lz4"),
+        ] {
+            assert!(
+                l.key(&name("000000080000ABFF000000C1"), Some(codec))
+                    .ends_with(&format!("000000080000ABFF000000C1{ext}"))
+            );
         }
-        assert_eq!(l.key(&name("00000002.history"), Some(Codec::Gzip)), "path/to/dir/srv/wals/00000002.history.gz");
+        assert_eq!(
+            l.key(&name("00000002.history"), Some(Codec::Gzip)),
+            "path/to/dir/srv/wals/00000002.history.gz"
+        );
         assert_eq!(
             l.key(&name("000000030000000000000010.partial"), Some(Codec::Gzip)),
             "path/to/dir/srv/wals/0000000300000000/000000030000000000000010.partial.gz"
         );
-        assert_eq!(Layout::cloud("", "srv").key(&name("00000002.history"), None), "srv/wals/00000002.history");
-        assert_eq!(Layout::cloud("p/", "srv").key(&name("00000002.history"), None), "p/srv/wals/00000002.history");
+        assert_eq!(
+            Layout::cloud("", "srv").key(&name("00000002.history"), None),
+            "srv/wals/00000002.history"
+        );
+        assert_eq!(
+            Layout::cloud("p/", "srv").key(&name("00000002.history"), None),
+            "p/srv/wals/00000002.history"
+        );
     }
 
     #[test]
     fn parse_keys() {
         let l = Layout::cloud("p", "s");
-        let parsed = l.parse_key(&meta("p/s/wals/0000000100000000/000000010000000000000001.partial.zst")).expect("valid");
+        let parsed = l
+            .parse_key(&meta(
+                "p/s/wals/0000000100000000/000000010000000000000001.partial.zst",
+            ))
+            .expect("valid");
         assert_eq!(parsed.name, name("000000010000000000000001.partial"));
         assert_eq!(parsed.codec_from_key, Some(Codec::Zstd));
-        assert_eq!(l.parse_key(&meta("p/s/wals/00000002.history")).expect("valid").codec_from_key, None);
-        assert_eq!(l.parse_key(&meta("q/s/wals/00000002.history")), Err(KeyProblem::OutsidePrefix));
-        assert_eq!(l.parse_key(&meta("p/s/wals/0000000100000000/notawal")), Err(KeyProblem::NotWal));
-        assert_eq!(l.parse_key(&meta("p/s/wals/0000000100000000/000000010000000000000001.br")), Err(KeyProblem::NotWal));
-        assert_eq!(l.parse_key(&meta("p/s/wals/a/b/000000010000000000000001")), Err(KeyProblem::NotWal));
+        assert_eq!(
+            l.parse_key(&meta("p/s/wals/00000002.history"))
+                .expect("valid")
+                .codec_from_key,
+            None
+        );
+        assert_eq!(
+            l.parse_key(&meta("q/s/wals/00000002.history")),
+            Err(KeyProblem::OutsidePrefix)
+        );
+        assert_eq!(
+            l.parse_key(&meta("p/s/wals/0000000100000000/notawal")),
+            Err(KeyProblem::NotWal)
+        );
+        assert_eq!(
+            l.parse_key(&meta(
+                "p/s/wals/0000000100000000/000000010000000000000001.br"
+            )),
+            Err(KeyProblem::NotWal)
+        );
+        assert_eq!(
+            l.parse_key(&meta("p/s/wals/a/b/000000010000000000000001")),
+            Err(KeyProblem::NotWal)
+        );
         // Reference 8.C #37: Barman accepts a segment in another hash dir; walvault reports it.
         assert_eq!(
             Layout::Local.parse_key(&meta("0000000200000000/000000010000000000000001")),
-            Err(KeyProblem::Misplaced { expected: "0000000100000000".into() })
+            Err(KeyProblem::Misplaced {
+                expected: "0000000100000000".into()
+            })
         );
-        assert_eq!(Layout::Local.parse_key(&meta("000000010000000000000001")), Err(KeyProblem::Misplaced { expected: "0000000100000000".into() }));
-        assert_eq!(Layout::Local.parse_key(&meta("0000000100000000/00000002.history")), Err(KeyProblem::Misplaced { expected: String::new() }));
-        assert_eq!(Layout::Local.parse_key(&meta("0000000100000000/.000000010000000000000001.x.tmp")), Err(KeyProblem::Temporary));
-        assert_eq!(Layout::Local.parse_key(&meta("pg-xlog.db")), Err(KeyProblem::NotWal));
+        assert_eq!(
+            Layout::Local.parse_key(&meta("000000010000000000000001")),
+            Err(KeyProblem::Misplaced {
+                expected: "0000000100000000".into()
+            })
+        );
+        assert_eq!(
+            Layout::Local.parse_key(&meta("0000000100000000/00000002.history")),
+            Err(KeyProblem::Misplaced {
+                expected: String::new()
+            })
+        );
+        assert_eq!(
+            Layout::Local.parse_key(&meta("0000000100000000/.000000010000000000000001.x.tmp")),
+            Err(KeyProblem::Temporary)
+        );
+        assert_eq!(
+            Layout::Local.parse_key(&meta("pg-xlog.db")),
+            Err(KeyProblem::NotWal)
+        );
         // Local keys never carry an extension.
-        assert_eq!(Layout::Local.parse_key(&meta("0000000100000000/000000010000000000000001.gz")), Err(KeyProblem::NotWal));
+        assert_eq!(
+            Layout::Local.parse_key(&meta("0000000100000000/000000010000000000000001.gz")),
+            Err(KeyProblem::NotWal)
+        );
     }
 
     #[test]
@@ -201,7 +303,16 @@ mod tests {
         .collect();
         let found = l.find(&name("000000010000000000000001"), &listing);
         let keys: Vec<&str> = found.iter().map(|f| f.key.as_str()).collect();
-        assert_eq!(keys, ["s/wals/0000000100000000/000000010000000000000001.gz", "s/wals/0000000100000000/000000010000000000000001"]);
-        assert_eq!(l.lookup_prefix(&name("000000010000000000000001")), "s/wals/0000000100000000/000000010000000000000001");
+        assert_eq!(
+            keys,
+            [
+                "s/wals/0000000100000000/000000010000000000000001.gz",
+                "s/wals/0000000100000000/000000010000000000000001"
+            ]
+        );
+        assert_eq!(
+            l.lookup_prefix(&name("000000010000000000000001")),
+            "s/wals/0000000100000000/000000010000000000000001"
+        );
     }
 }

@@ -124,19 +124,34 @@ pub fn select_batch(kind: QueueKind, mut entries: Vec<DirEntry>, limit: usize) -
             continue;
         }
         let Ok(name) = entry.file_name.parse::<WalFileName>() else {
-            batch.unknown.push(Unknown { file_name: entry.file_name, reason: UnknownReason::NotAWalName });
+            batch.unknown.push(Unknown {
+                file_name: entry.file_name,
+                reason: UnknownReason::NotAWalName,
+            });
             continue;
         };
         if entry.kind != EntryKind::File {
-            batch.unknown.push(Unknown { file_name: entry.file_name, reason: UnknownReason::NotARegularFile });
+            batch.unknown.push(Unknown {
+                file_name: entry.file_name,
+                reason: UnknownReason::NotARegularFile,
+            });
             continue;
         }
-        files.push(Candidate { name, file_name: entry.file_name, size: entry.size, mtime: entry.mtime });
+        files.push(Candidate {
+            name,
+            file_name: entry.file_name,
+            size: entry.size,
+            mtime: entry.mtime,
+        });
     }
     files.sort_by_key(|c| c.name);
     if kind == QueueKind::Streaming {
         // pg_receivewal resumes from the newest segment or partial it finds.
-        let position = files.iter().enumerate().filter(|(_, c)| c.name.is_partial() || c.name.is_segment()).max_by_key(|(_, c)| c.name.segment());
+        let position = files
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.name.is_partial() || c.name.is_segment())
+            .max_by_key(|(_, c)| c.name.segment());
         if let Some((index, _)) = position {
             batch.held_back.push(files.remove(index).file_name);
         }
@@ -157,11 +172,19 @@ mod tests {
     const S02: &str = "000000010000000000000002";
 
     fn file(name: &str) -> DirEntry {
-        DirEntry { file_name: name.into(), kind: EntryKind::File, size: 16 << 20, mtime: 1.0 }
+        DirEntry {
+            file_name: name.into(),
+            kind: EntryKind::File,
+            size: 16 << 20,
+            mtime: 1.0,
+        }
     }
 
     fn full(tail: &str) -> String {
-        format!("{}{tail}", &S01[..24 - tail.split('.').next().unwrap_or(tail).len()])
+        format!(
+            "{}{tail}",
+            &S01[..24 - tail.split('.').next().unwrap_or(tail).len()]
+        )
     }
 
     fn names(batch: &Batch) -> Vec<String> {
@@ -169,7 +192,11 @@ mod tests {
     }
 
     fn streaming(list: &[&str], limit: usize) -> Batch {
-        select_batch(QueueKind::Streaming, list.iter().map(|n| file(&full(n))).collect(), limit)
+        select_batch(
+            QueueKind::Streaming,
+            list.iter().map(|n| file(&full(n))).collect(),
+            limit,
+        )
     }
 
     #[test]
@@ -181,7 +208,10 @@ mod tests {
             file("garbage.txt"),
             file(".hidden"),
             file("000000010000000000000004.tmp"),
-            DirEntry { kind: EntryKind::Directory, ..file("000000010000000000000006") },
+            DirEntry {
+                kind: EntryKind::Directory,
+                ..file("000000010000000000000006")
+            },
             file("000000010000000000000005.partial"),
             file("000000010000000000000003.00000028.backup"),
             file(S01),
@@ -189,13 +219,25 @@ mod tests {
         let batch = select_batch(QueueKind::Incoming, entries, 0);
         assert_eq!(
             names(&batch),
-            [S01, S02, "000000010000000000000003.00000028.backup", "000000010000000000000005.partial", "00000002.history"]
+            [
+                S01,
+                S02,
+                "000000010000000000000003.00000028.backup",
+                "000000010000000000000005.partial",
+                "00000002.history"
+            ]
         );
         assert_eq!(
             batch.unknown,
             [
-                Unknown { file_name: "000000010000000000000006".into(), reason: UnknownReason::NotARegularFile },
-                Unknown { file_name: "garbage.txt".into(), reason: UnknownReason::NotAWalName },
+                Unknown {
+                    file_name: "000000010000000000000006".into(),
+                    reason: UnknownReason::NotARegularFile
+                },
+                Unknown {
+                    file_name: "garbage.txt".into(),
+                    reason: UnknownReason::NotAWalName
+                },
             ]
         );
         assert_eq!(batch.ignored, [".hidden", "000000010000000000000004.tmp"]);
@@ -205,7 +247,10 @@ mod tests {
     #[test]
     fn incoming_limit_counts_only_candidates() {
         // Reference 8.D #52, and Q10: non-WAL entries do not eat batch slots.
-        let entries = ["x.tmp", "junk", S01, S02, "000000010000000000000003"].iter().map(|n| file(n)).collect();
+        let entries = ["x.tmp", "junk", S01, S02, "000000010000000000000003"]
+            .iter()
+            .map(|n| file(n))
+            .collect();
         let batch = select_batch(QueueKind::Incoming, entries, 2);
         assert_eq!(names(&batch), [S01, S02]);
         assert_eq!(batch.deferred, 1);
@@ -215,7 +260,11 @@ mod tests {
 
     #[test]
     fn lower_case_names_are_archived_upper_case() {
-        let batch = select_batch(QueueKind::Incoming, vec![file("0000000a0000000b0000000c")], 0);
+        let batch = select_batch(
+            QueueKind::Incoming,
+            vec![file("0000000a0000000b0000000c")],
+            0,
+        );
         assert_eq!(names(&batch), ["0000000A0000000B0000000C"]);
         assert_eq!(batch.files[0].file_name, "0000000a0000000b0000000c");
     }
@@ -224,14 +273,21 @@ mod tests {
     fn streaming_holds_back_position_file() {
         // Reference 8.D #54.
         let b = streaming(&["01", "02"], 0);
-        assert_eq!((names(&b), b.held_back.clone()), (vec![S01.to_string()], vec![S02.to_string()]));
+        assert_eq!(
+            (names(&b), b.held_back.clone()),
+            (vec![S01.to_string()], vec![S02.to_string()])
+        );
         let b = streaming(&["01"], 0);
         assert!(b.files.is_empty());
         assert_eq!(b.held_back, [S01]);
         let b = streaming(&["01.partial", "02.partial"], 0);
         assert_eq!(names(&b), [format!("{S01}.partial")]);
         assert_eq!(b.held_back, [format!("{S02}.partial")]);
-        let b = select_batch(QueueKind::Streaming, vec![file("00000001.history"), file(&format!("{S02}.partial"))], 0);
+        let b = select_batch(
+            QueueKind::Streaming,
+            vec![file("00000001.history"), file(&format!("{S02}.partial"))],
+            0,
+        );
         assert_eq!(names(&b), ["00000001.history"]);
         let b = select_batch(QueueKind::Streaming, vec![file("garbage")], 0);
         assert_eq!(b.unknown.len(), 1);
@@ -242,7 +298,11 @@ mod tests {
 
     #[test]
     fn streaming_history_is_never_the_position() {
-        let b = select_batch(QueueKind::Streaming, vec![file(S01), file("00000002.history")], 0);
+        let b = select_batch(
+            QueueKind::Streaming,
+            vec![file(S01), file("00000002.history")],
+            0,
+        );
         assert_eq!(names(&b), ["00000002.history"]);
         assert_eq!(b.held_back, [S01]);
     }
@@ -251,7 +311,10 @@ mod tests {
     fn streaming_stale_partial_older_than_newest_segment() {
         // pg_receivewal would resume from F3, so F3 stays and the stale partial is archived.
         let b = streaming(&["0A.partial", "F0", "F1", "F2", "F3"], 0);
-        assert_eq!(names(&b), [full("0A.partial"), full("F0"), full("F1"), full("F2")]);
+        assert_eq!(
+            names(&b),
+            [full("0A.partial"), full("F0"), full("F1"), full("F2")]
+        );
         assert_eq!(b.held_back, [full("F3")]);
     }
 
@@ -271,6 +334,9 @@ mod tests {
 
     #[test]
     fn empty_queue() {
-        assert_eq!(select_batch(QueueKind::Streaming, vec![], 5), Batch::default());
+        assert_eq!(
+            select_batch(QueueKind::Streaming, vec![], 5),
+            Batch::default()
+        );
     }
 }

@@ -36,13 +36,21 @@ pub enum RestoreError {
 
 /// Finds the object to serve for `name`: any extension; the complete segment in preference to a
 /// `.partial` of it, which is only considered when `allow_partial` is set.
-pub fn locate(store: &dyn WalStore, layout: &Layout, name: &WalFileName, allow_partial: bool) -> Result<Option<StoredWal>, StorageError> {
+pub fn locate(
+    store: &dyn WalStore,
+    layout: &Layout,
+    name: &WalFileName,
+    allow_partial: bool,
+) -> Result<Option<StoredWal>, StorageError> {
     let listing = store.list(&layout.lookup_prefix(name))?;
     if let Some(found) = layout.find(name, &listing).into_iter().next() {
         return Ok(Some(found));
     }
     match name {
-        WalFileName::Segment(segment) if allow_partial => Ok(layout.find(&WalFileName::Partial(*segment), &listing).into_iter().next()),
+        WalFileName::Segment(segment) if allow_partial => Ok(layout
+            .find(&WalFileName::Partial(*segment), &listing)
+            .into_iter()
+            .next()),
         _ => Ok(None),
     }
 }
@@ -61,11 +69,26 @@ pub struct Restored {
 /// Writes the decompressed content of `name` into `sink`, checking that a complete segment has
 /// exactly the segment size. The host writes `sink` to a temporary file and renames it into
 /// place only on success, so PostgreSQL never sees a damaged or short file.
-pub fn restore(store: &dyn WalStore, layout: &Layout, name: &WalFileName, allow_partial: bool, segment_size: SegmentSize, sink: &mut dyn Write) -> Result<Restored, RestoreError> {
-    let stored = locate(store, layout, name, allow_partial)?.ok_or(RestoreError::NotFound(*name))?;
-    let damaged = |problem: String| RestoreError::Damaged { name: *name, key: stored.key.clone(), problem };
+pub fn restore(
+    store: &dyn WalStore,
+    layout: &Layout,
+    name: &WalFileName,
+    allow_partial: bool,
+    segment_size: SegmentSize,
+    sink: &mut dyn Write,
+) -> Result<Restored, RestoreError> {
+    let stored =
+        locate(store, layout, name, allow_partial)?.ok_or(RestoreError::NotFound(*name))?;
+    let damaged = |problem: String| RestoreError::Damaged {
+        name: *name,
+        key: stored.key.clone(),
+        problem,
+    };
     let reader = store.get(&stored.key)?;
-    let limits = DecodeLimits { max_output: segment_size.bytes().max(16 << 20), ..DecodeLimits::default() };
+    let limits = DecodeLimits {
+        max_output: segment_size.bytes().max(16 << 20),
+        ..DecodeLimits::default()
+    };
     let decoder = match stored.codec_from_key {
         Some(codec) => Decoder::new(Some(codec), reader, limits),
         None => Decoder::auto(reader, limits),
@@ -84,12 +107,19 @@ pub fn restore(store: &dyn WalStore, layout: &Layout, name: &WalFileName, allow_
         bytes += n as u64;
     }
     if stored.name.is_segment() && bytes != segment_size.bytes() {
-        return Err(damaged(format!("decompressed to {bytes} bytes, expected {}", segment_size.bytes())));
+        return Err(damaged(format!(
+            "decompressed to {bytes} bytes, expected {}",
+            segment_size.bytes()
+        )));
     }
     if bytes == 0 {
         return Err(damaged("empty".into()));
     }
-    Ok(Restored { key: stored.key, found: stored.name, bytes })
+    Ok(Restored {
+        key: stored.key,
+        found: stored.name,
+        bytes,
+    })
 }
 
 fn classify(e: io::Error, key: &str, damaged: impl Fn(String) -> RestoreError) -> RestoreError {

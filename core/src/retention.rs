@@ -27,8 +27,14 @@ mod tests {
         assert!(!gone("000000010000000000000005"));
         assert!(!gone("000000010000000000000006"));
         assert!(gone("000000010000000000000004.00000028.backup"));
-        assert!(!gone("000000010000000000000005.00000028.backup"), "a label of the first kept segment stays");
+        assert!(
+            !gone("000000010000000000000005.00000028.backup"),
+            "a label of the first kept segment stays"
+        );
         assert!(gone("000000010000000000000003.partial"));
-        assert!(!gone("000000020000000000000001"), "later timelines sort after");
+        assert!(
+            !gone("000000020000000000000001"),
+            "later timelines sort after"
+        );
     }
 }

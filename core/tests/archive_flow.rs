@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use walvault_core::archive::{
-    ArchiveHooks, ArchiveSettings, Archiver, CatalogueSink, FileOutcome, HookVerdict, NoHooks, Queue, SourceFile, run_batch,
+    ArchiveHooks, ArchiveSettings, Archiver, CatalogueSink, FileOutcome, HookVerdict, NoHooks,
+    Queue, SourceFile, run_batch,
 };
 use walvault_core::catalogue::CatalogueEntry;
 use walvault_core::compression::{Codec, DecodeLimits, Level, decode_all, encode_all};
@@ -14,7 +15,10 @@ use walvault_core::encryption::Decrypt;
 use walvault_core::layout::Layout;
 use walvault_core::queue::{DirEntry, EntryKind, QueueKind, select_batch};
 use walvault_core::restore::{RestoreError, locate, restore};
-use walvault_core::storage::{Fault, FaultyStore, MemoryStore, ObjectMeta, Op, Payload, PutMode, StorageError, WalStore, get_bytes};
+use walvault_core::storage::{
+    Fault, FaultyStore, MemoryStore, ObjectMeta, Op, Payload, PutMode, StorageError, WalStore,
+    get_bytes,
+};
 use walvault_core::wal::{SegmentSize, WalFileName, synthetic_page_header};
 
 const NOW: f64 = 1_795_305_600.0; // 2026-11-22T00:00:00Z
@@ -41,6 +45,7 @@ struct MemQueue {
     files: BTreeMap<String, (Vec<u8>, f64)>,
     errors: BTreeMap<String, Vec<u8>>,
     fail_release: bool,
+    unreadable: Option<String>,
 }
 
 struct MemSource(Vec<u8>);
@@ -50,27 +55,59 @@ impl SourceFile for MemSource {
     }
 }
 
+struct Unreadable;
+impl SourceFile for Unreadable {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "permission denied",
+        ))
+    }
+}
+
 impl MemQueue {
     fn add(&mut self, name: &str, data: Vec<u8>, mtime: f64) {
         self.files.insert(name.into(), (data, mtime));
     }
     fn listing(&self) -> Vec<DirEntry> {
-        self.files.iter().map(|(n, (d, m))| DirEntry { file_name: n.clone(), kind: EntryKind::File, size: d.len() as u64, mtime: *m }).collect()
+        self.files
+            .iter()
+            .map(|(n, (d, m))| DirEntry {
+                file_name: n.clone(),
+                kind: EntryKind::File,
+                size: d.len() as u64,
+                mtime: *m,
+            })
+            .collect()
     }
 }
 
 impl Queue for MemQueue {
     fn source<'a>(&'a self, c: &walvault_core::queue::Candidate) -> Box<dyn SourceFile + 'a> {
-        Box::new(MemSource(self.files.get(&c.file_name).map(|f| f.0.clone()).unwrap_or_default()))
+        if self.unreadable.as_deref() == Some(c.file_name.as_str()) {
+            return Box::new(Unreadable);
+        }
+        Box::new(MemSource(
+            self.files
+                .get(&c.file_name)
+                .map(|f| f.0.clone())
+                .unwrap_or_default(),
+        ))
     }
     fn release(&mut self, file_name: &str) -> io::Result<()> {
         if self.fail_release {
             return Err(io::Error::other("read-only queue"));
         }
-        self.files.remove(file_name).map(drop).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, file_name.to_owned()))
+        self.files
+            .remove(file_name)
+            .map(drop)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, file_name.to_owned()))
     }
     fn move_to_errors(&mut self, file_name: &str, error_name: &str) -> io::Result<()> {
-        let (data, _) = self.files.remove(file_name).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, file_name.to_owned()))?;
+        let (data, _) = self
+            .files
+            .remove(file_name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, file_name.to_owned()))?;
         self.errors.insert(error_name.into(), data);
         Ok(())
     }
@@ -89,20 +126,46 @@ impl CatalogueSink for MemCatalogue {
         self.lines.extend_from_slice(entries);
         Ok(())
     }
+    fn missing(&self, names: &[String]) -> io::Result<Vec<String>> {
+        Ok(names
+            .iter()
+            .filter(|n| !self.lines.iter().any(|l| &l.name == *n))
+            .cloned()
+            .collect())
+    }
 }
 
 fn settings(codec: Option<Codec>) -> ArchiveSettings {
-    ArchiveSettings { codec, level: Level::Low, segment_size: size(), system_identifier: Some(SYSID), ..ArchiveSettings::default() }
+    ArchiveSettings {
+        codec,
+        level: Level::Low,
+        segment_size: size(),
+        system_identifier: Some(SYSID),
+        ..ArchiveSettings::default()
+    }
 }
 
 struct Run {
     report: walvault_core::archive::BatchReport,
 }
 
-fn run(store: &dyn WalStore, s: &ArchiveSettings, queue: &mut MemQueue, catalogue: &mut MemCatalogue, kind: QueueKind, hooks: &dyn ArchiveHooks) -> Run {
+fn run(
+    store: &dyn WalStore,
+    s: &ArchiveSettings,
+    queue: &mut MemQueue,
+    catalogue: &mut MemCatalogue,
+    kind: QueueKind,
+    hooks: &dyn ArchiveHooks,
+) -> Run {
     let batch = select_batch(kind, queue.listing(), 0);
-    let archiver = Archiver { store, settings: s, decryptor: None };
-    Run { report: run_batch(&archiver, &batch, queue, catalogue, hooks, NOW) }
+    let archiver = Archiver {
+        store,
+        settings: s,
+        decryptor: None,
+    };
+    Run {
+        report: run_batch(&archiver, &batch, queue, catalogue, hooks, NOW),
+    }
 }
 
 fn outcomes(r: &Run) -> Vec<(String, String)> {
@@ -117,6 +180,7 @@ fn outcomes(r: &Run) -> Vec<(String, String)> {
                 FileOutcome::Invalid { .. } => "invalid",
                 FileOutcome::Unknown { .. } => "unknown",
                 FileOutcome::Deferred { .. } => "deferred",
+                FileOutcome::SourceError { .. } => "unreadable",
                 FileOutcome::Failed { .. } => "failed",
             };
             (f.file_name.clone(), kind.to_owned())
@@ -135,45 +199,101 @@ fn archives_compresses_and_catalogues_in_name_order() {
     let mut q = MemQueue::default();
     q.add(S2, segment(S2, 2), OLD + 2.5);
     q.add(S1, segment(S1, 1), OLD + 1.0);
-    q.add("00000002.history", b"1\t0/2000000\tno recovery target specified\n".to_vec(), OLD);
+    q.add(
+        "00000002.history",
+        b"1\t0/2000000\tno recovery target specified\n".to_vec(),
+        OLD,
+    );
     q.add("garbage.txt", b"x".to_vec(), OLD);
     let mut cat = MemCatalogue::default();
     let r = run(&store, &s, &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
     assert_eq!(
         outcomes(&r),
-        [(S1.into(), "archived".into()), (S2.into(), "archived".into()), ("00000002.history".into(), "archived".into()), ("garbage.txt".into(), "unknown".into())]
+        [
+            (S1.into(), "archived".into()),
+            (S2.into(), "archived".into()),
+            ("00000002.history".into(), "archived".into()),
+            ("garbage.txt".into(), "unknown".into())
+        ]
     );
     assert!(!r.report.failed());
     assert!(q.files.is_empty(), "every source released or moved");
-    assert_eq!(q.errors.keys().collect::<Vec<_>>(), ["garbage.txt.20261122T000000Z.unknown"]);
-    assert_eq!(store.keys(), ["0000000100000000/000000010000000000000001", "0000000100000000/000000010000000000000002", "00000002.history"]);
+    assert_eq!(
+        q.errors.keys().collect::<Vec<_>>(),
+        ["garbage.txt.20261122T000000Z.unknown"]
+    );
+    assert_eq!(
+        store.keys(),
+        [
+            "0000000100000000/000000010000000000000001",
+            "0000000100000000/000000010000000000000002",
+            "00000002.history"
+        ]
+    );
     let names: Vec<&str> = cat.lines.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, [S1, S2, "00000002.history"]);
     for entry in &cat.lines {
-        let key = WalFileName::from_path(&entry.name).expect("name").relative_path();
+        let key = WalFileName::from_path(&entry.name)
+            .expect("name")
+            .relative_path();
         let stored = get_bytes(&store, &key).expect("stored");
-        assert_eq!(entry.size, stored.len() as u64, "catalogue records the stored size");
+        assert_eq!(
+            entry.size,
+            stored.len() as u64,
+            "catalogue records the stored size"
+        );
         assert_eq!(entry.compression.as_deref(), Some("gzip"));
         assert_eq!(Codec::identify(&stored), Some(Codec::Gzip));
     }
-    assert_eq!(cat.lines[1].to_line(), format!("{S2}\t{}\t{}\tgzip\tNone\n", cat.lines[1].size, "1795302002.5"));
-    let back = decode_all(Some(Codec::Gzip), &get_bytes(&store, &format!("0000000100000000/{S1}")).expect("get"), DecodeLimits::default()).expect("decode");
-    assert!(back == segment(S1, 1), "archived content decompresses to the original");
+    assert_eq!(
+        cat.lines[1].to_line(),
+        format!(
+            "{S2}\t{}\t{}\tgzip\tNone\n",
+            cat.lines[1].size, "1795302002.5"
+        )
+    );
+    let back = decode_all(
+        Some(Codec::Gzip),
+        &get_bytes(&store, &format!("0000000100000000/{S1}")).expect("get"),
+        DecodeLimits::default(),
+    )
+    .expect("decode");
+    assert!(
+        back == segment(S1, 1),
+        "archived content decompresses to the original"
+    );
 }
 
 #[test]
 fn identical_duplicate_is_dropped_even_when_compressed_differently() {
     let store = MemoryStore::new();
     let data = segment(S1, 1);
-    store.insert(&format!("0000000100000000/{S1}"), &encode_all(Some(Codec::Zstd), Level::Low, &data).expect("zstd"));
+    store.insert(
+        &format!("0000000100000000/{S1}"),
+        &encode_all(Some(Codec::Zstd), Level::Low, &data).expect("zstd"),
+    );
     let mut q = MemQueue::default();
     // The user gzipped it before dropping it in incoming: still the same WAL.
-    q.add(S1, encode_all(Some(Codec::Gzip), Level::High, &data).expect("gzip"), OLD);
+    q.add(
+        S1,
+        encode_all(Some(Codec::Gzip), Level::High, &data).expect("gzip"),
+        OLD,
+    );
     let mut cat = MemCatalogue::default();
-    let r = run(&store, &settings(Some(Codec::Bzip2)), &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
+    let r = run(
+        &store,
+        &settings(Some(Codec::Bzip2)),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
     assert_eq!(outcomes(&r), [(S1.into(), "identical".into())]);
     assert!(q.files.is_empty() && q.errors.is_empty());
-    assert!(cat.lines.is_empty(), "no new catalogue line for a re-delivery");
+    // The copy was stored without a catalogue line (as after a crash): the rerun adds one that
+    // describes the stored copy (zstd), not the re-delivered file (gzip).
+    assert_eq!(cat.lines.len(), 1);
+    assert_eq!(cat.lines[0].compression.as_deref(), Some("zstd"));
 }
 
 #[test]
@@ -185,12 +305,29 @@ fn different_duplicate_never_overwrites_and_goes_to_errors() {
     let other = segment(S1, 9);
     q.add(S1, other.clone(), OLD);
     let mut cat = MemCatalogue::default();
-    let r = run(&store, &settings(None), &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
+    let r = run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
     assert_eq!(outcomes(&r), [(S1.into(), "different".into())]);
     let error_name = format!("{S1}.20261122T000000Z.duplicate");
-    assert_eq!(q.errors.get(&error_name), Some(&other), "source kept byte for byte in errors/");
-    assert!(get_bytes(&store, &format!("0000000100000000/{S1}")).expect("get") == original, "archive untouched");
-    assert_eq!(r.report.files[0].error_file.as_deref(), Some(error_name.as_str()));
+    assert_eq!(
+        q.errors.get(&error_name),
+        Some(&other),
+        "source kept byte for byte in errors/"
+    );
+    assert!(
+        get_bytes(&store, &format!("0000000100000000/{S1}")).expect("get") == original,
+        "archive untouched"
+    );
+    assert_eq!(
+        r.report.files[0].error_file.as_deref(),
+        Some(error_name.as_str())
+    );
 }
 
 #[test]
@@ -198,16 +335,37 @@ fn cloud_duplicate_found_under_another_extension() {
     let store = MemoryStore::new();
     let layout = Layout::cloud("base", "pg");
     let data = segment(S1, 1);
-    store.insert(&format!("base/pg/wals/0000000100000000/{S1}.zst"), &encode_all(Some(Codec::Zstd), Level::Low, &data).expect("zstd"));
-    let s = ArchiveSettings { layout: layout.clone(), ..settings(Some(Codec::Gzip)) };
+    store.insert(
+        &format!("base/pg/wals/0000000100000000/{S1}.zst"),
+        &encode_all(Some(Codec::Zstd), Level::Low, &data).expect("zstd"),
+    );
+    let s = ArchiveSettings {
+        layout: layout.clone(),
+        ..settings(Some(Codec::Gzip))
+    };
     let mut q = MemQueue::default();
     q.add(S1, data, OLD);
     q.add(S2, segment(S2, 2), OLD);
     let mut cat = MemCatalogue::default();
     let r = run(&store, &s, &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
-    assert_eq!(outcomes(&r), [(S1.into(), "identical".into()), (S2.into(), "archived".into())]);
-    assert!(store.keys().contains(&format!("base/pg/wals/0000000100000000/{S2}.gz")));
-    assert!(!store.keys().contains(&format!("base/pg/wals/0000000100000000/{S1}.gz")), "no second copy under the new extension");
+    assert_eq!(
+        outcomes(&r),
+        [
+            (S1.into(), "identical".into()),
+            (S2.into(), "archived".into())
+        ]
+    );
+    assert!(
+        store
+            .keys()
+            .contains(&format!("base/pg/wals/0000000100000000/{S2}.gz"))
+    );
+    assert!(
+        !store
+            .keys()
+            .contains(&format!("base/pg/wals/0000000100000000/{S1}.gz")),
+        "no second copy under the new extension"
+    );
 }
 
 #[test]
@@ -217,13 +375,24 @@ fn invalid_content_goes_to_errors_with_reason() {
     q.add(S1, Vec::new(), OLD); // empty
     q.add(S2, segment(S2, 2)[..4096].to_vec(), OLD); // short and old
     q.add(S3, segment(S2, 3), OLD); // header says segment 2
-    q.add("000000010000000000000004", b"\x1f\x8b\x08\x00garbage".to_vec(), OLD); // corrupt gzip
+    q.add(
+        "000000010000000000000004",
+        b"\x1f\x8b\x08\x00garbage".to_vec(),
+        OLD,
+    ); // corrupt gzip
     let mut foreign = segment("000000010000000000000005", 5);
     foreign[24..32].copy_from_slice(&42u64.to_le_bytes());
     q.add("000000010000000000000005", foreign, OLD);
     q.add("00000003.history", b"not a history file\n".to_vec(), OLD);
     let mut cat = MemCatalogue::default();
-    let r = run(&store, &settings(Some(Codec::Lz4)), &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
+    let r = run(
+        &store,
+        &settings(Some(Codec::Lz4)),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
     let reasons: Vec<String> = r
         .report
         .files
@@ -240,7 +409,11 @@ fn invalid_content_goes_to_errors_with_reason() {
     assert!(reasons[4].contains("another cluster"), "{}", reasons[4]);
     assert!(reasons[5].contains("history"), "{}", reasons[5]);
     assert_eq!(q.errors.len(), 6);
-    assert!(q.errors.keys().all(|k| k.ends_with(".20261122T000000Z.invalid")));
+    assert!(
+        q.errors
+            .keys()
+            .all(|k| k.ends_with(".20261122T000000Z.invalid"))
+    );
     assert!(store.keys().is_empty() && cat.lines.is_empty());
 }
 
@@ -250,7 +423,14 @@ fn young_short_segment_is_deferred_not_rejected() {
     let mut q = MemQueue::default();
     q.add(S1, segment(S1, 1)[..100_000].to_vec(), NOW - 2.0);
     let mut cat = MemCatalogue::default();
-    let r = run(&store, &settings(None), &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
+    let r = run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
     assert_eq!(outcomes(&r), [(S1.into(), "deferred".into())]);
     assert!(q.files.contains_key(S1) && q.errors.is_empty());
 }
@@ -263,7 +443,14 @@ fn precompressed_source_is_stored_as_is() {
     let mut q = MemQueue::default();
     q.add(S1, bz.clone(), OLD);
     let mut cat = MemCatalogue::default();
-    run(&store, &settings(Some(Codec::Gzip)), &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
+    run(
+        &store,
+        &settings(Some(Codec::Gzip)),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
     assert_eq!(cat.lines[0].compression.as_deref(), Some("bzip2"));
     assert!(get_bytes(&store, &format!("0000000100000000/{S1}")).expect("get") == bz);
 }
@@ -279,14 +466,33 @@ fn storage_outage_keeps_every_source_and_a_rerun_completes() {
     }
     let mut cat = MemCatalogue::default();
     let r = run(&store, &s, &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
-    assert_eq!(outcomes(&r), [(S1.into(), "archived".into()), (S2.into(), "failed".into())]);
+    assert_eq!(
+        outcomes(&r),
+        [(S1.into(), "archived".into()), (S2.into(), "failed".into())]
+    );
     assert!(r.report.failed() && r.report.stopped.is_some());
-    assert_eq!(q.files.keys().collect::<Vec<_>>(), [S2, S3], "the failed file and the rest stay queued");
+    assert_eq!(
+        q.files.keys().collect::<Vec<_>>(),
+        [S2, S3],
+        "the failed file and the rest stay queued"
+    );
     assert_eq!(cat.lines.len(), 1);
     let r = run(&store, &s, &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
-    assert_eq!(outcomes(&r), [(S2.into(), "archived".into()), (S3.into(), "archived".into())]);
+    assert_eq!(
+        outcomes(&r),
+        [
+            (S2.into(), "archived".into()),
+            (S3.into(), "archived".into())
+        ]
+    );
     assert!(q.files.is_empty());
-    assert_eq!(cat.lines.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), [S1, S2, S3]);
+    assert_eq!(
+        cat.lines
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        [S1, S2, S3]
+    );
 }
 
 #[test]
@@ -294,24 +500,135 @@ fn catalogue_failure_releases_nothing_and_rerun_is_harmless() {
     let store = MemoryStore::new();
     let mut q = MemQueue::default();
     q.add(S1, segment(S1, 1), OLD);
-    let mut cat = MemCatalogue { fail: true, ..MemCatalogue::default() };
-    let r = run(&store, &settings(None), &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
+    let mut cat = MemCatalogue {
+        fail: true,
+        ..MemCatalogue::default()
+    };
+    let r = run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
     assert!(r.report.catalogue_error.is_some() && r.report.failed());
-    assert!(q.files.contains_key(S1), "source kept when the catalogue is not durable");
+    assert!(
+        q.files.contains_key(S1),
+        "source kept when the catalogue is not durable"
+    );
     cat.fail = false;
-    let r = run(&store, &settings(None), &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
+    let r = run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
     assert_eq!(outcomes(&r), [(S1.into(), "identical".into())]);
     assert!(q.files.is_empty());
+    // The rerun repairs the catalogue: the stored copy gets its line, once.
+    assert_eq!(cat.lines.len(), 1);
+    assert_eq!(cat.lines[0].name, S1);
+    assert_eq!(
+        cat.lines[0].size,
+        store
+            .head(&format!("0000000100000000/{S1}"))
+            .expect("head")
+            .size
+    );
+    let mut q2 = MemQueue::default();
+    q2.add(S1, segment(S1, 1), OLD);
+    run(
+        &store,
+        &settings(None),
+        &mut q2,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
+    assert_eq!(
+        cat.lines.len(),
+        1,
+        "a catalogued copy is not appended twice"
+    );
+}
+
+#[test]
+fn repaired_catalogue_line_records_how_the_copy_is_stored() {
+    let store = MemoryStore::new();
+    let data = segment(S1, 1);
+    store.insert(
+        &format!("0000000100000000/{S1}"),
+        &encode_all(Some(Codec::Xz), Level::Low, &data).expect("xz"),
+    );
+    let mut q = MemQueue::default();
+    q.add(S1, data, OLD);
+    let mut cat = MemCatalogue::default();
+    run(
+        &store,
+        &settings(Some(Codec::Gzip)),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
+    assert_eq!(cat.lines[0].compression.as_deref(), Some("xz"));
+}
+
+#[test]
+fn unreadable_source_is_kept_and_the_batch_goes_on() {
+    let store = MemoryStore::new();
+    let mut q = MemQueue {
+        unreadable: Some(S1.into()),
+        ..MemQueue::default()
+    };
+    q.add(S1, segment(S1, 1), OLD);
+    q.add(S2, segment(S2, 2), OLD);
+    let mut cat = MemCatalogue::default();
+    let r = run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
+    assert_eq!(
+        outcomes(&r),
+        [
+            (S1.into(), "unreadable".into()),
+            (S2.into(), "archived".into())
+        ]
+    );
+    assert!(r.report.failed());
+    assert!(q.files.contains_key(S1) && !q.files.contains_key(S2));
 }
 
 #[test]
 fn release_failure_is_reported() {
     let store = MemoryStore::new();
-    let mut q = MemQueue { fail_release: true, ..MemQueue::default() };
+    let mut q = MemQueue {
+        fail_release: true,
+        ..MemQueue::default()
+    };
     q.add(S1, segment(S1, 1), OLD);
-    let r = run(&store, &settings(None), &mut q, &mut MemCatalogue::default(), QueueKind::Incoming, &NoHooks);
+    let r = run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut MemCatalogue::default(),
+        QueueKind::Incoming,
+        &NoHooks,
+    );
     assert!(r.report.failed());
-    assert!(r.report.files[0].source_error.as_deref().is_some_and(|e| e.contains("read-only")));
+    assert!(
+        r.report.files[0]
+            .source_error
+            .as_deref()
+            .is_some_and(|e| e.contains("read-only"))
+    );
 }
 
 #[derive(Default)]
@@ -322,10 +639,18 @@ struct Recorder {
 impl ArchiveHooks for Recorder {
     fn before(&self, c: &walvault_core::queue::Candidate) -> HookVerdict {
         self.log.borrow_mut().push(format!("pre {}", c.file_name));
-        if self.stop_at == Some(c.file_name.as_str()) { HookVerdict::Stop } else { HookVerdict::Proceed }
+        if self.stop_at == Some(c.file_name.as_str()) {
+            HookVerdict::Stop
+        } else {
+            HookVerdict::Proceed
+        }
     }
     fn after(&self, c: &walvault_core::queue::Candidate, outcome: &FileOutcome) {
-        self.log.borrow_mut().push(format!("post {} {}", c.file_name, outcome.error().unwrap_or_default()));
+        self.log.borrow_mut().push(format!(
+            "post {} {}",
+            c.file_name,
+            outcome.error().unwrap_or_default()
+        ));
     }
 }
 
@@ -337,12 +662,23 @@ fn hooks_wrap_each_file_and_see_errors() {
     q.add(S1, segment(S1, 1), OLD);
     q.add(S2, segment(S2, 2), OLD);
     let hooks = Recorder::default();
-    run(&store, &settings(None), &mut q, &mut MemCatalogue::default(), QueueKind::Incoming, &hooks);
+    run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut MemCatalogue::default(),
+        QueueKind::Incoming,
+        &hooks,
+    );
     let log = hooks.log.borrow();
     assert_eq!(log[0], format!("pre {S1}"));
     assert_eq!(log[1], format!("post {S1} "));
     assert_eq!(log[2], format!("pre {S2}"));
-    assert!(log[3].starts_with(&format!("post {S2} DuplicateWalFile:")), "post hook receives the error: {}", log[3]);
+    assert!(
+        log[3].starts_with(&format!("post {S2} DuplicateWalFile:")),
+        "post hook receives the error: {}",
+        log[3]
+    );
 }
 
 #[test]
@@ -351,10 +687,24 @@ fn pre_hook_stop_leaves_everything_queued() {
     let mut q = MemQueue::default();
     q.add(S1, segment(S1, 1), OLD);
     q.add("junk", b"j".to_vec(), OLD);
-    let hooks = Recorder { stop_at: Some(S1), ..Recorder::default() };
-    let r = run(&store, &settings(None), &mut q, &mut MemCatalogue::default(), QueueKind::Incoming, &hooks);
+    let hooks = Recorder {
+        stop_at: Some(S1),
+        ..Recorder::default()
+    };
+    let r = run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut MemCatalogue::default(),
+        QueueKind::Incoming,
+        &hooks,
+    );
     assert!(r.report.stopped.is_some());
-    assert_eq!(q.files.len(), 2, "nothing archived, unknown entries not moved in a stopped run");
+    assert_eq!(
+        q.files.len(),
+        2,
+        "nothing archived, unknown entries not moved in a stopped run"
+    );
     assert!(store.keys().is_empty());
 }
 
@@ -370,8 +720,21 @@ fn streaming_partials_are_checked_against_the_segment_size() {
     q.add(&p2, too_big, OLD);
     q.add(&format!("{S3}.partial"), segment(S3, 3), OLD); // newest: held back
     let mut cat = MemCatalogue::default();
-    let r = run(&store, &settings(Some(Codec::Snappy)), &mut q, &mut cat, QueueKind::Streaming, &NoHooks);
-    assert_eq!(outcomes(&r), [(p1.clone(), "archived".into()), (p2.clone(), "invalid".into())]);
+    let r = run(
+        &store,
+        &settings(Some(Codec::Snappy)),
+        &mut q,
+        &mut cat,
+        QueueKind::Streaming,
+        &NoHooks,
+    );
+    assert_eq!(
+        outcomes(&r),
+        [
+            (p1.clone(), "archived".into()),
+            (p2.clone(), "invalid".into())
+        ]
+    );
     assert!(q.files.contains_key(&format!("{S3}.partial")));
     assert_eq!(cat.lines[0].name, p1);
 }
@@ -388,7 +751,12 @@ impl WalStore for RacingStore {
     fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
         self.inner.get(key)
     }
-    fn put(&self, key: &str, mode: PutMode, payload: &mut dyn Payload) -> Result<ObjectMeta, StorageError> {
+    fn put(
+        &self,
+        key: &str,
+        mode: PutMode,
+        payload: &mut dyn Payload,
+    ) -> Result<ObjectMeta, StorageError> {
         self.inner.put(key, mode, payload)
     }
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
@@ -404,12 +772,22 @@ impl WalStore for RacingStore {
 
 #[test]
 fn create_if_absent_closes_the_race_with_another_archiver() {
-    let store = RacingStore { inner: MemoryStore::new(), listed: RefCell::new(false) };
+    let store = RacingStore {
+        inner: MemoryStore::new(),
+        listed: RefCell::new(false),
+    };
     let data = segment(S1, 1);
     store.inner.insert(&format!("0000000100000000/{S1}"), &data);
     let mut q = MemQueue::default();
     q.add(S1, data, OLD);
-    let r = run(&store, &settings(None), &mut q, &mut MemCatalogue::default(), QueueKind::Incoming, &NoHooks);
+    let r = run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut MemCatalogue::default(),
+        QueueKind::Incoming,
+        &NoHooks,
+    );
     assert_eq!(outcomes(&r), [(S1.into(), "identical".into())]);
 }
 
@@ -425,7 +803,12 @@ impl Decrypt for XorCipher {
     fn decrypt<'a>(&self, mut r: Box<dyn Read + 'a>) -> io::Result<Box<dyn Read + 'a>> {
         let mut all = Vec::new();
         r.read_to_end(&mut all)?;
-        Ok(Box::new(io::Cursor::new(all.into_iter().skip(4).map(|b| b ^ 0x5A).collect::<Vec<u8>>())))
+        Ok(Box::new(io::Cursor::new(
+            all.into_iter()
+                .skip(4)
+                .map(|b| b ^ 0x5A)
+                .collect::<Vec<u8>>(),
+        )))
     }
 }
 
@@ -438,17 +821,47 @@ fn encrypted_copy_is_compared_after_decryption_when_a_key_is_available() {
     encrypted.extend(compressed.iter().map(|b| b ^ 0x5A));
     store.insert(&format!("0000000100000000/{S1}"), &encrypted);
     let s = settings(None);
-    let candidate = select_batch(QueueKind::Incoming, vec![DirEntry { file_name: S1.into(), kind: EntryKind::File, size: data.len() as u64, mtime: OLD }], 0).files.remove(0);
-    let with_key = Archiver { store: &store, settings: &s, decryptor: Some(&XorCipher) };
-    assert!(matches!(with_key.archive_file(&candidate, &MemSource(data.clone()), NOW), FileOutcome::IdenticalDuplicate { .. }));
+    let candidate = select_batch(
+        QueueKind::Incoming,
+        vec![DirEntry {
+            file_name: S1.into(),
+            kind: EntryKind::File,
+            size: data.len() as u64,
+            mtime: OLD,
+        }],
+        0,
+    )
+    .files
+    .remove(0);
+    let with_key = Archiver {
+        store: &store,
+        settings: &s,
+        decryptor: Some(&XorCipher),
+    };
+    assert!(matches!(
+        with_key.archive_file(&candidate, &MemSource(data.clone()), NOW),
+        FileOutcome::IdenticalDuplicate { .. }
+    ));
     let mut other = data.clone();
     other[500_000] ^= 1;
-    assert!(matches!(with_key.archive_file(&candidate, &MemSource(other), NOW), FileOutcome::DifferentDuplicate { .. }));
+    assert!(matches!(
+        with_key.archive_file(&candidate, &MemSource(other), NOW),
+        FileOutcome::DifferentDuplicate { .. }
+    ));
     // Without a key an OpenPGP copy cannot be compared: kept apart, and the reason says why.
-    store.insert(&format!("0000000100000000/{S1}"), &[0x85, 0x01, 0x0C, 0x03, 0, 0, 0, 0]);
-    let no_key = Archiver { store: &store, settings: &s, decryptor: None };
+    store.insert(
+        &format!("0000000100000000/{S1}"),
+        &[0x85, 0x01, 0x0C, 0x03, 0, 0, 0, 0],
+    );
+    let no_key = Archiver {
+        store: &store,
+        settings: &s,
+        decryptor: None,
+    };
     match no_key.archive_file(&candidate, &MemSource(data), NOW) {
-        FileOutcome::DifferentDuplicate { reason, .. } => assert!(reason.contains("no decryption key"), "{reason}"),
+        FileOutcome::DifferentDuplicate { reason, .. } => {
+            assert!(reason.contains("no decryption key"), "{reason}")
+        }
         other => panic!("expected a different duplicate, got {other:?}"),
     }
 }
@@ -458,24 +871,49 @@ fn restore_serves_decompressed_prefers_full_segment_and_reports_faults() {
     let store = MemoryStore::new();
     let layout = Layout::cloud("", "pg");
     let data = segment(S1, 1);
-    store.insert(&format!("pg/wals/0000000100000000/{S1}.partial.gz"), &encode_all(Some(Codec::Gzip), Level::Low, &data[..5000]).expect("gz"));
+    store.insert(
+        &format!("pg/wals/0000000100000000/{S1}.partial.gz"),
+        &encode_all(Some(Codec::Gzip), Level::Low, &data[..5000]).expect("gz"),
+    );
     let name: WalFileName = S1.parse().expect("name");
     let mut out = Vec::new();
-    assert!(matches!(restore(&store, &layout, &name, false, size(), &mut out), Err(RestoreError::NotFound(_))));
+    assert!(matches!(
+        restore(&store, &layout, &name, false, size(), &mut out),
+        Err(RestoreError::NotFound(_))
+    ));
     let served = restore(&store, &layout, &name, true, size(), &mut out).expect("partial");
-    assert_eq!((served.found.to_string(), served.bytes), (format!("{S1}.partial"), 5000));
+    assert_eq!(
+        (served.found.to_string(), served.bytes),
+        (format!("{S1}.partial"), 5000)
+    );
     assert!(out == data[..5000], "partial served decompressed");
-    store.insert(&format!("pg/wals/0000000100000000/{S1}.zst"), &encode_all(Some(Codec::Zstd), Level::Low, &data).expect("zst"));
-    assert_eq!(locate(&store, &layout, &name, true).expect("locate").map(|f| f.key), Some(format!("pg/wals/0000000100000000/{S1}.zst")));
+    store.insert(
+        &format!("pg/wals/0000000100000000/{S1}.zst"),
+        &encode_all(Some(Codec::Zstd), Level::Low, &data).expect("zst"),
+    );
+    assert_eq!(
+        locate(&store, &layout, &name, true)
+            .expect("locate")
+            .map(|f| f.key),
+        Some(format!("pg/wals/0000000100000000/{S1}.zst"))
+    );
     out.clear();
     restore(&store, &layout, &name, true, size(), &mut out).expect("full");
     assert!(out == data);
     // A truncated archived segment is damaged, never served short.
     let s2: WalFileName = S2.parse().expect("name");
-    store.insert(&format!("pg/wals/0000000100000000/{S2}.lz4"), &encode_all(Some(Codec::Lz4), Level::Low, &segment(S2, 2)[..1000]).expect("lz4"));
-    assert!(matches!(restore(&store, &layout, &s2, false, size(), &mut Vec::new()), Err(RestoreError::Damaged { .. })));
+    store.insert(
+        &format!("pg/wals/0000000100000000/{S2}.lz4"),
+        &encode_all(Some(Codec::Lz4), Level::Low, &segment(S2, 2)[..1000]).expect("lz4"),
+    );
+    assert!(matches!(
+        restore(&store, &layout, &s2, false, size(), &mut Vec::new()),
+        Err(RestoreError::Damaged { .. })
+    ));
     // A storage outage is not "not found".
     let faulty = FaultyStore::new(MemoryStore::new());
     faulty.script(Op::List, &[Fault::Transient]);
-    assert!(matches!(restore(&faulty, &layout, &name, false, size(), &mut Vec::new()), Err(RestoreError::Storage(e)) if e.is_retryable()));
+    assert!(
+        matches!(restore(&faulty, &layout, &name, false, size(), &mut Vec::new()), Err(RestoreError::Storage(e)) if e.is_retryable())
+    );
 }

@@ -6,7 +6,9 @@ use std::io::{self, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use walvault_core::archive::CatalogueSink;
-use walvault_core::catalogue::{CatalogueEntry, CatalogueError, CatalogueReader, catalogue_file_name, render_catalogue};
+use walvault_core::catalogue::{
+    CatalogueEntry, CatalogueError, CatalogueReader, catalogue_file_name, render_catalogue,
+};
 
 use crate::fsutil;
 use crate::lock::{LockFile, lock_path};
@@ -21,7 +23,10 @@ pub struct CatalogueFile {
 impl CatalogueFile {
     /// The catalogue of `server` in `dir`, locked through `lock_dir`.
     pub fn new(dir: &Path, lock_dir: &Path, server: &str) -> Self {
-        CatalogueFile { path: dir.join(catalogue_file_name(server)), lock: lock_path(lock_dir, server, "xlogdb") }
+        CatalogueFile {
+            path: dir.join(catalogue_file_name(server)),
+            lock: lock_path(lock_dir, server, "xlogdb"),
+        }
     }
 
     /// The file's path.
@@ -45,7 +50,10 @@ impl CatalogueFile {
     }
 
     /// Rewrites the catalogue from what `build` returns, computed under the lock.
-    pub fn rewrite_with<T>(&self, build: impl FnOnce() -> io::Result<(Vec<CatalogueEntry>, T)>) -> io::Result<T> {
+    pub fn rewrite_with<T>(
+        &self,
+        build: impl FnOnce() -> io::Result<(Vec<CatalogueEntry>, T)>,
+    ) -> io::Result<T> {
         let _lock = self.lock()?;
         let (entries, value) = build()?;
         self.rewrite_locked(&entries)?;
@@ -56,7 +64,12 @@ impl CatalogueFile {
         if let Some(dir) = self.path.parent() {
             fsutil::create_dir_durable(dir)?;
         }
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&self.path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&self.path)?;
         let text = render_catalogue(entries);
         file.seek(SeekFrom::Start(0))?;
         file.write_all(text.as_bytes())?;
@@ -81,13 +94,29 @@ impl CatalogueSink for CatalogueFile {
         if let Some(dir) = self.path.parent() {
             fsutil::create_dir_durable(dir)?;
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         file.write_all(render_catalogue(entries).as_bytes())?;
         file.sync_data()?;
         if created && let Some(dir) = self.path.parent() {
             fsutil::fsync_dir(dir)?;
         }
         Ok(())
+    }
+
+    fn missing(&self, names: &[String]) -> io::Result<Vec<String>> {
+        let entries = self
+            .read()?
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let known: std::collections::HashSet<&str> =
+            entries.iter().map(|e| e.name.as_str()).collect();
+        Ok(names
+            .iter()
+            .filter(|n| !known.contains(n.as_str()))
+            .cloned()
+            .collect())
     }
 }
 
@@ -100,13 +129,31 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cat = CatalogueFile::new(&dir.path().join("wals"), dir.path(), "pg");
         assert!(cat.read().expect("io").expect("parse").is_empty());
-        let e = |n: &str| CatalogueEntry { name: n.into(), size: 3, time: 1.5, compression: None, encryption: None };
-        cat.append(&[e("000000010000000000000001"), e("000000010000000000000002")]).expect("append");
-        cat.append(&[e("000000010000000000000003")]).expect("append");
+        let e = |n: &str| CatalogueEntry {
+            name: n.into(),
+            size: 3,
+            time: 1.5,
+            compression: None,
+            encryption: None,
+        };
+        cat.append(&[e("000000010000000000000001"), e("000000010000000000000002")])
+            .expect("append");
+        cat.append(&[e("000000010000000000000003")])
+            .expect("append");
         assert_eq!(cat.read().expect("io").expect("parse").len(), 3);
-        assert_eq!(fs::read_to_string(cat.path()).expect("read").lines().next(), Some("000000010000000000000001\t3\t1.5\tNone\tNone"));
-        cat.rewrite_with(|| Ok((vec![e("000000010000000000000002")], ()))).expect("rewrite");
-        assert_eq!(fs::read_to_string(cat.path()).expect("read").lines().count(), 1);
+        assert_eq!(
+            fs::read_to_string(cat.path()).expect("read").lines().next(),
+            Some("000000010000000000000001\t3\t1.5\tNone\tNone")
+        );
+        cat.rewrite_with(|| Ok((vec![e("000000010000000000000002")], ())))
+            .expect("rewrite");
+        assert_eq!(
+            fs::read_to_string(cat.path())
+                .expect("read")
+                .lines()
+                .count(),
+            1
+        );
         assert!(dir.path().join(".pg-xlogdb.lock").exists());
     }
 }

@@ -50,7 +50,11 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn err(section: &str, key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { section: Some(section.to_owned()), key: Some(key.to_owned()), message: message.into() }
+    ConfigError {
+        section: Some(section.to_owned()),
+        key: Some(key.to_owned()),
+        message: message.into(),
+    }
 }
 
 /// A number or a word, as TOML gives it (`compression_level = 3` or `"high"`).
@@ -119,16 +123,45 @@ macro_rules! merge_fields {
 
 impl ServerSection {
     fn over(self, base: ServerSection) -> ServerSection {
-        merge_fields!(self, base,
-            description, active, backup_directory, wals_directory, incoming_wals_directory,
-            streaming_wals_directory, errors_directory, xlogdb_directory, compression,
-            compression_level, archiver, streaming_archiver, archiver_batch_size,
-            streaming_archiver_batch_size, jobs, conninfo, streaming_conninfo, slot_name, create_slot,
-            streaming_archiver_name, synchronous, wal_segment_size, check_page_header, system_identifier,
-            max_incoming_wals_queue, last_wal_maximum_age, path_prefix, pre_archive_script,
-            post_archive_script, pre_archive_retry_script, post_archive_retry_script,
-            pre_wal_delete_script, post_wal_delete_script, pre_wal_delete_retry_script,
-            post_wal_delete_retry_script)
+        merge_fields!(
+            self,
+            base,
+            description,
+            active,
+            backup_directory,
+            wals_directory,
+            incoming_wals_directory,
+            streaming_wals_directory,
+            errors_directory,
+            xlogdb_directory,
+            compression,
+            compression_level,
+            archiver,
+            streaming_archiver,
+            archiver_batch_size,
+            streaming_archiver_batch_size,
+            jobs,
+            conninfo,
+            streaming_conninfo,
+            slot_name,
+            create_slot,
+            streaming_archiver_name,
+            synchronous,
+            wal_segment_size,
+            check_page_header,
+            system_identifier,
+            max_incoming_wals_queue,
+            last_wal_maximum_age,
+            path_prefix,
+            pre_archive_script,
+            post_archive_script,
+            pre_archive_retry_script,
+            post_archive_retry_script,
+            pre_wal_delete_script,
+            post_wal_delete_script,
+            pre_wal_delete_retry_script,
+            post_wal_delete_retry_script
+        )
     }
 }
 
@@ -247,7 +280,10 @@ pub fn parse_duration(text: &str) -> Option<u64> {
     if let Ok(secs) = text.parse::<u64>() {
         return Some(secs);
     }
-    let (number, unit) = text.split_once(char::is_whitespace).map(|(n, u)| (n, u.trim())).unwrap_or((text, ""));
+    let (number, unit) = text
+        .split_once(char::is_whitespace)
+        .map(|(n, u)| (n, u.trim()))
+        .unwrap_or((text, ""));
     let n: u64 = number.parse().ok()?;
     let unit_secs = match unit.trim_end_matches('s') {
         "second" | "sec" | "s" => 1,
@@ -279,57 +315,99 @@ pub fn parse_size(text: &str) -> Option<u64> {
 
 /// Checks a slot name as PostgreSQL does (lower-case letters, digits, underscore).
 fn valid_slot_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 63 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn valid_server_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') && !name.starts_with('.')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.')
 }
 
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError { section: None, key: None, message: format!("cannot read {}: {e}", path.display()) })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            section: None,
+            key: None,
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parses configuration text (`path` is recorded for hooks and messages).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError { section: None, key: None, message: format!("{}: {}", path.display(), e.message().trim()) })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            section: None,
+            key: None,
+            message: format!("{}: {}", path.display(), e.message().trim()),
+        })?;
         let mut home = PathBuf::from(DEFAULT_HOME);
         let mut lock_directory = None;
         let mut defaults = ServerSection::default();
         let mut sections = Vec::new();
         for (name, value) in table {
             let toml::Value::Table(mut section) = value else {
-                return Err(ConfigError { section: None, key: Some(name), message: "expected a [section] (a server, or [walvault])".into() });
+                return Err(ConfigError {
+                    section: None,
+                    key: Some(name),
+                    message: "expected a [section] (a server, or [walvault])".into(),
+                });
             };
             if name == "walvault" {
                 if let Some(v) = section.remove("home") {
-                    home = v.as_str().map(PathBuf::from).ok_or_else(|| err("walvault", "home", "expected a path string"))?;
+                    home = v
+                        .as_str()
+                        .map(PathBuf::from)
+                        .ok_or_else(|| err("walvault", "home", "expected a path string"))?;
                 }
                 if let Some(v) = section.remove("lock_directory") {
-                    lock_directory = Some(v.as_str().map(PathBuf::from).ok_or_else(|| err("walvault", "lock_directory", "expected a path string"))?);
+                    lock_directory = Some(v.as_str().map(PathBuf::from).ok_or_else(|| {
+                        err("walvault", "lock_directory", "expected a path string")
+                    })?);
                 }
                 defaults = deserialize_section("walvault", section)?;
             } else {
                 if !valid_server_name(&name) {
-                    return Err(ConfigError { section: Some(name), key: None, message: "server names use letters, digits, '-', '_' and '.'".into() });
+                    return Err(ConfigError {
+                        section: Some(name),
+                        key: None,
+                        message: "server names use letters, digits, '-', '_' and '.'".into(),
+                    });
                 }
                 let parsed = deserialize_section(&name, section)?;
                 sections.push((name, parsed));
             }
         }
         if !home.is_absolute() {
-            return Err(err("walvault", "home", format!("must be an absolute path, got {}", home.display())));
+            return Err(err(
+                "walvault",
+                "home",
+                format!("must be an absolute path, got {}", home.display()),
+            ));
         }
         let lock_directory = lock_directory.unwrap_or_else(|| home.clone());
         let mut servers = BTreeMap::new();
         for (name, section) in sections {
-            let server = resolve(&name, section.over(defaults.clone()), &home, &lock_directory)?;
+            let server = resolve(
+                &name,
+                section.over(defaults.clone()),
+                &home,
+                &lock_directory,
+            )?;
             servers.insert(name, server);
         }
-        Ok(Config { path: path.to_owned(), home, servers })
+        Ok(Config {
+            path: path.to_owned(),
+            home,
+            servers,
+        })
     }
 
     /// One server by name, with a helpful error.
@@ -339,7 +417,15 @@ impl Config {
             ConfigError {
                 section: None,
                 key: None,
-                message: format!("unknown server '{name}' in {} (configured: {})", self.path.display(), if known.is_empty() { "none".into() } else { known.join(", ") }),
+                message: format!(
+                    "unknown server '{name}' in {} (configured: {})",
+                    self.path.display(),
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
             }
         })
     }
@@ -350,16 +436,29 @@ fn deserialize_section(name: &str, section: toml::Table) -> Result<ServerSection
         let message = e.message().trim().to_owned();
         // serde names the offending key in its message ("unknown field `x`, expected …").
         let key = message.split('`').nth(1).map(str::to_owned);
-        ConfigError { section: Some(name.to_owned()), key, message }
+        ConfigError {
+            section: Some(name.to_owned()),
+            key,
+            message,
+        }
     })
 }
 
-fn resolve(name: &str, s: ServerSection, home: &Path, lock_directory: &Path) -> Result<ServerConfig, ConfigError> {
+fn resolve(
+    name: &str,
+    s: ServerSection,
+    home: &Path,
+    lock_directory: &Path,
+) -> Result<ServerConfig, ConfigError> {
     let backup_directory = s.backup_directory.unwrap_or_else(|| home.join(name));
     let archive = match s.wals_directory {
         Some(url) if url.contains("://") => {
             if !url.starts_with("s3://") {
-                return Err(err(name, "wals_directory", format!("unsupported URL scheme in {url:?} (supported: s3://)")));
+                return Err(err(
+                    name,
+                    "wals_directory",
+                    format!("unsupported URL scheme in {url:?} (supported: s3://)"),
+                ));
             }
             ArchiveLocation::Url(url)
         }
@@ -377,33 +476,67 @@ fn resolve(name: &str, s: ServerSection, home: &Path, lock_directory: &Path) -> 
     };
     let compression_level = match s.compression_level {
         None => Level::Medium,
-        Some(v) => v.text().parse::<Level>().map_err(|e| err(name, "compression_level", e.to_string()))?,
+        Some(v) => v
+            .text()
+            .parse::<Level>()
+            .map_err(|e| err(name, "compression_level", e.to_string()))?,
     };
     let wal_segment_size = match s.wal_segment_size {
         None => None,
         Some(v) => {
             let text = v.text();
-            let bytes = parse_size(&text).ok_or_else(|| err(name, "wal_segment_size", format!("{text:?} is not a size (e.g. 16MB)")))?;
-            Some(SegmentSize::new(bytes).map_err(|e| err(name, "wal_segment_size", e.to_string()))?)
+            let bytes = parse_size(&text).ok_or_else(|| {
+                err(
+                    name,
+                    "wal_segment_size",
+                    format!("{text:?} is not a size (e.g. 16MB)"),
+                )
+            })?;
+            Some(
+                SegmentSize::new(bytes)
+                    .map_err(|e| err(name, "wal_segment_size", e.to_string()))?,
+            )
         }
     };
     let system_identifier = match s.system_identifier {
         None => None,
-        Some(v) => Some(v.text().parse::<u64>().map_err(|_| err(name, "system_identifier", "expected the number pg_controldata prints"))?),
+        Some(v) => Some(v.text().parse::<u64>().map_err(|_| {
+            err(
+                name,
+                "system_identifier",
+                "expected the number pg_controldata prints",
+            )
+        })?),
     };
     if let Some(slot) = &s.slot_name
         && !valid_slot_name(slot)
     {
-        return Err(err(name, "slot_name", format!("{slot:?}: use lower-case letters, digits and '_' (at most 63)")));
+        return Err(err(
+            name,
+            "slot_name",
+            format!("{slot:?}: use lower-case letters, digits and '_' (at most 63)"),
+        ));
     }
     let create_slot = match s.create_slot.as_deref() {
         None | Some("manual") => CreateSlot::Manual,
         Some("auto") => CreateSlot::Auto,
-        Some(other) => return Err(err(name, "create_slot", format!("{other:?}: expected \"manual\" or \"auto\""))),
+        Some(other) => {
+            return Err(err(
+                name,
+                "create_slot",
+                format!("{other:?}: expected \"manual\" or \"auto\""),
+            ));
+        }
     };
     let last_wal_maximum_age = match &s.last_wal_maximum_age {
         None => None,
-        Some(t) => Some(parse_duration(t).ok_or_else(|| err(name, "last_wal_maximum_age", format!("{t:?} is not a duration (e.g. \"1 day\")")))?),
+        Some(t) => Some(parse_duration(t).ok_or_else(|| {
+            err(
+                name,
+                "last_wal_maximum_age",
+                format!("{t:?} is not a duration (e.g. \"1 day\")"),
+            )
+        })?),
     };
     let jobs = match s.jobs {
         Some(0) => return Err(err(name, "jobs", "must be at least 1")),
@@ -415,16 +548,31 @@ fn resolve(name: &str, s: ServerSection, home: &Path, lock_directory: &Path) -> 
         // As Barman: with neither archiver on, the file archiver is on.
         archiver = true;
     }
-    if streaming_archiver && s.streaming_conninfo.as_ref().or(s.conninfo.as_ref()).is_none() {
-        return Err(err(name, "streaming_archiver", "needs conninfo or streaming_conninfo"));
+    if streaming_archiver
+        && s.streaming_conninfo
+            .as_ref()
+            .or(s.conninfo.as_ref())
+            .is_none()
+    {
+        return Err(err(
+            name,
+            "streaming_archiver",
+            "needs conninfo or streaming_conninfo",
+        ));
     }
     Ok(ServerConfig {
         name: name.to_owned(),
         description: s.description,
         active: s.active.unwrap_or(true),
-        incoming: s.incoming_wals_directory.unwrap_or_else(|| backup_directory.join("incoming")),
-        streaming: s.streaming_wals_directory.unwrap_or_else(|| backup_directory.join("streaming")),
-        errors: s.errors_directory.unwrap_or_else(|| backup_directory.join("errors")),
+        incoming: s
+            .incoming_wals_directory
+            .unwrap_or_else(|| backup_directory.join("incoming")),
+        streaming: s
+            .streaming_wals_directory
+            .unwrap_or_else(|| backup_directory.join("streaming")),
+        errors: s
+            .errors_directory
+            .unwrap_or_else(|| backup_directory.join("errors")),
         backup_directory,
         archive,
         xlogdb_directory,
@@ -440,7 +588,9 @@ fn resolve(name: &str, s: ServerSection, home: &Path, lock_directory: &Path) -> 
         conninfo: s.conninfo,
         slot_name: s.slot_name,
         create_slot,
-        streaming_archiver_name: s.streaming_archiver_name.unwrap_or_else(|| "walvault_receive_wal".into()),
+        streaming_archiver_name: s
+            .streaming_archiver_name
+            .unwrap_or_else(|| "walvault_receive_wal".into()),
         synchronous: s.synchronous.unwrap_or(false),
         wal_segment_size,
         check_page_header: s.check_page_header.unwrap_or(true),
@@ -448,7 +598,12 @@ fn resolve(name: &str, s: ServerSection, home: &Path, lock_directory: &Path) -> 
         max_incoming_wals_queue: s.max_incoming_wals_queue,
         last_wal_maximum_age,
         path_prefix: s.path_prefix,
-        archive_hooks: HookScripts { pre: s.pre_archive_script, pre_retry: s.pre_archive_retry_script, post_retry: s.post_archive_retry_script, post: s.post_archive_script },
+        archive_hooks: HookScripts {
+            pre: s.pre_archive_script,
+            pre_retry: s.pre_archive_retry_script,
+            post_retry: s.post_archive_retry_script,
+            post: s.post_archive_script,
+        },
         delete_hooks: HookScripts {
             pre: s.pre_wal_delete_script,
             pre_retry: s.pre_wal_delete_retry_script,
@@ -476,25 +631,44 @@ mod tests {
         assert_eq!(pg.errors, PathBuf::from("/srv/wv/pg/errors"));
         assert_eq!(pg.xlogdb_directory, PathBuf::from("/srv/wv/pg/wals"));
         assert_eq!(pg.lock_directory, PathBuf::from("/srv/wv"));
-        assert!(pg.archiver && !pg.streaming_archiver, "archiver forced on when both are off");
-        assert_eq!((pg.compression, pg.compression_level), (None, Level::Medium));
+        assert!(
+            pg.archiver && !pg.streaming_archiver,
+            "archiver forced on when both are off"
+        );
+        assert_eq!(
+            (pg.compression, pg.compression_level),
+            (None, Level::Medium)
+        );
     }
 
     #[test]
     fn global_defaults_and_overrides() {
         let c = parse("[walvault]\ncompression = \"zstd\"\ncompression_level = 3\n[a]\n[b]\ncompression = \"gzip\"\ncompression_level = \"high\"\nwal_segment_size = \"64MB\"\n").expect("valid");
         assert_eq!(c.server("a").expect("a").compression, Some(Codec::Zstd));
-        assert_eq!(c.server("a").expect("a").compression_level, Level::Number(3));
+        assert_eq!(
+            c.server("a").expect("a").compression_level,
+            Level::Number(3)
+        );
         let b = c.server("b").expect("b");
-        assert_eq!((b.compression, b.compression_level), (Some(Codec::Gzip), Level::High));
+        assert_eq!(
+            (b.compression, b.compression_level),
+            (Some(Codec::Gzip), Level::High)
+        );
         assert_eq!(b.wal_segment_size.map(SegmentSize::bytes), Some(64 << 20));
     }
 
     #[test]
     fn errors_name_the_key() {
         let e = parse("[pg]\ncompression = \"gzp\"\n").expect_err("bad codec");
-        assert_eq!((e.section.as_deref(), e.key.as_deref()), (Some("pg"), Some("compression")));
-        assert!(e.to_string().starts_with("[pg] compression: unknown compression \"gzp\""), "{e}");
+        assert_eq!(
+            (e.section.as_deref(), e.key.as_deref()),
+            (Some("pg"), Some("compression"))
+        );
+        assert!(
+            e.to_string()
+                .starts_with("[pg] compression: unknown compression \"gzp\""),
+            "{e}"
+        );
         let e = parse("[pg]\ncompresion = \"gzip\"\n").expect_err("typo");
         assert_eq!(e.key.as_deref(), Some("compresion"), "{e}");
         let e = parse("[pg]\nwal_segment_size = \"3MB\"\n").expect_err("size");
@@ -513,7 +687,12 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("pg"));
         assert!(parse("[pg\n").is_err());
         let c = parse("[pg]\n").expect("valid");
-        assert!(c.server("nope").expect_err("unknown").to_string().contains("configured: pg"));
+        assert!(
+            c.server("nope")
+                .expect_err("unknown")
+                .to_string()
+                .contains("configured: pg")
+        );
     }
 
     #[test]

@@ -55,6 +55,49 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }
 
+/// The pid in one of our temp names (`.<final>.<pid>.<n>.tmp`).
+fn temp_owner(name: &str) -> Option<u32> {
+    let inner = name.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplit('.');
+    let _counter = parts.next()?;
+    parts.next()?.parse().ok()
+}
+
+/// Whether a process is running: it has a `/proc` entry that is not a zombie (a killed writer
+/// whose parent died stays a zombie where nothing reaps orphans, as in some containers).
+fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_none_or(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// Removes our temp files in `dir` whose writer is no longer running (left by a crash or a
+/// kill). Returns how many were removed.
+pub fn remove_dead_temp_files(dir: &Path) -> io::Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_owner(&name).filter(|_| is_temp_name(&name)) else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// A temporary file removed on drop unless it was renamed into place.
 #[derive(Debug)]
 pub struct TempFile {
@@ -65,10 +108,18 @@ pub struct TempFile {
 impl TempFile {
     /// Creates a new, empty temp file next to `final_path`.
     pub fn create(final_path: &Path) -> io::Result<(TempFile, File)> {
-        let dir = final_path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
-        let name = final_path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let dir = final_path
+            .parent()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+        let name = final_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file");
         let path = temp_path(dir, name);
-        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         Ok((TempFile { path, armed: true }, file))
     }
 
@@ -100,11 +151,17 @@ impl Drop for TempFile {
 
 /// Writes a file durably through `fill`: temp file in the target directory, fsync, then
 /// link (`no_replace`) or rename into place, then fsync the directory. Returns `fill`'s value.
-pub fn write_durable<T>(final_path: &Path, no_replace: bool, fill: impl FnOnce(&mut dyn Write) -> io::Result<T>) -> io::Result<T> {
+pub fn write_durable<T>(
+    final_path: &Path,
+    no_replace: bool,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+) -> io::Result<T> {
     let (temp, file) = TempFile::create(final_path)?;
     let mut writer = BufWriter::with_capacity(1 << 20, file);
     let value = fill(&mut writer)?;
-    let file = writer.into_inner().map_err(io::IntoInnerError::into_error)?;
+    let file = writer
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
     drop(file);
     temp.publish(final_path, no_replace)?;
@@ -134,7 +191,6 @@ pub fn move_durable(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,7 +206,10 @@ mod tests {
         assert_eq!(fs::read(&target).expect("read"), b"one");
         write_durable(&target, false, |w| w.write_all(b"three")).expect("replace");
         assert_eq!(fs::read(&target).expect("read"), b"three");
-        let names: Vec<_> = fs::read_dir(target.parent().expect("parent")).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+        let names: Vec<_> = fs::read_dir(target.parent().expect("parent"))
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
         assert_eq!(names, ["file"], "no temp files left");
     }
 
@@ -165,6 +224,23 @@ mod tests {
         assert!(err.is_err());
         assert!(!target.exists());
         assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn dead_writers_temp_files_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join(".000000010000000000000001.999999999.3.tmp"),
+            b"x",
+        )
+        .expect("dead");
+        let mine = format!(".000000010000000000000002.{}.0.tmp", std::process::id());
+        fs::write(dir.path().join(&mine), b"x").expect("mine");
+        fs::write(dir.path().join("000000010000000000000003"), b"x").expect("wal");
+        assert_eq!(remove_dead_temp_files(dir.path()).expect("clean"), 1);
+        assert!(
+            dir.path().join(&mine).exists() && dir.path().join("000000010000000000000003").exists()
+        );
     }
 
     #[test]

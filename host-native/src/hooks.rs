@@ -37,7 +37,11 @@ pub struct RetryPauses {
 
 impl Default for RetryPauses {
     fn default() -> Self {
-        RetryPauses { short: Duration::from_secs(3), nap: Duration::from_secs(60), attempts_before_nap: 5 }
+        RetryPauses {
+            short: Duration::from_secs(3),
+            nap: Duration::from_secs(60),
+            attempts_before_nap: 5,
+        }
     }
 }
 
@@ -88,7 +92,12 @@ impl HookKind {
 impl<'a> HookRunner<'a> {
     /// Hooks of `server`, whose configuration file is `config_path`.
     pub fn new(server: &'a ServerConfig, config_path: &Path, ui: &'a Ui) -> Self {
-        HookRunner { server, config_path: config_path.to_owned(), ui, pauses: RetryPauses::default() }
+        HookRunner {
+            server,
+            config_path: config_path.to_owned(),
+            ui,
+            pauses: RetryPauses::default(),
+        }
     }
 
     /// Overrides the retry pauses (tests).
@@ -105,7 +114,14 @@ impl<'a> HookRunner<'a> {
         }
     }
 
-    fn run_script(&self, script: &str, hook: &str, phase: &str, retry: bool, env: &HookEnv) -> std::io::Result<i32> {
+    fn run_script(
+        &self,
+        script: &str,
+        hook: &str,
+        phase: &str,
+        retry: bool,
+        env: &HookEnv,
+    ) -> std::io::Result<i32> {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(script);
         if let Some(prefix) = &self.server.path_prefix {
@@ -134,30 +150,58 @@ impl<'a> HookRunner<'a> {
         let Some(script) = script else { return };
         let hook = format!("{}_script", kind.base());
         match self.run_script(script, &hook, phase, false, env) {
-            Ok(0) => self.ui.debug(format_args!("{phase} {hook} for {} succeeded", env.segment)),
-            Ok(code) => self.ui.warn(format_args!("{phase} {hook} for {} exited with {code}", env.segment)),
-            Err(e) => self.ui.warn(format_args!("{phase} {hook} for {} could not run: {e}", env.segment)),
+            Ok(0) => self
+                .ui
+                .debug(format_args!("{phase} {hook} for {} succeeded", env.segment)),
+            Ok(code) => self.ui.warn(format_args!(
+                "{phase} {hook} for {} exited with {code}",
+                env.segment
+            )),
+            Err(e) => self.ui.warn(format_args!(
+                "{phase} {hook} for {} could not run: {e}",
+                env.segment
+            )),
         }
     }
 
     /// Runs a retry script until it settles; returns `Stop` only for ABORT_STOP.
-    fn retry(&self, script: Option<&String>, kind: HookKind, phase: &str, env: &HookEnv) -> HookVerdict {
-        let Some(script) = script else { return HookVerdict::Proceed };
+    fn retry(
+        &self,
+        script: Option<&String>,
+        kind: HookKind,
+        phase: &str,
+        env: &HookEnv,
+    ) -> HookVerdict {
+        let Some(script) = script else {
+            return HookVerdict::Proceed;
+        };
         let hook = format!("{}_retry_script", kind.base());
         let mut failures = 0u32;
         loop {
             match self.run_script(script, &hook, phase, true, env) {
                 Ok(0) => return HookVerdict::Proceed,
                 Ok(ABORT_CONTINUE) => {
-                    self.ui.warn(format_args!("{phase} {hook} for {} asked to continue (exit {ABORT_CONTINUE})", env.segment));
+                    self.ui.warn(format_args!(
+                        "{phase} {hook} for {} asked to continue (exit {ABORT_CONTINUE})",
+                        env.segment
+                    ));
                     return HookVerdict::Proceed;
                 }
                 Ok(ABORT_STOP) => {
-                    self.ui.warn(format_args!("{phase} {hook} for {} asked to stop (exit {ABORT_STOP})", env.segment));
+                    self.ui.warn(format_args!(
+                        "{phase} {hook} for {} asked to stop (exit {ABORT_STOP})",
+                        env.segment
+                    ));
                     return HookVerdict::Stop;
                 }
-                Ok(code) => self.ui.warn(format_args!("{phase} {hook} for {} exited with {code}; retrying", env.segment)),
-                Err(e) => self.ui.warn(format_args!("{phase} {hook} for {} could not run: {e}; retrying", env.segment)),
+                Ok(code) => self.ui.warn(format_args!(
+                    "{phase} {hook} for {} exited with {code}; retrying",
+                    env.segment
+                )),
+                Err(e) => self.ui.warn(format_args!(
+                    "{phase} {hook} for {} could not run: {e}; retrying",
+                    env.segment
+                )),
             }
             failures += 1;
             if failures.is_multiple_of(self.pauses.attempts_before_nap) {
@@ -179,7 +223,10 @@ impl<'a> HookRunner<'a> {
     pub fn post(&self, kind: HookKind, env: &HookEnv) {
         let scripts = self.scripts(kind);
         if self.retry(scripts.post_retry.as_ref(), kind, "post", env) == HookVerdict::Stop {
-            self.ui.warn(format_args!("post {}_retry_script cannot stop a run that already happened; ignored", kind.base()));
+            self.ui.warn(format_args!(
+                "post {}_retry_script cannot stop a run that already happened; ignored",
+                kind.base()
+            ));
         }
         self.plain(scripts.post.as_ref(), kind, "post", env);
     }
@@ -210,14 +257,19 @@ impl ArchiveHooks for ArchiveHookAdapter<'_> {
         let path = self.source_dir.join(&c.file_name);
         let head = std::fs::File::open(&path).ok().and_then(|mut f| {
             let mut buf = [0u8; 10];
-            std::io::Read::read(&mut f, &mut buf).ok().map(|n| buf[..n].to_vec())
+            std::io::Read::read(&mut f, &mut buf)
+                .ok()
+                .map(|n| buf[..n].to_vec())
         });
         let env = HookEnv {
             segment: c.name.to_string(),
             file: path.display().to_string(),
             size: c.size,
             timestamp: c.mtime,
-            compression: head.and_then(|h| Codec::identify(&h)).map(|c| c.name().to_owned()).unwrap_or_default(),
+            compression: head
+                .and_then(|h| Codec::identify(&h))
+                .map(|c| c.name().to_owned())
+                .unwrap_or_default(),
             error: String::new(),
         };
         self.runner.pre(HookKind::Archive, &env)
@@ -228,11 +280,29 @@ impl ArchiveHooks for ArchiveHookAdapter<'_> {
             return;
         }
         let (file, size, compression) = match outcome {
-            FileOutcome::Archived { entry, key } => (format!("{}{key}", self.archive_root), entry.size, entry.compression.clone().unwrap_or_default()),
-            FileOutcome::IdenticalDuplicate { key } | FileOutcome::DifferentDuplicate { key, .. } => (format!("{}{key}", self.archive_root), c.size, String::new()),
-            _ => (self.source_dir.join(&c.file_name).display().to_string(), c.size, String::new()),
+            FileOutcome::Archived { entry, key } => (
+                format!("{}{key}", self.archive_root),
+                entry.size,
+                entry.compression.clone().unwrap_or_default(),
+            ),
+            FileOutcome::IdenticalDuplicate { key, .. }
+            | FileOutcome::DifferentDuplicate { key, .. } => {
+                (format!("{}{key}", self.archive_root), c.size, String::new())
+            }
+            _ => (
+                self.source_dir.join(&c.file_name).display().to_string(),
+                c.size,
+                String::new(),
+            ),
         };
-        let env = HookEnv { segment: c.name.to_string(), file, size, timestamp: c.mtime, compression, error: outcome.error().unwrap_or_default() };
+        let env = HookEnv {
+            segment: c.name.to_string(),
+            file,
+            size,
+            timestamp: c.mtime,
+            compression,
+            error: outcome.error().unwrap_or_default(),
+        };
         self.runner.post(HookKind::Archive, &env);
     }
 }

@@ -30,8 +30,13 @@ pub enum LockError {
 impl std::fmt::Display for LockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LockError::Busy { path, holder: Some(pid) } => write!(f, "{} is held by process {pid}", path.display()),
-            LockError::Busy { path, holder: None } => write!(f, "{} is held by another process", path.display()),
+            LockError::Busy {
+                path,
+                holder: Some(pid),
+            } => write!(f, "{} is held by process {pid}", path.display()),
+            LockError::Busy { path, holder: None } => {
+                write!(f, "{} is held by another process", path.display())
+            }
             LockError::Io(path, e) => write!(f, "cannot lock {}: {e}", path.display()),
         }
     }
@@ -51,15 +56,27 @@ impl LockFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).map_err(io_err)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err)?;
         if blocking {
             file.lock().map_err(io_err)?;
         } else {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
-                    let holder = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
-                    return Err(LockError::Busy { path: path.to_owned(), holder });
+                    let holder = std::fs::read_to_string(path)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    return Err(LockError::Busy {
+                        path: path.to_owned(),
+                        holder,
+                    });
                 }
                 Err(TryLockError::Error(e)) => return Err(io_err(e)),
             }

@@ -24,22 +24,35 @@ fn main() -> ExitCode {
         Err(err) => {
             let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
             ui.error(format_args!("{}", chain.join(": ")));
-            ExitCode::from(if err.downcast_ref::<ConfigError>().is_some() { 2 } else { 1 })
+            ExitCode::from(if err.downcast_ref::<ConfigError>().is_some() {
+                2
+            } else {
+                1
+            })
         }
     }
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     Ok(Config::load(&path)?)
 }
 
-fn selected<'c>(config: &'c Config, selection: &ServerSelection) -> anyhow::Result<Vec<ServerCtx<'c>>> {
+fn selected<'c>(
+    config: &'c Config,
+    selection: &ServerSelection,
+) -> anyhow::Result<Vec<ServerCtx<'c>>> {
     let servers: Vec<&config::ServerConfig> = match &selection.server {
         Some(name) => vec![config.server(name)?],
         None => config.servers.values().filter(|s| s.active).collect(),
     };
-    servers.into_iter().map(|s| ServerCtx::open(s, &config.path)).collect()
+    servers
+        .into_iter()
+        .map(|s| ServerCtx::open(s, &config.path))
+        .collect()
 }
 
 fn one<'c>(config: &'c Config, name: &str) -> anyhow::Result<ServerCtx<'c>> {
@@ -51,7 +64,13 @@ fn default_jobs() -> usize {
 }
 
 fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
-    if let Command::Demo { dir, pg_bin, os_user, compression } = &cli.command {
+    if let Command::Demo {
+        dir,
+        pg_bin,
+        os_user,
+        compression,
+    } = &cli.command
+    {
         return cmd::demo::run(dir.clone(), pg_bin, os_user, compression, ui);
     }
     let config = load_config(&cli)?;
@@ -64,35 +83,75 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
                     Ok(server_ok) => ok &= server_ok,
                     Err(e) => {
                         ok = false;
-                        ui.error(format_args!("archive-wal for server {}: {e:#}", ctx.cfg.name));
+                        ui.error(format_args!(
+                            "archive-wal for server {}: {e:#}",
+                            ctx.cfg.name
+                        ));
                     }
                 }
             }
             Ok(if ok { 0 } else { 1 })
         }
         Command::PutWal { server, path } => cmd::wal_io::put_wal(&one(&config, server)?, path, ui),
-        Command::GetWal { server, wal, dest, partial } => cmd::wal_io::get_wal(&one(&config, server)?, wal, dest, *partial, ui),
-        Command::ListWals { server, format } => cmd::reports::list_wals(&one(&config, server)?, *format),
-        Command::ShowErrors { server, format } => cmd::reports::show_errors(&one(&config, server)?, *format),
+        Command::GetWal {
+            server,
+            wal,
+            dest,
+            partial,
+        } => cmd::wal_io::get_wal(&one(&config, server)?, wal, dest, *partial, ui),
+        Command::ListWals { server, format } => {
+            cmd::reports::list_wals(&one(&config, server)?, *format)
+        }
+        Command::ShowErrors { server, format } => {
+            cmd::reports::show_errors(&one(&config, server)?, *format)
+        }
         Command::RebuildXlogdb { servers } => {
             let mut code = 0;
             for ctx in selected(&config, servers)? {
-                code = code.max(cmd::maintenance::rebuild(&ctx, ui).with_context(|| format!("rebuilding the catalogue of {}", ctx.cfg.name))?);
+                code = code
+                    .max(cmd::maintenance::rebuild(&ctx, ui).with_context(|| {
+                        format!("rebuilding the catalogue of {}", ctx.cfg.name)
+                    })?);
             }
             Ok(code)
         }
-        Command::DeleteWals { server, before, dry_run } => cmd::maintenance::delete_wals(&one(&config, server)?, before, *dry_run, ui),
-        Command::Check { servers, format, nagios } => cmd::check::check(&selected(&config, servers)?, *format, *nagios),
-        Command::Status { servers, format } => cmd::check::status(&selected(&config, servers)?, *format),
-        Command::Config { command: ConfigCommand::Check } => {
+        Command::DeleteWals {
+            server,
+            before,
+            dry_run,
+        } => cmd::maintenance::delete_wals(&one(&config, server)?, before, *dry_run, ui),
+        Command::Check {
+            servers,
+            format,
+            nagios,
+        } => cmd::check::check(&selected(&config, servers)?, *format, *nagios),
+        Command::Status { servers, format } => {
+            cmd::check::status(&selected(&config, servers)?, *format)
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
             println!("{}: OK", config.path.display());
             for s in config.servers.values() {
                 println!("[{}]{}", s.name, if s.active { "" } else { " (inactive)" });
-                println!("\tarchive: {}", ServerCtx::open(s, &config.path).map(|c| c.archive_root()).unwrap_or_else(|e| format!("{e:#}")));
+                println!(
+                    "\tarchive: {}",
+                    ServerCtx::open(s, &config.path)
+                        .map(|c| c.archive_root())
+                        .unwrap_or_else(|e| format!("{e:#}"))
+                );
                 println!("\tincoming: {}", s.incoming.display());
                 println!("\terrors: {}", s.errors.display());
-                println!("\tcompression: {} ({})", s.compression.map_or("none", |c| c.name()), s.compression_level);
-                println!("\twal_segment_size: {}", s.wal_segment_size.map_or_else(|| "detected".to_owned(), |z| z.to_string()));
+                println!(
+                    "\tcompression: {} ({})",
+                    s.compression.map_or("none", |c| c.name()),
+                    s.compression_level
+                );
+                println!(
+                    "\twal_segment_size: {}",
+                    s.wal_segment_size
+                        .map_or_else(|| "detected".to_owned(), |z| z.to_string())
+                );
             }
             Ok(0)
         }

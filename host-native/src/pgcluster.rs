@@ -19,7 +19,11 @@ pub struct RunAs {
 
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
-    Command::new("id").arg("-u").output().ok().is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 impl RunAs {
@@ -28,14 +32,26 @@ impl RunAs {
         if !is_root() {
             return Ok(RunAs { user: None });
         }
-        let exists = Command::new("id").arg(user).stdout(Stdio::null()).stderr(Stdio::null()).status()?.success();
+        let exists = Command::new("id")
+            .arg(user)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .success();
         if !exists {
-            let status = Command::new("useradd").args(["--system", "--no-create-home", "--shell", "/bin/sh", user]).status().context("running useradd")?;
+            let status = Command::new("useradd")
+                .args(["--system", "--no-create-home", "--shell", "/bin/sh", user])
+                .status()
+                .context("running useradd")?;
             if !status.success() {
-                bail!("could not create the OS user '{user}' to run PostgreSQL (useradd exited with {status})");
+                bail!(
+                    "could not create the OS user '{user}' to run PostgreSQL (useradd exited with {status})"
+                );
             }
         }
-        Ok(RunAs { user: Some(user.to_owned()) })
+        Ok(RunAs {
+            user: Some(user.to_owned()),
+        })
     }
 
     /// A command for `program`, run as the chosen user.
@@ -53,7 +69,10 @@ impl RunAs {
     /// Gives the user ownership of `path` (recursively) when running as someone else.
     pub fn own(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(user) = &self.user {
-            let status = Command::new("chown").args(["-R", &format!("{user}:")]).arg(path).status()?;
+            let status = Command::new("chown")
+                .args(["-R", &format!("{user}:")])
+                .arg(path)
+                .status()?;
             if !status.success() {
                 bail!("chown {} to {user} failed", path.display());
             }
@@ -70,7 +89,12 @@ pub fn free_port() -> anyhow::Result<u16> {
 fn run(mut cmd: Command, what: &str) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
     if !out.status.success() {
-        bail!("{what} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -95,28 +119,60 @@ pub struct Cluster {
 
 impl Cluster {
     /// `initdb` a new cluster (trust authentication, superuser `postgres`, checksums on).
-    pub fn init(bin: &Path, run_as: &RunAs, data: &Path, socket_dir: &Path, extra_initdb: &[&str]) -> anyhow::Result<Cluster> {
+    pub fn init(
+        bin: &Path,
+        run_as: &RunAs,
+        data: &Path,
+        socket_dir: &Path,
+        extra_initdb: &[&str],
+    ) -> anyhow::Result<Cluster> {
         let cluster = Self::existing(bin, run_as, data, socket_dir)?;
         let mut cmd = run_as.command(bin.join("initdb"));
-        cmd.arg("-D").arg(data).args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--data-checksums"]).args(extra_initdb);
+        cmd.arg("-D")
+            .arg(data)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--data-checksums",
+            ])
+            .args(extra_initdb);
         run(cmd, "initdb")?;
         Ok(cluster)
     }
 
     /// A data directory made some other way (a base backup), not started.
-    pub fn existing(bin: &Path, run_as: &RunAs, data: &Path, socket_dir: &Path) -> anyhow::Result<Cluster> {
+    pub fn existing(
+        bin: &Path,
+        run_as: &RunAs,
+        data: &Path,
+        socket_dir: &Path,
+    ) -> anyhow::Result<Cluster> {
         for dir in [socket_dir, data.parent().unwrap_or(Path::new("/"))] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         run_as.own(socket_dir)?;
         let log = data.with_extension("log");
-        Ok(Cluster { bin: bin.to_owned(), data: data.to_owned(), socket_dir: socket_dir.to_owned(), port: free_port()?, log, run_as: run_as.clone(), running: false })
+        Ok(Cluster {
+            bin: bin.to_owned(),
+            data: data.to_owned(),
+            socket_dir: socket_dir.to_owned(),
+            port: free_port()?,
+            log,
+            run_as: run_as.clone(),
+            running: false,
+        })
     }
 
     /// Appends settings to `postgresql.conf` (the last value of a setting wins).
     pub fn configure(&self, settings: &str) -> anyhow::Result<()> {
         let conf = self.data.join("postgresql.conf");
-        let mut text = fs::read_to_string(&conf).with_context(|| format!("reading {}", conf.display()))?;
+        let mut text =
+            fs::read_to_string(&conf).with_context(|| format!("reading {}", conf.display()))?;
         text.push_str(&format!(
             "\n# walvault\nport = {}\nlisten_addresses = ''\nunix_socket_directories = '{}'\n{settings}\n",
             self.port,
@@ -133,7 +189,11 @@ impl Cluster {
         }
         self.run_as.own(&self.log)?;
         let mut cmd = self.run_as.command(self.bin.join("pg_ctl"));
-        cmd.arg("-D").arg(&self.data).arg("-l").arg(&self.log).args(["-w", "-t", "120", "start"]);
+        cmd.arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "120", "start"]);
         run(cmd, "pg_ctl start").with_context(|| format!("see {}", self.log.display()))?;
         self.running = true;
         Ok(())
@@ -145,7 +205,9 @@ impl Cluster {
             return Ok(());
         }
         let mut cmd = self.run_as.command(self.bin.join("pg_ctl"));
-        cmd.arg("-D").arg(&self.data).args(["-m", mode, "-w", "stop"]);
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-m", mode, "-w", "stop"]);
         run(cmd, "pg_ctl stop")?;
         self.running = false;
         Ok(())
@@ -153,7 +215,11 @@ impl Cluster {
 
     /// The libpq conninfo of this cluster.
     pub fn conninfo(&self) -> String {
-        format!("host={} port={} user=postgres dbname=postgres", self.socket_dir.display(), self.port)
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.socket_dir.display(),
+            self.port
+        )
     }
 
     /// A client connection.
@@ -164,19 +230,27 @@ impl Cluster {
     /// Runs a query returning one text value.
     pub fn query_text(&self, sql: &str) -> anyhow::Result<String> {
         let mut c = self.client()?;
-        let row = c.query_one(sql, &[]).with_context(|| format!("query failed: {sql}"))?;
+        let row = c
+            .query_one(sql, &[])
+            .with_context(|| format!("query failed: {sql}"))?;
         Ok(row.get::<_, String>(0))
     }
 
     /// Runs statements.
     pub fn execute(&self, sql: &str) -> anyhow::Result<()> {
-        self.client()?.batch_execute(sql).with_context(|| format!("statement failed: {sql}"))
+        self.client()?
+            .batch_execute(sql)
+            .with_context(|| format!("statement failed: {sql}"))
     }
 
     /// Runs `pgbench` with `args` against this cluster.
     pub fn pgbench(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut cmd = self.run_as.command(self.bin.join("pgbench"));
-        cmd.arg("-h").arg(&self.socket_dir).args(["-p", &self.port.to_string(), "-U", "postgres"]).args(args).arg("postgres");
+        cmd.arg("-h")
+            .arg(&self.socket_dir)
+            .args(["-p", &self.port.to_string(), "-U", "postgres"])
+            .args(args)
+            .arg("postgres");
         run(cmd, "pgbench")
     }
 
@@ -187,13 +261,31 @@ impl Cluster {
             self.run_as.own(parent)?;
         }
         let mut cmd = self.run_as.command(self.bin.join("pg_basebackup"));
-        cmd.arg("-h").arg(&self.socket_dir).args(["-p", &self.port.to_string(), "-U", "postgres", "-X", "none", "-c", "fast", "-D"]).arg(target);
+        cmd.arg("-h")
+            .arg(&self.socket_dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "none",
+                "-c",
+                "fast",
+                "-D",
+            ])
+            .arg(target);
         run(cmd, "pg_basebackup")?;
         Ok(())
     }
 
     /// Waits until `probe` says yes.
-    pub fn wait_for(&self, what: &str, timeout: Duration, mut probe: impl FnMut(&Cluster) -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut(&Cluster) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
         let start = Instant::now();
         let mut last_error = None;
         while start.elapsed() < timeout {
@@ -208,7 +300,9 @@ impl Cluster {
         let tail: Vec<&str> = tail.lines().rev().take(15).collect();
         bail!(
             "timed out after {timeout:?} waiting for {what}{}\nlast lines of {}:\n{}",
-            last_error.map(|e| format!(" (last error: {e:#})")).unwrap_or_default(),
+            last_error
+                .map(|e| format!(" (last error: {e:#})"))
+                .unwrap_or_default(),
             self.log.display(),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )

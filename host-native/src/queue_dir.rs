@@ -25,14 +25,18 @@ impl FileSource {
 
 impl SourceFile for FileSource {
     fn open(&self) -> io::Result<Box<dyn Read + '_>> {
-        let file = File::open(&self.path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        let file = File::open(&self.path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
         Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
     }
 }
 
 /// Seconds since the epoch, as a float (Barman's catalogue time).
 pub fn mtime_of(meta: &fs::Metadata) -> f64 {
-    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Lists a directory for [`walvault_core::queue::select_batch`]. A missing directory is empty.
@@ -40,7 +44,12 @@ pub fn list_queue(dir: &Path) -> io::Result<Vec<DirEntry>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io::Error::new(e.kind(), format!("cannot list {}: {e}", dir.display()))),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot list {}: {e}", dir.display()),
+            ));
+        }
     };
     let mut out = Vec::new();
     for entry in entries {
@@ -49,10 +58,12 @@ pub fn list_queue(dir: &Path) -> io::Result<Vec<DirEntry>> {
         // Follow symlinks, as Barman's isfile() does; an entry that vanished is skipped.
         let meta = match fs::metadata(entry.path()) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::symlink_metadata(entry.path()) {
-                Ok(m) => m,
-                Err(_) => continue,
-            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match fs::symlink_metadata(entry.path()) {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                }
+            }
             Err(e) => return Err(e),
         };
         let kind = if meta.is_file() {
@@ -62,7 +73,12 @@ pub fn list_queue(dir: &Path) -> io::Result<Vec<DirEntry>> {
         } else {
             EntryKind::Other
         };
-        out.push(DirEntry { file_name, kind, size: meta.len(), mtime: mtime_of(&meta) });
+        out.push(DirEntry {
+            file_name,
+            kind,
+            size: meta.len(),
+            mtime: mtime_of(&meta),
+        });
     }
     Ok(out)
 }
@@ -78,7 +94,11 @@ pub struct QueueDir {
 impl QueueDir {
     /// The queue at `dir`, moving rejects to `errors`.
     pub fn new(dir: &Path, errors: &Path) -> Self {
-        QueueDir { dir: dir.to_owned(), errors: errors.to_owned(), released: 0 }
+        QueueDir {
+            dir: dir.to_owned(),
+            errors: errors.to_owned(),
+            released: 0,
+        }
     }
 
     /// Makes the releases durable (one directory fsync per batch).

@@ -29,7 +29,10 @@ pub struct ServerCtx<'a> {
 
 impl std::fmt::Debug for ServerCtx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerCtx").field("server", &self.cfg.name).field("layout", &self.layout).finish()
+        f.debug_struct("ServerCtx")
+            .field("server", &self.cfg.name)
+            .field("layout", &self.layout)
+            .finish()
     }
 }
 
@@ -38,10 +41,19 @@ impl<'a> ServerCtx<'a> {
     pub fn open(cfg: &'a ServerConfig, config_path: &'a Path) -> anyhow::Result<Self> {
         let (store, layout): (Box<dyn WalStore + Sync>, Layout) = match &cfg.archive {
             ArchiveLocation::Local(dir) => (Box::new(LocalStore::new(dir.clone())), Layout::Local),
-            ArchiveLocation::Url(url) => bail!("server '{}': object storage archives ({url}) are not supported by this build yet", cfg.name),
+            ArchiveLocation::Url(url) => bail!(
+                "server '{}': object storage archives ({url}) are not supported by this build yet",
+                cfg.name
+            ),
         };
         let catalogue = CatalogueFile::new(&cfg.xlogdb_directory, &cfg.lock_directory, &cfg.name);
-        Ok(ServerCtx { cfg, config_path, store, layout, catalogue })
+        Ok(ServerCtx {
+            cfg,
+            config_path,
+            store,
+            layout,
+            catalogue,
+        })
     }
 
     /// What `BARMAN_FILE` and messages show before a stored key.
@@ -74,7 +86,11 @@ impl<'a> ServerCtx<'a> {
             }
         }
         if let Ok(listing) = self.store.list(self.layout.area_prefix()) {
-            for meta in listing.iter().filter(|m| self.layout.parse_key(m).is_ok_and(|s| s.name.is_segment())).take(3) {
+            for meta in listing
+                .iter()
+                .filter(|m| self.layout.parse_key(m).is_ok_and(|s| s.name.is_segment()))
+                .take(3)
+            {
                 if let Ok(reader) = self.store.get(&meta.key)
                     && let Some(size) = header_segment_size(reader)
                 {
@@ -88,7 +104,16 @@ impl<'a> ServerCtx<'a> {
     /// Paths of the files waiting in a queue directory (segment-size detection hints).
     pub fn queue_hints(dir: &Path) -> Vec<PathBuf> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 24)).collect())
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.len() == 24)
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names.truncate(3);
@@ -97,7 +122,11 @@ impl<'a> ServerCtx<'a> {
 
     /// Creates the server's directories (incoming, streaming, errors, archive) if missing.
     pub fn ensure_dirs(&self) -> anyhow::Result<()> {
-        let mut dirs = vec![&self.cfg.incoming, &self.cfg.errors, &self.cfg.xlogdb_directory];
+        let mut dirs = vec![
+            &self.cfg.incoming,
+            &self.cfg.errors,
+            &self.cfg.xlogdb_directory,
+        ];
         if self.cfg.streaming_archiver {
             dirs.push(&self.cfg.streaming);
         }
@@ -105,7 +134,8 @@ impl<'a> ServerCtx<'a> {
             dirs.push(dir);
         }
         for dir in dirs {
-            crate::fsutil::create_dir_durable(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::fsutil::create_dir_durable(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
         }
         Ok(())
     }

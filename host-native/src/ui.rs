@@ -34,7 +34,10 @@ impl Ui {
             (false, 1) => Verbosity::Verbose,
             _ => Verbosity::Debug,
         };
-        Ui { verbosity, interactive: std::io::stderr().is_terminal() && verbosity > Verbosity::Quiet }
+        Ui {
+            verbosity,
+            interactive: std::io::stderr().is_terminal() && verbosity > Verbosity::Quiet,
+        }
     }
 
     /// A result line on stdout (suppressed by `-q`).

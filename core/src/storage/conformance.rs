@@ -43,28 +43,56 @@ fn read_all(store: &dyn WalStore, key: &str) -> Vec<u8> {
 pub fn put_create_then_read(store: &dyn WalStore, prefix: &str) {
     let key = format!("{prefix}/0000000100000000/000000010000000000000001");
     let data = test_bytes(70_000, 1);
-    let meta = store.put(&key, PutMode::Create, &mut data.as_slice()).unwrap_or_else(|e| panic!("put {key}: {e}"));
-    assert_eq!(meta, ObjectMeta { key: key.clone(), size: data.len() as u64 }, "put must report key and size");
-    assert_eq!(store.head(&key).expect("head after put").size, data.len() as u64, "head size");
-    assert!(read_all(store, &key) == data, "get must return the bytes put");
+    let meta = store
+        .put(&key, PutMode::Create, &mut data.as_slice())
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    assert_eq!(
+        meta,
+        ObjectMeta {
+            key: key.clone(),
+            size: data.len() as u64
+        },
+        "put must report key and size"
+    );
+    assert_eq!(
+        store.head(&key).expect("head after put").size,
+        data.len() as u64,
+        "head size"
+    );
+    assert!(
+        read_all(store, &key) == data,
+        "get must return the bytes put"
+    );
 }
 
 /// `PutMode::Create` on an existing key fails with `AlreadyExists` and keeps the old bytes.
 pub fn create_never_overwrites(store: &dyn WalStore, prefix: &str) {
     let key = format!("{prefix}/00000002.history");
-    store.put(&key, PutMode::Create, &mut &b"first"[..]).expect("first create");
+    store
+        .put(&key, PutMode::Create, &mut &b"first"[..])
+        .expect("first create");
     match store.put(&key, PutMode::Create, &mut &b"second"[..]) {
-        Err(StorageError::AlreadyExists { key: k }) => assert_eq!(k, key, "AlreadyExists names the key"),
+        Err(StorageError::AlreadyExists { key: k }) => {
+            assert_eq!(k, key, "AlreadyExists names the key")
+        }
         other => panic!("second create of {key} must be AlreadyExists, got {other:?}"),
     }
-    assert_eq!(read_all(store, &key), b"first", "create must not replace an existing object");
+    assert_eq!(
+        read_all(store, &key),
+        b"first",
+        "create must not replace an existing object"
+    );
 }
 
 /// `PutMode::Overwrite` replaces.
 pub fn overwrite_replaces(store: &dyn WalStore, prefix: &str) {
     let key = format!("{prefix}/spool");
-    store.put(&key, PutMode::Overwrite, &mut &b"one"[..]).expect("first overwrite");
-    store.put(&key, PutMode::Overwrite, &mut &b"two!"[..]).expect("second overwrite");
+    store
+        .put(&key, PutMode::Overwrite, &mut &b"one"[..])
+        .expect("first overwrite");
+    store
+        .put(&key, PutMode::Overwrite, &mut &b"two!"[..])
+        .expect("second overwrite");
     assert_eq!(read_all(store, &key), b"two!");
     assert_eq!(store.head(&key).expect("head").size, 4);
 }
@@ -72,10 +100,27 @@ pub fn overwrite_replaces(store: &dyn WalStore, prefix: &str) {
 /// `head`, `get` and `delete` of a missing key are `NotFound`.
 pub fn missing_keys_are_not_found(store: &dyn WalStore, prefix: &str) {
     let key = format!("{prefix}/nothing-here");
-    assert!(matches!(store.head(&key), Err(StorageError::NotFound { .. })), "head of a missing key");
-    assert!(matches!(store.get(&key).map(drop), Err(StorageError::NotFound { .. })), "get of a missing key");
-    assert!(matches!(store.delete(&key), Err(StorageError::NotFound { .. })), "delete of a missing key");
-    assert!(store.list(&format!("{prefix}/")).expect("list of an empty prefix").is_empty());
+    assert!(
+        matches!(store.head(&key), Err(StorageError::NotFound { .. })),
+        "head of a missing key"
+    );
+    assert!(
+        matches!(
+            store.get(&key).map(drop),
+            Err(StorageError::NotFound { .. })
+        ),
+        "get of a missing key"
+    );
+    assert!(
+        matches!(store.delete(&key), Err(StorageError::NotFound { .. })),
+        "delete of a missing key"
+    );
+    assert!(
+        store
+            .list(&format!("{prefix}/"))
+            .expect("list of an empty prefix")
+            .is_empty()
+    );
 }
 
 /// `list` is a plain string-prefix match, recursive, sorted by key, with sizes.
@@ -90,10 +135,23 @@ pub fn list_is_sorted_prefix_match(store: &dyn WalStore, prefix: &str) {
     ];
     for (i, name) in names.iter().enumerate() {
         let data = test_bytes(i * 10, i as u64);
-        store.put(&format!("{prefix}/{name}"), PutMode::Create, &mut data.as_slice()).expect("put for listing");
+        store
+            .put(
+                &format!("{prefix}/{name}"),
+                PutMode::Create,
+                &mut data.as_slice(),
+            )
+            .expect("put for listing");
     }
-    let listed = store.list(&format!("{prefix}/0000000100000000/000000010000000000000001")).expect("list");
-    let keys: Vec<&str> = listed.iter().map(|m| m.key.strip_prefix(prefix).unwrap_or(&m.key)).collect();
+    let listed = store
+        .list(&format!(
+            "{prefix}/0000000100000000/000000010000000000000001"
+        ))
+        .expect("list");
+    let keys: Vec<&str> = listed
+        .iter()
+        .map(|m| m.key.strip_prefix(prefix).unwrap_or(&m.key))
+        .collect();
     assert_eq!(
         keys,
         [
@@ -105,19 +163,35 @@ pub fn list_is_sorted_prefix_match(store: &dyn WalStore, prefix: &str) {
     );
     assert_eq!(listed[1].size, 30, "listing reports sizes");
     let all = store.list(&format!("{prefix}/")).expect("list all");
-    assert_eq!(all.len(), names.len(), "recursive listing finds every object");
-    assert!(all.windows(2).all(|w| w[0].key < w[1].key), "listing is sorted");
+    assert_eq!(
+        all.len(),
+        names.len(),
+        "recursive listing finds every object"
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].key < w[1].key),
+        "listing is sorted"
+    );
 }
 
 /// `delete` removes the object and only it.
 pub fn delete_removes(store: &dyn WalStore, prefix: &str) {
     let (a, b) = (format!("{prefix}/a"), format!("{prefix}/ab"));
-    store.put(&a, PutMode::Create, &mut &b"a"[..]).expect("put a");
-    store.put(&b, PutMode::Create, &mut &b"b"[..]).expect("put ab");
+    store
+        .put(&a, PutMode::Create, &mut &b"a"[..])
+        .expect("put a");
+    store
+        .put(&b, PutMode::Create, &mut &b"b"[..])
+        .expect("put ab");
     store.delete(&a).expect("delete");
-    assert!(store.head(&a).is_err_and(|e| e.is_not_found()), "deleted object is gone");
+    assert!(
+        store.head(&a).is_err_and(|e| e.is_not_found()),
+        "deleted object is gone"
+    );
     assert_eq!(read_all(store, &b), b"b", "delete touches only its key");
-    store.put(&a, PutMode::Create, &mut &b"again"[..]).expect("create after delete");
+    store
+        .put(&a, PutMode::Create, &mut &b"again"[..])
+        .expect("create after delete");
 }
 
 struct FailingPayload {
@@ -127,7 +201,10 @@ struct FailingPayload {
 impl Payload for FailingPayload {
     fn write_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
         sink.write_all(&test_bytes(self.good, 9))?;
-        Err(io::Error::new(io::ErrorKind::InvalidData, "source went bad"))
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "source went bad",
+        ))
     }
 }
 
@@ -138,14 +215,26 @@ pub fn failed_payload_stores_nothing(store: &dyn WalStore, prefix: &str) {
     match store.put(&key, PutMode::Create, &mut FailingPayload { good: 100_000 }) {
         Err(StorageError::Payload { key: k, source }) => {
             assert_eq!(k, key);
-            assert_eq!(source.kind(), io::ErrorKind::InvalidData, "payload error kept");
+            assert_eq!(
+                source.kind(),
+                io::ErrorKind::InvalidData,
+                "payload error kept"
+            );
         }
         other => panic!("a failing payload must give StorageError::Payload, got {other:?}"),
     }
-    assert!(store.head(&key).is_err_and(|e| e.is_not_found()), "nothing stored after a failed payload");
+    assert!(
+        store.head(&key).is_err_and(|e| e.is_not_found()),
+        "nothing stored after a failed payload"
+    );
     let leftovers = store.list(&format!("{prefix}/")).expect("list");
-    assert!(leftovers.is_empty(), "no temporary objects left behind: {leftovers:?}");
-    store.put(&key, PutMode::Create, &mut &b"ok"[..]).expect("create after failed payload");
+    assert!(
+        leftovers.is_empty(),
+        "no temporary objects left behind: {leftovers:?}"
+    );
+    store
+        .put(&key, PutMode::Create, &mut &b"ok"[..])
+        .expect("create after failed payload");
 }
 
 struct CountingPayload {
@@ -165,21 +254,31 @@ impl Payload for CountingPayload {
 /// copy of the payload's output.
 pub fn payload_replayed_on_retry_is_consistent(store: &dyn WalStore, prefix: &str) {
     let key = format!("{prefix}/blob");
-    let mut payload = CountingPayload { calls: 0, data: test_bytes(300_000, 3) };
+    let mut payload = CountingPayload {
+        calls: 0,
+        data: test_bytes(300_000, 3),
+    };
     store.put(&key, PutMode::Create, &mut payload).expect("put");
     assert!(payload.calls >= 1, "payload was used");
-    assert!(read_all(store, &key) == payload.data, "one exact copy stored");
+    assert!(
+        read_all(store, &key) == payload.data,
+        "one exact copy stored"
+    );
 }
 
 /// Zero-length objects and multi-MiB objects (streamed) work.
 pub fn empty_and_large_objects(store: &dyn WalStore, prefix: &str) {
     let empty = format!("{prefix}/empty");
-    store.put(&empty, PutMode::Create, &mut &b""[..]).expect("empty put");
+    store
+        .put(&empty, PutMode::Create, &mut &b""[..])
+        .expect("empty put");
     assert_eq!(store.head(&empty).expect("head").size, 0);
     assert!(read_all(store, &empty).is_empty());
     let large = format!("{prefix}/large");
     let data = test_bytes(5 << 20, 5);
-    store.put(&large, PutMode::Create, &mut data.as_slice()).expect("large put");
+    store
+        .put(&large, PutMode::Create, &mut data.as_slice())
+        .expect("large put");
     let mut reader = store.get(&large).expect("get");
     let mut chunk = vec![0u8; 64 << 10];
     let mut offset = 0;
@@ -188,7 +287,10 @@ pub fn empty_and_large_objects(store: &dyn WalStore, prefix: &str) {
         if n == 0 {
             break;
         }
-        assert!(chunk[..n] == data[offset..offset + n], "large object differs at {offset}");
+        assert!(
+            chunk[..n] == data[offset..offset + n],
+            "large object differs at {offset}"
+        );
         offset += n;
     }
     assert_eq!(offset, data.len(), "large object length");
@@ -196,12 +298,30 @@ pub fn empty_and_large_objects(store: &dyn WalStore, prefix: &str) {
 
 /// Keys that could escape a directory or are ambiguous are refused before any I/O.
 pub fn invalid_keys_rejected(store: &dyn WalStore, prefix: &str) {
-    for key in ["", "/etc/passwd", "../x", &format!("{prefix}/../escape"), &format!("{prefix}//double"), &format!("{prefix}/./dot"), "a\\b", "nul\0"] {
+    for key in [
+        "",
+        "/etc/passwd",
+        "../x",
+        &format!("{prefix}/../escape"),
+        &format!("{prefix}//double"),
+        &format!("{prefix}/./dot"),
+        "a\\b",
+        "nul\0",
+    ] {
         assert!(
-            matches!(store.put(key, PutMode::Create, &mut &b"x"[..]), Err(StorageError::InvalidKey { .. })),
+            matches!(
+                store.put(key, PutMode::Create, &mut &b"x"[..]),
+                Err(StorageError::InvalidKey { .. })
+            ),
             "put of {key:?} must be InvalidKey"
         );
-        assert!(matches!(store.get(key).map(drop), Err(StorageError::InvalidKey { .. })), "get of {key:?} must be InvalidKey");
+        assert!(
+            matches!(
+                store.get(key).map(drop),
+                Err(StorageError::InvalidKey { .. })
+            ),
+            "get of {key:?} must be InvalidKey"
+        );
     }
 }
 
@@ -224,13 +344,25 @@ mod tests {
         fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
             self.inner.get(key)
         }
-        fn put(&self, key: &str, mode: PutMode, payload: &mut dyn Payload) -> Result<ObjectMeta, StorageError> {
-            let mode = if self.overwrite_on_create { PutMode::Overwrite } else { mode };
+        fn put(
+            &self,
+            key: &str,
+            mode: PutMode,
+            payload: &mut dyn Payload,
+        ) -> Result<ObjectMeta, StorageError> {
+            let mode = if self.overwrite_on_create {
+                PutMode::Overwrite
+            } else {
+                mode
+            };
             if self.keep_partial_payload {
                 let mut buf = Vec::new();
                 let result = payload.write_to(&mut buf);
                 self.inner.insert(key, &buf);
-                result.map_err(|source| StorageError::Payload { key: key.into(), source })?;
+                result.map_err(|source| StorageError::Payload {
+                    key: key.into(),
+                    source,
+                })?;
             }
             self.inner.put(key, mode, payload)
         }
@@ -248,9 +380,22 @@ mod tests {
 
     #[test]
     fn suite_catches_broken_backends() {
-        let broken = |o, k| Broken { inner: MemoryStore::new(), overwrite_on_create: o, keep_partial_payload: k };
-        assert!(fails(create_never_overwrites, broken(true, false)), "overwriting create must fail the suite");
-        assert!(fails(failed_payload_stores_nothing, broken(false, true)), "torn puts must fail the suite");
-        assert!(!fails(create_never_overwrites, broken(false, false)), "a correct store passes");
+        let broken = |o, k| Broken {
+            inner: MemoryStore::new(),
+            overwrite_on_create: o,
+            keep_partial_payload: k,
+        };
+        assert!(
+            fails(create_never_overwrites, broken(true, false)),
+            "overwriting create must fail the suite"
+        );
+        assert!(
+            fails(failed_payload_stores_nothing, broken(false, true)),
+            "torn puts must fail the suite"
+        );
+        assert!(
+            !fails(create_never_overwrites, broken(false, false)),
+            "a correct store passes"
+        );
     }
 }

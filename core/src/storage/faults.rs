@@ -29,12 +29,19 @@ pub struct FaultyStore<S> {
 impl<S: WalStore> FaultyStore<S> {
     /// Wraps `inner`, with no faults scripted.
     pub fn new(inner: S) -> Self {
-        FaultyStore { inner, script: Mutex::new(Vec::new()), calls: Mutex::new(Vec::new()) }
+        FaultyStore {
+            inner,
+            script: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+        }
     }
 
     /// Appends faults for the next calls of `op`.
     pub fn script(&self, op: Op, faults: &[Fault]) {
-        let mut script = self.script.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut script = self
+            .script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match script.iter_mut().find(|(o, _)| *o == op) {
             Some((_, queue)) => queue.extend(faults),
             None => script.push((op, faults.iter().copied().collect())),
@@ -48,13 +55,26 @@ impl<S: WalStore> FaultyStore<S> {
 
     /// Every call made so far, in order.
     pub fn calls(&self) -> Vec<(Op, String)> {
-        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn check(&self, op: Op, key: &str) -> Result<(), StorageError> {
-        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((op, key.to_owned()));
-        let mut script = self.script.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let fault = script.iter_mut().find(|(o, _)| *o == op).and_then(|(_, q)| q.pop_front()).unwrap_or(Fault::Pass);
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((op, key.to_owned()));
+        let mut script = self
+            .script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fault = script
+            .iter_mut()
+            .find(|(o, _)| *o == op)
+            .and_then(|(_, q)| q.pop_front())
+            .unwrap_or(Fault::Pass);
         let message = "injected fault".to_owned();
         let key = key.to_owned();
         match fault {
@@ -74,7 +94,12 @@ impl<S: WalStore> WalStore for FaultyStore<S> {
         self.check(Op::Get, key)?;
         self.inner.get(key)
     }
-    fn put(&self, key: &str, mode: PutMode, payload: &mut dyn Payload) -> Result<ObjectMeta, StorageError> {
+    fn put(
+        &self,
+        key: &str,
+        mode: PutMode,
+        payload: &mut dyn Payload,
+    ) -> Result<ObjectMeta, StorageError> {
         self.check(Op::Put, key)?;
         self.inner.put(key, mode, payload)
     }

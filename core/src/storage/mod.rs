@@ -139,10 +139,19 @@ impl StorageError {
         match err.kind() {
             io::ErrorKind::NotFound => StorageError::NotFound { key },
             io::ErrorKind::AlreadyExists => StorageError::AlreadyExists { key },
-            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::ResourceBusy => {
-                StorageError::Transient { op, key, message: err.to_string() }
-            }
-            _ => StorageError::Permanent { op, key, message: err.to_string() },
+            io::ErrorKind::Interrupted
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::ResourceBusy => StorageError::Transient {
+                op,
+                key,
+                message: err.to_string(),
+            },
+            _ => StorageError::Permanent {
+                op,
+                key,
+                message: err.to_string(),
+            },
         }
     }
 }
@@ -177,7 +186,10 @@ impl PayloadFailure {
     /// Converts into the semantic error for `key`.
     pub fn into_storage_error(self, key: &str) -> StorageError {
         match self {
-            PayloadFailure::Payload(source) => StorageError::Payload { key: key.to_owned(), source },
+            PayloadFailure::Payload(source) => StorageError::Payload {
+                key: key.to_owned(),
+                source,
+            },
             PayloadFailure::Sink(err) => StorageError::from_io(Op::Put, key, &err),
         }
     }
@@ -206,8 +218,13 @@ pub fn run_payload(payload: &mut dyn Payload, sink: &mut dyn Write) -> Result<u6
             })
         }
     }
-    let mut tracking = Tracking { inner: sink, failed: None };
-    let result = payload.write_to(&mut tracking).and_then(|n| tracking.flush().map(|()| n));
+    let mut tracking = Tracking {
+        inner: sink,
+        failed: None,
+    };
+    let result = payload
+        .write_to(&mut tracking)
+        .and_then(|n| tracking.flush().map(|()| n));
     match (result, tracking.failed) {
         (Ok(n), _) => Ok(n),
         (Err(_), Some(sink_err)) => Err(PayloadFailure::Sink(sink_err)),
@@ -229,7 +246,12 @@ pub trait WalStore {
     /// A reader over one object's bytes.
     fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError>;
     /// Stores an object (see [`PutMode`] and [`Payload`]).
-    fn put(&self, key: &str, mode: PutMode, payload: &mut dyn Payload) -> Result<ObjectMeta, StorageError>;
+    fn put(
+        &self,
+        key: &str,
+        mode: PutMode,
+        payload: &mut dyn Payload,
+    ) -> Result<ObjectMeta, StorageError>;
     /// Objects whose key starts with `prefix` (plain string prefix, `""` for all), sorted.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
     /// Removes one object.
@@ -240,7 +262,12 @@ pub trait WalStore {
 /// them empty, `.` or `..`, and no NUL or backslash. File-system backends rely on this to
 /// stay inside their root.
 pub fn validate_key(key: &str) -> Result<(), StorageError> {
-    let bad = |reason| Err(StorageError::InvalidKey { key: key.to_owned(), reason });
+    let bad = |reason| {
+        Err(StorageError::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        })
+    };
     if key.is_empty() {
         return bad("empty");
     }
@@ -250,7 +277,10 @@ pub fn validate_key(key: &str) -> Result<(), StorageError> {
     if key.starts_with('/') {
         return bad("absolute");
     }
-    if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+    if key
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
         return bad("empty, '.' or '..' component");
     }
     Ok(())
@@ -259,6 +289,9 @@ pub fn validate_key(key: &str) -> Result<(), StorageError> {
 /// Reads a whole object into memory (small objects: history files, tests).
 pub fn get_bytes(store: &dyn WalStore, key: &str) -> Result<Vec<u8>, StorageError> {
     let mut out = Vec::new();
-    store.get(key)?.read_to_end(&mut out).map_err(|e| StorageError::from_io(Op::Get, key, &e))?;
+    store
+        .get(key)?
+        .read_to_end(&mut out)
+        .map_err(|e| StorageError::from_io(Op::Get, key, &e))?;
     Ok(out)
 }

@@ -120,22 +120,38 @@ pub fn parse_page_header(first_page: &[u8]) -> Result<PageHeader, HeaderError> {
 }
 
 /// Checks that `first_page` is the start of `segment` in a cluster with segments of `size`.
-pub fn check_segment_header(segment: Segment, size: SegmentSize, first_page: &[u8]) -> Result<PageHeader, HeaderError> {
+pub fn check_segment_header(
+    segment: Segment,
+    size: SegmentSize,
+    first_page: &[u8],
+) -> Result<PageHeader, HeaderError> {
     let header = parse_page_header(first_page)?;
     let expected = segment.lsn_at(0, size);
     if u64::from(header.segment_size) != size.bytes() {
-        return Err(HeaderError::WrongSegmentSize { expected: size.bytes(), found: header.segment_size });
+        return Err(HeaderError::WrongSegmentSize {
+            expected: size.bytes(),
+            found: header.segment_size,
+        });
     }
     if header.page_address != expected {
-        return Err(HeaderError::WrongAddress { expected, found: header.page_address });
+        return Err(HeaderError::WrongAddress {
+            expected,
+            found: header.page_address,
+        });
     }
     Ok(header)
 }
 
 /// Builds a valid long page header for `name` (tests and simulations use it to make segments).
-pub fn synthetic_page_header(name: &WalFileName, size: SegmentSize, system_identifier: u64) -> [u8; LONG_PAGE_HEADER_LEN] {
+pub fn synthetic_page_header(
+    name: &WalFileName,
+    size: SegmentSize,
+    system_identifier: u64,
+) -> [u8; LONG_PAGE_HEADER_LEN] {
     let mut h = [0u8; LONG_PAGE_HEADER_LEN];
-    let segment = name.segment().unwrap_or(Segment::new(name.timeline().0, 0, 0));
+    let segment = name
+        .segment()
+        .unwrap_or(Segment::new(name.timeline().0, 0, 0));
     h[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
     h[2..4].copy_from_slice(&XLP_LONG_HEADER.to_le_bytes());
     h[4..8].copy_from_slice(&segment.timeline.0.to_le_bytes());
@@ -169,8 +185,12 @@ mod tests {
     fn pg15_header_layout() {
         // Laid out byte by byte as PostgreSQL 15 writes the first page of 000000010000000000000001.
         let mut h = [0u8; 40];
-        h[..16].copy_from_slice(&[0x10, 0xD1, 0x06, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0, 0]);
-        h[24..40].copy_from_slice(&[0xD2, 0x02, 0x96, 0x49, 0xE7, 0x2F, 0x5A, 0x65, 0, 0, 0, 0x01, 0, 0x20, 0, 0]);
+        h[..16].copy_from_slice(&[
+            0x10, 0xD1, 0x06, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x01, 0, 0, 0, 0,
+        ]);
+        h[24..40].copy_from_slice(&[
+            0xD2, 0x02, 0x96, 0x49, 0xE7, 0x2F, 0x5A, 0x65, 0, 0, 0, 0x01, 0, 0x20, 0, 0,
+        ]);
         let (_, s) = segment("000000010000000000000001");
         let parsed = check_segment_header(s, SegmentSize::DEFAULT, &h).expect("valid");
         assert_eq!(parsed.block_size, 8192);
@@ -181,16 +201,35 @@ mod tests {
         let (n, _) = segment("000000010000000000000005");
         let (_, other) = segment("000000010000000000000006");
         let h = synthetic_page_header(&n, SegmentSize::DEFAULT, 1);
-        assert!(matches!(check_segment_header(other, SegmentSize::DEFAULT, &h), Err(HeaderError::WrongAddress { .. })));
+        assert!(matches!(
+            check_segment_header(other, SegmentSize::DEFAULT, &h),
+            Err(HeaderError::WrongAddress { .. })
+        ));
         let small = SegmentSize::new(1 << 20).expect("size");
-        assert!(matches!(check_segment_header(other, small, &h), Err(HeaderError::WrongSegmentSize { .. })));
+        assert!(matches!(
+            check_segment_header(other, small, &h),
+            Err(HeaderError::WrongSegmentSize { .. })
+        ));
     }
 
     #[test]
     fn rejects_non_wal() {
         let (_, s) = segment("000000010000000000000005");
-        assert_eq!(check_segment_header(s, SegmentSize::DEFAULT, &[0; 10]), Err(HeaderError::TooShort(10)));
-        assert!(matches!(check_segment_header(s, SegmentSize::DEFAULT, &[0; 64]), Err(HeaderError::NotWal { .. })));
-        assert!(matches!(check_segment_header(s, SegmentSize::DEFAULT, &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0].repeat(8)), Err(HeaderError::NotWal { .. })));
+        assert_eq!(
+            check_segment_header(s, SegmentSize::DEFAULT, &[0; 10]),
+            Err(HeaderError::TooShort(10))
+        );
+        assert!(matches!(
+            check_segment_header(s, SegmentSize::DEFAULT, &[0; 64]),
+            Err(HeaderError::NotWal { .. })
+        ));
+        assert!(matches!(
+            check_segment_header(
+                s,
+                SegmentSize::DEFAULT,
+                &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0].repeat(8)
+            ),
+            Err(HeaderError::NotWal { .. })
+        ));
     }
 }

@@ -38,22 +38,43 @@ pub enum HistoryError {
 
 /// Parses a history file's content (already decompressed). Blank lines and lines starting with
 /// `#` are skipped; every other line must have exactly three tab-separated fields.
-pub fn parse_history(timeline: TimelineId, content: &[u8]) -> Result<Vec<HistoryEntry>, HistoryError> {
+pub fn parse_history(
+    timeline: TimelineId,
+    content: &[u8],
+) -> Result<Vec<HistoryEntry>, HistoryError> {
     let text = String::from_utf8_lossy(content);
     let mut entries = Vec::new();
     for (index, line) in text.lines().enumerate() {
-        let bad = |problem: String| HistoryError::BadLine { timeline, line: index + 1, problem };
+        let bad = |problem: String| HistoryError::BadLine {
+            timeline,
+            line: index + 1,
+            problem,
+        };
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
         let fields: Vec<&str> = line.split('\t').collect();
         let [parent, switch_point, reason] = fields[..] else {
-            return Err(bad(format!("expected 3 tab-separated fields, found {}", fields.len())));
+            return Err(bad(format!(
+                "expected 3 tab-separated fields, found {}",
+                fields.len()
+            )));
         };
-        let parent = parent.trim().parse::<u32>().map_err(|_| bad(format!("parent timeline {parent:?} is not a number")))?;
-        let switch_point = switch_point.trim().parse::<Lsn>().map_err(|e| bad(e.to_string()))?;
-        entries.push(HistoryEntry { timeline, parent: TimelineId(parent), switch_point, reason: reason.to_owned() });
+        let parent = parent
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| bad(format!("parent timeline {parent:?} is not a number")))?;
+        let switch_point = switch_point
+            .trim()
+            .parse::<Lsn>()
+            .map_err(|e| bad(e.to_string()))?;
+        entries.push(HistoryEntry {
+            timeline,
+            parent: TimelineId(parent),
+            switch_point,
+            reason: reason.to_owned(),
+        });
     }
     if entries.is_empty() {
         return Err(HistoryError::Empty(timeline));
@@ -92,11 +113,25 @@ mod tests {
 
     #[test]
     fn rejects_bad_contents() {
-        assert_eq!(parse_history(TimelineId(2), b""), Err(HistoryError::Empty(TimelineId(2))));
-        assert_eq!(parse_history(TimelineId(2), b"# only a comment\n\n"), Err(HistoryError::Empty(TimelineId(2))));
-        for bad in [&b"1\t2/83000168\n"[..], b"1\t2/83000168\treason\textra\n", b"x\t2/83000168\treason\n", b"1\tnope\treason\n"] {
+        assert_eq!(
+            parse_history(TimelineId(2), b""),
+            Err(HistoryError::Empty(TimelineId(2)))
+        );
+        assert_eq!(
+            parse_history(TimelineId(2), b"# only a comment\n\n"),
+            Err(HistoryError::Empty(TimelineId(2)))
+        );
+        for bad in [
+            &b"1\t2/83000168\n"[..],
+            b"1\t2/83000168\treason\textra\n",
+            b"x\t2/83000168\treason\n",
+            b"1\tnope\treason\n",
+        ] {
             let err = parse_history(TimelineId(2), bad).expect_err("must fail");
-            assert!(matches!(err, HistoryError::BadLine { line: 1, .. }), "{err}");
+            assert!(
+                matches!(err, HistoryError::BadLine { line: 1, .. }),
+                "{err}"
+            );
         }
     }
 }

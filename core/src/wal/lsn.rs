@@ -11,7 +11,9 @@ pub struct Lsn(pub u64);
 
 /// Why an `X/X` string is not an LSN.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid LSN {text:?}: expected two hexadecimal numbers of at most 8 digits separated by '/'")]
+#[error(
+    "invalid LSN {text:?}: expected two hexadecimal numbers of at most 8 digits separated by '/'"
+)]
 pub struct LsnParseError {
     /// The rejected text.
     pub text: String,
@@ -45,7 +47,9 @@ impl FromStr for Lsn {
     type Err = LsnParseError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = || LsnParseError { text: text.to_owned() };
+        let err = || LsnParseError {
+            text: text.to_owned(),
+        };
         let (high, low) = text.split_once('/').ok_or_else(err)?;
         let high = parse_half(high).ok_or_else(err)?;
         let low = parse_half(low).ok_or_else(err)?;
@@ -90,7 +94,18 @@ mod tests {
         assert_eq!("FFFFFFFF/FFFFFFFF".parse::<Lsn>(), Ok(Lsn(u64::MAX)));
         assert_eq!("0/0".parse::<Lsn>(), Ok(Lsn(0)));
         assert_eq!("a/b".parse::<Lsn>(), Ok(Lsn(42_949_672_971)));
-        for bad in ["DEADBEEF", "", "/", "1/", "/1", "1/2/3", "G/0", "100000000/0", "0/ 1", "-1/0"] {
+        for bad in [
+            "DEADBEEF",
+            "",
+            "/",
+            "1/",
+            "/1",
+            "1/2/3",
+            "G/0",
+            "100000000/0",
+            "0/ 1",
+            "-1/0",
+        ] {
             assert!(bad.parse::<Lsn>().is_err(), "{bad:?} should be rejected");
         }
     }
@@ -104,7 +119,9 @@ mod tests {
     #[test]
     fn distance_matches_reference() {
         // Reference 8.B #27; a missing side gives no distance.
-        let d = |a: &str, b: &str| -> Option<i128> { Some(a.parse::<Lsn>().ok()?.distance_from(b.parse().ok()?)) };
+        let d = |a: &str, b: &str| -> Option<i128> {
+            Some(a.parse::<Lsn>().ok()?.distance_from(b.parse().ok()?))
+        };
         assert_eq!(d("2/8300168", "1/8300168"), Some(1_i128 << 32));
         assert_eq!(d("2/8300168", "2/8100168"), Some(0x20_0000));
         assert_eq!(d("1/0", "0/FFFFFFFF"), Some(1));
@@ -116,7 +133,10 @@ mod tests {
     fn serde_uses_text_form() {
         let lsn = Lsn(0x1_0000_0010);
         assert_eq!(serde_json::to_string(&lsn).expect("serialize"), "\"1/10\"");
-        assert_eq!(serde_json::from_str::<Lsn>("\"1/10\"").expect("deserialize"), lsn);
+        assert_eq!(
+            serde_json::from_str::<Lsn>("\"1/10\"").expect("deserialize"),
+            lsn
+        );
         assert!(serde_json::from_str::<Lsn>("\"110\"").is_err());
     }
 

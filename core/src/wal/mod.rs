@@ -10,7 +10,10 @@ mod name;
 mod reuse;
 mod segment;
 
-pub use header::{HeaderError, LONG_PAGE_HEADER_LEN, PageHeader, check_segment_header, parse_page_header, synthetic_page_header};
+pub use header::{
+    HeaderError, LONG_PAGE_HEADER_LEN, PageHeader, check_segment_header, parse_page_header,
+    synthetic_page_header,
+};
 pub use history::{HistoryEntry, HistoryError, parse_history};
 pub use lsn::{Lsn, LsnParseError};
 pub use name::{NameError, WalFileName};

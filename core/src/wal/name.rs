@@ -53,7 +53,11 @@ fn parse_segment(text: &[u8]) -> Option<Segment> {
     }
     let (tli, rest) = text.split_at(8);
     let (log, seg) = rest.split_at(8);
-    Some(Segment { timeline: TimelineId(hex_u32(tli)?), log: hex_u32(log)?, seg: hex_u32(seg)? })
+    Some(Segment {
+        timeline: TimelineId(hex_u32(tli)?),
+        log: hex_u32(log)?,
+        seg: hex_u32(seg)?,
+    })
 }
 
 impl WalFileName {
@@ -66,7 +70,9 @@ impl WalFileName {
     /// The segment this name belongs to (`None` for history files).
     pub fn segment(&self) -> Option<Segment> {
         match *self {
-            WalFileName::Segment(s) | WalFileName::Partial(s) | WalFileName::BackupLabel { segment: s, .. } => Some(s),
+            WalFileName::Segment(s)
+            | WalFileName::Partial(s)
+            | WalFileName::BackupLabel { segment: s, .. } => Some(s),
             WalFileName::History(_) => None,
         }
     }
@@ -75,14 +81,17 @@ impl WalFileName {
     pub fn timeline(&self) -> TimelineId {
         match *self {
             WalFileName::History(t) => t,
-            WalFileName::Segment(s) | WalFileName::Partial(s) | WalFileName::BackupLabel { segment: s, .. } => s.timeline,
+            WalFileName::Segment(s)
+            | WalFileName::Partial(s)
+            | WalFileName::BackupLabel { segment: s, .. } => s.timeline,
         }
     }
 
     /// Barman's hash directory: timeline and log (16 upper-case hex digits); `None` for history
     /// files, which live at the root of the archive.
     pub fn hash_dir(&self) -> Option<String> {
-        self.segment().map(|s| format!("{:08X}{:08X}", s.timeline.0, s.log))
+        self.segment()
+            .map(|s| format!("{:08X}{:08X}", s.timeline.0, s.log))
     }
 
     /// The path inside an archive's `wals/` directory: `<hash_dir>/<name>`, or `<name>` for
@@ -121,7 +130,9 @@ impl WalFileName {
         match *self {
             WalFileName::History(t) => (t.0, None),
             WalFileName::Segment(s) => (s.timeline.0, Some((s.log, s.seg, 0, 0))),
-            WalFileName::BackupLabel { segment: s, offset } => (s.timeline.0, Some((s.log, s.seg, 1, offset))),
+            WalFileName::BackupLabel { segment: s, offset } => {
+                (s.timeline.0, Some((s.log, s.seg, 1, offset)))
+            }
             WalFileName::Partial(s) => (s.timeline.0, Some((s.log, s.seg, 2, 0))),
         }
     }
@@ -134,7 +145,9 @@ impl FromStr for WalFileName {
         let err = || NameError(name.to_owned());
         let bytes = name.as_bytes();
         if let Some(tli) = bytes.strip_suffix(b".history") {
-            return hex_u32(tli).map(|t| WalFileName::History(TimelineId(t))).ok_or_else(err);
+            return hex_u32(tli)
+                .map(|t| WalFileName::History(TimelineId(t)))
+                .ok_or_else(err);
         }
         if let Some(seg) = bytes.strip_suffix(b".partial") {
             return parse_segment(seg).map(WalFileName::Partial).ok_or_else(err);
@@ -148,7 +161,9 @@ impl FromStr for WalFileName {
             }
             return Err(err());
         }
-        parse_segment(bytes).map(WalFileName::Segment).ok_or_else(err)
+        parse_segment(bytes)
+            .map(WalFileName::Segment)
+            .ok_or_else(err)
     }
 }
 
@@ -157,7 +172,9 @@ impl fmt::Display for WalFileName {
         match self {
             WalFileName::Segment(s) => write!(f, "{s}"),
             WalFileName::Partial(s) => write!(f, "{s}.partial"),
-            WalFileName::BackupLabel { segment, offset } => write!(f, "{segment}.{offset:08X}.backup"),
+            WalFileName::BackupLabel { segment, offset } => {
+                write!(f, "{segment}.{offset:08X}.backup")
+            }
             WalFileName::History(t) => write!(f, "{:08X}.history", t.0),
         }
     }
@@ -207,7 +224,10 @@ mod tests {
         assert_eq!(parts("00000001000000000000000A"), (1, Some((0, 10))));
         assert_eq!(parts("000000020000000100000000"), (2, Some((1, 0))));
         assert_eq!(parts("000000000000000000000000"), (0, Some((0, 0))));
-        assert_eq!(parts("00000001000000000000000A.00000020.backup"), (1, Some((0, 10))));
+        assert_eq!(
+            parts("00000001000000000000000A.00000020.backup"),
+            (1, Some((0, 10)))
+        );
         assert_eq!(parts("000000010000000200000003.partial"), (1, Some((2, 3))));
         assert_eq!(parts("00000001.history"), (1, None));
         assert_eq!(parts("0000000A.history"), (10, None));
@@ -237,19 +257,46 @@ mod tests {
             "00000001000000000000000A.0000002G.backup",
             "ÿÿÿÿÿÿÿÿÿÿÿÿ",
         ] {
-            assert!(bad.parse::<WalFileName>().is_err(), "{bad:?} must be rejected");
-            assert!(WalFileName::from_path(bad).is_err(), "{bad:?} must be rejected as a path");
+            assert!(
+                bad.parse::<WalFileName>().is_err(),
+                "{bad:?} must be rejected"
+            );
+            assert!(
+                WalFileName::from_path(bad).is_err(),
+                "{bad:?} must be rejected as a path"
+            );
         }
-        assert_eq!("foo".parse::<WalFileName>().expect_err("invalid").to_string(), "'foo' is not a valid WAL file name");
+        assert_eq!(
+            "foo"
+                .parse::<WalFileName>()
+                .expect_err("invalid")
+                .to_string(),
+            "'foo' is not a valid WAL file name"
+        );
     }
 
     #[test]
     fn encodes_upper_case() {
         // Reference 8.A #7 and #8.
-        assert_eq!(Segment::new(10, 10, 10).to_string(), "0000000A0000000A0000000A");
-        assert_eq!(Segment::new(0, 2, 1).to_string(), "000000000000000200000001");
-        assert_eq!(Segment::new(u32::MAX, u32::MAX, 0xFF).to_string(), "FFFFFFFFFFFFFFFF000000FF");
-        for (tli, name) in [(1, "00000001.history"), (10, "0000000A.history"), (33, "00000021.history"), (328, "00000148.history"), (255, "000000FF.history")] {
+        assert_eq!(
+            Segment::new(10, 10, 10).to_string(),
+            "0000000A0000000A0000000A"
+        );
+        assert_eq!(
+            Segment::new(0, 2, 1).to_string(),
+            "000000000000000200000001"
+        );
+        assert_eq!(
+            Segment::new(u32::MAX, u32::MAX, 0xFF).to_string(),
+            "FFFFFFFFFFFFFFFF000000FF"
+        );
+        for (tli, name) in [
+            (1, "00000001.history"),
+            (10, "0000000A.history"),
+            (33, "00000021.history"),
+            (328, "00000148.history"),
+            (255, "000000FF.history"),
+        ] {
             assert_eq!(WalFileName::History(TimelineId(tli)).to_string(), name);
         }
     }
@@ -266,10 +313,17 @@ mod tests {
             "test3/00000002.history",
             "0000000a0000000b0000000c",
         ] {
-            assert!(WalFileName::from_path(good).is_ok(), "{good:?} must be accepted");
+            assert!(
+                WalFileName::from_path(good).is_ok(),
+                "{good:?} must be accepted"
+            );
         }
         // A directory prefix is only accepted through from_path.
-        assert!("test1/000000000000000200000001".parse::<WalFileName>().is_err());
+        assert!(
+            "test1/000000000000000200000001"
+                .parse::<WalFileName>()
+                .is_err()
+        );
     }
 
     #[test]
@@ -277,11 +331,25 @@ mod tests {
         // Reference 8.A #11.
         let flags = |n: &str| {
             let w = parse(n);
-            (w.is_segment(), w.is_partial(), w.is_backup_label(), w.is_history())
+            (
+                w.is_segment(),
+                w.is_partial(),
+                w.is_backup_label(),
+                w.is_history(),
+            )
         };
-        assert_eq!(flags("000000010000000000000001"), (true, false, false, false));
-        assert_eq!(flags("000000010000000000000001.partial"), (false, true, false, false));
-        assert_eq!(flags("000000010000000000000001.00000020.backup"), (false, false, true, false));
+        assert_eq!(
+            flags("000000010000000000000001"),
+            (true, false, false, false)
+        );
+        assert_eq!(
+            flags("000000010000000000000001.partial"),
+            (false, true, false, false)
+        );
+        assert_eq!(
+            flags("000000010000000000000001.00000020.backup"),
+            (false, false, true, false)
+        );
         assert_eq!(flags("00000001.history"), (false, false, false, true));
     }
 
@@ -289,23 +357,50 @@ mod tests {
     fn hash_dirs() {
         // Reference 8.A #12.
         let hash = |n: &str| WalFileName::from_path(n).expect("valid").hash_dir();
-        assert_eq!(hash("000000000000000200000001").as_deref(), Some("0000000000000002"));
-        assert_eq!(hash("000000010000000000000002").as_deref(), Some("0000000100000000"));
-        assert_eq!(hash("test/000000020000000100000000").as_deref(), Some("0000000200000001"));
-        assert_eq!(hash("00000002000000050000000A.00000020.backup").as_deref(), Some("0000000200000005"));
+        assert_eq!(
+            hash("000000000000000200000001").as_deref(),
+            Some("0000000000000002")
+        );
+        assert_eq!(
+            hash("000000010000000000000002").as_deref(),
+            Some("0000000100000000")
+        );
+        assert_eq!(
+            hash("test/000000020000000100000000").as_deref(),
+            Some("0000000200000001")
+        );
+        assert_eq!(
+            hash("00000002000000050000000A.00000020.backup").as_deref(),
+            Some("0000000200000005")
+        );
         assert_eq!(hash("00000002.history"), None);
-        assert_eq!(hash("0000000a0000000b0000000c").as_deref(), Some("0000000A0000000B"));
+        assert_eq!(
+            hash("0000000a0000000b0000000c").as_deref(),
+            Some("0000000A0000000B")
+        );
     }
 
     #[test]
     fn relative_paths() {
         // Reference 8.A #14.
         for (name, rel) in [
-            ("000000000000000000000001", "0000000000000000/000000000000000000000001"),
-            ("00000001000000E500000064", "00000001000000E5/00000001000000E500000064"),
+            (
+                "000000000000000000000001",
+                "0000000000000000/000000000000000000000001",
+            ),
+            (
+                "00000001000000E500000064",
+                "00000001000000E5/00000001000000E500000064",
+            ),
             ("00000002.history", "00000002.history"),
-            ("000000010000000000000001.00000028.backup", "0000000100000000/000000010000000000000001.00000028.backup"),
-            ("0000000B00000A36000000FF", "0000000B00000A36/0000000B00000A36000000FF"),
+            (
+                "000000010000000000000001.00000028.backup",
+                "0000000100000000/000000010000000000000001.00000028.backup",
+            ),
+            (
+                "0000000B00000A36000000FF",
+                "0000000B00000A36/0000000B00000A36000000FF",
+            ),
         ] {
             assert_eq!(parse(name).relative_path(), rel);
         }
@@ -313,9 +408,15 @@ mod tests {
 
     #[test]
     fn lower_case_parses_and_displays_upper_case() {
-        assert_eq!(parse("0000000a0000000b0000000c.partial").to_string(), "0000000A0000000B0000000C.partial");
+        assert_eq!(
+            parse("0000000a0000000b0000000c.partial").to_string(),
+            "0000000A0000000B0000000C.partial"
+        );
         assert_eq!(parse("0000000a.history").to_string(), "0000000A.history");
-        assert_eq!(parse("0000000a0000000b0000000c.0000002f.backup").to_string(), "0000000A0000000B0000000C.0000002F.backup");
+        assert_eq!(
+            parse("0000000a0000000b0000000c.0000002f.backup").to_string(),
+            "0000000A0000000B0000000C.0000002F.backup"
+        );
     }
 
     #[test]
@@ -338,11 +439,13 @@ mod tests {
     }
 
     fn any_name() -> impl Strategy<Value = WalFileName> {
-        let seg = (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(t, l, s)| Segment::new(t, l, s));
+        let seg =
+            (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(t, l, s)| Segment::new(t, l, s));
         prop_oneof![
             seg.clone().prop_map(WalFileName::Segment),
             seg.clone().prop_map(WalFileName::Partial),
-            (seg, any::<u32>()).prop_map(|(segment, offset)| WalFileName::BackupLabel { segment, offset }),
+            (seg, any::<u32>())
+                .prop_map(|(segment, offset)| WalFileName::BackupLabel { segment, offset }),
             any::<u32>().prop_map(|t| WalFileName::History(TimelineId(t))),
         ]
     }

@@ -37,7 +37,9 @@ impl SegmentSize {
 
     /// Checks that `bytes` is a size PostgreSQL can use.
     pub fn new(bytes: u64) -> Result<Self, SegmentSizeError> {
-        if bytes.is_power_of_two() && (u64::from(Self::MIN.0)..=u64::from(Self::MAX.0)).contains(&bytes) {
+        if bytes.is_power_of_two()
+            && (u64::from(Self::MIN.0)..=u64::from(Self::MAX.0)).contains(&bytes)
+        {
             Ok(SegmentSize(bytes as u32))
         } else {
             Err(SegmentSizeError(bytes))
@@ -104,7 +106,11 @@ pub struct Segment {
 impl Segment {
     /// A segment from its three name parts.
     pub fn new(timeline: u32, log: u32, seg: u32) -> Self {
-        Segment { timeline: TimelineId(timeline), log, seg }
+        Segment {
+            timeline: TimelineId(timeline),
+            log,
+            seg,
+        }
     }
 
     /// The segment holding `lsn`, with the byte offset of `lsn` inside it.
@@ -112,7 +118,14 @@ impl Segment {
         let low = lsn.low();
         let seg = (low & size.mask()) / size.0;
         let offset = low & (size.0 - 1);
-        (Segment { timeline, log: lsn.high(), seg }, offset)
+        (
+            Segment {
+                timeline,
+                log: lsn.high(),
+                seg,
+            },
+            offset,
+        )
     }
 
     /// The LSN at `offset` bytes into this segment (`offset` 0 is the segment's start).
@@ -142,17 +155,31 @@ impl Segment {
 
     fn step_forward(self, max_seg: u32) -> Option<Segment> {
         if self.seg >= max_seg {
-            Some(Segment { log: self.log.checked_add(1)?, seg: 0, ..self })
+            Some(Segment {
+                log: self.log.checked_add(1)?,
+                seg: 0,
+                ..self
+            })
         } else {
-            Some(Segment { seg: self.seg + 1, ..self })
+            Some(Segment {
+                seg: self.seg + 1,
+                ..self
+            })
         }
     }
 
     fn step_back(self, max_seg: u32) -> Option<Segment> {
         if self.seg == 0 {
-            Some(Segment { log: self.log.checked_sub(1)?, seg: max_seg, ..self })
+            Some(Segment {
+                log: self.log.checked_sub(1)?,
+                seg: max_seg,
+                ..self
+            })
         } else {
-            Some(Segment { seg: self.seg.min(max_seg + 1) - 1, ..self })
+            Some(Segment {
+                seg: self.seg.min(max_seg + 1) - 1,
+                ..self
+            })
         }
     }
 
@@ -201,14 +228,23 @@ impl SegmentRange {
     pub const UNKNOWN_SIZE_MAX_SEG: u32 = 0x7FFFF;
 
     /// `first ..= last` (`last = None`: never ends) for a segment size, or an unknown one.
-    pub fn new(first: Segment, last: Option<Segment>, size: Option<SegmentSize>) -> Result<Self, RangeError> {
+    pub fn new(
+        first: Segment,
+        last: Option<Segment>,
+        size: Option<SegmentSize>,
+    ) -> Result<Self, RangeError> {
         if let Some(last) = last
             && last.timeline != first.timeline
         {
             return Err(RangeError::TimelineMismatch { first, last });
         }
         let max_seg = size.map_or(Self::UNKNOWN_SIZE_MAX_SEG, SegmentSize::max_seg);
-        Ok(SegmentRange { next: Some(first), last, max_seg, skip_last: false })
+        Ok(SegmentRange {
+            next: Some(first),
+            last,
+            max_seg,
+            skip_last: false,
+        })
     }
 
     /// Skips the last segment of every log, as PostgreSQL before 9.3 never wrote it.
@@ -270,7 +306,18 @@ mod tests {
     #[test]
     fn max_seg_and_mask() {
         // Reference 8.B #15 and #16.
-        let table = [(1, 4095), (4, 1023), (8, 511), (16, 255), (32, 127), (64, 63), (128, 31), (256, 15), (512, 7), (1024, 3)];
+        let table = [
+            (1, 4095),
+            (4, 1023),
+            (8, 511),
+            (16, 255),
+            (32, 127),
+            (64, 63),
+            (128, 31),
+            (256, 15),
+            (512, 7),
+            (1024, 3),
+        ];
         for (mib, max) in table {
             assert_eq!(size(mib).max_seg(), max, "{mib} MiB");
         }
@@ -285,13 +332,34 @@ mod tests {
     fn next_wraps_at_every_size() {
         // Reference 8.B #17 and #18.
         let next = |n: &str, mib| seg(n).next(size(mib)).expect("has next").to_string();
-        assert_eq!(next("0000000100000000000000FF", 16), "000000010000000100000000");
-        assert_eq!(next("0000000100000000000000FE", 16), "0000000100000000000000FF");
-        assert_eq!(next("000000010000000000000FFF", 1), "000000010000000100000000");
-        assert_eq!(next("00000001000000000000003F", 64), "000000010000000100000000");
-        assert_eq!(next("00000001000000000000000F", 256), "000000010000000100000000");
-        assert_eq!(next("000000010000000000000007", 512), "000000010000000100000000");
-        assert_eq!(next("000000010000000000000003", 1024), "000000010000000100000000");
+        assert_eq!(
+            next("0000000100000000000000FF", 16),
+            "000000010000000100000000"
+        );
+        assert_eq!(
+            next("0000000100000000000000FE", 16),
+            "0000000100000000000000FF"
+        );
+        assert_eq!(
+            next("000000010000000000000FFF", 1),
+            "000000010000000100000000"
+        );
+        assert_eq!(
+            next("00000001000000000000003F", 64),
+            "000000010000000100000000"
+        );
+        assert_eq!(
+            next("00000001000000000000000F", 256),
+            "000000010000000100000000"
+        );
+        assert_eq!(
+            next("000000010000000000000007", 512),
+            "000000010000000100000000"
+        );
+        assert_eq!(
+            next("000000010000000000000003", 1024),
+            "000000010000000100000000"
+        );
         assert_eq!(seg("00000001FFFFFFFF000000FF").next(size(16)), None);
     }
 
@@ -299,13 +367,34 @@ mod tests {
     fn prev_wraps_at_every_size() {
         // Reference 8.B #19 (the invalid-name case is a parse error, see name.rs).
         let prev = |n: &str, mib| seg(n).prev(size(mib)).expect("has prev").to_string();
-        assert_eq!(prev("000000010000000200000002", 16), "000000010000000200000001");
-        assert_eq!(prev("000000010000000200000000", 16), "0000000100000001000000FF");
-        assert_eq!(prev("000000010000000200000000", 4), "0000000100000001000003FF");
-        assert_eq!(prev("000000010000000200000005", 4), "000000010000000200000004");
-        assert_eq!(prev("000000020000000500000000", 64), "00000002000000040000003F");
-        assert_eq!(prev("000000020000000500000000", 1), "000000020000000400000FFF");
-        assert_eq!(prev("000000010000000100000000", 1024), "000000010000000000000003");
+        assert_eq!(
+            prev("000000010000000200000002", 16),
+            "000000010000000200000001"
+        );
+        assert_eq!(
+            prev("000000010000000200000000", 16),
+            "0000000100000001000000FF"
+        );
+        assert_eq!(
+            prev("000000010000000200000000", 4),
+            "0000000100000001000003FF"
+        );
+        assert_eq!(
+            prev("000000010000000200000005", 4),
+            "000000010000000200000004"
+        );
+        assert_eq!(
+            prev("000000020000000500000000", 64),
+            "00000002000000040000003F"
+        );
+        assert_eq!(
+            prev("000000020000000500000000", 1),
+            "000000020000000400000FFF"
+        );
+        assert_eq!(
+            prev("000000010000000100000000", 1024),
+            "000000010000000000000003"
+        );
         assert_eq!(seg("000000010000000000000000").prev(size(16)), None);
         assert!("invalidsegment".parse::<WalFileName>().is_err());
     }
@@ -314,7 +403,11 @@ mod tests {
     fn next_and_prev_are_inverse_for_every_size() {
         for mib in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] {
             let s = size(mib);
-            for start in [Segment::new(1, 0, 0), Segment::new(3, 7, s.max_seg()), Segment::new(2, 0xFFFF_FFFE, s.max_seg())] {
+            for start in [
+                Segment::new(1, 0, 0),
+                Segment::new(3, 7, s.max_seg()),
+                Segment::new(2, 0xFFFF_FFFE, s.max_seg()),
+            ] {
                 let n = start.next(s).expect("next");
                 assert_eq!(n.prev(s), Some(start), "{mib} MiB from {start}");
                 assert_eq!(n.segno(s), start.segno(s) + 1);
@@ -329,23 +422,52 @@ mod tests {
     #[test]
     fn ranges_skip_ff_before_93() {
         // Reference 8.B #20 and #21.
-        let r = |a, b, v| SegmentRange::new(seg(a), Some(seg(b)), Some(size(16))).expect("range").skip_last_of_each_log(v);
-        let pre93 = names(r("0000000100000001000000FD", "000000010000000200000002", 90200));
+        let r = |a, b, v| {
+            SegmentRange::new(seg(a), Some(seg(b)), Some(size(16)))
+                .expect("range")
+                .skip_last_of_each_log(v)
+        };
+        let pre93 = names(r(
+            "0000000100000001000000FD",
+            "000000010000000200000002",
+            90200,
+        ));
         assert_eq!(
             pre93,
-            ["0000000100000001000000FD", "0000000100000001000000FE", "000000010000000200000000", "000000010000000200000001", "000000010000000200000002"]
+            [
+                "0000000100000001000000FD",
+                "0000000100000001000000FE",
+                "000000010000000200000000",
+                "000000010000000200000001",
+                "000000010000000200000002"
+            ]
         );
-        let post93 = names(r("0000000100000001000000FD", "000000010000000200000002", 90300));
+        let post93 = names(r(
+            "0000000100000001000000FD",
+            "000000010000000200000002",
+            90300,
+        ));
         assert_eq!(post93.len(), 6);
         assert_eq!(post93[2], "0000000100000001000000FF");
-        let short = names(r("0000000100000001000000FD", "0000000100000001000000FF", 90200));
-        assert_eq!(short, ["0000000100000001000000FD", "0000000100000001000000FE"]);
+        let short = names(r(
+            "0000000100000001000000FD",
+            "0000000100000001000000FF",
+            90200,
+        ));
+        assert_eq!(
+            short,
+            ["0000000100000001000000FD", "0000000100000001000000FE"]
+        );
     }
 
     #[test]
     fn range_counts() {
         // Reference 8.B #22.
-        let range = || seg("000000040000000500000067").range_to(seg("000000040000000700000067"), size(16)).expect("range");
+        let range = || {
+            seg("000000040000000500000067")
+                .range_to(seg("000000040000000700000067"), size(16))
+                .expect("range")
+        };
         assert_eq!(range().count(), 513);
         assert_eq!(range().skip_last_of_each_log(90201).count(), 511);
     }
@@ -353,30 +475,75 @@ mod tests {
     #[test]
     fn open_ended_ranges() {
         // Reference 8.B #23.
-        let open = || SegmentRange::new(seg("0000000300000004000000FD"), None, Some(size(16))).expect("range");
+        let open = || {
+            SegmentRange::new(seg("0000000300000004000000FD"), None, Some(size(16))).expect("range")
+        };
         assert_eq!(
             open().take(6).map(|s| s.to_string()).collect::<Vec<_>>(),
-            ["0000000300000004000000FD", "0000000300000004000000FE", "0000000300000004000000FF", "000000030000000500000000", "000000030000000500000001", "000000030000000500000002"]
+            [
+                "0000000300000004000000FD",
+                "0000000300000004000000FE",
+                "0000000300000004000000FF",
+                "000000030000000500000000",
+                "000000030000000500000001",
+                "000000030000000500000002"
+            ]
         );
-        let legacy: Vec<String> = open().skip_last_of_each_log(90201).take(6).map(|s| s.to_string()).collect();
+        let legacy: Vec<String> = open()
+            .skip_last_of_each_log(90201)
+            .take(6)
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(
             legacy,
-            ["0000000300000004000000FD", "0000000300000004000000FE", "000000030000000500000000", "000000030000000500000001", "000000030000000500000002", "000000030000000500000003"]
+            [
+                "0000000300000004000000FD",
+                "0000000300000004000000FE",
+                "000000030000000500000000",
+                "000000030000000500000001",
+                "000000030000000500000002",
+                "000000030000000500000003"
+            ]
         );
     }
 
     #[test]
     fn unknown_size_does_not_wrap_early() {
         // Reference 8.B #24.
-        let r = SegmentRange::new(seg("0000000100000001000000FD"), Some(seg("000000010000000100000102")), None).expect("range");
+        let r = SegmentRange::new(
+            seg("0000000100000001000000FD"),
+            Some(seg("000000010000000100000102")),
+            None,
+        )
+        .expect("range");
         assert_eq!(
             names(r),
-            ["0000000100000001000000FD", "0000000100000001000000FE", "0000000100000001000000FF", "000000010000000100000100", "000000010000000100000101", "000000010000000100000102"]
+            [
+                "0000000100000001000000FD",
+                "0000000100000001000000FE",
+                "0000000100000001000000FF",
+                "000000010000000100000100",
+                "000000010000000100000101",
+                "000000010000000100000102"
+            ]
         );
-        let r = || SegmentRange::new(seg("00000001000000010007FFFE"), Some(seg("000000010000000200000002")), None).expect("range");
+        let r = || {
+            SegmentRange::new(
+                seg("00000001000000010007FFFE"),
+                Some(seg("000000010000000200000002")),
+                None,
+            )
+            .expect("range")
+        };
         assert_eq!(
             names(r().skip_last_of_each_log(90300)),
-            ["00000001000000010007FFFE", "00000001000000010007FFFF", "000000010000000200000000", "000000010000000200000001", "000000010000000200000002"]
+            [
+                "00000001000000010007FFFE",
+                "00000001000000010007FFFF",
+                "000000010000000200000000",
+                "000000010000000200000001",
+                "000000010000000200000002"
+            ]
         );
         assert_eq!(names(r().skip_last_of_each_log(90200)).len(), 4);
     }
@@ -384,35 +551,103 @@ mod tests {
     #[test]
     fn gigabyte_ranges_and_timeline_mismatch() {
         // Reference 8.B #25.
-        let r = seg("000000010000000000000002").range_to(seg("000000010000000100000001"), size(1024)).expect("range");
-        assert_eq!(names(r), ["000000010000000000000002", "000000010000000000000003", "000000010000000100000000", "000000010000000100000001"]);
-        let err = seg("000000010000000000000002").range_to(seg("000000020000000000000003"), size(16));
+        let r = seg("000000010000000000000002")
+            .range_to(seg("000000010000000100000001"), size(1024))
+            .expect("range");
+        assert_eq!(
+            names(r),
+            [
+                "000000010000000000000002",
+                "000000010000000000000003",
+                "000000010000000100000000",
+                "000000010000000100000001"
+            ]
+        );
+        let err =
+            seg("000000010000000000000002").range_to(seg("000000020000000000000003"), size(16));
         assert!(matches!(err, Err(RangeError::TimelineMismatch { .. })));
         // An empty range when last < first.
-        assert_eq!(seg("000000010000000000000005").range_to(seg("000000010000000000000004"), size(16)).expect("range").count(), 0);
+        assert_eq!(
+            seg("000000010000000000000005")
+                .range_to(seg("000000010000000000000004"), size(16))
+                .expect("range")
+                .count(),
+            0
+        );
     }
 
     #[test]
     fn lsn_to_segment_and_back() {
         // Reference 8.B #28 and #29.
         let cases: [(u64, u32, &str, &str, u32); 8] = [
-            (1 << 24, 3, "A/12345678", "000000030000000A00000012", 0x34_5678),
-            (1 << 28, 3, "A/12345678", "000000030000000A00000001", 0x234_5678),
-            (1 << 20, 3, "A/12345678", "000000030000000A00000123", 0x4_5678),
-            (1 << 26, 3, "113/88B5ADC0", "000000030000011300000022", 0xB5_ADC0),
-            (1 << 28, 3, "56/380537A8", "000000030000005600000003", 0x805_37A8),
-            (16 << 20, 1, "0/FFFFFF", "000000010000000000000000", 16_777_215),
+            (
+                1 << 24,
+                3,
+                "A/12345678",
+                "000000030000000A00000012",
+                0x34_5678,
+            ),
+            (
+                1 << 28,
+                3,
+                "A/12345678",
+                "000000030000000A00000001",
+                0x234_5678,
+            ),
+            (
+                1 << 20,
+                3,
+                "A/12345678",
+                "000000030000000A00000123",
+                0x4_5678,
+            ),
+            (
+                1 << 26,
+                3,
+                "113/88B5ADC0",
+                "000000030000011300000022",
+                0xB5_ADC0,
+            ),
+            (
+                1 << 28,
+                3,
+                "56/380537A8",
+                "000000030000005600000003",
+                0x805_37A8,
+            ),
+            (
+                16 << 20,
+                1,
+                "0/FFFFFF",
+                "000000010000000000000000",
+                16_777_215,
+            ),
             (1 << 30, 1, "3/C0000001", "000000010000000300000003", 1),
-            (64 << 20, 2, "16/B374D848", "00000002000000160000002C", 57_989_192),
+            (
+                64 << 20,
+                2,
+                "16/B374D848",
+                "00000002000000160000002C",
+                57_989_192,
+            ),
         ];
         for (bytes, tli, lsn, name, offset) in cases {
             let s = SegmentSize::new(bytes).expect("size");
             let lsn: Lsn = lsn.parse().expect("lsn");
             let (segment, off) = Segment::from_lsn(TimelineId(tli), lsn, s);
-            assert_eq!((segment.to_string().as_str(), off), (name, offset), "{lsn} at {s}");
+            assert_eq!(
+                (segment.to_string().as_str(), off),
+                (name, offset),
+                "{lsn} at {s}"
+            );
             assert_eq!(segment.lsn_at(off, s), lsn, "inverse of {name}");
         }
-        assert_eq!(seg("0000000100000000000000FF").lsn_at(0, size(16)).to_string(), "0/FF000000");
+        assert_eq!(
+            seg("0000000100000000000000FF")
+                .lsn_at(0, size(16))
+                .to_string(),
+            "0/FF000000"
+        );
     }
 
     proptest::proptest! {

@@ -1,10 +1,13 @@
 //! `archive-wal`: archive the streaming queue, then the incoming queue.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::Context;
-use walvault_core::archive::{ArchiveHooks, ArchiveSettings, Archiver, BatchReport, FileOutcome, HookVerdict, Queue, commit_batch};
+use walvault_core::archive::{
+    ArchiveHooks, ArchiveSettings, Archiver, BatchReport, FileOutcome, HookVerdict, Queue,
+    commit_batch,
+};
 use walvault_core::queue::{Batch, Candidate, QueueKind, select_batch};
 
 use crate::hooks::{ArchiveHookAdapter, HookRunner};
@@ -14,7 +17,10 @@ use crate::server::ServerCtx;
 use crate::ui::Ui;
 
 /// The settings archive-wal and put-wal share.
-pub fn archive_settings(ctx: &ServerCtx<'_>, segment_size: walvault_core::wal::SegmentSize) -> ArchiveSettings {
+pub fn archive_settings(
+    ctx: &ServerCtx<'_>,
+    segment_size: walvault_core::wal::SegmentSize,
+) -> ArchiveSettings {
     ArchiveSettings {
         codec: ctx.cfg.compression,
         level: ctx.cfg.compression_level,
@@ -28,7 +34,9 @@ pub fn archive_settings(ctx: &ServerCtx<'_>, segment_size: walvault_core::wal::S
 
 /// The current time, seconds since the epoch.
 pub fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Totals over one server's run.
@@ -49,7 +57,10 @@ pub struct Totals {
 /// Runs archive-wal for one server; returns whether it succeeded.
 pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
     let cfg = ctx.cfg;
-    let lock = match LockFile::acquire(&lock_path(&cfg.lock_directory, &cfg.name, "archive-wal"), false) {
+    let lock = match LockFile::acquire(
+        &lock_path(&cfg.lock_directory, &cfg.name, "archive-wal"),
+        false,
+    ) {
         Ok(lock) => lock,
         Err(LockError::Busy { holder, .. }) => {
             let by = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
@@ -63,7 +74,20 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
     hints.extend(ServerCtx::queue_hints(&cfg.incoming));
     let settings = archive_settings(ctx, ctx.segment_size(&hints));
     let mut totals = Totals::default();
-    let queues = [(cfg.streaming_archiver, QueueKind::Streaming, &cfg.streaming, cfg.streaming_archiver_batch_size), (cfg.archiver, QueueKind::Incoming, &cfg.incoming, cfg.archiver_batch_size)];
+    let queues = [
+        (
+            cfg.streaming_archiver,
+            QueueKind::Streaming,
+            &cfg.streaming,
+            cfg.streaming_archiver_batch_size,
+        ),
+        (
+            cfg.archiver,
+            QueueKind::Incoming,
+            &cfg.incoming,
+            cfg.archiver_batch_size,
+        ),
+    ];
     for (enabled, kind, dir, limit) in queues {
         if !enabled {
             continue;
@@ -75,19 +99,32 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
             QueueKind::Incoming => "file archival",
         };
         if batch.files.is_empty() && batch.unknown.is_empty() {
-            ui.verbose(format_args!("Processing xlog segments from {label} for {}\n\tno file found", cfg.name));
+            ui.verbose(format_args!(
+                "Processing xlog segments from {label} for {}\n\tno file found",
+                cfg.name
+            ));
             continue;
         }
         if batch.deferred > 0 {
             ui.verbose(format_args!("Found {} xlog segments from {label} for {}. Archive a batch of {} segments in this run.", batch.total_candidates(), cfg.name, batch.files.len()));
         } else {
-            ui.verbose(format_args!("Processing xlog segments from {label} for {}", cfg.name));
+            ui.verbose(format_args!(
+                "Processing xlog segments from {label} for {}",
+                cfg.name
+            ));
         }
+        clean_dead_temp_files(ctx, &batch, ui);
         let mut queue = QueueDir::new(dir, &cfg.errors);
-        let hooks = ArchiveHookAdapter { runner: HookRunner::new(cfg, ctx.config_path, ui), source_dir: dir.clone(), archive_root: ctx.archive_root() };
+        let hooks = ArchiveHookAdapter {
+            runner: HookRunner::new(cfg, ctx.config_path, ui),
+            source_dir: dir.clone(),
+            archive_root: ctx.archive_root(),
+        };
         let report = archive_batch(ctx, &settings, &batch, &mut queue, &hooks, jobs, ui);
-        queue.sync().with_context(|| format!("syncing {}", dir.display()))?;
-        summarise(&report, &mut totals, &cfg.name, ui);
+        queue
+            .sync()
+            .with_context(|| format!("syncing {}", dir.display()))?;
+        summarise(ctx, &report, &mut totals, ui);
     }
     drop(lock);
     if ui.interactive || ui.verbosity >= crate::ui::Verbosity::Verbose {
@@ -99,16 +136,21 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
     Ok(!totals.failed)
 }
 
-fn summarise(report: &BatchReport, totals: &mut Totals, server: &str, ui: &Ui) {
+fn summarise(ctx: &ServerCtx<'_>, report: &BatchReport, totals: &mut Totals, ui: &Ui) {
+    let server = ctx.cfg.name.as_str();
+    record_error_reasons(ctx, report, ui);
     for file in &report.files {
         match &file.outcome {
             FileOutcome::Archived { .. } => {
                 totals.archived += 1;
                 ui.verbose(format_args!("\t{}", file.file_name));
             }
-            FileOutcome::IdenticalDuplicate { key } => {
+            FileOutcome::IdenticalDuplicate { key, .. } => {
                 totals.identical += 1;
-                ui.verbose(format_args!("\t{} (already archived as {key}, identical: source dropped)", file.file_name));
+                ui.verbose(format_args!(
+                    "\t{} (already archived as {key}, identical: source dropped)",
+                    file.file_name
+                ));
             }
             FileOutcome::DifferentDuplicate { key, reason } => {
                 totals.to_errors += 1;
@@ -120,21 +162,42 @@ fn summarise(report: &BatchReport, totals: &mut Totals, server: &str, ui: &Ui) {
             }
             FileOutcome::Invalid { reason } | FileOutcome::Unknown { reason } => {
                 totals.to_errors += 1;
-                ui.warn(format_args!("{}: {reason}; moved to errors/{}", file.file_name, file.error_file.as_deref().unwrap_or("?")));
+                ui.warn(format_args!(
+                    "{}: {reason}; moved to errors/{}",
+                    file.file_name,
+                    file.error_file.as_deref().unwrap_or("?")
+                ));
             }
             FileOutcome::Deferred { reason } => {
                 totals.kept += 1;
-                ui.verbose(format_args!("\t{} left for a later run: {reason}", file.file_name));
+                ui.verbose(format_args!(
+                    "\t{} left for a later run: {reason}",
+                    file.file_name
+                ));
+            }
+            FileOutcome::SourceError { error } => {
+                totals.kept += 1;
+                totals.failed = true;
+                ui.error(format_args!(
+                    "{}: {error}; file kept in place",
+                    file.file_name
+                ));
             }
             FileOutcome::Failed { error, .. } => {
                 totals.kept += 1;
                 totals.failed = true;
-                ui.error(format_args!("{}: archiving failed, file kept in place: {error}", file.file_name));
+                ui.error(format_args!(
+                    "{}: archiving failed, file kept in place: {error}",
+                    file.file_name
+                ));
             }
         }
         if let Some(e) = &file.source_error {
             totals.failed = true;
-            ui.error(format_args!("{}: archived, but the queued file could not be removed or moved: {e}", file.file_name));
+            ui.error(format_args!(
+                "{}: archived, but the queued file could not be removed or moved: {e}",
+                file.file_name
+            ));
         }
     }
     if let Some(e) = &report.catalogue_error {
@@ -146,43 +209,205 @@ fn summarise(report: &BatchReport, totals: &mut Totals, server: &str, ui: &Ui) {
     }
 }
 
-/// Archives a batch with up to `jobs` files in flight, then commits it in name order.
-pub fn archive_batch(ctx: &ServerCtx<'_>, settings: &ArchiveSettings, batch: &Batch, queue: &mut QueueDir, hooks: &(dyn ArchiveHooks + Sync), jobs: usize, ui: &Ui) -> BatchReport {
-    let archiver = Archiver { store: &*ctx.store, settings, decryptor: None };
-    let files = &batch.files;
+/// Removes temp files left by a killed or crashed writer in the archive directories this batch
+/// writes to (a full scan of the archive is `rebuild-xlogdb`'s job).
+fn clean_dead_temp_files(ctx: &ServerCtx<'_>, batch: &Batch, ui: &Ui) {
+    let Some(root) = ctx.local_archive_dir() else {
+        return;
+    };
+    let mut dirs: Vec<String> = batch
+        .files
+        .iter()
+        .map(|c| c.name.hash_dir().unwrap_or_default())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let path = root.join(&dir);
+        match crate::fsutil::remove_dead_temp_files(&path) {
+            Ok(0) => {}
+            Ok(n) => ui.verbose(format_args!(
+                "removed {n} temporary file(s) left by an interrupted run in {}",
+                path.display()
+            )),
+            Err(e) => ui.warn(format_args!(
+                "cannot clean temporary files in {}: {e}",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// Where the reasons for files moved to errors/ are kept (errors/ itself holds only the files,
+/// as Barman's `check` counts every entry there).
+pub fn error_reasons_path(ctx: &ServerCtx<'_>) -> std::path::PathBuf {
+    ctx.cfg.backup_directory.join("meta").join("errors.jsonl")
+}
+
+/// Appends `{"file": …, "reason": …}` lines for the files this batch moved to errors/.
+fn record_error_reasons(ctx: &ServerCtx<'_>, report: &BatchReport, ui: &Ui) {
+    let lines: String = report
+        .files
+        .iter()
+        .filter_map(|f| {
+            Some(
+                serde_json::json!({ "file": f.error_file.as_ref()?, "reason": f.outcome.error()? })
+                    .to_string()
+                    + "\n",
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    let path = error_reasons_path(ctx);
+    let result = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?
+                .write_all(lines.as_bytes())
+        });
+    if let Err(e) = result {
+        ui.warn(format_args!(
+            "cannot record error reasons in {}: {e}",
+            path.display()
+        ));
+    }
+}
+
+/// Files archived between two commits: bounds what a killed run redoes and how long sources
+/// wait for release, while still grouping the catalogue fsync.
+const COMMIT_EVERY: usize = 64;
+
+/// Archives a batch with up to `jobs` files in flight, committing (catalogue, then source
+/// release) every [`COMMIT_EVERY`] files in name order.
+pub fn archive_batch(
+    ctx: &ServerCtx<'_>,
+    settings: &ArchiveSettings,
+    batch: &Batch,
+    queue: &mut QueueDir,
+    hooks: &(dyn ArchiveHooks + Sync),
+    jobs: usize,
+    ui: &Ui,
+) -> BatchReport {
+    let archiver = Archiver {
+        store: &*ctx.store,
+        settings,
+        decryptor: None,
+    };
+    let now = super::archive_wal::now();
+    let progress = (ui.interactive && batch.files.len() > 1).then(|| {
+        let bar = indicatif::ProgressBar::new(batch.files.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos}/{len} WAL files [{elapsed}] {wide_bar} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut report = BatchReport::default();
+    let chunks: Vec<&[Candidate]> = batch.files.chunks(COMMIT_EVERY).collect();
+    for (index, files) in chunks.iter().enumerate() {
+        let (outcomes, stop) =
+            archive_chunk(&archiver, files, queue, hooks, jobs, now, progress.as_ref());
+        let last = index + 1 == chunks.len() || stop.is_some();
+        // As Barman: a run stopped by a pre hook does not move unknown files either.
+        let unknown = if last && stop != Some(Stop::Hook) {
+            &batch.unknown[..]
+        } else {
+            &[][..]
+        };
+        let mut catalogue = ctx.catalogue.clone();
+        let part = commit_batch(
+            &outcomes,
+            unknown,
+            queue as &mut dyn Queue,
+            &mut catalogue,
+            now as i64,
+        );
+        report.files.extend(part.files);
+        report.catalogue_error = report.catalogue_error.or(part.catalogue_error);
+        let attempted: usize = chunks[..=index].iter().map(|c| c.len()).sum::<usize>()
+            - (files.len() - outcomes.len());
+        match stop {
+            Some(Stop::Hook) => report.stopped = Some(
+                "a pre-archive retry hook asked to stop (exit 63); the remaining files stay queued"
+                    .into(),
+            ),
+            Some(Stop::Failure) => {
+                report.stopped = Some(format!(
+                    "stopped after a storage failure; {} file(s) not attempted stay queued",
+                    batch.files.len() - attempted
+                ))
+            }
+            None if report.catalogue_error.is_some() => {
+                report.stopped = Some("stopped: the catalogue cannot be written".into())
+            }
+            None => {}
+        }
+        if report.stopped.is_some() {
+            break;
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    report
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Hook,
+    Failure,
+}
+
+/// Archives `files` with up to `jobs` in flight; outcomes in name order (files not attempted
+/// after a stop are left out).
+fn archive_chunk<S: walvault_core::storage::WalStore + Sync + ?Sized>(
+    archiver: &Archiver<'_, S>,
+    files: &[Candidate],
+    queue: &QueueDir,
+    hooks: &(dyn ArchiveHooks + Sync),
+    jobs: usize,
+    now: f64,
+    progress: Option<&indicatif::ProgressBar>,
+) -> (Vec<(Candidate, FileOutcome)>, Option<Stop>) {
     let results: Vec<Mutex<Option<FileOutcome>>> = files.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let hook_stop = AtomicBool::new(false);
-    let now = super::archive_wal::now();
-    let progress = (ui.interactive && files.len() > 1).then(|| {
-        let bar = indicatif::ProgressBar::new(files.len() as u64);
-        bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} WAL files [{elapsed}] {wide_bar} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
-        bar
-    });
-    let queue_ref: &QueueDir = queue;
     let work = || {
         loop {
             if stop.load(Ordering::SeqCst) {
                 return;
             }
             let i = next.fetch_add(1, Ordering::SeqCst);
-            let Some(candidate) = files.get(i) else { return };
+            let Some(candidate) = files.get(i) else {
+                return;
+            };
             if hooks.before(candidate) == HookVerdict::Stop {
                 hook_stop.store(true, Ordering::SeqCst);
                 stop.store(true, Ordering::SeqCst);
                 return;
             }
-            let outcome = archiver.archive_file(candidate, &*queue_ref.source(candidate), now);
+            let outcome = archiver.archive_file(candidate, &*queue.source(candidate), now);
             hooks.after(candidate, &outcome);
             if matches!(outcome, FileOutcome::Failed { .. }) {
                 stop.store(true, Ordering::SeqCst);
             }
-            if let Some(bar) = &progress {
+            if let Some(bar) = progress {
                 bar.inc(1);
                 bar.set_message(candidate.file_name.clone());
             }
-            *results[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
+            *results[i]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
         }
     };
     let jobs = jobs.clamp(1, files.len().max(1));
@@ -195,23 +420,21 @@ pub fn archive_batch(ctx: &ServerCtx<'_>, settings: &ArchiveSettings, batch: &Ba
             }
         });
     }
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-    let outcomes: Vec<(Candidate, FileOutcome)> = files
+    let outcomes = files
         .iter()
         .zip(results)
-        .filter_map(|(c, r)| r.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).map(|o| (c.clone(), o)))
+        .filter_map(|(c, r)| {
+            r.into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .map(|o| (c.clone(), o))
+        })
         .collect();
-    let hook_stopped = hook_stop.load(Ordering::SeqCst);
-    // As Barman: a run stopped by a pre hook does not move unknown files either.
-    let unknown = if hook_stopped { &[][..] } else { &batch.unknown[..] };
-    let mut catalogue = ctx.catalogue.clone();
-    let mut report = commit_batch(&outcomes, unknown, queue as &mut dyn Queue, &mut catalogue, now as i64);
-    if hook_stopped {
-        report.stopped = Some("a pre-archive retry hook asked to stop (exit 63); the remaining files stay queued".into());
-    } else if outcomes.len() < files.len() {
-        report.stopped = Some(format!("stopped after a failure; {} file(s) not attempted stay queued", files.len() - outcomes.len()));
-    }
-    report
+    let stopped = if hook_stop.load(Ordering::SeqCst) {
+        Some(Stop::Hook)
+    } else if stop.load(Ordering::SeqCst) {
+        Some(Stop::Failure)
+    } else {
+        None
+    };
+    (outcomes, stopped)
 }

@@ -28,16 +28,36 @@ struct Local {
 }
 
 fn waiting(dir: &Path, kind: QueueKind) -> usize {
-    list_queue(dir).map(|entries| select_batch(kind, entries, 0).total_candidates()).unwrap_or(0)
+    list_queue(dir)
+        .map(|entries| select_batch(kind, entries, 0).total_candidates())
+        .unwrap_or(0)
 }
 
 fn gather(ctx: &ServerCtx<'_>) -> Local {
     let (catalogue, catalogue_problem) = match ctx.catalogue.read() {
         Ok(Ok(entries)) => (entries, None),
-        Ok(Err(e)) => (Vec::new(), Some(format!("{e}: run 'walvault rebuild-xlogdb {}'", ctx.cfg.name))),
-        Err(e) => (Vec::new(), Some(format!("cannot read {}: {e}", ctx.catalogue.path().display()))),
+        Ok(Err(e)) => (
+            Vec::new(),
+            Some(format!(
+                "{e}: run 'walvault rebuild-xlogdb {}'",
+                ctx.cfg.name
+            )),
+        ),
+        Err(e) => (
+            Vec::new(),
+            Some(format!(
+                "cannot read {}: {e}",
+                ctx.catalogue.path().display()
+            )),
+        ),
     };
-    let error_names: Vec<String> = fs::read_dir(&ctx.cfg.errors).map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let error_names: Vec<String> = fs::read_dir(&ctx.cfg.errors)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     let temp_files = ctx.local_archive_dir().map_or(0, |root| {
         let mut n = 0;
         if let Ok(rd) = fs::read_dir(root) {
@@ -46,7 +66,13 @@ fn gather(ctx: &ServerCtx<'_>) -> Local {
                 if is_temp_name(&name) {
                     n += 1;
                 } else if entry.path().is_dir() {
-                    n += fs::read_dir(entry.path()).map(|d| d.filter_map(Result::ok).filter(|e| is_temp_name(&e.file_name().to_string_lossy())).count()).unwrap_or(0);
+                    n += fs::read_dir(entry.path())
+                        .map(|d| {
+                            d.filter_map(Result::ok)
+                                .filter(|e| is_temp_name(&e.file_name().to_string_lossy()))
+                                .count()
+                        })
+                        .unwrap_or(0);
                 }
             }
         }
@@ -57,7 +83,11 @@ fn gather(ctx: &ServerCtx<'_>) -> Local {
         catalogue_problem,
         errors: summarise_errors(&error_names),
         incoming_waiting: waiting(&ctx.cfg.incoming, QueueKind::Incoming),
-        streaming_waiting: if ctx.cfg.streaming_archiver { waiting(&ctx.cfg.streaming, QueueKind::Streaming) } else { 0 },
+        streaming_waiting: if ctx.cfg.streaming_archiver {
+            waiting(&ctx.cfg.streaming, QueueKind::Streaming)
+        } else {
+            0
+        },
         temp_files,
     }
 }
@@ -76,7 +106,10 @@ fn directory_check(name: &str, dir: &Path) -> CheckResult {
 }
 
 fn last_wal(catalogue: &[CatalogueEntry]) -> Option<&CatalogueEntry> {
-    catalogue.iter().filter(|e| e.wal_name().is_ok_and(|n| n.is_segment() || n.is_partial())).max_by(|a, b| a.name.cmp(&b.name))
+    catalogue
+        .iter()
+        .filter(|e| e.wal_name().is_ok_and(|n| n.is_segment() || n.is_partial()))
+        .max_by(|a, b| a.name.cmp(&b.name))
 }
 
 /// JSON form of a check run.
@@ -96,51 +129,100 @@ pub fn run_checks(ctx: &ServerCtx<'_>) -> CheckReport {
     let local = gather(ctx);
     let mut checks = Vec::new();
     if let Some(problem) = &local.catalogue_problem {
-        checks.push(CheckResult { name: "catalogue".into(), ok: false, hint: Some(problem.clone()) });
+        checks.push(CheckResult {
+            name: "catalogue".into(),
+            ok: false,
+            hint: Some(problem.clone()),
+        });
     }
-    checks.push(status::check_wal_archive(local.catalogue.len(), local.incoming_waiting + local.streaming_waiting));
+    checks.push(status::check_wal_archive(
+        local.catalogue.len(),
+        local.incoming_waiting + local.streaming_waiting,
+    ));
     if let Some(root) = ctx.local_archive_dir() {
         checks.push(directory_check("archive directory", root));
     }
     if cfg.archiver {
-        checks.push(directory_check("incoming WALs directory writable", &cfg.incoming));
-        checks.push(status::check_queue("incoming WALs directory", local.incoming_waiting, cfg.max_incoming_wals_queue));
+        checks.push(directory_check(
+            "incoming WALs directory writable",
+            &cfg.incoming,
+        ));
+        checks.push(status::check_queue(
+            "incoming WALs directory",
+            local.incoming_waiting,
+            cfg.max_incoming_wals_queue,
+        ));
     }
     if cfg.streaming_archiver {
-        checks.push(status::check_queue("streaming WALs directory", local.streaming_waiting, cfg.max_incoming_wals_queue));
+        checks.push(status::check_queue(
+            "streaming WALs directory",
+            local.streaming_waiting,
+            cfg.max_incoming_wals_queue,
+        ));
     }
     checks.push(directory_check("errors directory writable", &cfg.errors));
     checks.push(status::check_errors(&local.errors));
-    checks.push(status::check_last_wal_age(last_wal(&local.catalogue).map(|e| e.time), now(), cfg.last_wal_maximum_age));
+    checks.push(status::check_last_wal_age(
+        last_wal(&local.catalogue).map(|e| e.time),
+        now(),
+        cfg.last_wal_maximum_age,
+    ));
     checks.push(status::check_temp_files(local.temp_files));
     if let Some(conninfo) = &cfg.conninfo {
         match pg::connect(conninfo).and_then(|mut c| pg::facts(&mut c)) {
-            Err(e) => checks.push(CheckResult { name: "PostgreSQL".into(), ok: false, hint: Some(format!("{e:#}")) }),
+            Err(e) => checks.push(CheckResult {
+                name: "PostgreSQL".into(),
+                ok: false,
+                hint: Some(format!("{e:#}")),
+            }),
             Ok(facts) => checks.extend(pg_checks(ctx, &facts)),
         }
     }
-    CheckReport { server: cfg.name.clone(), ok: checks.iter().all(|c| c.ok), checks }
+    CheckReport {
+        server: cfg.name.clone(),
+        ok: checks.iter().all(|c| c.ok),
+        checks,
+    }
 }
 
 fn pg_checks(ctx: &ServerCtx<'_>, facts: &PgFacts) -> Vec<CheckResult> {
-    let mut checks = vec![CheckResult { name: "PostgreSQL".into(), ok: true, hint: Some(format!("version {}", facts.version_num)) }];
+    let mut checks = vec![CheckResult {
+        name: "PostgreSQL".into(),
+        ok: true,
+        hint: Some(format!("version {}", facts.version_num)),
+    }];
     checks.push(status::check_archive_mode(&facts.archive_mode));
-    let command = status::check_archive_command(Some(&facts.archive_command), Some(&facts.archive_library));
+    let command =
+        status::check_archive_command(Some(&facts.archive_command), Some(&facts.archive_library));
     let command_ok = command.ok;
     checks.push(command);
     if command_ok {
-        checks.push(status::check_continuous_archiving(&facts.archive_mode, &facts.archiver));
+        checks.push(status::check_continuous_archiving(
+            &facts.archive_mode,
+            &facts.archiver,
+        ));
     }
     if let Some(size) = ctx.cfg.wal_segment_size
         && size.bytes() != facts.wal_segment_size
     {
-        checks.push(CheckResult { name: "wal_segment_size".into(), ok: false, hint: Some(format!("PostgreSQL uses {} bytes, configured {}", facts.wal_segment_size, size.bytes())) });
+        checks.push(CheckResult {
+            name: "wal_segment_size".into(),
+            ok: false,
+            hint: Some(format!(
+                "PostgreSQL uses {} bytes, configured {}",
+                facts.wal_segment_size,
+                size.bytes()
+            )),
+        });
     }
     if let Some(expected) = ctx.cfg.system_identifier {
         checks.push(CheckResult {
             name: "system identifier".into(),
             ok: expected == facts.system_identifier,
-            hint: Some(format!("PostgreSQL {}, configured {expected}", facts.system_identifier)),
+            hint: Some(format!(
+                "PostgreSQL {}, configured {expected}",
+                facts.system_identifier
+            )),
         });
     }
     checks
@@ -151,7 +233,15 @@ pub fn check(ctxs: &[ServerCtx<'_>], format: Format, nagios: bool) -> anyhow::Re
     let reports: Vec<CheckReport> = ctxs.iter().map(run_checks).collect();
     let all_ok = reports.iter().all(|r| r.ok);
     if nagios {
-        let failed: Vec<String> = reports.iter().flat_map(|r| r.checks.iter().filter(|c| !c.ok).map(move |c| format!("{}: {}", r.server, c.name))).collect();
+        let failed: Vec<String> = reports
+            .iter()
+            .flat_map(|r| {
+                r.checks
+                    .iter()
+                    .filter(|c| !c.ok)
+                    .map(move |c| format!("{}: {}", r.server, c.name))
+            })
+            .collect();
         if failed.is_empty() {
             println!("WALVAULT OK - {} server(s) checked", reports.len());
             return Ok(0);
@@ -242,8 +332,15 @@ pub fn status(ctxs: &[ServerCtx<'_>], format: Format) -> anyhow::Result<u8> {
                     println!("\tDescription: {d}");
                 }
                 println!("\tArchive: {}", r.archive);
-                println!("\tCompression: {}", r.compression.as_deref().unwrap_or("none"));
-                println!("\tArchived WAL files: {} ({})", r.catalogue_entries, human_bytes(r.stored_bytes));
+                println!(
+                    "\tCompression: {}",
+                    r.compression.as_deref().unwrap_or("none")
+                );
+                println!(
+                    "\tArchived WAL files: {} ({})",
+                    r.catalogue_entries,
+                    human_bytes(r.stored_bytes)
+                );
                 match (&r.last_archived_wal, &r.last_archived_time) {
                     (Some(w), Some(t)) => println!("\tLast archived WAL: {w}, at {t}"),
                     _ => println!("\tLast archived WAL: No WAL segment shipped yet"),
@@ -252,14 +349,29 @@ pub fn status(ctxs: &[ServerCtx<'_>], format: Format) -> anyhow::Result<u8> {
                 if r.streaming_waiting > 0 {
                     println!("\tWaiting in streaming: {}", r.streaming_waiting);
                 }
-                println!("\tErrors: {}", if r.errors.total() == 0 { "none".to_owned() } else { r.errors.hint() });
+                println!(
+                    "\tErrors: {}",
+                    if r.errors.total() == 0 {
+                        "none".to_owned()
+                    } else {
+                        r.errors.hint()
+                    }
+                );
                 match (&r.postgresql, &r.postgresql_error) {
                     (Some(pg), _) => {
-                        println!("\tPostgreSQL 'archive_command' setting: {}", pg.archive_command);
-                        let failures = match (&pg.archiver.last_failed_wal, pg.archiver.last_failed_time) {
-                            (Some(w), Some(t)) => format!("{} ({w} at {})", pg.archiver.failed_count, utc_iso8601(t as i64)),
-                            _ => pg.archiver.failed_count.to_string(),
-                        };
+                        println!(
+                            "\tPostgreSQL 'archive_command' setting: {}",
+                            pg.archive_command
+                        );
+                        let failures =
+                            match (&pg.archiver.last_failed_wal, pg.archiver.last_failed_time) {
+                                (Some(w), Some(t)) => format!(
+                                    "{} ({w} at {})",
+                                    pg.archiver.failed_count,
+                                    utc_iso8601(t as i64)
+                                ),
+                                _ => pg.archiver.failed_count.to_string(),
+                            };
                         println!("\tFailures of WAL archiver: {failures}");
                         if let Some(rate) = pg.archiver.archived_per_hour(now()) {
                             println!("\tServer WAL archiving rate: {rate:.2}/hour");

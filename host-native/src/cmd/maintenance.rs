@@ -35,8 +35,13 @@ struct RebuildCounts {
 /// `rebuild-xlogdb`: the catalogue from the archive directory. Keeps `.partial` files and
 /// refuses files in the wrong hash directory (Barman drops the former and accepts the latter).
 pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
-    let Some(root) = ctx.local_archive_dir() else { bail!("rebuild-xlogdb of an object-storage archive is not supported by this build yet") };
-    ui.info(format_args!("Rebuilding xlogdb for server {}", ctx.cfg.name));
+    let Some(root) = ctx.local_archive_dir() else {
+        bail!("rebuild-xlogdb of an object-storage archive is not supported by this build yet")
+    };
+    ui.info(format_args!(
+        "Rebuilding xlogdb for server {}",
+        ctx.cfg.name
+    ));
     let catalogue_name = catalogue_file_name(&ctx.cfg.name);
     let counts = ctx.catalogue.rewrite_with(|| {
         let mut counts = RebuildCounts::default();
@@ -92,20 +97,38 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
         "Done rebuilding xlogdb for server {} (history: {}, backup_labels: {}, wal_file: {}, partial: {})",
         ctx.cfg.name, counts.history, counts.backup_labels, counts.wal, counts.partial
     ));
-    Ok(if counts.misplaced + counts.unexpected > 0 { 1 } else { 0 })
+    Ok(if counts.misplaced + counts.unexpected > 0 {
+        1
+    } else {
+        0
+    })
 }
 
 /// `delete-wals --before NAME`: removes older archived files one by one, with the WAL delete
 /// hooks, then removes hash directories that became empty (never a directory with files in
 /// it, unlike Barman's ≥256-entry rmtree).
-pub fn delete_wals(ctx: &ServerCtx<'_>, before: &str, dry_run: bool, ui: &Ui) -> anyhow::Result<u8> {
-    let keep_from: WalFileName = before.parse().with_context(|| format!("--before {before:?} is not a WAL segment name"))?;
+pub fn delete_wals(
+    ctx: &ServerCtx<'_>,
+    before: &str,
+    dry_run: bool,
+    ui: &Ui,
+) -> anyhow::Result<u8> {
+    let keep_from: WalFileName = before
+        .parse()
+        .with_context(|| format!("--before {before:?} is not a WAL segment name"))?;
     if !keep_from.is_segment() {
         bail!("--before needs a WAL segment name, got {before}");
     }
     let runner = HookRunner::new(ctx.cfg, ctx.config_path, ui);
-    let listing = ctx.store.list(ctx.layout.area_prefix()).context("listing the archive")?;
-    let doomed: Vec<_> = listing.iter().filter_map(|m| ctx.layout.parse_key(m).ok()).filter(|s| deleted_before(&s.name, &keep_from)).collect();
+    let listing = ctx
+        .store
+        .list(ctx.layout.area_prefix())
+        .context("listing the archive")?;
+    let doomed: Vec<_> = listing
+        .iter()
+        .filter_map(|m| ctx.layout.parse_key(m).ok())
+        .filter(|s| deleted_before(&s.name, &keep_from))
+        .collect();
     if dry_run {
         for s in &doomed {
             ui.info(format_args!("would delete {}{}", ctx.archive_root(), s.key));
@@ -116,14 +139,32 @@ pub fn delete_wals(ctx: &ServerCtx<'_>, before: &str, dry_run: bool, ui: &Ui) ->
     let mut failures = 0;
     ctx.catalogue.rewrite_with(|| {
         for stored in &doomed {
-            let env = HookEnv { segment: stored.name.to_string(), file: format!("{}{}", ctx.archive_root(), stored.key), size: stored.size, ..HookEnv::default() };
+            let env = HookEnv {
+                segment: stored.name.to_string(),
+                file: format!("{}{}", ctx.archive_root(), stored.key),
+                size: stored.size,
+                ..HookEnv::default()
+            };
             if runner.pre(HookKind::WalDelete, &env) == walvault_core::archive::HookVerdict::Stop {
-                ui.warn(format_args!("a pre WAL delete hook asked to stop; {} and later files kept", stored.name));
+                ui.warn(format_args!(
+                    "a pre WAL delete hook asked to stop; {} and later files kept",
+                    stored.name
+                ));
                 break;
             }
             let result = ctx.store.delete(&stored.key);
-            let error = result.as_ref().err().map(ToString::to_string).unwrap_or_default();
-            runner.post(HookKind::WalDelete, &HookEnv { error: error.clone(), ..env });
+            let error = result
+                .as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            runner.post(
+                HookKind::WalDelete,
+                &HookEnv {
+                    error: error.clone(),
+                    ..env
+                },
+            );
             match result {
                 Ok(()) => {
                     ui.verbose(format_args!("deleted {}", stored.key));
@@ -131,15 +172,27 @@ pub fn delete_wals(ctx: &ServerCtx<'_>, before: &str, dry_run: bool, ui: &Ui) ->
                 }
                 Err(e) => {
                     failures += 1;
-                    ui.warn(format_args!("Ignoring deletion of WAL file {}: {e}", stored.key));
+                    ui.warn(format_args!(
+                        "Ignoring deletion of WAL file {}: {e}",
+                        stored.key
+                    ));
                 }
             }
         }
         let current = ctx.catalogue.read()?.map_err(std::io::Error::other)?;
-        Ok((current.into_iter().filter(|e| !deleted.contains(&e.name)).collect(), ()))
+        Ok((
+            current
+                .into_iter()
+                .filter(|e| !deleted.contains(&e.name))
+                .collect(),
+            (),
+        ))
     })?;
     if let Some(root) = ctx.local_archive_dir() {
-        let mut dirs: Vec<_> = doomed.iter().filter_map(|s| s.key.rsplit_once('/').map(|(d, _)| d.to_owned())).collect();
+        let mut dirs: Vec<_> = doomed
+            .iter()
+            .filter_map(|s| s.key.rsplit_once('/').map(|(d, _)| d.to_owned()))
+            .collect();
         dirs.sort();
         dirs.dedup();
         for dir in dirs {
@@ -149,6 +202,10 @@ pub fn delete_wals(ctx: &ServerCtx<'_>, before: &str, dry_run: bool, ui: &Ui) ->
             }
         }
     }
-    ui.info(format_args!("deleted {} file(s) before {keep_from} from server {}", deleted.len(), ctx.cfg.name));
+    ui.info(format_args!(
+        "deleted {} file(s) before {keep_from} from server {}",
+        deleted.len(),
+        ctx.cfg.name
+    ));
     Ok(if failures > 0 { 1 } else { 0 })
 }

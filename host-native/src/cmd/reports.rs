@@ -13,7 +13,17 @@ use crate::server::ServerCtx;
 
 /// `list-wals`: the catalogue, one line per archived file.
 pub fn list_wals(ctx: &ServerCtx<'_>, format: Format) -> anyhow::Result<u8> {
-    let entries = ctx.catalogue.read().context("reading the catalogue")?.with_context(|| format!("{} is damaged: run 'walvault rebuild-xlogdb {}'", ctx.catalogue.path().display(), ctx.cfg.name))?;
+    let entries = ctx
+        .catalogue
+        .read()
+        .context("reading the catalogue")?
+        .with_context(|| {
+            format!(
+                "{} is damaged: run 'walvault rebuild-xlogdb {}'",
+                ctx.catalogue.path().display(),
+                ctx.cfg.name
+            )
+        })?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
         Format::Text => {
@@ -49,13 +59,21 @@ pub struct ErrorEntry {
     pub size: u64,
     /// For duplicates: whether the archive still holds a copy under that name.
     pub archived_copy: Option<String>,
+    /// The exact reason recorded when the file was moved.
+    pub recorded_reason: Option<String>,
 }
 
 fn explain(kind: &str) -> &'static str {
     match kind {
-        k if k == ErrorKind::Duplicate.suffix() => "a WAL with this name is already archived with different content; the archived copy was kept (compare them; a second cluster may archive to this server)",
-        k if k == ErrorKind::Unknown.suffix() => "not a WAL file name, or not a regular file; it does not belong in the queue",
-        k if k == ErrorKind::Invalid.suffix() => "a WAL name whose content is wrong (empty, wrong size, corrupt compression, or a page header that does not match the name); the log of the run that moved it says which",
+        k if k == ErrorKind::Duplicate.suffix() => {
+            "a WAL with this name is already archived with different content; the archived copy was kept (compare them; a second cluster may archive to this server)"
+        }
+        k if k == ErrorKind::Unknown.suffix() => {
+            "not a WAL file name, or not a regular file; it does not belong in the queue"
+        }
+        k if k == ErrorKind::Invalid.suffix() => {
+            "a WAL name whose content is wrong (empty, wrong size, corrupt compression, or a page header that does not match the name); the log of the run that moved it says which"
+        }
         "error" => "left by another tool; not relevant to archiving",
         _ => "unrecognised entry",
     }
@@ -78,25 +96,53 @@ pub fn show_errors(ctx: &ServerCtx<'_>, format: Format) -> anyhow::Result<u8> {
             .then(|| parsed.original.parse().ok())
             .flatten()
             .and_then(|name| ctx.layout.find_in(&*ctx.store, &name).ok())
-            .and_then(|found| found.first().map(|s| format!("{}{}", ctx.archive_root(), s.key)));
+            .and_then(|found| {
+                found
+                    .first()
+                    .map(|s| format!("{}{}", ctx.archive_root(), s.key))
+            });
         entries.push(ErrorEntry {
             reason: explain(&parsed.suffix).to_owned(),
             kind: parsed.suffix,
             original: parsed.original,
-            moved_at: parsed.stamp.or_else(|| Some(walvault_core::time::utc_stamp(mtime_of(&meta) as i64))),
+            moved_at: parsed
+                .stamp
+                .or_else(|| Some(walvault_core::time::utc_stamp(mtime_of(&meta) as i64))),
             size: meta.len(),
             archived_copy,
+            recorded_reason: None,
             file,
         });
     }
     entries.sort_by(|a, b| a.file.cmp(&b.file));
+    // The reason recorded by the run that moved the file, when there is one.
+    if let Ok(text) = fs::read_to_string(super::archive_wal::error_reasons_path(ctx)) {
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let (Some(file), Some(reason)) = (v["file"].as_str(), v["reason"].as_str())
+                && let Some(e) = entries.iter_mut().find(|e| e.file == file)
+            {
+                e.recorded_reason = Some(reason.to_owned());
+            }
+        }
+    }
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
-        Format::Text if entries.is_empty() => println!("errors/ of server '{}' is empty", ctx.cfg.name),
+        Format::Text if entries.is_empty() => {
+            println!("errors/ of server '{}' is empty", ctx.cfg.name)
+        }
         Format::Text => {
             for e in &entries {
-                println!("{} ({}, {} bytes, moved {})", e.file, e.kind, e.size, e.moved_at.as_deref().unwrap_or("?"));
-                println!("\t{}", e.reason);
+                println!(
+                    "{} ({}, {} bytes, moved {})",
+                    e.file,
+                    e.kind,
+                    e.size,
+                    e.moved_at.as_deref().unwrap_or("?")
+                );
+                println!("\t{}", e.recorded_reason.as_deref().unwrap_or(&e.reason));
                 if let Some(copy) = &e.archived_copy {
                     println!("\tarchived copy: {copy}");
                 }

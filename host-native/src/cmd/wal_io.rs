@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use walvault_core::archive::{ArchiveHooks, ArchiveSettings, Archiver, CatalogueSink, FileOutcome, HookVerdict};
+use walvault_core::archive::{
+    ArchiveHooks, ArchiveSettings, Archiver, CatalogueSink, FileOutcome, HookVerdict,
+};
 use walvault_core::compression::{DecodeLimits, Decoder};
 use walvault_core::queue::Candidate;
 use walvault_core::restore::{RestoreError, restore};
@@ -27,40 +29,67 @@ pub const EXIT_ARCHIVE_UNREADABLE: u8 = 255;
 /// `put-wal SERVER PATH`: archives one file durably. PostgreSQL's contract: 0 only when the
 /// WAL is safely archived (or was already, identically); never overwrites; never above 125.
 pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> {
-    let file_name = path.file_name().and_then(|n| n.to_str()).with_context(|| format!("{}: no file name", path.display()))?;
-    let name: WalFileName = file_name.parse().with_context(|| format!("{}: not a WAL file name", path.display()))?;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{}: no file name", path.display()))?;
+    let name: WalFileName = file_name
+        .parse()
+        .with_context(|| format!("{}: not a WAL file name", path.display()))?;
     let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }
     ctx.ensure_dirs()?;
-    let settings = ArchiveSettings { settle_seconds: 0.0, ..archive_settings(ctx, ctx.segment_size(&[path.to_owned()])) };
-    let candidate = Candidate { name, file_name: file_name.to_owned(), size: meta.len(), mtime: mtime_of(&meta) };
+    let settings = ArchiveSettings {
+        settle_seconds: 0.0,
+        ..archive_settings(ctx, ctx.segment_size(&[path.to_owned()]))
+    };
+    let candidate = Candidate {
+        name,
+        file_name: file_name.to_owned(),
+        size: meta.len(),
+        mtime: mtime_of(&meta),
+    };
     let hooks = ArchiveHookAdapter {
         runner: HookRunner::new(ctx.cfg, ctx.config_path, ui),
         source_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         archive_root: ctx.archive_root(),
     };
     if hooks.before(&candidate) == HookVerdict::Stop {
-        ui.error(format_args!("{file_name}: a pre-archive retry hook asked to stop; not archived"));
+        ui.error(format_args!(
+            "{file_name}: a pre-archive retry hook asked to stop; not archived"
+        ));
         return Ok(1);
     }
-    let archiver = Archiver { store: &*ctx.store, settings: &settings, decryptor: None };
+    let archiver = Archiver {
+        store: &*ctx.store,
+        settings: &settings,
+        decryptor: None,
+    };
     let mut outcome = archiver.archive_file(&candidate, &FileSource::new(path), now());
     if let FileOutcome::Archived { entry, .. } = &outcome {
         let mut catalogue = ctx.catalogue.clone();
         if let Err(e) = catalogue.append(std::slice::from_ref(entry)) {
-            outcome = FileOutcome::Failed { error: format!("archived, but the catalogue could not be written: {e}"), retryable: true };
+            outcome = FileOutcome::Failed {
+                error: format!("archived, but the catalogue could not be written: {e}"),
+                retryable: true,
+            };
         }
     }
     hooks.after(&candidate, &outcome);
     Ok(match outcome {
         FileOutcome::Archived { key, .. } => {
-            ui.verbose(format_args!("{file_name} archived as {}{key}", ctx.archive_root()));
+            ui.verbose(format_args!(
+                "{file_name} archived as {}{key}",
+                ctx.archive_root()
+            ));
             0
         }
-        FileOutcome::IdenticalDuplicate { key } => {
-            ui.verbose(format_args!("{file_name} was already archived with identical content ({key})"));
+        FileOutcome::IdenticalDuplicate { key, .. } => {
+            ui.verbose(format_args!(
+                "{file_name} was already archived with identical content ({key})"
+            ));
             0
         }
         FileOutcome::DifferentDuplicate { key, reason } => {
@@ -72,11 +101,13 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
             ));
             1
         }
-        FileOutcome::Invalid { reason } | FileOutcome::Unknown { reason } | FileOutcome::Deferred { reason } => {
+        FileOutcome::Invalid { reason }
+        | FileOutcome::Unknown { reason }
+        | FileOutcome::Deferred { reason } => {
             ui.error(format_args!("{file_name} not archived: {reason}"));
             1
         }
-        FileOutcome::Failed { error, .. } => {
+        FileOutcome::Failed { error, .. } | FileOutcome::SourceError { error } => {
             ui.error(format_args!("{file_name} not archived: {error}"));
             1
         }
@@ -127,15 +158,34 @@ enum Served {
 }
 
 /// Decompresses a queued file (incoming/ or streaming/) into `sink`.
-fn serve_queue_file(name: WalFileName, path: &Path, segment_size: SegmentSize, sink: &mut dyn Write) -> Result<Option<u64>, RestoreError> {
-    let damaged = |problem: String| RestoreError::Damaged { name, key: path.display().to_string(), problem };
+fn serve_queue_file(
+    name: WalFileName,
+    path: &Path,
+    segment_size: SegmentSize,
+    sink: &mut dyn Write,
+) -> Result<Option<u64>, RestoreError> {
+    let damaged = |problem: String| RestoreError::Damaged {
+        name,
+        key: path.display().to_string(),
+        problem,
+    };
     let file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(RestoreError::Storage(StorageError::from_io(walvault_core::storage::Op::Get, &path.display().to_string(), &e))),
+        Err(e) => {
+            return Err(RestoreError::Storage(StorageError::from_io(
+                walvault_core::storage::Op::Get,
+                &path.display().to_string(),
+                &e,
+            )));
+        }
     };
-    let limits = DecodeLimits { max_output: segment_size.bytes().max(16 << 20), ..DecodeLimits::default() };
-    let mut decoder = Decoder::auto(io::BufReader::new(file), limits).map_err(|e| damaged(e.to_string()))?;
+    let limits = DecodeLimits {
+        max_output: segment_size.bytes().max(16 << 20),
+        ..DecodeLimits::default()
+    };
+    let mut decoder =
+        Decoder::auto(io::BufReader::new(file), limits).map_err(|e| damaged(e.to_string()))?;
     let mut buf = vec![0u8; 256 << 10];
     let mut total = 0u64;
     loop {
@@ -149,40 +199,70 @@ fn serve_queue_file(name: WalFileName, path: &Path, segment_size: SegmentSize, s
         total += n as u64;
     }
     if name.is_segment() && total != segment_size.bytes() {
-        return Err(damaged(format!("{total} bytes, expected {}", segment_size.bytes())));
+        return Err(damaged(format!(
+            "{total} bytes, expected {}",
+            segment_size.bytes()
+        )));
     }
     Ok(Some(total))
 }
 
 /// `get-wal SERVER WAL DEST [--partial]`: writes the WAL, decompressed, atomically to DEST.
-pub fn get_wal(ctx: &ServerCtx<'_>, wal: &str, dest: &Path, partial: bool, ui: &Ui) -> anyhow::Result<u8> {
+pub fn get_wal(
+    ctx: &ServerCtx<'_>,
+    wal: &str,
+    dest: &Path,
+    partial: bool,
+    ui: &Ui,
+) -> anyhow::Result<u8> {
     let Ok(name) = wal.parse::<WalFileName>() else {
         ui.error(format_args!("'{wal}' is not a valid WAL file name"));
         return Ok(2);
     };
     let segment_size = ctx.segment_size(&[]);
-    let dest_dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dest_dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     // Candidates in Barman's order: the archive, then files not archived yet, then (with
     // --partial) partial segments, then the archive once more in case the archiver moved the
     // file meanwhile.
     let mut attempts: Vec<Attempt<'_>> = Vec::new();
     let from_archive = move |allow_partial: bool| {
-        move |sink: &mut dyn Write| match with_retries(|| restore(&*ctx.store, &ctx.layout, &name, allow_partial, segment_size, &mut *sink)) {
+        move |sink: &mut dyn Write| match with_retries(|| {
+            restore(
+                &*ctx.store,
+                &ctx.layout,
+                &name,
+                allow_partial,
+                segment_size,
+                &mut *sink,
+            )
+        }) {
             Ok(r) => Ok(Served::Done(format!("{}{}", ctx.archive_root(), r.key))),
             Err(RestoreError::NotFound(_)) => Ok(Served::Missing),
             Err(e) => Err(e),
         }
     };
     let from_queue = move |path: PathBuf| {
-        let served_name = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).unwrap_or(name);
-        move |sink: &mut dyn Write| match serve_queue_file(served_name, &path, segment_size, sink)? {
+        let served_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(name);
+        move |sink: &mut dyn Write| match serve_queue_file(served_name, &path, segment_size, sink)?
+        {
             Some(_) => Ok(Served::Done(path.display().to_string())),
             None => Ok(Served::Missing),
         }
     };
     attempts.push(Box::new(from_archive(false)));
-    attempts.push(Box::new(from_queue(ctx.cfg.incoming.join(name.to_string()))));
-    attempts.push(Box::new(from_queue(ctx.cfg.streaming.join(name.to_string()))));
+    attempts.push(Box::new(from_queue(
+        ctx.cfg.incoming.join(name.to_string()),
+    )));
+    attempts.push(Box::new(from_queue(
+        ctx.cfg.streaming.join(name.to_string()),
+    )));
     if partial && let Some(segment) = name.segment().filter(|_| name.is_segment()) {
         let partial_name = WalFileName::Partial(segment).to_string();
         attempts.push(Box::new(from_queue(ctx.cfg.streaming.join(&partial_name))));
@@ -192,8 +272,12 @@ pub fn get_wal(ctx: &ServerCtx<'_>, wal: &str, dest: &Path, partial: bool, ui: &
     attempts.push(Box::new(from_archive(false)));
 
     for attempt in &attempts {
-        let (temp, file) = TempFile::create(&dest_dir.join(wal)).with_context(|| format!("cannot write in {}", dest_dir.display()))?;
-        let mut sink = Capture { inner: io::BufWriter::with_capacity(1 << 20, file), head: Vec::new() };
+        let (temp, file) = TempFile::create(&dest_dir.join(wal))
+            .with_context(|| format!("cannot write in {}", dest_dir.display()))?;
+        let mut sink = Capture {
+            inner: io::BufWriter::with_capacity(1 << 20, file),
+            head: Vec::new(),
+        };
         match attempt(&mut sink) {
             Ok(Served::Missing) => continue,
             Ok(Served::Done(from)) => {
@@ -202,21 +286,34 @@ pub fn get_wal(ctx: &ServerCtx<'_>, wal: &str, dest: &Path, partial: bool, ui: &
                     && let WalFileName::Segment(segment) = name
                     && let Err(e) = check_segment_header(segment, segment_size, &sink.head)
                 {
-                    ui.error(format_args!("{from} does not hold {name}: {e}; recovery must not use it"));
+                    ui.error(format_args!(
+                        "{from} does not hold {name}: {e}; recovery must not use it"
+                    ));
                     return Ok(EXIT_ARCHIVE_UNREADABLE);
                 }
                 drop(sink);
-                temp.publish(dest, false).with_context(|| format!("cannot move the restored file to {}", dest.display()))?;
-                ui.verbose(format_args!("{name} restored from {from} to {}", dest.display()));
+                temp.publish(dest, false).with_context(|| {
+                    format!("cannot move the restored file to {}", dest.display())
+                })?;
+                ui.verbose(format_args!(
+                    "{name} restored from {from} to {}",
+                    dest.display()
+                ));
                 return Ok(0);
             }
             Err(RestoreError::Write(e)) => bail!("restoring {name} to {}: {e}", dest.display()),
             Err(e) => {
-                ui.error(format_args!("cannot restore {name} for server '{}': {e}", ctx.cfg.name));
+                ui.error(format_args!(
+                    "cannot restore {name} for server '{}': {e}",
+                    ctx.cfg.name
+                ));
                 return Ok(EXIT_ARCHIVE_UNREADABLE);
             }
         }
     }
-    ui.verbose(format_args!("WAL file '{name}' not found in server '{}'", ctx.cfg.name));
+    ui.verbose(format_args!(
+        "WAL file '{name}' not found in server '{}'",
+        ctx.cfg.name
+    ));
     Ok(1)
 }

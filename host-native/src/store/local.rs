@@ -5,7 +5,9 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use walvault_core::storage::{ObjectMeta, Op, Payload, PutMode, StorageError, WalStore, run_payload, validate_key};
+use walvault_core::storage::{
+    ObjectMeta, Op, Payload, PutMode, StorageError, WalStore, run_payload, validate_key,
+};
 
 use crate::fsutil::{self, TempFile};
 
@@ -28,7 +30,13 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
-    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<ObjectMeta>, prefix: &str) -> io::Result<()> {
+    fn walk(
+        &self,
+        dir: &Path,
+        rel: &str,
+        out: &mut Vec<ObjectMeta>,
+        prefix: &str,
+    ) -> io::Result<()> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -36,12 +44,21 @@ impl LocalStore {
         };
         for entry in entries {
             let entry = entry?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-            let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             let file_type = entry.file_type()?;
             if file_type.is_dir() {
                 // Descend only where the prefix can still match.
-                if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) || prefix.is_empty() {
+                if prefix.starts_with(&format!("{key}/"))
+                    || key.starts_with(prefix)
+                    || prefix.is_empty()
+                {
                     self.walk(&entry.path(), &key, out, prefix)?;
                 }
             } else if key.starts_with(prefix) {
@@ -58,27 +75,44 @@ impl WalStore for LocalStore {
         let path = self.path_of(key)?;
         let meta = fs::metadata(&path).map_err(|e| StorageError::from_io(Op::Head, key, &e))?;
         if !meta.is_file() {
-            return Err(StorageError::NotFound { key: key.to_owned() });
+            return Err(StorageError::NotFound {
+                key: key.to_owned(),
+            });
         }
-        Ok(ObjectMeta { key: key.to_owned(), size: meta.len() })
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: meta.len(),
+        })
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
         let path = self.path_of(key)?;
         let file = File::open(&path).map_err(|e| StorageError::from_io(Op::Get, key, &e))?;
         if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(StorageError::NotFound { key: key.to_owned() });
+            return Err(StorageError::NotFound {
+                key: key.to_owned(),
+            });
         }
         Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
     }
 
-    fn put(&self, key: &str, mode: PutMode, payload: &mut dyn Payload) -> Result<ObjectMeta, StorageError> {
+    fn put(
+        &self,
+        key: &str,
+        mode: PutMode,
+        payload: &mut dyn Payload,
+    ) -> Result<ObjectMeta, StorageError> {
         let path = self.path_of(key)?;
         let io_err = |e: io::Error| StorageError::from_io(Op::Put, key, &e);
-        let dir = path.parent().ok_or_else(|| StorageError::InvalidKey { key: key.to_owned(), reason: "no parent directory" })?;
+        let dir = path.parent().ok_or_else(|| StorageError::InvalidKey {
+            key: key.to_owned(),
+            reason: "no parent directory",
+        })?;
         fsutil::create_dir_durable(dir).map_err(io_err)?;
         if mode == PutMode::Create && path.exists() {
-            return Err(StorageError::AlreadyExists { key: key.to_owned() });
+            return Err(StorageError::AlreadyExists {
+                key: key.to_owned(),
+            });
         }
         let (temp, file) = TempFile::create(&path).map_err(io_err)?;
         let mut writer = io::BufWriter::with_capacity(1 << 20, file);
@@ -86,8 +120,12 @@ impl WalStore for LocalStore {
         let file = writer.into_inner().map_err(|e| io_err(e.into_error()))?;
         file.sync_all().map_err(io_err)?;
         drop(file);
-        temp.publish(&path, mode == PutMode::Create).map_err(io_err)?;
-        Ok(ObjectMeta { key: key.to_owned(), size })
+        temp.publish(&path, mode == PutMode::Create)
+            .map_err(io_err)?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size,
+        })
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
@@ -97,7 +135,8 @@ impl WalStore for LocalStore {
             Some((dir, _)) if validate_key(dir).is_ok() => (self.root.join(dir), dir),
             _ => (self.root.clone(), ""),
         };
-        self.walk(&start, rel, &mut out, prefix).map_err(|e| StorageError::from_io(Op::List, prefix, &e))?;
+        self.walk(&start, rel, &mut out, prefix)
+            .map_err(|e| StorageError::from_io(Op::List, prefix, &e))?;
         out.retain(|m| !fsutil::is_temp_name(m.key.rsplit('/').next().unwrap_or(&m.key)));
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -129,7 +168,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalStore::new(dir.path());
         fs::create_dir(dir.path().join("0000000100000000")).expect("mkdir");
-        fs::write(dir.path().join("0000000100000000/.000000010000000000000001.1.1.tmp"), b"x").expect("write");
+        fs::write(
+            dir.path()
+                .join("0000000100000000/.000000010000000000000001.1.1.tmp"),
+            b"x",
+        )
+        .expect("write");
         assert!(store.list("").expect("list").is_empty());
     }
 }
