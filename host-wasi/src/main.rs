@@ -3,6 +3,13 @@
 //! work; until then this binary only checks that the core links into it.
 
 fn main() {
-    let codecs: Vec<&str> = walvault_core::compression::Codec::ALL.iter().map(|c| c.name()).collect();
-    println!("walvault-wasi {} (core codecs: {})", env!("CARGO_PKG_VERSION"), codecs.join(", "));
+    let codecs: Vec<&str> = walvault_core::compression::Codec::ALL
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    println!(
+        "walvault-wasi {} (core codecs: {})",
+        env!("CARGO_PKG_VERSION"),
+        codecs.join(", ")
+    );
 }
