@@ -7,10 +7,12 @@
 #    stream per file, single-threaded; speed = raw MB (10^6 bytes) per CPU second;
 # 3. runs the C tools on the same files at the same levels, one process per file
 #    (`tool -N -c file > /dev/shm/...`, then `tool -d -c`), timed with /usr/bin/time over the
-#    whole per-file loop: speed = raw MB per CPU second (user + sys, so it includes process
-#    start-up and the tools' own file I/O, ~1 ms per file). xz runs with -T1 (single
+#    whole per-file loop, fastest of >= 2 loops like ours: speed = raw MB per CPU second
+#    (user + sys, so it includes process start-up and the tools' own file I/O, ~1 ms per
+#    file; files are in the page cache, outputs in /dev/shm). xz runs with -T1 (single
 #    thread, one block, like ours). Snappy is python-snappy's framed stream
-#    (`snappy.stream_compress`), timed in-process with time.process_time();
+#    (`snappy.stream_compress`), timed in-process with time.process_time() (its RSS
+#    holds the whole corpus, so it is not comparable);
 # 4. peak RSS: `walvault-bench mem` streams one segment file→encoder→file→decoder; the C
 #    figure is the largest max-RSS of the per-file tool processes (GNU time %M);
 # 5. prints one table and writes it to $OUT/table.md.
@@ -65,6 +67,22 @@ done
 # cpu_of FILE: user+sys seconds and max RSS (KiB) written by /usr/bin/time -f '%U %S %M'.
 cpu_of() { awk '{printf "%.3f %d\n", $1 + $2, $3}' "$1"; }
 
+# best_of OUT CMD...: runs CMD under GNU time like walvault-bench runs its passes (again
+# until 2 CPU seconds were spent, and twice unless a run took 20 s) and keeps the fastest
+# run's line in OUT.
+best_of() {
+  local out=$1; shift
+  local spent=0 reps=0 t
+  : > "$out"
+  while (( reps == 0 )) || awk -v s="$spent" -v r="$reps" 'BEGIN{exit !(s < 2 || (r < 2 && s < 20))}'; do
+    /usr/bin/time -f '%U %S %M' -o "$SCRATCH/run" "$@"
+    t=$(awk '{print $1 + $2}' "$SCRATCH/run")
+    spent=$(awk -v a="$spent" -v b="$t" 'BEGIN{print a + b}')
+    if [[ ! -s $out ]] || awk -v a="$t" '{exit !(a < $1 + $2)}' "$out"; then cp "$SCRATCH/run" "$out"; fi
+    reps=$((reps + 1))
+  done
+}
+
 log "C tools"
 echo -e "codec\tlabel\tlevel\traw_bytes\tcompressed_bytes\tcomp_cpu_s\tdecomp_cpu_s\tpeak_rss_kib" > "$OUT/c.tsv"
 tail -n +2 "$OUT/walvault.tsv" | while IFS=$'\t' read -r codec label level _; do
@@ -73,17 +91,22 @@ tail -n +2 "$OUT/walvault.tsv" | while IFS=$'\t' read -r codec label level _; do
     python3 - "$dir" "${ALL_FILES[@]}" >> "$OUT/c.tsv" <<'PY'
 import io, resource, sys, time, snappy
 out_dir, files = sys.argv[1], sys.argv[2:]
-raw = packed = 0; ct = dt = 0.0
-for f in files:
-    data = open(f, "rb").read(); raw += len(data)
-    dst = io.BytesIO(); t = time.process_time()
-    snappy.stream_compress(io.BytesIO(data), dst); ct += time.process_time() - t
-    blob = dst.getvalue(); packed += len(blob)
-    back = io.BytesIO(); t = time.process_time()
-    snappy.stream_decompress(io.BytesIO(blob), back); dt += time.process_time() - t
-    assert back.getvalue() == data, f
+corpus = [open(f, "rb").read() for f in files]
+raw = sum(map(len, corpus)); best_c = best_d = float("inf")
+for _ in range(2):  # fastest of two passes, as for the other tools
+    blobs = []; ct = dt = 0.0
+    for data in corpus:
+        dst = io.BytesIO(); t = time.process_time()
+        snappy.stream_compress(io.BytesIO(data), dst); ct += time.process_time() - t
+        blobs.append(dst.getvalue())
+    for data, blob in zip(corpus, blobs):
+        back = io.BytesIO(); t = time.process_time()
+        snappy.stream_decompress(io.BytesIO(blob), back); dt += time.process_time() - t
+        assert back.getvalue() == data
+    best_c, best_d = min(best_c, ct), min(best_d, dt)
+packed = sum(map(len, blobs))
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(f"snappy\t-\t-\t{raw}\t{packed}\t{ct:.3f}\t{dt:.3f}\t{rss}")
+print(f"snappy\t-\t-\t{raw}\t{packed}\t{best_c:.3f}\t{best_d:.3f}\t{rss}")
 PY
     continue
   fi
@@ -92,11 +115,11 @@ PY
     xz) c=(xz "-$level" -T1 -c); d=(xz -d -T1 -c) ;;
     zstd|lz4) c=("$codec" "-$level" -q -c); d=("$codec" -d -q -c) ;;
   esac
-  /usr/bin/time -f '%U %S %M' -o "$SCRATCH/t.c" bash -c '
+  best_of "$SCRATCH/t.c" bash -c '
     dir=$1; shift; n=$1; shift; cmd=("${@:1:$n}"); shift "$n"
     for f; do "${cmd[@]}" "$f" > "$dir/${f##*/}"; done' _ "$dir" "${#c[@]}" "${c[@]}" "${ALL_FILES[@]}"
   packed=$(cat "$dir"/* | wc -c)
-  /usr/bin/time -f '%U %S %M' -o "$SCRATCH/t.d" bash -c '
+  best_of "$SCRATCH/t.d" bash -c '
     dir=$1; shift
     for f in "$dir"/*; do "$@" "$f" > /dev/null; done' _ "$dir" "${d[@]}"
   # Correctness spot check outside the timing: the first file must come back intact.
@@ -128,8 +151,10 @@ for r in ours:
     raw = int(r["raw_bytes"]); mb = raw / 1e6
     c_ratio = raw / int(cr["compressed_bytes"]); w_ratio = float(r["ratio"])
     level = r["level"] if r["label"] in ("-",) else f'{r["label"]} ({r["level"]})'
+    # python-snappy's process holds the whole corpus: its RSS says nothing about the codec.
+    c_rss = "n/a" if r["codec"] == "snappy" else f'{int(cr["peak_rss_kib"]) / 1024:.1f}'
     print(f'| {r["codec"]} | {level} | {w_ratio:.2f} | {c_ratio:.2f} | {100 * (w_ratio / c_ratio - 1):+.1f} '
           f'| {float(r["comp_mb_s_cpu"]):.0f} | {mb / float(cr["comp_cpu_s"]):.0f} '
           f'| {float(r["decomp_mb_s_cpu"]):.0f} | {mb / float(cr["decomp_cpu_s"]):.0f} '
-          f'| {mem[k] / 1024:.1f} | {int(cr["peak_rss_kib"]) / 1024:.1f} |')
+          f'| {mem[k] / 1024:.1f} | {c_rss} |')
 PY

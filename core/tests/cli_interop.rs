@@ -323,6 +323,32 @@ fn snappy_interop() {
 }
 
 #[test]
+fn ruzstd_frames_decode_with_walvault_and_the_tool() {
+    // What the pure-Rust (wasm) build writes must read back in every build and with `zstd -d`,
+    // even when the native build decodes with C zstd.
+    let data = wal_data::wal_like(1 << 20, 10);
+    let mut packed =
+        ruzstd::encoding::compress_to_vec(&data[..], ruzstd::encoding::CompressionLevel::Fastest);
+    packed.extend(ruzstd::encoding::compress_to_vec(
+        &b"tail"[..],
+        ruzstd::encoding::CompressionLevel::Fastest,
+    ));
+    let mut expected = data.clone();
+    expected.extend_from_slice(b"tail");
+    assert!(
+        decode(Codec::Zstd, &packed) == expected,
+        "walvault decode of ruzstd frames"
+    );
+    if !on_path("zstd") {
+        return skip("zstd");
+    }
+    let dir = TempDir::new("ruzstd");
+    let path = dir.file("ruzstd.zst", &packed);
+    let back = run(Command::new("zstd").args(["-d", "-q", "-c"]).arg(&path));
+    assert!(back == expected, "zstd -d of ruzstd frames differs");
+}
+
+#[test]
 fn zstd_frames_from_ruzstd_style_writers_decode_with_the_tool() {
     // Our pure-Rust build writes one zstd frame per MiB; whatever the build, a stream of
     // several frames (and a skippable frame) must satisfy `zstd -d`.
