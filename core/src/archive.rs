@@ -274,6 +274,23 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
         }
     }
 
+    /// One file with its hook points: `None` when the pre hook stops the run (the file is
+    /// left alone), else the outcome, after the post hook saw it.
+    pub fn archive_with_hooks(
+        &self,
+        candidate: &Candidate,
+        source: &dyn SourceFile,
+        hooks: &dyn ArchiveHooks,
+        now_unix: f64,
+    ) -> Option<FileOutcome> {
+        if hooks.before(candidate) == HookVerdict::Stop {
+            return None;
+        }
+        let outcome = self.archive_file(candidate, source, now_unix);
+        hooks.after(candidate, &outcome);
+        Some(outcome)
+    }
+
     fn inspect(
         &self,
         name: &WalFileName,
@@ -670,16 +687,18 @@ pub fn run_batch<S: WalStore + ?Sized>(
 ) -> BatchReport {
     let mut outcomes = Vec::new();
     let mut stopped = None;
+    let mut hook_stopped = false;
     for candidate in &batch.files {
-        if hooks.before(candidate) == HookVerdict::Stop {
+        let source = queue.source(candidate);
+        let Some(outcome) = archiver.archive_with_hooks(candidate, &*source, hooks, now_unix)
+        else {
             stopped = Some(format!(
                 "pre-archive hook stopped the run at {}",
                 candidate.file_name
             ));
+            hook_stopped = true;
             break;
-        }
-        let outcome = archiver.archive_file(candidate, &*queue.source(candidate), now_unix);
-        hooks.after(candidate, &outcome);
+        };
         let failed = matches!(outcome, FileOutcome::Failed { .. });
         outcomes.push((candidate.clone(), outcome));
         if failed {
@@ -687,10 +706,8 @@ pub fn run_batch<S: WalStore + ?Sized>(
             break;
         }
     }
-    let unknown = if stopped
-        .as_deref()
-        .is_some_and(|s| s.starts_with("pre-archive"))
-    {
+    // As Barman: a run stopped by a pre hook does not move unknown files either.
+    let unknown = if hook_stopped {
         &[][..]
     } else {
         &batch.unknown[..]

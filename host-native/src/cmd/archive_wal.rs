@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::Context;
 use walvault_core::archive::{
-    ArchiveHooks, ArchiveSettings, Archiver, BatchReport, FileOutcome, HookVerdict, Queue,
-    commit_batch,
+    ArchiveHooks, ArchiveSettings, Archiver, BatchReport, FileOutcome, Queue, commit_batch,
 };
 use walvault_core::queue::{Batch, Candidate, QueueKind, select_batch};
 
@@ -391,13 +390,13 @@ fn archive_chunk<S: walvault_core::storage::WalStore + Sync + ?Sized>(
             let Some(candidate) = files.get(i) else {
                 return;
             };
-            if hooks.before(candidate) == HookVerdict::Stop {
+            let Some(outcome) =
+                archiver.archive_with_hooks(candidate, &*queue.source(candidate), hooks, now)
+            else {
                 hook_stop.store(true, Ordering::SeqCst);
                 stop.store(true, Ordering::SeqCst);
                 return;
-            }
-            let outcome = archiver.archive_file(candidate, &*queue.source(candidate), now);
-            hooks.after(candidate, &outcome);
+            };
             if matches!(outcome, FileOutcome::Failed { .. }) {
                 stop.store(true, Ordering::SeqCst);
             }

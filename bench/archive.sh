@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# archive.sh — `walvault archive-wal` against Barman 3.20.1 `archive-wal` and `cp`+fsync, on
+# the same real PostgreSQL WAL, in one run.
+#
+# For each compression (none, gzip, bzip2, xz, zstd, lz4, snappy; level "medium", Barman's
+# default, for both tools): copy the corpus into the incoming directory (not timed), then time
+# the archiver draining it (wall clock and peak RSS from GNU time). walvault runs with --jobs 1
+# and with --jobs 2 (this machine's cores). The baseline copies every file with `cp` and
+# fsyncs it and the directory (coreutils `sync FILE`).
+#
+# Barman needs Python >= 3.12: it is installed from PyPI into a venv under $OUT with
+# ${PY312:-python3.12} (pyenv's 3.12 is used when present). Without it the Barman column says
+# "n/a".
+#
+# Env: CORPUS (/tmp/peerbench/corpus)  OUT (/tmp/walvault-archive-bench)  CODECS (all)
+# Usage: bash bench/archive.sh          (root: make-wal.sh needs it to create the corpus)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CORPUS=${CORPUS:-/tmp/peerbench/corpus}
+OUT=${OUT:-/tmp/walvault-archive-bench}
+CODECS=${CODECS:-none gzip bzip2 xz zstd lz4 snappy}
+log() { printf '[archive %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+[[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
+mkdir -p "$OUT"
+log "building walvault (release)"
+(cd "$ROOT" && cargo build --release --locked -p walvault -q)
+WALVAULT=$ROOT/target/release/walvault
+RAW=$(du -cb "$CORPUS"/* | tail -1 | cut -f1)
+NFILES=$(ls "$CORPUS" | wc -l)
+
+# --- Barman 3.20.1 in a venv -----------------------------------------------------------------
+PY312=${PY312:-}
+if [[ -z $PY312 ]]; then
+  for p in python3.12 "$HOME/.pyenv/versions/3.12.1/bin/python3"; do
+    if command -v "$p" >/dev/null 2>&1; then PY312=$p; break; fi
+  done
+fi
+BARMAN=""
+if [[ -n $PY312 ]]; then
+  if [[ ! -x $OUT/barman-venv/bin/barman ]]; then
+    log "installing barman 3.20.1 from PyPI into $OUT/barman-venv"
+    "$PY312" -m venv "$OUT/barman-venv"
+    "$OUT/barman-venv/bin/pip" install -q --disable-pip-version-check 'barman==3.20.1' zstandard lz4 python-snappy
+  fi
+  "$OUT/barman-venv/bin/barman" --version >/dev/null 2>&1 && BARMAN=$OUT/barman-venv/bin/barman
+fi
+[[ -n $BARMAN ]] || log "Barman unavailable (no Python 3.12): its column will be n/a"
+
+fill() {  # DIR: the corpus into DIR (not timed), caches warm for every contender alike
+  rm -rf "$1"; mkdir -p "$1"; cp "$CORPUS"/* "$1"/; sync
+}
+timed() {  # LABEL CMD...: prints "wall_seconds max_rss_kib", fails loudly
+  local t; t=$(mktemp)
+  if ! /usr/bin/time -f '%e %M' -o "$t" "${@:2}" >"$OUT/$1.out" 2>"$OUT/$1.err"; then
+    log "$1 failed:"; cat "$OUT/$1.err" >&2; cat "$t" >&2; exit 1
+  fi
+  cat "$t"; rm -f "$t"
+}
+stored() { find "$1" -type f ! -name '*xlog.db' ! -name '.*' -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
+
+# --- baseline: cp + fsync ------------------------------------------------------------------------
+B=$OUT/cp; rm -rf "$B"; mkdir -p "$B/dst"
+cat > "$B/cp.sh" <<SH
+for f in "$CORPUS"/*; do cp "\$f" "$B/dst/"; sync "$B/dst/\$(basename "\$f")"; done; sync "$B/dst"
+SH
+read -r CP_WALL CP_RSS < <(timed cp bash "$B/cp.sh")
+log "cp+fsync: ${CP_WALL}s"
+
+ROWS=()
+for codec in $CODECS; do
+  # walvault, one job and two
+  for jobs in 1 2; do
+    W=$OUT/wv-$codec-$jobs; rm -rf "$W"; mkdir -p "$W"
+    cat > "$W/walvault.toml" <<TOML
+[walvault]
+home = "$W/home"
+[pg]
+compression = "$codec"
+compression_level = "medium"
+wal_segment_size = "16MB"
+TOML
+    fill "$W/home/pg/incoming"
+    read -r wall rss < <(timed "wv-$codec-$jobs" "$WALVAULT" -c "$W/walvault.toml" archive-wal pg --jobs "$jobs")
+    left=$(ls "$W/home/pg/incoming" | wc -l); [[ $left -eq 0 ]] || { log "walvault left $left files"; exit 1; }
+    size=$(stored "$W/home/pg/wals")
+    eval "WV_${jobs}=\"$wall $rss $size\""
+    rm -rf "$W/home/pg/wals"
+    log "walvault $codec --jobs $jobs: ${wall}s, ${rss} KiB, ratio $(awk -v r="$RAW" -v s="$size" 'BEGIN{printf "%.2f", r/s}')"
+  done
+  # Barman
+  BM="n/a n/a n/a"
+  if [[ -n $BARMAN ]]; then
+    Bd=$OUT/barman-$codec; rm -rf "$Bd"; mkdir -p "$Bd/home"
+    { echo "[barman]"; echo "barman_user = $(id -un)"; echo "barman_home = $Bd/home"; echo "log_file = $Bd/barman.log"; echo "log_level = WARNING"
+      echo "[pg]"; echo "description = bench"; echo "conninfo = host=127.0.0.1 port=9 user=nobody dbname=none connect_timeout=1"
+      echo "backup_method = postgres"; echo "archiver = on"; echo "streaming_archiver = off"
+      [[ $codec == none ]] || { echo "compression = $codec"; echo "compression_level = medium"; }; } > "$Bd/barman.conf"
+    fill "$Bd/home/pg/incoming"
+    read -r wall rss < <(timed "barman-$codec" "$BARMAN" -c "$Bd/barman.conf" -q archive-wal pg)
+    left=$(ls "$Bd/home/pg/incoming" | wc -l); [[ $left -eq 0 ]] || { log "barman left $left files"; exit 1; }
+    size=$(stored "$Bd/home/pg/wals")
+    BM="$wall $rss $size"
+    rm -rf "$Bd/home/pg/wals"
+    log "barman $codec: ${wall}s, ${rss} KiB"
+  fi
+  ROWS+=("$codec $WV_1 $WV_2 $BM")
+done
+
+{
+  echo "Corpus: $NFILES segments, $RAW bytes ($CORPUS). cp+fsync: ${CP_WALL} s."
+  echo
+  echo "| compression (medium) | walvault --jobs 1 s | walvault --jobs 2 s | Barman 3.20.1 s | speed-up vs Barman (jobs 1 / 2) | vs cp+fsync (jobs 1) | walvault ratio | Barman ratio | walvault peak RSS MiB (jobs 1 / 2) | Barman peak RSS MiB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for row in "${ROWS[@]}"; do
+    # shellcheck disable=SC2086
+    set -- $row
+    awk -v c="$1" -v w1="$2" -v r1="$3" -v s1="$4" -v w2="$5" -v r2="$6" -v s2="$7" -v bw="$8" -v br="$9" -v bs="${10}" -v raw="$RAW" -v cp="$CP_WALL" 'BEGIN {
+      bwn = (bw == "n/a") ? "n/a" : sprintf("%.2f", bw)
+      sp = (bw == "n/a") ? "n/a" : sprintf("%.1f× / %.1f×", bw / w1, bw / w2)
+      brat = (bs == "n/a") ? "n/a" : sprintf("%.2f", raw / bs)
+      brss = (br == "n/a") ? "n/a" : sprintf("%.0f", br / 1024)
+      printf "| %s | %.2f | %.2f | %s | %s | %.2f× | %.2f | %s | %.0f / %.0f | %s |\n", c, w1, w2, bwn, sp, w1 / cp, raw / s1, brat, r1 / 1024, r2 / 1024, brss }'
+  done
+} | tee "$OUT/archive-table.md"
