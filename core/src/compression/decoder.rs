@@ -178,7 +178,6 @@ impl<R: Read> Decoder<R> {
         self.produced
     }
 
-    /// Turns an error from the inner decoder into the one the caller sees.
     /// Sorts an error of the inner decoder: the reader's own error goes back as it was,
     /// anything else becomes a [`DecodeError`].
     fn classify(&mut self, err: io::Error) -> Stop {
