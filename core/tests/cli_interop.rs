@@ -56,7 +56,10 @@ fn python_snappy() -> bool {
 /// Skips a missing tool's checks, except where the test command installed every tool and
 /// says so (`WALVAULT_REQUIRE_TOOLS=1`): there a missing tool is a failure, not a silent pass.
 fn skip(what: &str) {
-    assert!(std::env::var_os("WALVAULT_REQUIRE_TOOLS").is_none(), "{what} is required (WALVAULT_REQUIRE_TOOLS is set) but not available");
+    assert!(
+        std::env::var_os("WALVAULT_REQUIRE_TOOLS").is_none(),
+        "{what} is required (WALVAULT_REQUIRE_TOOLS is set) but not available"
+    );
     eprintln!("NOTE: {what} not available; skipping its interop checks");
 }
 
