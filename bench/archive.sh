@@ -33,8 +33,9 @@ NFILES=$(ls "$CORPUS" | wc -l)
 # --- Barman 3.20.1 in a venv -----------------------------------------------------------------
 PY312=${PY312:-}
 if [[ -z $PY312 ]]; then
-  for p in python3.12 "$HOME/.pyenv/versions/3.12.1/bin/python3"; do
-    if command -v "$p" >/dev/null 2>&1; then PY312=$p; break; fi
+  for p in "$HOME/.pyenv/versions/3.12.1/bin/python3" python3.12 python3.13 python3; do
+    # A candidate must run and be >= 3.12 (a pyenv shim may exist without a usable version).
+    if "$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then PY312=$p; break; fi
   done
 fi
 BARMAN=""

@@ -207,7 +207,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
         now_unix: f64,
     ) -> FileOutcome {
         let name = candidate.name;
-        let inspection = match self.inspect(&name, source) {
+        let inspection = match self.inspect(&name, source, candidate.size) {
             Ok(i) => i,
             Err(InspectError::Io(e)) => {
                 return FileOutcome::SourceError {
@@ -252,6 +252,8 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                     self.settings.codec
                 },
                 level: self.settings.level,
+                expected_size: inspection.raw_size,
+                plain_source: inspection.codec.is_none(),
             };
             match self.store.put(&key, PutMode::Create, &mut payload) {
                 Ok(meta) => {
@@ -265,6 +267,12 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                     return FileOutcome::Archived { entry, key };
                 }
                 Err(StorageError::AlreadyExists { .. }) => continue,
+                // The source, not the store, failed: keep it, and let the batch go on.
+                Err(StorageError::Payload { source, .. }) => {
+                    return FileOutcome::SourceError {
+                        error: format!("reading {} failed: {source}", candidate.file_name),
+                    };
+                }
                 Err(e) => return failed(&e),
             }
         }
@@ -295,6 +303,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
         &self,
         name: &WalFileName,
         source: &dyn SourceFile,
+        listed_size: u64,
     ) -> Result<Inspection, InspectError> {
         let mut reader = source.open()?;
         let mut magic = [0u8; MAGIC_MAX_LEN];
@@ -352,14 +361,9 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
             }
             raw_size += n as u64;
             if codec.is_none() && !keep_all && head.len() >= LONG_PAGE_HEADER_LEN {
-                // Plain data needs no decoding pass: count the rest without copying it around.
-                raw_size += io::copy(&mut decoder, &mut io::sink()).map_err(|e| {
-                    if e.kind() == io::ErrorKind::InvalidData {
-                        InspectError::Invalid(e.to_string())
-                    } else {
-                        InspectError::Io(e)
-                    }
-                })?;
+                // Plain data needs no decoding pass: its size is the listed size, and the put
+                // checks that it reads exactly that many bytes.
+                raw_size = raw_size.max(listed_size);
                 break;
             }
         }
@@ -550,6 +554,10 @@ struct ArchivePayload<'a> {
     source: &'a dyn SourceFile,
     encode: Option<Codec>,
     level: Level,
+    /// The validated size of a plain source: reading a different amount means the file
+    /// changed after it was checked, and nothing may be stored.
+    expected_size: u64,
+    plain_source: bool,
 }
 
 impl Payload for ArchivePayload<'_> {
@@ -560,7 +568,16 @@ impl Payload for ArchivePayload<'_> {
             count: 0,
         };
         let mut encoder = Encoder::new(self.encode, self.level, &mut counter)?;
-        io::copy(&mut reader, &mut encoder)?;
+        let read = io::copy(&mut reader, &mut encoder)?;
+        if self.plain_source && read != self.expected_size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the file changed while being archived: {read} bytes read, {} expected",
+                    self.expected_size
+                ),
+            ));
+        }
         encoder.finish()?;
         Ok(counter.count)
     }

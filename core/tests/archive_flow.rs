@@ -917,3 +917,61 @@ fn restore_serves_decompressed_prefers_full_segment_and_reports_faults() {
         matches!(restore(&faulty, &layout, &name, false, size(), &mut Vec::new()), Err(RestoreError::Storage(e)) if e.is_retryable())
     );
 }
+
+/// Returns the full segment on the first open (validation) and a shorter one afterwards, as a
+/// file truncated by someone else between the check and the copy.
+struct Shrinking {
+    data: Vec<u8>,
+    opened: RefCell<usize>,
+}
+impl SourceFile for Shrinking {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        let n = self.opened.replace_with(|n| *n + 1);
+        Ok(Box::new(if n == 0 {
+            &self.data[..]
+        } else {
+            &self.data[..1000]
+        }))
+    }
+}
+
+#[test]
+fn a_source_that_changes_after_validation_stores_nothing() {
+    let store = MemoryStore::new();
+    let s = settings(Some(Codec::Zstd));
+    let data = segment(S1, 1);
+    let candidate = select_batch(
+        QueueKind::Incoming,
+        vec![DirEntry {
+            file_name: S1.into(),
+            kind: EntryKind::File,
+            size: data.len() as u64,
+            mtime: OLD,
+        }],
+        0,
+    )
+    .files
+    .remove(0);
+    let archiver = Archiver {
+        store: &store,
+        settings: &s,
+        decryptor: None,
+    };
+    match archiver.archive_file(
+        &candidate,
+        &Shrinking {
+            data,
+            opened: RefCell::new(0),
+        },
+        NOW,
+    ) {
+        FileOutcome::SourceError { error } => {
+            assert!(error.contains("changed while being archived"), "{error}")
+        }
+        other => panic!("expected a source error, got {other:?}"),
+    }
+    assert!(
+        store.keys().is_empty(),
+        "nothing stored from a changing source"
+    );
+}
