@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::CatalogueEntry;
 use crate::compression::{Codec, DecodeLimits, Decoder, Encoder, Level, MAGIC_MAX_LEN};
-use crate::duplicate::{Duplicate, ErrorKind, error_file_name, same_content};
+use crate::duplicate::{Duplicate, ErrorKind, error_file_name, read_full, same_content};
 use crate::encryption::{Decrypt, looks_like_openpgp};
 use crate::layout::{Layout, StoredWal};
 use crate::queue::{Batch, Candidate};
@@ -307,7 +307,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
     ) -> Result<Inspection, InspectError> {
         let mut reader = source.open()?;
         let mut magic = [0u8; MAGIC_MAX_LEN];
-        let got = read_up_to(&mut *reader, &mut magic)?;
+        let got = read_full(&mut *reader, &mut magic)?;
         let codec = Codec::identify(&magic[..got]);
         if codec.is_none() && looks_like_openpgp(&magic[..got]) {
             return Err(InspectError::Invalid(
@@ -466,7 +466,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
         let different = |reason: String| Ok((Duplicate::Different { reason }, StoredAs::default()));
         let mut raw = self.store.get(&stored.key)?;
         let mut prefix = [0u8; 16];
-        let got = read_up_to(&mut *raw, &mut prefix)
+        let got = read_full(&mut *raw, &mut prefix)
             .map_err(|e| StorageError::from_io(crate::storage::Op::Get, &stored.key, &e))?;
         let mut reader: Box<dyn Read + '_> =
             Box::new(io::Cursor::new(prefix[..got].to_vec()).chain(raw));
@@ -534,19 +534,6 @@ fn failed(e: &StorageError) -> FileOutcome {
         error: e.to_string(),
         retryable: e.is_retryable(),
     }
-}
-
-fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// The bytes of one archived object: the source, compressed on the fly unless it already is.

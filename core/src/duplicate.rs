@@ -160,7 +160,7 @@ pub fn same_content(a: &mut dyn Read, b: &mut dyn Read) -> io::Result<bool> {
 }
 
 /// Fills `buf` unless the stream ends first; returns the bytes read.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {
