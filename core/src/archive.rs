@@ -488,10 +488,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
             max_output: self.settings.segment_size.bytes().max(MAX_HISTORY_BYTES),
             ..DecodeLimits::default()
         };
-        let stored_plain = match stored.codec_from_key {
-            Some(codec) => Decoder::new(Some(codec), reader, limits),
-            None => Decoder::auto(reader, limits),
-        };
+        let stored_plain = stored.decoder(reader, limits);
         let mut stored_plain = match stored_plain {
             Ok(d) => {
                 stored_as.codec = d.codec();

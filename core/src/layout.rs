@@ -57,6 +57,21 @@ pub enum KeyProblem {
     },
 }
 
+impl StoredWal {
+    /// A decoder for this object's bytes: by the codec its key names (cloud), else by the
+    /// magic bytes (local keys carry no extension).
+    pub fn decoder<R: std::io::Read>(
+        &self,
+        reader: R,
+        limits: crate::compression::DecodeLimits,
+    ) -> std::io::Result<crate::compression::Decoder<R>> {
+        match self.codec_from_key {
+            Some(codec) => crate::compression::Decoder::new(Some(codec), reader, limits),
+            None => crate::compression::Decoder::auto(reader, limits),
+        }
+    }
+}
+
 impl Layout {
     /// The cloud layout for `s3://bucket/<url_path>` and a server name, as barman-cloud builds it.
     pub fn cloud(url_path: &str, server: &str) -> Layout {

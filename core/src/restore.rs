@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::compression::{DecodeLimits, Decoder};
+use crate::compression::DecodeLimits;
 use crate::layout::{Layout, StoredWal};
 use crate::storage::{Op, StorageError, WalStore};
 use crate::wal::{SegmentSize, WalFileName};
@@ -89,11 +89,9 @@ pub fn restore(
         max_output: segment_size.bytes().max(16 << 20),
         ..DecodeLimits::default()
     };
-    let decoder = match stored.codec_from_key {
-        Some(codec) => Decoder::new(Some(codec), reader, limits),
-        None => Decoder::auto(reader, limits),
-    };
-    let mut decoder = decoder.map_err(|e| classify(e, &stored.key, damaged))?;
+    let mut decoder = stored
+        .decoder(reader, limits)
+        .map_err(|e| classify(e, &stored.key, damaged))?;
     let mut bytes = 0u64;
     let mut buf = vec![0u8; 256 << 10];
     loop {

@@ -133,6 +133,19 @@ impl World {
         .expect("initdb")
     }
 
+    /// A started primary whose `archive_command` is `walvault put-wal`.
+    pub fn archiving_primary(&self) -> Cluster {
+        let mut primary = self.cluster("primary");
+        primary
+            .configure(&format!(
+                "wal_level = replica\narchive_mode = on\narchive_command = '{}'\nmax_wal_size = 64MB",
+                self.command_line(&format!("put-wal {SERVER} %p"))
+            ))
+            .expect("configure");
+        primary.start().expect("start");
+        primary
+    }
+
     /// A cluster over an existing data directory (a base backup).
     pub fn existing_cluster(&self, name: &str) -> Cluster {
         Cluster::existing(

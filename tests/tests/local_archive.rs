@@ -62,15 +62,9 @@ fn failed_count(cluster: &walvault::pgcluster::Cluster) -> String {
 #[test]
 fn put_wal_as_archive_command_archives_every_segment() {
     let world = World::new("compression = \"lz4\"");
-    let mut primary = world.cluster("primary");
+    let primary = world.archiving_primary();
+    // check reads the config at run time: the conninfo can follow the start.
     world.add_config(&format!("conninfo = \"{}\"", primary.conninfo()));
-    primary
-        .configure(&format!(
-            "wal_level = replica\narchive_mode = on\narchive_command = '{}'\nmax_wal_size = 64MB",
-            world.command_line(&format!("put-wal {SERVER} %p"))
-        ))
-        .expect("configure");
-    primary.start().expect("start");
     primary
         .pgbench(&["-i", "-s", "3", "-q"])
         .expect("pgbench -i");
@@ -151,14 +145,7 @@ fn point_in_time_recovery(codec: &str) {
     let world = World::new(&format!(
         "compression = \"{codec}\"\ncompression_level = \"low\""
     ));
-    let mut primary = world.cluster("primary");
-    primary
-        .configure(&format!(
-            "wal_level = replica\narchive_mode = on\narchive_command = '{}'\nmax_wal_size = 64MB",
-            world.command_line(&format!("put-wal {SERVER} %p"))
-        ))
-        .expect("configure");
-    primary.start().expect("start");
+    let mut primary = world.archiving_primary();
     primary
         .pgbench(&["-i", "-s", "2", "-q"])
         .expect("pgbench -i");
