@@ -72,6 +72,9 @@ enum Inner<R: Read> {
     Plain(Source<R>),
     Gzip(flate2::bufread::MultiGzDecoder<Source<R>>),
     Bzip2(bzip2::bufread::MultiBzDecoder<Source<R>>),
+    #[cfg(feature = "native-codecs")]
+    Xz(liblzma::bufread::XzDecoder<Source<R>>),
+    #[cfg(not(feature = "native-codecs"))]
     Xz(Box<lzma_rust2::XzReader<Source<R>>>),
     #[cfg(feature = "native-codecs")]
     Zstd(zstd::stream::read::Decoder<'static, Source<R>>),
@@ -87,7 +90,7 @@ impl<R: Read> Inner<R> {
             Inner::Plain(s) => s,
             Inner::Gzip(d) => d.get_mut(),
             Inner::Bzip2(d) => d.get_mut(),
-            Inner::Xz(d) => d.inner_mut(),
+            Inner::Xz(d) => d.get_mut_source(),
             Inner::Zstd(d) => d.get_mut_source(),
             Inner::Lz4(d) => d.source_mut(),
             Inner::Snappy(d) => d.get_mut(),
@@ -104,6 +107,25 @@ impl<R: Read> Inner<R> {
             Inner::Lz4(d) => d.read(buf),
             Inner::Snappy(d) => d.read(buf),
         }
+    }
+}
+
+/// Uniform access to the source under either xz implementation.
+trait XzSource<R> {
+    fn get_mut_source(&mut self) -> &mut Source<R>;
+}
+
+#[cfg(feature = "native-codecs")]
+impl<R: Read> XzSource<R> for liblzma::bufread::XzDecoder<Source<R>> {
+    fn get_mut_source(&mut self) -> &mut Source<R> {
+        self.get_mut()
+    }
+}
+
+#[cfg(not(feature = "native-codecs"))]
+impl<R: Read> XzSource<R> for Box<lzma_rust2::XzReader<Source<R>>> {
+    fn get_mut_source(&mut self) -> &mut Source<R> {
+        self.inner_mut()
     }
 }
 
@@ -150,11 +172,7 @@ impl<R: Read> Decoder<R> {
             None => Inner::Plain(source),
             Some(Codec::Gzip) => Inner::Gzip(flate2::bufread::MultiGzDecoder::new(source)),
             Some(Codec::Bzip2) => Inner::Bzip2(bzip2::bufread::MultiBzDecoder::new(source)),
-            Some(Codec::Xz) => Inner::Xz(Box::new(lzma_rust2::XzReader::new_mem_limit(
-                source,
-                true,
-                xz_mem_limit_kib(limits.max_window),
-            ))),
+            Some(Codec::Xz) => Inner::Xz(xz_decoder(source, limits.max_window)?),
             Some(Codec::Zstd) => Inner::Zstd(zstd_decoder(source, limits.max_window)?),
             Some(Codec::Lz4) => Inner::Lz4(Lz4Decoder::new(source)),
             Some(Codec::Snappy) => Inner::Snappy(snap::read::FrameDecoder::new(source)),
@@ -194,8 +212,12 @@ impl<R: Read> Decoder<R> {
         let source = self.inner.source_mut();
         let codec = self.codec;
         let detail = err.to_string();
-        if err.kind() == io::ErrorKind::OutOfMemory || detail.contains("too much memory") {
-            // lzma-rust2's mem_limit and C zstd's windowLogMax both refuse before allocating.
+        if err.kind() == io::ErrorKind::OutOfMemory
+            || detail.contains("too much memory")
+            || detail.contains("memory limit reached")
+        {
+            // lzma-rust2's and liblzma's memory limits and C zstd's windowLogMax all refuse
+            // before allocating.
             return DecodeError::WindowTooLarge {
                 codec,
                 requested: None,
@@ -325,7 +347,33 @@ impl<R: Read> fmt::Debug for Decoder<R> {
     }
 }
 
+/// C liblzma decodes concatenated streams (as `xz -d`) and refuses, before allocating, a
+/// dictionary over the limit (it counts the dictionary plus under 1 MiB of state).
+#[cfg(feature = "native-codecs")]
+fn xz_decoder<R: Read>(
+    source: Source<R>,
+    max_window: u64,
+) -> io::Result<liblzma::bufread::XzDecoder<Source<R>>> {
+    let limit = max_window.saturating_add(1 << 20);
+    let stream = liblzma::stream::Stream::new_stream_decoder(limit, liblzma::stream::CONCATENATED)
+        .map_err(io::Error::from)?;
+    Ok(liblzma::bufread::XzDecoder::new_stream(source, stream))
+}
+
+#[cfg(not(feature = "native-codecs"))]
+fn xz_decoder<R: Read>(
+    source: Source<R>,
+    max_window: u64,
+) -> io::Result<Box<lzma_rust2::XzReader<Source<R>>>> {
+    Ok(Box::new(lzma_rust2::XzReader::new_mem_limit(
+        source,
+        true,
+        xz_mem_limit_kib(max_window),
+    )))
+}
+
 /// lzma-rust2 counts the dictionary plus about 104 KiB of decoder state against its limit.
+#[cfg(not(feature = "native-codecs"))]
 fn xz_mem_limit_kib(max_window: u64) -> u32 {
     u32::try_from((max_window / 1024).saturating_add(104)).unwrap_or(u32::MAX - 1)
 }

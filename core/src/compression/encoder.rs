@@ -16,8 +16,8 @@ use super::lz4;
 /// Levels follow [`Codec::level`]. How each codec uses it:
 /// - gzip: zlib-rs, calibrated so each level compresses like zlib's (see `zlib_rs_level`).
 /// - bzip2: the block size of libbzip2 (pure-Rust port).
-/// - xz: liblzma's presets in lzma-rust2 (hash-chain match finder from preset 4, see
-///   `xz_options`).
+/// - xz: liblzma's presets with CRC64 (as `xz`): C liblzma with `native-codecs`, else
+///   lzma-rust2 (hash-chain match finder from preset 4, see `xz_options`).
 /// - zstd: with the `native-codecs` feature, C libzstd at that level (0 = its default, 3).
 ///   Without it (wasm), ruzstd's only implemented mode (`Fastest`) for every level: a valid
 ///   stream of 1 MiB frames, but on WAL about half the ratio of C zstd -1 and slower.
@@ -33,6 +33,9 @@ enum Inner<W: Write> {
     Plain(W),
     Gzip(flate2::write::GzEncoder<W>),
     Bzip2(bzip2::write::BzEncoder<W>),
+    #[cfg(feature = "native-codecs")]
+    Xz(liblzma::write::XzEncoder<W>),
+    #[cfg(not(feature = "native-codecs"))]
     Xz(lzma_rust2::XzWriter<W>),
     #[cfg(feature = "native-codecs")]
     Zstd(zstd::stream::write::Encoder<'static, W>),
@@ -68,7 +71,7 @@ impl<W: Write> Encoder<W> {
                 w,
                 bzip2::Compression::new(unsigned),
             )),
-            Codec::Xz => Inner::Xz(lzma_rust2::XzWriter::new(w, xz_options(unsigned))?),
+            Codec::Xz => Inner::Xz(xz_encoder(w, unsigned)?),
             Codec::Zstd => Inner::Zstd(zstd_encoder(w, n)?),
             Codec::Lz4 => lz4_encoder(w, n)?,
             Codec::Snappy => Inner::Snappy(Box::new(snap::write::FrameEncoder::new(w)), false),
@@ -116,9 +119,22 @@ impl<W: Write> Encoder<W> {
     }
 }
 
+#[cfg(feature = "native-codecs")]
+fn xz_encoder<W: Write>(w: W, preset: u32) -> io::Result<liblzma::write::XzEncoder<W>> {
+    let stream = liblzma::stream::Stream::new_easy_encoder(preset, liblzma::stream::Check::Crc64)
+        .map_err(io::Error::from)?;
+    Ok(liblzma::write::XzEncoder::new_stream(w, stream))
+}
+
+#[cfg(not(feature = "native-codecs"))]
+fn xz_encoder<W: Write>(w: W, preset: u32) -> io::Result<lzma_rust2::XzWriter<W>> {
+    lzma_rust2::XzWriter::new(w, xz_options(preset))
+}
+
 /// liblzma's preset, except the match finder from preset 4 up: lzma-rust2's binary-tree
 /// finder (BT4, what liblzma uses there) runs at half liblzma's speed, while its hash chain
 /// (HC4) is faster than liblzma and compresses WAL as well (bench/RESULTS.md).
+#[cfg(not(feature = "native-codecs"))]
 fn xz_options(preset: u32) -> lzma_rust2::XzOptions {
     let mut options = lzma_rust2::XzOptions::with_preset(preset);
     if preset >= 4 {

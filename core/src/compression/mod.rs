@@ -8,8 +8,8 @@
 //! Two builds:
 //! - default (all pure Rust, builds for wasm): flate2 + zlib-rs, bzip2 (libbz2-rs-sys),
 //!   lzma-rust2, ruzstd, lz4_flex, snap;
-//! - `native-codecs`: zstd and LZ4 HC through the C libraries, for their full level range
-//!   and C speed. Streams are interchangeable between the two builds.
+//! - `native-codecs`: zstd, LZ4 HC and xz through the C libraries, for their full level
+//!   range and C speed. Streams are interchangeable between the two builds.
 //!
 //! Decoding untrusted data is bounded by [`DecodeLimits`]; all data errors are
 //! [`DecodeError`]s inside `io::Error`s of kind `InvalidData`.
