@@ -5,17 +5,17 @@
 # For each compression (none, gzip, bzip2, xz, zstd, lz4, snappy; level "medium", Barman's
 # default, for both tools): copy the corpus into the incoming directory (not timed), then time
 # the archiver draining it (wall clock and peak RSS from GNU time). walvault runs with --jobs 1
-# and with --jobs 2 (this machine's cores). The baseline copies every file with `cp` and
-# fsyncs it and the directory (coreutils `sync FILE`).
+# and with --jobs 2 (this machine's cores). The baseline copies every file of a freshly
+# filled queue with `cp` and fsyncs it and the directory (coreutils `sync FILE`).
 #
 # Barman needs Python >= 3.12: it is installed from PyPI into a venv under $OUT with
 # ${PY312:-python3.12} (pyenv's 3.12 is used when present). Without it the Barman column says
 # "n/a".
 #
-# Every measurement is the fastest of $REPEAT runs (default 3; peak RSS is the largest seen):
+# Every measurement is the fastest of $REPEAT runs (default 5; peak RSS is the largest seen):
 # this VM shares its host, and single runs vary by up to 30%.
 #
-# Env: CORPUS (/tmp/peerbench/corpus)  OUT (/tmp/walvault-archive-bench)  CODECS (all)  REPEAT (3)
+# Env: CORPUS (/tmp/peerbench/corpus)  OUT (/tmp/walvault-archive-bench)  CODECS (all)  REPEAT (5)
 # Usage: bash bench/archive.sh          (root: make-wal.sh needs it to create the corpus)
 set -euo pipefail
 
@@ -23,7 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CORPUS=${CORPUS:-/tmp/peerbench/corpus}
 OUT=${OUT:-/tmp/walvault-archive-bench}
 CODECS=${CODECS:-none gzip bzip2 xz zstd lz4 snappy}
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 log() { printf '[archive %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 [[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
@@ -77,13 +77,15 @@ best_of() {  # QUEUE_DIR ARCHIVE_DIR LABEL CMD...: refills the queue before each
 stored() { find "$1" -type f ! -name '*xlog.db' ! -name '.*' -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
 
 # --- baseline: cp + fsync ------------------------------------------------------------------------
+# It copies from a freshly filled queue, as the archivers do: files just written copy at a
+# different speed than the long-cached corpus.
 B=$OUT/cp; rm -rf "$B"; mkdir -p "$B/dst"
 cat > "$B/cp.sh" <<SH
-for f in "$CORPUS"/*; do cp "\$f" "$B/dst/"; sync "$B/dst/\$(basename "\$f")"; done; sync "$B/dst"
+for f in "$B/src"/*; do cp "\$f" "$B/dst/"; sync "$B/dst/\$(basename "\$f")"; done; sync "$B/dst"
 SH
 CP_WALL=""
 for ((i = 0; i < REPEAT; i++)); do
-  rm -rf "$B/dst"; mkdir -p "$B/dst"
+  rm -rf "$B/dst"; mkdir -p "$B/dst"; fill "$B/src"
   read -r wall _ < <(timed cp bash "$B/cp.sh")
   [[ -z $CP_WALL ]] || awk -v a="$wall" -v b="$CP_WALL" 'BEGIN{exit !(a < b)}' && CP_WALL=$wall
 done

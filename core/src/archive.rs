@@ -31,6 +31,13 @@ pub trait SourceFile {
     /// Opens the file from its start (called once per read pass: validation, duplicate
     /// comparison, each put attempt).
     fn open(&self) -> io::Result<Box<dyn Read + '_>>;
+
+    /// The file's path on the host, for a store that can copy an uncompressed file faster
+    /// than by reading it (see [`Payload::verbatim_file`]). `None` (the default) when there is
+    /// no such path.
+    fn path(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// How to archive.
@@ -545,6 +552,13 @@ struct ArchivePayload<'a> {
 }
 
 impl Payload for ArchivePayload<'_> {
+    fn verbatim_file(&self) -> Option<(&std::path::Path, u64)> {
+        match (self.encode, self.plain_source) {
+            (None, true) => Some((self.source.path()?, self.expected_size)),
+            _ => None,
+        }
+    }
+
     fn write_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
         let mut reader = self.source.open()?;
         let mut counter = CountingWriter {
@@ -649,7 +663,7 @@ pub struct BatchReport {
     pub files: Vec<FileReport>,
     /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
-    /// A catalogue write failure: nothing was released.
+    /// A failure making the archived copies or the catalogue durable: nothing was released.
     pub catalogue_error: Option<String>,
 }
 
@@ -713,16 +727,25 @@ pub fn run_batch<S: WalStore + ?Sized>(
     } else {
         &batch.unknown[..]
     };
-    let mut report = commit_batch(&outcomes, unknown, queue, catalogue, now_unix as i64);
+    let mut report = commit_batch(
+        archiver.store,
+        &outcomes,
+        unknown,
+        queue,
+        catalogue,
+        now_unix as i64,
+    );
     report.stopped = stopped;
     report
 }
 
-/// Commits per-file outcomes (in the order given, which must be name order): catalogue
-/// lines first (durably), then source releases and moves to `errors/`, then unknown entries.
-/// When the catalogue write fails nothing is released: the files stay queued and the next
-/// run finds them already archived (identical duplicates).
-pub fn commit_batch(
+/// Commits per-file outcomes (in the order given, which must be name order): makes the stored
+/// copies durable ([`WalStore::sync`]), writes the catalogue lines (durably), then releases
+/// sources and moves rejects to `errors/`, then unknown entries. When the sync or the
+/// catalogue write fails nothing is released: the files stay queued and the next run finds
+/// them already archived (identical duplicates).
+pub fn commit_batch<S: WalStore + ?Sized>(
+    store: &S,
     outcomes: &[(Candidate, FileOutcome)],
     unknown: &[crate::queue::Unknown],
     queue: &mut dyn Queue,
@@ -730,6 +753,17 @@ pub fn commit_batch(
     now_unix: i64,
 ) -> BatchReport {
     let mut report = BatchReport::default();
+    let relies_on_store = outcomes.iter().any(|(_, o)| {
+        matches!(
+            o,
+            FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. }
+        )
+    });
+    if relies_on_store && let Err(e) = store.sync() {
+        report.catalogue_error = Some(format!(
+            "making the archived copies durable failed: {e}; sources kept"
+        ));
+    }
     let mut entries: Vec<CatalogueEntry> = Vec::new();
     let mut repairs: Vec<&CatalogueEntry> = Vec::new();
     for (_, outcome) in outcomes {
@@ -739,7 +773,7 @@ pub fn commit_batch(
             _ => {}
         }
     }
-    if !repairs.is_empty() {
+    if !repairs.is_empty() && report.catalogue_error.is_none() {
         let names: Vec<String> = repairs.iter().map(|e| e.name.clone()).collect();
         match catalogue.missing(&names) {
             Ok(missing) => entries.extend(

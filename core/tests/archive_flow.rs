@@ -496,6 +496,55 @@ fn storage_outage_keeps_every_source_and_a_rerun_completes() {
 }
 
 #[test]
+fn store_sync_failure_writes_no_catalogue_line_and_keeps_sources() {
+    let store = FaultyStore::new(MemoryStore::new());
+    store.script(Op::Sync, &[Fault::Permanent]);
+    let mut q = MemQueue::default();
+    q.add(S1, segment(S1, 1), OLD);
+    let mut cat = MemCatalogue::default();
+    let r = run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
+    let error = r.report.catalogue_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("durable") && error.contains("sources kept"),
+        "{error}"
+    );
+    assert!(r.report.failed());
+    assert!(
+        q.files.contains_key(S1),
+        "source kept while the copy may not be durable"
+    );
+    assert!(
+        cat.lines.is_empty(),
+        "no catalogue line for a copy that may not survive"
+    );
+    // The next run syncs again (the copy found existing) before committing.
+    let r = run(
+        &store,
+        &settings(None),
+        &mut q,
+        &mut cat,
+        QueueKind::Incoming,
+        &NoHooks,
+    );
+    assert_eq!(outcomes(&r), [(S1.into(), "identical".into())]);
+    assert!(q.files.is_empty());
+    assert_eq!(cat.lines.len(), 1);
+    let syncs = store
+        .calls()
+        .iter()
+        .filter(|(op, _)| *op == Op::Sync)
+        .count();
+    assert_eq!(syncs, 2);
+}
+
+#[test]
 fn catalogue_failure_releases_nothing_and_rerun_is_harmless() {
     let store = MemoryStore::new();
     let mut q = MemQueue::default();

@@ -27,7 +27,11 @@ impl SourceFile for FileSource {
     fn open(&self) -> io::Result<Box<dyn Read + '_>> {
         let file = File::open(&self.path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
-        Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+        Ok(Box::new(BufReader::with_capacity(fsutil::IO_BUF, file)))
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 }
 

@@ -149,6 +149,19 @@ fn get_wal_exit_codes() {
         !d.path("y").exists(),
         "no partial file handed to PostgreSQL"
     );
+    // A storage fault that persists (here the hash directory is not a directory: a broken
+    // mount, a clobbered archive) also stops recovery with the reason, never "not found".
+    let hash_dir = key.parent().expect("hash dir");
+    fs::remove_dir_all(hash_dir).expect("rm");
+    fs::write(hash_dir, b"not a directory").expect("clobber");
+    let broken = d.run(&["get-wal", "pg", &name, d.path("z").to_str().expect("utf8")]);
+    assert_eq!(broken.status.code(), Some(255), "{}", text(&broken));
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        stderr.contains("cannot restore") && stderr.contains("Not a directory"),
+        "{stderr}"
+    );
+    assert!(!d.path("z").exists());
 }
 
 #[test]

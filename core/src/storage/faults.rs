@@ -111,6 +111,10 @@ impl<S: WalStore> WalStore for FaultyStore<S> {
         self.check(Op::Delete, key)?;
         self.inner.delete(key)
     }
+    fn sync(&self) -> Result<(), StorageError> {
+        self.check(Op::Sync, "")?;
+        self.inner.sync()
+    }
 }
 
 #[cfg(test)]

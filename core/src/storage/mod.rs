@@ -52,6 +52,8 @@ pub enum Op {
     List,
     /// [`WalStore::delete`].
     Delete,
+    /// [`WalStore::sync`].
+    Sync,
 }
 
 impl fmt::Display for Op {
@@ -62,6 +64,7 @@ impl fmt::Display for Op {
             Op::Put => "put",
             Op::List => "list",
             Op::Delete => "delete",
+            Op::Sync => "sync",
         })
     }
 }
@@ -164,6 +167,14 @@ impl StorageError {
 pub trait Payload {
     /// Writes the whole object into `sink`, returning the number of bytes written.
     fn write_to(&mut self, sink: &mut dyn Write) -> io::Result<u64>;
+
+    /// When the object is exactly the bytes of a host file that must be `size` bytes long,
+    /// that file: a store may copy it by its own means (an in-kernel copy) instead of calling
+    /// [`Payload::write_to`]. If that copy fails or its length differs, the store must discard
+    /// it and fall back to `write_to`, which reports the problem precisely.
+    fn verbatim_file(&self) -> Option<(&std::path::Path, u64)> {
+        None
+    }
 }
 
 impl Payload for &[u8] {
@@ -235,7 +246,9 @@ pub fn run_payload(payload: &mut dyn Payload, sink: &mut dyn Write) -> Result<u6
 /// A WAL archive backend.
 ///
 /// Contract (checked by [`conformance::run_all`]):
-/// - `put` returns only once the object is durable, and stores all of it or nothing;
+/// - `put` stores all of the object or nothing; once it returns the object is complete and
+///   visible, and durable after the next successful `sync` (backends whose puts are durable
+///   on return keep the default no-op `sync`);
 /// - `PutMode::Create` never replaces an existing object;
 /// - `get`, `head` and `delete` of a missing key fail with [`StorageError::NotFound`];
 /// - `list` returns every object whose key starts with `prefix`, sorted by key;
@@ -256,6 +269,13 @@ pub trait WalStore {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
     /// Removes one object.
     fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Makes durable every object this store wrote, or found already present by `put`, `get`
+    /// or `head`, since the last call. Callers sync before anything that relies on those
+    /// objects surviving a crash (catalogue lines, deleting a source). A file system store
+    /// uses it to group directory fsyncs per batch.
+    fn sync(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// Checks that a key is a clean relative path: non-empty `/`-separated components, none of

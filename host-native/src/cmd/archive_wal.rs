@@ -324,6 +324,7 @@ pub fn archive_batch(
         };
         let mut catalogue = ctx.catalogue.clone();
         let part = commit_batch(
+            &*ctx.store,
             &outcomes,
             unknown,
             queue as &mut dyn Queue,

@@ -68,6 +68,17 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
         decryptor: None,
     };
     let mut outcome = archiver.archive_file(&candidate, &FileSource::new(path), now());
+    if matches!(
+        outcome,
+        FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. }
+    ) && let Err(e) = ctx.store.sync()
+    {
+        // PostgreSQL may recycle the segment once we exit 0: the copy must be durable first.
+        outcome = FileOutcome::Failed {
+            error: format!("stored, but the copy could not be made durable: {e}"),
+            retryable: e.is_retryable(),
+        };
+    }
     if let FileOutcome::Archived { entry, .. } = &outcome {
         let mut catalogue = ctx.catalogue.clone();
         if let Err(e) = catalogue.append(std::slice::from_ref(entry)) {
@@ -275,7 +286,7 @@ pub fn get_wal(
         let (temp, file) = TempFile::create(&dest_dir.join(wal))
             .with_context(|| format!("cannot write in {}", dest_dir.display()))?;
         let mut sink = Capture {
-            inner: io::BufWriter::with_capacity(1 << 20, file),
+            inner: io::BufWriter::with_capacity(crate::fsutil::IO_BUF, file),
             head: Vec::new(),
         };
         match attempt(&mut sink) {
