@@ -12,10 +12,10 @@
 # ${PY312:-python3.12} (pyenv's 3.12 is used when present). Without it the Barman column says
 # "n/a".
 #
-# Every measurement is the fastest of $REPEAT runs (default 5; peak RSS is the largest seen):
+# Every measurement is the fastest of $REPEAT runs (default 3; peak RSS is the largest seen):
 # this VM shares its host, and single runs vary by up to 30%.
 #
-# Env: CORPUS (/tmp/peerbench/corpus)  OUT (/tmp/walvault-archive-bench)  CODECS (all)  REPEAT (5)
+# Env: CORPUS (/tmp/peerbench/corpus)  OUT (/tmp/walvault-archive-bench)  CODECS (all)  REPEAT (3)
 # Usage: bash bench/archive.sh          (root: make-wal.sh needs it to create the corpus)
 set -euo pipefail
 
@@ -23,7 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CORPUS=${CORPUS:-/tmp/peerbench/corpus}
 OUT=${OUT:-/tmp/walvault-archive-bench}
 CODECS=${CODECS:-none gzip bzip2 xz zstd lz4 snappy}
-REPEAT=${REPEAT:-5}
+REPEAT=${REPEAT:-3}
 log() { printf '[archive %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 [[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
