@@ -20,6 +20,7 @@
 //! - [`layout`]: local and cloud key schemes.
 //! - [`archive`]: the archive flow over those traits; [`restore`]: serving WAL back.
 //! - [`encryption`]: recognising and opening encrypted copies.
+//! - [`streaming`]: partial repair, `--reset` planning and compatibility for `pg_receivewal`.
 //! - [`status`]: the checks and status model shared by the CLI, the HTTP API and the dashboard.
 
 pub mod archive;
@@ -33,5 +34,6 @@ pub mod restore;
 pub mod retention;
 pub mod status;
 pub mod storage;
+pub mod streaming;
 pub mod time;
 pub mod wal;

@@ -63,6 +63,28 @@ pub enum Command {
         #[arg(short, long)]
         jobs: Option<usize>,
     },
+    /// Stream WAL with pg_receivewal into the streaming directory, restarting it when it
+    /// exits, until SIGTERM or SIGINT.
+    ReceiveWal {
+        /// The server.
+        server: String,
+        /// Create the replication slot (slot_name) and exit.
+        #[arg(long, conflicts_with_all = ["drop_slot", "reset"])]
+        create_slot: bool,
+        /// With --create-slot: succeed if the slot already exists.
+        #[arg(long, requires = "create_slot")]
+        if_not_exists: bool,
+        /// Drop the replication slot and exit.
+        #[arg(long, conflicts_with = "reset")]
+        drop_slot: bool,
+        /// Realign the streaming directory with the server (slot restart_lsn, else the
+        /// current WAL) and exit; refused when the directory is ahead of the server.
+        #[arg(long)]
+        reset: bool,
+        /// Run pg_receivewal once instead of restarting it (when cron restarts receive-wal).
+        #[arg(long)]
+        no_restart: bool,
+    },
     /// archive_command form: archive one WAL file straight from pg_wal (never deletes it).
     ///
     /// archive_command = 'walvault put-wal SERVER %p'

@@ -88,6 +88,28 @@ impl LockFile {
     }
 }
 
+/// Whether a lock is held, and by which pid (as written in the file), without keeping it:
+/// `Ok(None)` when free or never created.
+pub fn holder(path: &Path) -> io::Result<Option<Option<u32>>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            file.unlock()?;
+            Ok(None)
+        }
+        Err(TryLockError::WouldBlock) => Ok(Some(
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+        )),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
 impl Drop for LockFile {
     fn drop(&mut self) {
         let _ = self.file.unlock();
@@ -108,7 +130,12 @@ mod tests {
             Err(LockError::Busy { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
             other => panic!("expected Busy, got {other:?}"),
         }
+        assert_eq!(
+            holder(&path).expect("probe"),
+            Some(Some(std::process::id()))
+        );
         drop(held);
+        assert_eq!(holder(&path).expect("probe"), None);
         LockFile::acquire(&path, false).expect("free again");
         assert!(path.exists(), "lock files are never deleted");
     }

@@ -92,6 +92,24 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             }
             Ok(if ok { 0 } else { 1 })
         }
+        Command::ReceiveWal {
+            server,
+            create_slot,
+            if_not_exists,
+            drop_slot,
+            reset,
+            no_restart,
+        } => cmd::receive_wal::run(
+            &one(&config, server)?,
+            cmd::receive_wal::Options {
+                create_slot: *create_slot,
+                if_not_exists: *if_not_exists,
+                drop_slot: *drop_slot,
+                reset: *reset,
+                no_restart: *no_restart,
+            },
+            ui,
+        ),
         Command::PutWal { server, path } => cmd::wal_io::put_wal(&one(&config, server)?, path, ui),
         Command::GetWal {
             server,

@@ -120,3 +120,126 @@ pub fn facts(client: &mut Client) -> anyhow::Result<PgFacts> {
         archiver,
     })
 }
+
+/// A replication slot as `pg_replication_slots` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotInfo {
+    /// `slot_type`: `physical` or `logical`.
+    pub slot_type: String,
+    /// Whether a connection is streaming from it now.
+    pub active: bool,
+    /// The streaming process, when active.
+    pub active_pid: Option<i32>,
+    /// Where the slot keeps WAL from; `None` until something streamed (or reserved WAL).
+    pub restart_lsn: Option<String>,
+}
+
+/// The receiver as `pg_stat_replication` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiverInfo {
+    /// The walsender's state (`streaming`, `catchup`, …).
+    pub state: String,
+    /// `sync_state`: `async`, `sync`, `potential`, `quorum`.
+    pub sync_state: String,
+    /// Bytes between the server's current WAL position and what the receiver flushed.
+    pub lag_bytes: Option<i64>,
+}
+
+/// What receive-wal and the streaming checks ask PostgreSQL.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamingFacts {
+    /// `server_version_num`.
+    pub version_num: i32,
+    /// `wal_segment_size` in bytes.
+    pub wal_segment_size: u64,
+    /// Whether the server is a standby.
+    pub in_recovery: bool,
+    /// The timeline the server writes (primary) or replays (standby).
+    pub timeline: u32,
+    /// The current WAL position (primary) or the last received one (standby).
+    pub current_lsn: Option<String>,
+    /// `synchronous_standby_names`.
+    pub synchronous_standby_names: String,
+    /// The configured slot, when it exists.
+    pub slot: Option<SlotInfo>,
+    /// Our receiver's `pg_stat_replication` row, matched by `application_name`.
+    pub receiver: Option<ReceiverInfo>,
+}
+
+/// Reads the streaming facts for `slot` and the receiver named `application_name`.
+pub fn streaming_facts(
+    client: &mut Client,
+    slot: Option<&str>,
+    application_name: &str,
+) -> anyhow::Result<StreamingFacts> {
+    let row = client.query_one(
+        "SELECT current_setting('server_version_num')::int, pg_is_in_recovery(), \
+         current_setting('synchronous_standby_names'), \
+         (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')",
+        &[],
+    )?;
+    let version_num: i32 = row.get(0);
+    let in_recovery: bool = row.get(1);
+    let synchronous_standby_names: String = row.get(2);
+    let wal_segment_size: i64 = row.get(3);
+    // On a primary the current WAL file name carries the insert timeline (the checkpoint's
+    // timeline lags right after a promotion).
+    let row = if in_recovery {
+        client.query_one(
+            "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), \
+             pg_last_wal_receive_lsn()::text",
+            &[],
+        )?
+    } else {
+        client.query_one(
+            "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, \
+             pg_current_wal_lsn()::text",
+            &[],
+        )?
+    };
+    let timeline: i32 = row.get(0);
+    let current_lsn: Option<String> = row.get(1);
+    let slot = match slot {
+        None => None,
+        Some(name) => client
+            .query_opt(
+                "SELECT slot_type, active, active_pid, restart_lsn::text \
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&name],
+            )?
+            .map(|r| SlotInfo {
+                slot_type: r.get(0),
+                active: r.get(1),
+                active_pid: r.get(2),
+                restart_lsn: r.get(3),
+            }),
+    };
+    let lag_expr = if in_recovery {
+        "NULL::bigint"
+    } else {
+        "pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)::bigint"
+    };
+    let receiver = client
+        .query_opt(
+            &format!(
+                "SELECT state, sync_state, {lag_expr} FROM pg_stat_replication \
+                 WHERE application_name = $1 ORDER BY backend_start DESC LIMIT 1"
+            ),
+            &[&application_name],
+        )?
+        .map(|r| ReceiverInfo {
+            state: r.get::<_, Option<String>>(0).unwrap_or_default(),
+            sync_state: r.get::<_, Option<String>>(1).unwrap_or_default(),
+            lag_bytes: r.get(2),
+        });
+    Ok(StreamingFacts {
+        version_num,
+        wal_segment_size: u64::try_from(wal_segment_size).unwrap_or(0),
+        in_recovery,
+        timeline: u32::try_from(timeline).unwrap_or(0),
+        current_lsn,
+        synchronous_standby_names,
+        slot,
+        receiver,
+    })
+}

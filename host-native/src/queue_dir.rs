@@ -3,6 +3,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::UNIX_EPOCH;
 
 use walvault_core::archive::{Queue, SourceFile};
@@ -88,11 +89,22 @@ pub fn list_queue(dir: &Path) -> io::Result<Vec<DirEntry>> {
 }
 
 /// A queue directory plus its errors directory.
+///
+/// Released sources are removed by a background thread: freeing a 16 MiB file costs a few
+/// milliseconds of file-system work that then overlaps with archiving the next files instead
+/// of adding up at the end of the batch. [`QueueDir::sync`] waits for it.
 #[derive(Debug)]
 pub struct QueueDir {
     dir: PathBuf,
     errors: PathBuf,
     released: usize,
+    remover: Option<Remover>,
+}
+
+#[derive(Debug)]
+struct Remover {
+    send: mpsc::Sender<PathBuf>,
+    done: std::thread::JoinHandle<Vec<String>>,
 }
 
 impl QueueDir {
@@ -102,16 +114,34 @@ impl QueueDir {
             dir: dir.to_owned(),
             errors: errors.to_owned(),
             released: 0,
+            remover: None,
         }
     }
 
-    /// Makes the releases durable (one directory fsync per batch).
+    /// Waits for the released sources to be removed and makes that durable (one directory
+    /// fsync per batch). A source that could not be removed is only a leftover: the next
+    /// run finds it already archived and drops it.
     pub fn sync(&mut self) -> io::Result<()> {
+        let failures = match self.remover.take() {
+            Some(Remover { send, done }) => {
+                drop(send);
+                done.join()
+                    .unwrap_or_else(|_| vec!["the removal thread panicked".to_owned()])
+            }
+            None => Vec::new(),
+        };
         if self.released > 0 {
             fsutil::fsync_dir(&self.dir)?;
             self.released = 0;
         }
-        Ok(())
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "archived, but could not remove from the queue: {}",
+                failures.join("; ")
+            )))
+        }
     }
 }
 
@@ -121,9 +151,26 @@ impl Queue for QueueDir {
     }
 
     fn release(&mut self, file_name: &str) -> io::Result<()> {
-        fs::remove_file(self.dir.join(file_name))?;
+        let remover = self.remover.get_or_insert_with(|| {
+            let (send, receive) = mpsc::channel::<PathBuf>();
+            let done = std::thread::spawn(move || {
+                receive
+                    .into_iter()
+                    .filter_map(|path| {
+                        fs::remove_file(&path)
+                            .err()
+                            .map(|e| format!("{}: {e}", path.display()))
+                    })
+                    .collect()
+            });
+            Remover { send, done }
+        });
         self.released += 1;
-        Ok(())
+        match remover.send.send(self.dir.join(file_name)) {
+            Ok(()) => Ok(()),
+            // The thread is gone (it cannot panic short of a bug): remove it here.
+            Err(mpsc::SendError(path)) => fs::remove_file(path),
+        }
     }
 
     fn move_to_errors(&mut self, file_name: &str, error_name: &str) -> io::Result<()> {

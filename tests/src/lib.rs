@@ -5,12 +5,13 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use walvault::pgcluster::{Cluster, RunAs};
 use walvault_core::catalogue::{CatalogueEntry, parse_catalogue};
+use walvault_core::wal::{SegmentSize, WalFileName};
 
 /// PostgreSQL 15 server binaries.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -96,6 +97,10 @@ impl World {
     pub fn errors(&self) -> PathBuf {
         self.home.join(SERVER).join("errors")
     }
+    /// `streaming/`.
+    pub fn streaming(&self) -> PathBuf {
+        self.home.join(SERVER).join("streaming")
+    }
     /// `wals/`.
     pub fn wals(&self) -> PathBuf {
         self.home.join(SERVER).join("wals")
@@ -169,6 +174,130 @@ impl World {
     }
 }
 
+/// A `walvault receive-wal` running in the background as the test user, stopped (SIGTERM)
+/// when dropped.
+#[derive(Debug)]
+pub struct Receiver {
+    child: Child,
+    lock: PathBuf,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl World {
+    /// Starts `walvault -v receive-wal pg` and waits until it holds its lock and
+    /// `pg_receivewal` runs.
+    pub fn start_receive_wal(&self) -> Receiver {
+        let log = self.path(&format!("receive-wal-{}.log", now_millis()));
+        let file = fs::File::create(&log).expect("log");
+        let mut cmd = self.run_as.command(&self.bin);
+        cmd.arg("-c")
+            .arg(&self.config)
+            .args(["-v", "receive-wal", SERVER])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file);
+        let receiver = Receiver {
+            child: cmd.spawn().expect("start receive-wal"),
+            lock: self.home.join(format!(".{SERVER}-receive-wal.lock")),
+            log,
+        };
+        receiver.wait_for_receiver(None);
+        receiver
+    }
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+impl Receiver {
+    /// The walvault process (from the pid in its lock file).
+    pub fn walvault_pid(&self) -> Option<u32> {
+        fs::read_to_string(&self.lock).ok()?.trim().parse().ok()
+    }
+
+    /// The supervised `pg_receivewal`, if one runs now.
+    pub fn pg_receivewal_pid(&self) -> Option<u32> {
+        let parent = self.walvault_pid()?;
+        let out = Command::new("pgrep")
+            .args(["-P", &parent.to_string(), "pg_receivewal"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Waits (60 s at most) for a `pg_receivewal` other than `not`.
+    pub fn wait_for_receiver(&self, not: Option<u32>) -> u32 {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if let Some(pid) = self.pg_receivewal_pid().filter(|p| Some(*p) != not) {
+                return pid;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "no pg_receivewal started; receive-wal log:\n{}",
+            fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code and the log.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        let code = self.terminate();
+        (code, self.log_text())
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        if let Some(pid) = self.walvault_pid() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Waits until `path` exists (`timeout` at most).
+pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 /// Text of a command's output, for assertion messages.
 pub fn describe(out: &Output) -> String {
     format!(
@@ -210,4 +339,52 @@ pub fn fingerprint(cluster: &Cluster) -> String {
              (SELECT count(*) FROM pgbench_history)::text FROM pgbench_accounts",
         )
         .expect("fingerprint")
+}
+
+/// Every segment of `last`'s timeline from the first archived to `last` is in the catalogue,
+/// once, in order (and every catalogue line's size matches its file).
+pub fn assert_contiguous(world: &World, last: &str) {
+    let last: WalFileName = last.parse().expect("name");
+    let all: Vec<WalFileName> = world
+        .catalogue()
+        .iter()
+        .filter_map(|e| e.wal_name().ok())
+        .collect();
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), all.len(), "a file is catalogued twice");
+    let names: Vec<WalFileName> = unique
+        .into_iter()
+        .filter(|n| n.is_segment() && n.timeline() == last.timeline())
+        .collect();
+    let first = names
+        .first()
+        .expect("something archived")
+        .segment()
+        .expect("segment");
+    let expected: Vec<WalFileName> = first
+        .range_to(last.segment().expect("segment"), SegmentSize::DEFAULT)
+        .expect("range")
+        .map(WalFileName::Segment)
+        .collect();
+    assert_eq!(
+        names
+            .iter()
+            .take_while(|n| **n <= last)
+            .copied()
+            .collect::<Vec<_>>(),
+        expected,
+        "a gap in the archive"
+    );
+    for entry in world.catalogue() {
+        let name: WalFileName = entry.name.parse().expect("name");
+        let stored = world.wals().join(name.relative_path());
+        assert_eq!(
+            fs::metadata(&stored).expect("archived file").len(),
+            entry.size,
+            "catalogue size of {}",
+            entry.name
+        );
+    }
 }

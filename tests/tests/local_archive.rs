@@ -7,51 +7,9 @@ use std::time::Duration;
 
 use walvault_core::compression::{Codec, DecodeLimits, decode_all};
 use walvault_core::wal::{SegmentSize, WalFileName, synthetic_page_header};
-use walvault_tests::{SERVER, World, describe, fingerprint, switch_and_wait_archived};
-
-/// Every segment from the first archived to `last` is in the catalogue, once, in order.
-fn assert_contiguous(world: &World, last: &str) {
-    let mut names: Vec<WalFileName> = world
-        .catalogue()
-        .iter()
-        .filter_map(|e| e.wal_name().ok())
-        .filter(WalFileName::is_segment)
-        .collect();
-    let total = names.len();
-    names.sort();
-    names.dedup();
-    assert_eq!(names.len(), total, "a segment is catalogued twice");
-    let first = names
-        .first()
-        .expect("something archived")
-        .segment()
-        .expect("segment");
-    let last: WalFileName = last.parse().expect("name");
-    let expected: Vec<WalFileName> = first
-        .range_to(last.segment().expect("segment"), SegmentSize::DEFAULT)
-        .expect("range")
-        .map(WalFileName::Segment)
-        .collect();
-    assert_eq!(
-        names
-            .iter()
-            .take_while(|n| **n <= last)
-            .copied()
-            .collect::<Vec<_>>(),
-        expected,
-        "a gap in the archive"
-    );
-    for entry in world.catalogue() {
-        let name: WalFileName = entry.name.parse().expect("name");
-        let stored = world.wals().join(name.relative_path());
-        assert_eq!(
-            fs::metadata(&stored).expect("archived file").len(),
-            entry.size,
-            "catalogue size of {}",
-            entry.name
-        );
-    }
-}
+use walvault_tests::{
+    SERVER, World, assert_contiguous, describe, fingerprint, switch_and_wait_archived,
+};
 
 fn failed_count(cluster: &walvault::pgcluster::Cluster) -> String {
     cluster

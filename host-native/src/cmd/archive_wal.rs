@@ -120,10 +120,11 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
             archive_root: ctx.archive_root(),
         };
         let report = archive_batch(ctx, &settings, &batch, &mut queue, &hooks, jobs, ui);
-        queue
-            .sync()
-            .with_context(|| format!("syncing {}", dir.display()))?;
         summarise(ctx, &report, &mut totals, ui);
+        if let Err(e) = queue.sync() {
+            totals.failed = true;
+            ui.error(format_args!("{}: {e}", dir.display()));
+        }
     }
     drop(lock);
     if ui.interactive || ui.verbosity >= crate::ui::Verbosity::Verbose {
@@ -280,8 +281,9 @@ fn record_error_reasons(ctx: &ServerCtx<'_>, report: &BatchReport, ui: &Ui) {
 }
 
 /// Files archived between two commits: bounds what a killed run redoes and how long sources
-/// wait for release, while still grouping the catalogue fsync.
-const COMMIT_EVERY: usize = 64;
+/// wait for release (their removal then overlaps with the next files), while still grouping
+/// the catalogue fsync.
+const COMMIT_EVERY: usize = 16;
 
 /// Archives a batch with up to `jobs` files in flight, committing (catalogue, then source
 /// release) every [`COMMIT_EVERY`] files in name order.

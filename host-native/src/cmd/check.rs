@@ -11,6 +11,7 @@ use walvault_core::status::{self, CheckResult, human_bytes};
 use walvault_core::time::utc_iso8601;
 
 use super::archive_wal::now;
+use super::receive_wal;
 use crate::cli::Format;
 use crate::fsutil::is_temp_name;
 use crate::pg::{self, PgFacts};
@@ -178,11 +179,135 @@ pub fn run_checks(ctx: &ServerCtx<'_>) -> CheckReport {
             Ok(facts) => checks.extend(pg_checks(ctx, &facts)),
         }
     }
+    if cfg.streaming_archiver {
+        checks.extend(streaming_checks(ctx));
+    }
     CheckReport {
         server: cfg.name.clone(),
         ok: checks.iter().all(|c| c.ok),
         checks,
     }
+}
+
+/// What `status` shows about streaming.
+#[derive(Debug, Serialize)]
+pub struct StreamingStatus {
+    /// The receive-wal process holding the lock, if one runs.
+    pub receive_wal_pid: Option<u32>,
+    /// Whether receive-wal runs (its lock is held).
+    pub receive_wal_running: bool,
+    /// `pg_receivewal --version`, or why it is unusable.
+    pub pg_receivewal: String,
+    /// The server's view, when reachable.
+    pub postgresql: Option<pg::StreamingFacts>,
+    /// Why the server's view is missing.
+    pub postgresql_error: Option<String>,
+}
+
+/// Gathers the streaming state: the local lock and tool, and the server's slot and receiver.
+pub fn streaming_status(ctx: &ServerCtx<'_>) -> StreamingStatus {
+    let lock = crate::lock::lock_path(&ctx.cfg.lock_directory, &ctx.cfg.name, "receive-wal");
+    let holder = crate::lock::holder(&lock).ok().flatten();
+    let (postgresql, postgresql_error) = match receive_wal::facts(ctx.cfg) {
+        Ok(f) => (Some(f), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    let pg_receivewal = match receive_wal::pg_receivewal(ctx.cfg) {
+        Err(e) => format!("{e:#}"),
+        Ok(tool) => match postgresql.as_ref().map(|f| {
+            walvault_core::streaming::receivewal_compatible(
+                tool.major,
+                u32::try_from(f.version_num).unwrap_or(0),
+            )
+        }) {
+            Some(Err(e)) => e,
+            _ => tool.version,
+        },
+    };
+    StreamingStatus {
+        receive_wal_pid: holder.flatten(),
+        receive_wal_running: holder.is_some(),
+        pg_receivewal,
+        postgresql,
+        postgresql_error,
+    }
+}
+
+fn streaming_checks(ctx: &ServerCtx<'_>) -> Vec<CheckResult> {
+    let cfg = ctx.cfg;
+    let st = streaming_status(ctx);
+    let check = |name: &str, ok: bool, hint: String| CheckResult {
+        name: name.to_owned(),
+        ok,
+        hint: Some(hint),
+    };
+    let tool_ok = st.pg_receivewal.starts_with("pg_receivewal");
+    let mut checks = vec![
+        check("pg_receivewal", tool_ok, st.pg_receivewal.clone()),
+        check(
+            "receive-wal running",
+            st.receive_wal_running,
+            match st.receive_wal_pid {
+                Some(pid) => format!("process {pid}"),
+                None if st.receive_wal_running => "lock held".to_owned(),
+                None => format!("not running: start `walvault receive-wal {}`", cfg.name),
+            },
+        ),
+    ];
+    let Some(facts) = &st.postgresql else {
+        checks.push(check(
+            "streaming connection",
+            false,
+            st.postgresql_error.unwrap_or_default(),
+        ));
+        return checks;
+    };
+    if let Some(slot) = &cfg.slot_name {
+        checks.push(match &facts.slot {
+            None => check(
+                "replication slot",
+                false,
+                format!(
+                    "replication slot '{slot}' doesn't exist: run `walvault receive-wal --create-slot {}`",
+                    cfg.name
+                ),
+            ),
+            Some(info) if info.restart_lsn.is_none() => check(
+                "replication slot",
+                false,
+                format!("slot '{slot}' not initialised: is receive-wal running?"),
+            ),
+            Some(info) if !info.active => check(
+                "replication slot",
+                false,
+                format!("slot '{slot}' not active: is receive-wal running?"),
+            ),
+            Some(info) => check(
+                "replication slot",
+                true,
+                format!(
+                    "'{slot}' active, restart_lsn {}",
+                    info.restart_lsn.as_deref().unwrap_or("-")
+                ),
+            ),
+        });
+    }
+    if let Some(receiver) = &facts.receiver {
+        checks.push(check(
+            "streaming lag",
+            true,
+            match receiver.lag_bytes {
+                Some(lag) => format!(
+                    "{lag} bytes ({}), {} {}",
+                    human_bytes(u64::try_from(lag).unwrap_or(0)),
+                    receiver.state,
+                    receiver.sync_state
+                ),
+                None => format!("{} {}", receiver.state, receiver.sync_state),
+            },
+        ));
+    }
+    checks
 }
 
 fn pg_checks(ctx: &ServerCtx<'_>, facts: &PgFacts) -> Vec<CheckResult> {
@@ -191,16 +316,21 @@ fn pg_checks(ctx: &ServerCtx<'_>, facts: &PgFacts) -> Vec<CheckResult> {
         ok: true,
         hint: Some(format!("version {}", facts.version_num)),
     }];
-    checks.push(status::check_archive_mode(&facts.archive_mode));
-    let command =
-        status::check_archive_command(Some(&facts.archive_command), Some(&facts.archive_library));
-    let command_ok = command.ok;
-    checks.push(command);
-    if command_ok {
-        checks.push(status::check_continuous_archiving(
-            &facts.archive_mode,
-            &facts.archiver,
-        ));
+    // A streaming-only server needs no archive_command.
+    if ctx.cfg.archiver {
+        checks.push(status::check_archive_mode(&facts.archive_mode));
+        let command = status::check_archive_command(
+            Some(&facts.archive_command),
+            Some(&facts.archive_library),
+        );
+        let command_ok = command.ok;
+        checks.push(command);
+        if command_ok {
+            checks.push(status::check_continuous_archiving(
+                &facts.archive_mode,
+                &facts.archiver,
+            ));
+        }
     }
     if let Some(size) = ctx.cfg.wal_segment_size
         && size.bytes() != facts.wal_segment_size
@@ -292,6 +422,8 @@ pub struct StatusReport {
     pub postgresql: Option<PgFacts>,
     /// Why PostgreSQL facts are missing.
     pub postgresql_error: Option<String>,
+    /// Streaming state, when the streaming archiver is on.
+    pub streaming: Option<StreamingStatus>,
 }
 
 /// `status`.
@@ -321,6 +453,7 @@ pub fn status(ctxs: &[ServerCtx<'_>], format: Format) -> anyhow::Result<u8> {
             errors: local.errors,
             postgresql,
             postgresql_error,
+            streaming: ctx.cfg.streaming_archiver.then(|| streaming_status(ctx)),
         });
     }
     match format {
@@ -382,6 +515,32 @@ pub fn status(ctxs: &[ServerCtx<'_>], format: Format) -> anyhow::Result<u8> {
                     }
                     (None, Some(e)) => println!("\tPostgreSQL: {e}"),
                     (None, None) => {}
+                }
+                if let Some(st) = &r.streaming {
+                    println!(
+                        "\treceive-wal: {}",
+                        match (st.receive_wal_running, st.receive_wal_pid) {
+                            (true, Some(pid)) => format!("running (process {pid})"),
+                            (true, None) => "running".to_owned(),
+                            (false, _) => "not running".to_owned(),
+                        }
+                    );
+                    println!("\tpg_receivewal: {}", st.pg_receivewal);
+                    if let Some(f) = &st.postgresql {
+                        if let Some(slot) = &f.slot {
+                            println!(
+                                "\tReplication slot: {}, restart_lsn {}",
+                                if slot.active { "active" } else { "inactive" },
+                                slot.restart_lsn.as_deref().unwrap_or("-")
+                            );
+                        }
+                        if let Some(lag) = f.receiver.as_ref().and_then(|r| r.lag_bytes) {
+                            println!(
+                                "\tStreaming lag: {}",
+                                human_bytes(u64::try_from(lag).unwrap_or(0))
+                            );
+                        }
+                    }
                 }
             }
         }
