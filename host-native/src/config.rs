@@ -113,6 +113,14 @@ struct ServerSection {
     post_wal_delete_script: Option<String>,
     pre_wal_delete_retry_script: Option<String>,
     post_wal_delete_retry_script: Option<String>,
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    aws_profile: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    path_style: Option<bool>,
+    multipart_threshold: Option<NumberOrText>,
+    request_timeout: Option<u64>,
 }
 
 macro_rules! merge_fields {
@@ -160,7 +168,15 @@ impl ServerSection {
             pre_wal_delete_script,
             post_wal_delete_script,
             pre_wal_delete_retry_script,
-            post_wal_delete_retry_script
+            post_wal_delete_retry_script,
+            endpoint_url,
+            region,
+            aws_profile,
+            access_key_id,
+            secret_access_key,
+            path_style,
+            multipart_threshold,
+            request_timeout
         )
     }
 }
@@ -209,6 +225,8 @@ pub struct ServerConfig {
     pub backup_directory: PathBuf,
     /// Where WAL goes.
     pub archive: ArchiveLocation,
+    /// How to reach an object-storage archive (unused for a local one).
+    pub object_store: crate::store::s3::S3Settings,
     /// `archive_command` drop zone.
     pub incoming: PathBuf,
     /// pg_receivewal target.
@@ -453,13 +471,8 @@ fn resolve(
     let backup_directory = s.backup_directory.unwrap_or_else(|| home.join(name));
     let archive = match s.wals_directory {
         Some(url) if url.contains("://") => {
-            if !url.starts_with("s3://") {
-                return Err(err(
-                    name,
-                    "wals_directory",
-                    format!("unsupported URL scheme in {url:?} (supported: s3://)"),
-                ));
-            }
+            crate::store::s3::split_url(&url)
+                .map_err(|e| err(name, "wals_directory", format!("{e:#}")))?;
             ArchiveLocation::Url(url)
         }
         Some(path) => ArchiveLocation::Local(PathBuf::from(path)),
@@ -507,6 +520,19 @@ fn resolve(
                 "expected the number pg_controldata prints",
             )
         })?),
+    };
+    let multipart_threshold = match &s.multipart_threshold {
+        None => 64 << 20,
+        Some(v) => {
+            let text = v.text();
+            parse_size(&text).filter(|n| *n >= 5 << 20).ok_or_else(|| {
+                err(
+                    name,
+                    "multipart_threshold",
+                    format!("{text:?} is not a size of at least 5MB (S3's smallest part)"),
+                )
+            })?
+        }
     };
     if let Some(slot) = &s.slot_name
         && !valid_slot_name(slot)
@@ -574,6 +600,20 @@ fn resolve(
             .errors_directory
             .unwrap_or_else(|| backup_directory.join("errors")),
         backup_directory,
+        object_store: crate::store::s3::S3Settings {
+            endpoint_url: s.endpoint_url,
+            region: s.region,
+            profile: s.aws_profile,
+            access_key_id: s.access_key_id,
+            secret_access_key: s.secret_access_key,
+            path_style: s.path_style,
+            multipart_threshold,
+            timeout: std::time::Duration::from_secs(s.request_timeout.unwrap_or(60).max(1)),
+            ..crate::store::s3::S3Settings::new(match &archive {
+                ArchiveLocation::Url(url) => url,
+                ArchiveLocation::Local(_) => "",
+            })
+        },
         archive,
         xlogdb_directory,
         lock_directory: lock_directory.to_owned(),

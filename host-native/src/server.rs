@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use walvault_core::compression::{DecodeLimits, Decoder};
 use walvault_core::layout::Layout;
 use walvault_core::storage::WalStore;
@@ -11,7 +11,7 @@ use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, parse_page_header};
 
 use crate::catalogue_file::CatalogueFile;
 use crate::config::{ArchiveLocation, ServerConfig};
-use crate::store::LocalStore;
+use crate::store::{LocalStore, S3Store};
 
 /// A server ready to work on.
 pub struct ServerCtx<'a> {
@@ -41,10 +41,12 @@ impl<'a> ServerCtx<'a> {
     pub fn open(cfg: &'a ServerConfig, config_path: &'a Path) -> anyhow::Result<Self> {
         let (store, layout): (Box<dyn WalStore + Sync>, Layout) = match &cfg.archive {
             ArchiveLocation::Local(dir) => (Box::new(LocalStore::new(dir.clone())), Layout::Local),
-            ArchiveLocation::Url(url) => bail!(
-                "server '{}': object storage archives ({url}) are not supported by this build yet",
-                cfg.name
-            ),
+            ArchiveLocation::Url(url) => {
+                let (_, _, prefix) = crate::store::s3::split_url(url)?;
+                let store = S3Store::open(&cfg.object_store)
+                    .with_context(|| format!("server '{}': opening {url}", cfg.name))?;
+                (Box::new(store), Layout::cloud(&prefix, &cfg.name))
+            }
         };
         let catalogue = CatalogueFile::new(&cfg.xlogdb_directory, &cfg.lock_directory, &cfg.name);
         Ok(ServerCtx {

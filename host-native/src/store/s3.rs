@@ -1,0 +1,427 @@
+//! WAL archives in object storage (S3 and S3-compatible servers; GCS and Azure through the
+//! same client), implementing the core's storage contract over `object_store`.
+//!
+//! `object_store` is async; the core's traits are synchronous, so each call runs on a small
+//! shared tokio runtime (`block_on` from the archiver's worker threads, which is how several
+//! uploads run at once). Puts are durable when S3 acknowledges them; `PutMode::Create` is an
+//! `If-None-Match: *` conditional put, atomic on the server.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
+    PutPayload, RetryConfig,
+};
+use walvault_core::storage::{
+    ObjectMeta, Op, Payload, PutMode, StorageError, WalStore, run_payload, validate_key,
+};
+
+/// Where and how to reach the bucket.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `s3://bucket/prefix` (also `gs://`, `az://`).
+    pub url: String,
+    /// A custom endpoint (MinIO, Ceph RGW, …); path-style requests by default there.
+    pub endpoint_url: Option<String>,
+    /// The region (`AWS_REGION` / profile otherwise; `us-east-1` as the last resort).
+    pub region: Option<String>,
+    /// A profile in `~/.aws/credentials` and `~/.aws/config`.
+    pub profile: Option<String>,
+    /// Static credentials from the configuration (the environment is preferred).
+    pub access_key_id: Option<String>,
+    /// See `access_key_id`.
+    pub secret_access_key: Option<String>,
+    /// Force path-style (`endpoint/bucket/key`) or virtual-hosted-style requests.
+    pub path_style: Option<bool>,
+    /// Objects larger than this are uploaded in parts.
+    pub multipart_threshold: u64,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Retries of a failing request (5xx, 429/SlowDown, connection errors).
+    pub max_retries: usize,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("url", &self.url)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("region", &self.region)
+            .field("profile", &self.profile)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Settings {
+    /// Defaults for `url`.
+    pub fn new(url: &str) -> Self {
+        S3Settings {
+            url: url.to_owned(),
+            multipart_threshold: 64 << 20,
+            timeout: Duration::from_secs(60),
+            max_retries: 5,
+            ..S3Settings::default()
+        }
+    }
+}
+
+/// A bucket (and the prefix inside it) holding archives in Barman's cloud layout.
+pub struct S3Store {
+    store: Arc<dyn ObjectStore>,
+    runtime: Arc<tokio::runtime::Runtime>,
+    /// What messages show before a key.
+    url: String,
+    multipart_threshold: u64,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store").field("url", &self.url).finish()
+    }
+}
+
+/// Splits `s3://bucket/some/prefix` into the bucket URL and the prefix (no slashes around).
+pub fn split_url(url: &str) -> anyhow::Result<(String, String, String)> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        bail!("{url:?} is not a URL (expected s3://bucket/prefix)");
+    };
+    if !matches!(scheme, "s3" | "gs" | "az" | "azure" | "abfs") {
+        bail!("{url:?}: unsupported scheme {scheme:?} (expected s3://, gs:// or az://)");
+    }
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        bail!("{url:?} names no bucket");
+    }
+    Ok((
+        scheme.to_owned(),
+        bucket.to_owned(),
+        prefix.trim_matches('/').to_owned(),
+    ))
+}
+
+impl S3Store {
+    /// Connects lazily (the first request opens the connection); fails only on settings
+    /// that cannot work.
+    pub fn open(settings: &S3Settings) -> anyhow::Result<S3Store> {
+        let (scheme, bucket, _) = split_url(&settings.url)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("walvault-s3")
+            .enable_all()
+            .build()
+            .context("starting the I/O runtime")?;
+        let mut client = ClientOptions::new()
+            .with_timeout(settings.timeout)
+            .with_connect_timeout(Duration::from_secs(10));
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(200),
+                max_backoff: Duration::from_secs(10),
+                base: 2.0,
+            },
+            max_retries: settings.max_retries,
+            retry_timeout: Duration::from_secs(180),
+        };
+        let store: Arc<dyn ObjectStore> = match scheme.as_str() {
+            "s3" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_retry(retry);
+                let profile = crate::store::aws_profile::load(settings.profile.as_deref())?;
+                if let Some(region) = settings.region.clone().or(profile.region.clone()) {
+                    b = b.with_region(region);
+                } else if std::env::var_os("AWS_REGION").is_none()
+                    && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+                {
+                    b = b.with_region("us-east-1");
+                }
+                match (&settings.access_key_id, &settings.secret_access_key) {
+                    (Some(id), Some(secret)) => {
+                        b = b.with_access_key_id(id).with_secret_access_key(secret);
+                    }
+                    (Some(_), None) | (None, Some(_)) => bail!(
+                        "set both access_key_id and secret_access_key, or neither (and use the \
+                         AWS_* environment or a profile)"
+                    ),
+                    (None, None) => {
+                        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+                            && let Some(creds) = &profile.credentials
+                        {
+                            b = b
+                                .with_access_key_id(&creds.access_key_id)
+                                .with_secret_access_key(&creds.secret_access_key);
+                            if let Some(token) = &creds.session_token {
+                                b = b.with_token(token);
+                            }
+                        }
+                    }
+                }
+                if let Some(endpoint) = &settings.endpoint_url {
+                    b = b.with_endpoint(endpoint);
+                    if endpoint.starts_with("http://") {
+                        client = client.with_allow_http(true);
+                    }
+                    b = b.with_virtual_hosted_style_request(!settings.path_style.unwrap_or(true));
+                } else if let Some(path_style) = settings.path_style {
+                    b = b.with_virtual_hosted_style_request(!path_style);
+                }
+                Arc::new(b.with_client_options(client).build()?)
+            }
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_retry(retry)
+                    .with_client_options(client)
+                    .build()?,
+            ),
+            _ => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&bucket)
+                    .with_retry(retry)
+                    .with_client_options(client)
+                    .build()?,
+            ),
+        };
+        Ok(S3Store {
+            store,
+            runtime: Arc::new(runtime),
+            url: format!("{scheme}://{bucket}"),
+            multipart_threshold: settings.multipart_threshold,
+        })
+    }
+
+    fn path(key: &str) -> Result<ObjectPath, StorageError> {
+        validate_key(key)?;
+        ObjectPath::parse(key).map_err(|_| StorageError::InvalidKey {
+            key: key.to_owned(),
+            reason: "not a valid object path",
+        })
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+}
+
+/// Maps an `object_store` error to the core's semantic error.
+fn classify(op: Op, key: &str, err: object_store::Error) -> StorageError {
+    use object_store::Error as E;
+    let key = key.to_owned();
+    match err {
+        E::NotFound { .. } => StorageError::NotFound { key },
+        E::AlreadyExists { .. } | E::Precondition { .. } => StorageError::AlreadyExists { key },
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => StorageError::Permanent {
+            op,
+            key,
+            message: format!("access denied: {err} (check the credentials and the bucket policy)"),
+        },
+        other => {
+            let message = error_chain(&other);
+            // object_store already retried what can be retried; what is left after retries
+            // is still reported as transient when it looks like the server or the network.
+            let transient = [
+                "timed out",
+                "connection",
+                "503",
+                "500",
+                "502",
+                "504",
+                "429",
+                "SlowDown",
+                "retries",
+            ]
+            .iter()
+            .any(|needle| message.contains(needle));
+            if transient {
+                StorageError::Transient { op, key, message }
+            } else {
+                StorageError::Permanent { op, key, message }
+            }
+        }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
+impl WalStore for S3Store {
+    fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        let path = Self::path(key)?;
+        let meta = self
+            .block_on(self.store.head(&path))
+            .map_err(|e| classify(Op::Head, key, e))?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: meta.size,
+        })
+    }
+
+    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+        let path = Self::path(key)?;
+        let result = self
+            .block_on(self.store.get(&path))
+            .map_err(|e| classify(Op::Get, key, e))?;
+        Ok(Box::new(StreamReader {
+            runtime: &self.runtime,
+            stream: result.into_stream(),
+            chunk: Bytes::new(),
+        }))
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        mode: PutMode,
+        payload: &mut dyn Payload,
+    ) -> Result<ObjectMeta, StorageError> {
+        let path = Self::path(key)?;
+        // A compressed segment is at most a segment: buffering it keeps retries simple (the
+        // same bytes are sent again) and memory bounded by jobs × segment size.
+        let mut body = Vec::new();
+        run_payload(payload, &mut body).map_err(|f| f.into_storage_error(key))?;
+        let size = body.len() as u64;
+        let bytes = Bytes::from(body);
+        if size > self.multipart_threshold {
+            self.put_multipart(key, &path, mode, bytes)?;
+        } else {
+            let opts = PutOptions {
+                mode: match mode {
+                    PutMode::Create => object_store::PutMode::Create,
+                    PutMode::Overwrite => object_store::PutMode::Overwrite,
+                },
+                ..PutOptions::default()
+            };
+            self.block_on(self.store.put_opts(&path, PutPayload::from(bytes), opts))
+                .map_err(|e| classify(Op::Put, key, e))?;
+        }
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size,
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        // object_store lists by path segments; list the deepest whole directory and filter
+        // by the string prefix.
+        let dir = match prefix.rsplit_once('/') {
+            Some((dir, _)) => Some(Self::path(dir)?),
+            None => None,
+        };
+        let listed: Vec<object_store::ObjectMeta> = self
+            .block_on(async {
+                let mut out = Vec::new();
+                let mut stream = self.store.list(dir.as_ref());
+                while let Some(item) = stream.next().await {
+                    out.push(item?);
+                }
+                Ok::<_, object_store::Error>(out)
+            })
+            .map_err(|e| classify(Op::List, prefix, e))?;
+        let mut out: Vec<ObjectMeta> = listed
+            .into_iter()
+            .map(|m| ObjectMeta {
+                key: m.location.to_string(),
+                size: m.size,
+            })
+            .filter(|m| m.key.starts_with(prefix))
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = Self::path(key)?;
+        // S3 deletes of a missing key succeed; the contract says NotFound.
+        self.head(key)?;
+        self.block_on(self.store.delete(&path))
+            .map_err(|e| classify(Op::Delete, key, e))
+    }
+}
+
+impl S3Store {
+    /// Multipart upload for objects above the threshold. S3 has no create-if-absent for
+    /// multipart uploads in every implementation, so `Create` checks first (the race window
+    /// is the upload's duration; WAL segments of the default sizes never take this path).
+    fn put_multipart(
+        &self,
+        key: &str,
+        path: &ObjectPath,
+        mode: PutMode,
+        bytes: Bytes,
+    ) -> Result<(), StorageError> {
+        if mode == PutMode::Create {
+            match self.head(key) {
+                Ok(_) => {
+                    return Err(StorageError::AlreadyExists {
+                        key: key.to_owned(),
+                    });
+                }
+                Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.block_on(async {
+            let mut upload = self
+                .store
+                .put_multipart_opts(path, PutMultipartOptions::default())
+                .await?;
+            const PART: usize = 16 << 20;
+            let mut offset = 0;
+            while offset < bytes.len() {
+                let end = (offset + PART).min(bytes.len());
+                upload
+                    .put_part(PutPayload::from(bytes.slice(offset..end)))
+                    .await?;
+                offset = end;
+            }
+            upload.complete().await.map(|_| ())
+        })
+        .map_err(|e| classify(Op::Put, key, e))
+    }
+}
+
+/// A blocking reader over an object's byte stream: memory stays at one network chunk.
+struct StreamReader<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    chunk: Bytes,
+}
+
+impl Read for StreamReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.runtime.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(io::Error::other(error_chain(&e))),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
+    }
+}
