@@ -121,6 +121,7 @@ struct ServerSection {
     path_style: Option<bool>,
     multipart_threshold: Option<NumberOrText>,
     request_timeout: Option<u64>,
+    max_retries: Option<u64>,
 }
 
 macro_rules! merge_fields {
@@ -176,7 +177,8 @@ impl ServerSection {
             secret_access_key,
             path_style,
             multipart_threshold,
-            request_timeout
+            request_timeout,
+            max_retries
         )
     }
 }
@@ -609,6 +611,7 @@ fn resolve(
             path_style: s.path_style,
             multipart_threshold,
             timeout: std::time::Duration::from_secs(s.request_timeout.unwrap_or(60).max(1)),
+            max_retries: s.max_retries.map_or(5, |n| n as usize),
             ..crate::store::s3::S3Settings::new(match &archive {
                 ArchiveLocation::Url(url) => url,
                 ArchiveLocation::Local(_) => "",

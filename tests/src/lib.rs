@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+pub mod s3;
 use walvault::pgcluster::{Cluster, RunAs};
 use walvault_core::catalogue::{CatalogueEntry, parse_catalogue};
 use walvault_core::wal::{SegmentSize, WalFileName};
@@ -162,9 +164,15 @@ impl World {
         .expect("cluster")
     }
 
-    /// The catalogue's entries.
+    /// The catalogue's entries (next to a local archive, or in `meta/` for object storage).
     pub fn catalogue(&self) -> Vec<CatalogueEntry> {
-        let path = self.wals().join(format!("{SERVER}-xlog.db"));
+        let local = self.wals().join(format!("{SERVER}-xlog.db"));
+        let meta = self
+            .home
+            .join(SERVER)
+            .join("meta")
+            .join(format!("{SERVER}-xlog.db"));
+        let path = if meta.exists() { meta } else { local };
         parse_catalogue(&fs::read_to_string(&path).unwrap_or_default()).expect("catalogue parses")
     }
 
@@ -387,4 +395,77 @@ pub fn assert_contiguous(world: &World, last: &str) {
             entry.name
         );
     }
+}
+
+/// `pg_stat_archiver.failed_count`.
+pub fn failed_count(cluster: &walvault::pgcluster::Cluster) -> String {
+    cluster
+        .query_text("SELECT failed_count::text FROM pg_stat_archiver")
+        .expect("stats")
+}
+
+/// Point-in-time recovery from a base backup and the archive, with one codec.
+pub fn point_in_time_recovery(world: &World, codec: &str) {
+    let mut primary = world.archiving_primary();
+    primary
+        .pgbench(&["-i", "-s", "2", "-q"])
+        .expect("pgbench -i");
+    primary
+        .base_backup(&world.path("restored"))
+        .expect("base backup");
+    primary
+        .pgbench(&["-n", "-c", "2", "-t", "1500"])
+        .expect("pgbench");
+    let at_target = fingerprint(&primary);
+    primary
+        .execute("SELECT pg_create_restore_point('walvault_target')")
+        .expect("restore point");
+    primary
+        .pgbench(&["-n", "-c", "2", "-t", "500"])
+        .expect("pgbench after the target");
+    let later = fingerprint(&primary);
+    assert_ne!(
+        at_target, later,
+        "the workload after the target changes the data"
+    );
+    switch_and_wait_archived(&primary);
+    assert_eq!(failed_count(&primary), "0");
+    primary.stop("fast").expect("stop");
+    if codec != "none" {
+        assert!(
+            world
+                .catalogue()
+                .iter()
+                .all(|e| e.compression.as_deref() == Some(codec)),
+            "every catalogue line records {codec}"
+        );
+    }
+
+    let mut restored = world.existing_cluster("restored");
+    restored
+        .configure(&format!(
+            "archive_mode = off\nrestore_command = '{}'\nrecovery_target_name = 'walvault_target'\nrecovery_target_action = 'promote'",
+            world.command_line(&format!("get-wal {SERVER} %f %p"))
+        ))
+        .expect("configure");
+    fs::write(restored.data.join("recovery.signal"), b"").expect("recovery.signal");
+    world.own_all();
+    restored.start().expect("start restored");
+    restored
+        .wait_for(
+            "recovery to reach the target and promote",
+            Duration::from_secs(300),
+            |c| Ok(c.query_text("SELECT pg_is_in_recovery()::text")? == "false"),
+        )
+        .expect("promoted");
+    assert_eq!(
+        fingerprint(&restored),
+        at_target,
+        "recovered to the restore point, not later"
+    );
+    let log = fs::read_to_string(&restored.log).unwrap_or_default();
+    assert!(
+        log.contains("recovery stopping at restore point \"walvault_target\""),
+        "PostgreSQL stopped at the target:\n{log}"
+    );
 }

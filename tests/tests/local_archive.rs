@@ -8,14 +8,9 @@ use std::time::Duration;
 use walvault_core::compression::{Codec, DecodeLimits, decode_all};
 use walvault_core::wal::{SegmentSize, WalFileName, synthetic_page_header};
 use walvault_tests::{
-    SERVER, World, assert_contiguous, describe, fingerprint, switch_and_wait_archived,
+    SERVER, World, assert_contiguous, describe, failed_count, point_in_time_recovery,
+    switch_and_wait_archived,
 };
-
-fn failed_count(cluster: &walvault::pgcluster::Cluster) -> String {
-    cluster
-        .query_text("SELECT failed_count::text FROM pg_stat_archiver")
-        .expect("stats")
-}
 
 #[test]
 fn put_wal_as_archive_command_archives_every_segment() {
@@ -98,102 +93,39 @@ fn incoming_drop_then_archive_wal_archives_every_segment() {
     );
 }
 
-/// Point-in-time recovery from a base backup and the archive, with one codec.
-fn point_in_time_recovery(codec: &str) {
-    let world = World::new(&format!(
-        "compression = \"{codec}\"\ncompression_level = \"low\""
-    ));
-    let mut primary = world.archiving_primary();
-    primary
-        .pgbench(&["-i", "-s", "2", "-q"])
-        .expect("pgbench -i");
-    primary
-        .base_backup(&world.path("restored"))
-        .expect("base backup");
-    primary
-        .pgbench(&["-n", "-c", "2", "-t", "1500"])
-        .expect("pgbench");
-    let at_target = fingerprint(&primary);
-    primary
-        .execute("SELECT pg_create_restore_point('walvault_target')")
-        .expect("restore point");
-    primary
-        .pgbench(&["-n", "-c", "2", "-t", "500"])
-        .expect("pgbench after the target");
-    let later = fingerprint(&primary);
-    assert_ne!(
-        at_target, later,
-        "the workload after the target changes the data"
-    );
-    switch_and_wait_archived(&primary);
-    assert_eq!(failed_count(&primary), "0");
-    primary.stop("fast").expect("stop");
-    if codec != "none" {
-        assert!(
-            world
-                .catalogue()
-                .iter()
-                .all(|e| e.compression.as_deref() == Some(codec)),
-            "every catalogue line records {codec}"
-        );
-    }
-
-    let mut restored = world.existing_cluster("restored");
-    restored
-        .configure(&format!(
-            "archive_mode = off\nrestore_command = '{}'\nrecovery_target_name = 'walvault_target'\nrecovery_target_action = 'promote'",
-            world.command_line(&format!("get-wal {SERVER} %f %p"))
-        ))
-        .expect("configure");
-    fs::write(restored.data.join("recovery.signal"), b"").expect("recovery.signal");
-    world.own_all();
-    restored.start().expect("start restored");
-    restored
-        .wait_for(
-            "recovery to reach the target and promote",
-            Duration::from_secs(300),
-            |c| Ok(c.query_text("SELECT pg_is_in_recovery()::text")? == "false"),
-        )
-        .expect("promoted");
-    assert_eq!(
-        fingerprint(&restored),
-        at_target,
-        "recovered to the restore point, not later"
-    );
-    let log = fs::read_to_string(&restored.log).unwrap_or_default();
-    assert!(
-        log.contains("recovery stopping at restore point \"walvault_target\""),
-        "PostgreSQL stopped at the target:\n{log}"
-    );
+fn pitr_world(codec: &str, extra: &str) -> World {
+    World::new(&format!(
+        "compression = \"{codec}\"\ncompression_level = \"low\"\n{extra}"
+    ))
 }
 
 #[test]
 fn pitr_none() {
-    point_in_time_recovery("none");
+    point_in_time_recovery(&pitr_world("none", ""), "none");
 }
 #[test]
 fn pitr_gzip() {
-    point_in_time_recovery("gzip");
+    point_in_time_recovery(&pitr_world("gzip", ""), "gzip");
 }
 #[test]
 fn pitr_bzip2() {
-    point_in_time_recovery("bzip2");
+    point_in_time_recovery(&pitr_world("bzip2", ""), "bzip2");
 }
 #[test]
 fn pitr_xz() {
-    point_in_time_recovery("xz");
+    point_in_time_recovery(&pitr_world("xz", ""), "xz");
 }
 #[test]
 fn pitr_zstd() {
-    point_in_time_recovery("zstd");
+    point_in_time_recovery(&pitr_world("zstd", ""), "zstd");
 }
 #[test]
 fn pitr_lz4() {
-    point_in_time_recovery("lz4");
+    point_in_time_recovery(&pitr_world("lz4", ""), "lz4");
 }
 #[test]
 fn pitr_snappy() {
-    point_in_time_recovery("snappy");
+    point_in_time_recovery(&pitr_world("snappy", ""), "snappy");
 }
 
 const MIB: u64 = 1 << 20;

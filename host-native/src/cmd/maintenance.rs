@@ -35,9 +35,14 @@ struct RebuildCounts {
 /// `rebuild-xlogdb`: the catalogue from the archive directory. Keeps `.partial` files and
 /// refuses files in the wrong hash directory (Barman drops the former and accepts the latter).
 pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
-    let Some(root) = ctx.local_archive_dir() else {
-        bail!("rebuild-xlogdb of an object-storage archive is not supported by this build yet")
+    // Object storage is rebuilt by listing it (Barman cannot); its listing carries no
+    // modification times, so those lines get the rebuild's time.
+    let root = ctx.local_archive_dir();
+    let shown = |key: &str| match root {
+        Some(root) => root.join(key).display().to_string(),
+        None => format!("{}{key}", ctx.archive_root()),
     };
+    let rebuilt_at = super::archive_wal::now();
     ui.info(format_args!(
         "Rebuilding xlogdb for server {}",
         ctx.cfg.name
@@ -46,14 +51,21 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
     let counts = ctx.catalogue.rewrite_with(|| {
         let mut counts = RebuildCounts::default();
         let mut entries = Vec::new();
-        let listing = ctx.store.list("").map_err(std::io::Error::other)?;
+        let listing = ctx
+            .store
+            .list(ctx.layout.area_prefix())
+            .map_err(std::io::Error::other)?;
         for meta in &listing {
-            let path = root.join(&meta.key);
+            let path = shown(&meta.key);
+            let local_path = root.map(|r| r.join(&meta.key));
             match ctx.layout.parse_key(meta) {
                 Ok(stored) => {
                     let mut head = [0u8; MAGIC_MAX_LEN];
                     let got = ctx.store.get(&meta.key).map_err(std::io::Error::other)?.read(&mut head)?;
-                    let fs_meta = fs::metadata(&path)?;
+                    let time = match &local_path {
+                        Some(p) => mtime_of(&fs::metadata(p)?),
+                        None => rebuilt_at,
+                    };
                     let encrypted = looks_like_openpgp(&head[..got]);
                     match stored.name {
                         WalFileName::History(_) => counts.history += 1,
@@ -64,12 +76,13 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
                     entries.push(CatalogueEntry {
                         name: stored.name.to_string(),
                         size: meta.size,
-                        time: mtime_of(&fs_meta),
-                        compression: if encrypted { None } else { Codec::identify(&head[..got]).map(|c| c.name().to_owned()) },
+                        time,
+                        compression: if encrypted { None } else { stored.codec_from_key.or_else(|| Codec::identify(&head[..got])).map(|c| c.name().to_owned()) },
                         encryption: encrypted.then(|| "gpg".to_owned()),
                     });
                 }
-                Err(KeyProblem::Temporary) => {
+                Err(KeyProblem::Temporary) if local_path.is_some() => {
+                    let path = local_path.unwrap_or_default();
                     let age = fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
                     if age.is_some_and(|a| a > STALE_TEMP_AGE) {
                         fs::remove_file(&path)?;
@@ -79,15 +92,19 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
                         ui.warn(format_args!("temporary file found (a write in progress?): {}", path.display()));
                     }
                 }
+                Err(KeyProblem::Temporary) => {
+                    counts.unexpected += 1;
+                    ui.warn(format_args!("unexpected object {path}; not added to the catalogue"));
+                }
                 Err(KeyProblem::Misplaced { expected }) => {
                     counts.misplaced += 1;
                     let wants = if expected.is_empty() { "the archive root".to_owned() } else { format!("{expected}/") };
-                    ui.warn(format_args!("{} is in the wrong directory (it belongs in {wants}); not added to the catalogue", path.display()));
+                    ui.warn(format_args!("{path} is in the wrong directory (it belongs in {wants}); not added to the catalogue"));
                 }
                 Err(_) if meta.key == catalogue_name || meta.key.starts_with('.') => {}
                 Err(_) => {
                     counts.unexpected += 1;
-                    ui.warn(format_args!("unexpected file {}; not added to the catalogue", path.display()));
+                    ui.warn(format_args!("unexpected file {path}; not added to the catalogue"));
                 }
             }
         }
