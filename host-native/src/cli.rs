@@ -59,7 +59,8 @@ pub enum Command {
     ArchiveWal {
         #[command(flatten)]
         servers: ServerSelection,
-        /// Parallel compress+write jobs (default: configuration `jobs`, else the number of cores).
+        /// Parallel compress+write jobs (default: configuration `jobs`, else the number of
+        /// cores for a local archive and 8 for object storage).
         #[arg(short, long)]
         jobs: Option<usize>,
     },
@@ -108,6 +109,10 @@ pub enum Command {
         /// segment does not exist.
         #[arg(short = 'P', long)]
         partial: bool,
+        /// Also download the next N segments in parallel into the server's spool directory;
+        /// later calls are served from there (checked before use).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        prefetch: usize,
     },
     /// List the archived WAL files from the catalogue.
     ListWals {

@@ -78,7 +78,14 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
         Command::ArchiveWal { servers, jobs } => {
             let mut ok = true;
             for ctx in selected(&config, servers)? {
-                let jobs = jobs.or(ctx.cfg.jobs).unwrap_or_else(default_jobs);
+                // Object storage is latency-bound: more requests in flight than cores.
+                let jobs = jobs.or(ctx.cfg.jobs).unwrap_or_else(|| {
+                    if ctx.local_archive_dir().is_some() {
+                        default_jobs()
+                    } else {
+                        8
+                    }
+                });
                 match cmd::archive_wal::run(&ctx, jobs, ui) {
                     Ok(server_ok) => ok &= server_ok,
                     Err(e) => {
@@ -116,7 +123,8 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             wal,
             dest,
             partial,
-        } => cmd::wal_io::get_wal(&one(&config, server)?, wal, dest, *partial, ui),
+            prefetch,
+        } => cmd::wal_io::get_wal(&one(&config, server)?, wal, dest, *partial, *prefetch, ui),
         Command::ListWals { server, format } => {
             cmd::reports::list_wals(&one(&config, server)?, *format)
         }

@@ -534,3 +534,52 @@ fn barman_cloud_and_walvault_restore_each_others_wal_for_every_codec() {
         );
     }
 }
+
+#[test]
+fn prefetch_serves_later_segments_from_a_checked_spool() {
+    let Some((world, _server)) = s3_world("zstd", s3s) else {
+        return;
+    };
+    let files = queue(&world, 1, 6);
+    let out = world.walvault(&["archive-wal", SERVER]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let spool = world.home.join(SERVER).join("spool");
+    let get = |i: usize| {
+        let dest = world.path(&format!("restored-{i}"));
+        let out = world.walvault(&[
+            "-v",
+            "get-wal",
+            SERVER,
+            &files[i].0,
+            dest.to_str().expect("utf8"),
+            "--prefetch",
+            "3",
+        ]);
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(
+            fs::read(&dest).expect("restored"),
+            files[i].1,
+            "{}",
+            files[i].0
+        );
+        describe(&out)
+    };
+    let first = get(0);
+    assert!(!first.contains("prefetch spool"), "{first}");
+    for f in &files[1..4] {
+        assert!(spool.join(&f.0).exists(), "{} prefetched", f.0);
+    }
+    let second = get(1);
+    assert!(
+        second.contains("restored from the prefetch spool"),
+        "{second}"
+    );
+    // A damaged spooled copy is never handed to PostgreSQL: it is downloaded again.
+    fs::write(spool.join(&files[2].0), b"truncated").expect("damage");
+    let third = get(2);
+    assert!(third.contains("not a sound copy"), "{third}");
+    let rest: String = (3..6).map(get).collect();
+    assert!(rest.contains("prefetch spool"), "{rest}");
+    // Nothing older than what was asked for stays spooled.
+    assert!(!spool.join(&files[1].0).exists());
+}

@@ -224,6 +224,7 @@ pub fn get_wal(
     wal: &str,
     dest: &Path,
     partial: bool,
+    prefetch: usize,
     ui: &Ui,
 ) -> anyhow::Result<u8> {
     let Ok(name) = wal.parse::<WalFileName>() else {
@@ -231,6 +232,138 @@ pub fn get_wal(
         return Ok(2);
     };
     let segment_size = ctx.segment_size(&[]);
+    let spool = ctx.cfg.backup_directory.join("spool");
+    if prefetch > 0
+        && let WalFileName::Segment(segment) = name
+    {
+        if serve_from_spool(ctx, &spool, segment, segment_size, dest, ui)? {
+            return Ok(0);
+        }
+        let code = get_one(ctx, name, wal, dest, partial, segment_size, ui)?;
+        if code == 0 {
+            prefetch_into_spool(ctx, &spool, segment, prefetch, segment_size, ui);
+        }
+        return Ok(code);
+    }
+    get_one(ctx, name, wal, dest, partial, segment_size, ui)
+}
+
+/// Serves `segment` from the prefetch spool when it is there and sound (full size, its own
+/// page header): a rename, no download. Spooled files older than what PostgreSQL asks for
+/// now are dropped (recovery does not go back).
+fn serve_from_spool(
+    ctx: &ServerCtx<'_>,
+    spool: &Path,
+    segment: walvault_core::wal::Segment,
+    size: SegmentSize,
+    dest: &Path,
+    ui: &Ui,
+) -> anyhow::Result<bool> {
+    let Ok(entries) = fs::read_dir(spool) else {
+        return Ok(false);
+    };
+    let wanted = WalFileName::Segment(segment).to_string();
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let stale = match file.parse::<WalFileName>() {
+            Ok(WalFileName::Segment(s)) => s.timeline == segment.timeline && s < segment,
+            _ => !file.starts_with('.'),
+        };
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let path = spool.join(&wanted);
+    let Ok(meta) = fs::metadata(&path) else {
+        return Ok(false);
+    };
+    let mut head = [0u8; LONG_PAGE_HEADER_LEN];
+    let sound = meta.len() == size.bytes()
+        && fs::File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+        && (!ctx.cfg.check_page_header || check_segment_header(segment, size, &head).is_ok());
+    if !sound {
+        ui.warn(format_args!(
+            "{} is not a sound copy of {wanted}; downloading it again",
+            path.display()
+        ));
+        let _ = fs::remove_file(&path);
+        return Ok(false);
+    }
+    match fs::rename(&path, dest) {
+        Ok(()) => {}
+        Err(_) => {
+            // Another file system: copy, then drop the spooled file.
+            let mut input = fs::File::open(&path)?;
+            crate::fsutil::write_durable(dest, false, |w| io::copy(&mut input, w))
+                .with_context(|| format!("writing {}", dest.display()))?;
+            let _ = fs::remove_file(&path);
+        }
+    }
+    ui.verbose(format_args!("{wanted} restored from the prefetch spool"));
+    Ok(true)
+}
+
+/// Downloads the `count` segments after `segment` (same timeline) into the spool in
+/// parallel, so the next calls are served locally. Best effort: a segment that is missing
+/// ends the run of prefetching, and errors are only logged (the normal path reports them
+/// when PostgreSQL asks for that segment).
+fn prefetch_into_spool(
+    ctx: &ServerCtx<'_>,
+    spool: &Path,
+    segment: walvault_core::wal::Segment,
+    count: usize,
+    size: SegmentSize,
+    ui: &Ui,
+) {
+    if let Err(e) = fs::create_dir_all(spool) {
+        ui.warn(format_args!("cannot create {}: {e}", spool.display()));
+        return;
+    }
+    let mut wanted = Vec::new();
+    let mut next = segment.next(size);
+    while let Some(s) = next {
+        if wanted.len() == count {
+            break;
+        }
+        if !spool.join(WalFileName::Segment(s).to_string()).exists() {
+            wanted.push(s);
+        }
+        next = s.next(size);
+    }
+    std::thread::scope(|scope| {
+        for s in wanted {
+            scope.spawn(move || {
+                let name = WalFileName::Segment(s);
+                let target = spool.join(name.to_string());
+                let Ok((temp, file)) = TempFile::create(&target) else {
+                    return;
+                };
+                let mut sink = io::BufWriter::with_capacity(crate::fsutil::IO_BUF, file);
+                match restore(&*ctx.store, &ctx.layout, &name, false, size, &mut sink) {
+                    Ok(_) if sink.flush().is_ok() => {
+                        drop(sink);
+                        // Soundness is checked when the file is used.
+                        let _ = temp.link_into_place(&target, true);
+                    }
+                    Ok(_) | Err(RestoreError::NotFound(_)) => {}
+                    Err(e) => ui.verbose(format_args!("prefetching {name}: {e}")),
+                }
+            });
+        }
+    });
+}
+
+fn get_one(
+    ctx: &ServerCtx<'_>,
+    name: WalFileName,
+    wal: &str,
+    dest: &Path,
+    partial: bool,
+    segment_size: SegmentSize,
+    ui: &Ui,
+) -> anyhow::Result<u8> {
     let dest_dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
