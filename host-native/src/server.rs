@@ -11,7 +11,8 @@ use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, parse_page_header};
 
 use crate::catalogue_file::CatalogueFile;
 use crate::config::{ArchiveLocation, ServerConfig};
-use crate::store::{LocalStore, S3Store};
+use crate::store::LocalStore;
+use crate::store::s3::LazyS3Store;
 
 /// A server ready to work on.
 pub struct ServerCtx<'a> {
@@ -43,8 +44,8 @@ impl<'a> ServerCtx<'a> {
             ArchiveLocation::Local(dir) => (Box::new(LocalStore::new(dir.clone())), Layout::Local),
             ArchiveLocation::Url(url) => {
                 let (_, _, prefix) = crate::store::s3::split_url(url)?;
-                let store = S3Store::open(&cfg.object_store)
-                    .with_context(|| format!("server '{}': opening {url}", cfg.name))?;
+                let store = LazyS3Store::new(&cfg.object_store)
+                    .with_context(|| format!("server '{}': {url}", cfg.name))?;
                 (Box::new(store), Layout::cloud(&prefix, &cfg.name))
             }
         };

@@ -239,11 +239,11 @@ pub fn get_wal(
         if serve_from_spool(ctx, &spool, segment, segment_size, dest, ui)? {
             return Ok(0);
         }
-        let code = get_one(ctx, name, wal, dest, partial, segment_size, ui)?;
-        if code == 0 {
-            prefetch_into_spool(ctx, &spool, segment, prefetch, segment_size, ui);
-        }
-        return Ok(code);
+        // The next segments download while this one does: one round trip for the batch.
+        return std::thread::scope(|scope| {
+            scope.spawn(|| prefetch_into_spool(ctx, &spool, segment, prefetch, segment_size, ui));
+            get_one(ctx, name, wal, dest, partial, segment_size, ui)
+        });
     }
     get_one(ctx, name, wal, dest, partial, segment_size, ui)
 }

@@ -425,3 +425,63 @@ impl Read for StreamReader<'_> {
         Ok(n)
     }
 }
+
+/// An [`S3Store`] opened on first use: starting the client (TLS roots, runtime threads) costs
+/// more than a `get-wal` served from the prefetch spool, which never needs it.
+pub struct LazyS3Store {
+    settings: S3Settings,
+    store: std::sync::OnceLock<Result<S3Store, String>>,
+}
+
+impl std::fmt::Debug for LazyS3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyS3Store")
+            .field("url", &self.settings.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LazyS3Store {
+    /// Checks the settings now; connects later.
+    pub fn new(settings: &S3Settings) -> anyhow::Result<LazyS3Store> {
+        split_url(&settings.url)?;
+        Ok(LazyS3Store {
+            settings: settings.clone(),
+            store: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn store(&self, op: Op, key: &str) -> Result<&S3Store, StorageError> {
+        self.store
+            .get_or_init(|| S3Store::open(&self.settings).map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|message| StorageError::Permanent {
+                op,
+                key: key.to_owned(),
+                message: message.clone(),
+            })
+    }
+}
+
+impl WalStore for LazyS3Store {
+    fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        self.store(Op::Head, key)?.head(key)
+    }
+    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+        self.store(Op::Get, key)?.get(key)
+    }
+    fn put(
+        &self,
+        key: &str,
+        mode: PutMode,
+        payload: &mut dyn Payload,
+    ) -> Result<ObjectMeta, StorageError> {
+        self.store(Op::Put, key)?.put(key, mode, payload)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        self.store(Op::List, prefix)?.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.store(Op::Delete, key)?.delete(key)
+    }
+}

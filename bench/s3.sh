@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# s3.sh — archiving 64 real WAL segments to an S3 server on loopback (s3s-fs 0.14.1), walvault
+# against barman-cloud-wal-archive 3.20.1 (one process per WAL, as PostgreSQL calls an
+# archive_command), at zstd and lz4; then restoring the same 64 segments one get-wal call at a
+# time (as PostgreSQL's restore_command), without and with --prefetch: directly on loopback,
+# and through bench/latency_proxy.py adding ${LATENCY_MS:-20} ms to every request, the
+# first-byte latency of a real object store, which is what prefetching hides.
+#
+# pgBackRest is not measured: its archive-push needs a stanza created against a running
+# cluster with its own repository settings, and it is not in this project's toolchain.
+#
+# Needs .ci/setup (s3s-fs, and the Python venv with Barman's cloud tools). Every figure is the
+# fastest of $REPEAT runs.
+# Env: CORPUS (/tmp/peerbench/corpus)  OUT (/tmp/walvault-s3-bench)  REPEAT (3)  CODECS ("zstd lz4")
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CORPUS=${CORPUS:-/tmp/peerbench/corpus}
+OUT=${OUT:-/tmp/walvault-s3-bench}
+REPEAT=${REPEAT:-3}
+CODECS=${CODECS:-zstd lz4}
+VENV=${WALVAULT_PY_VENV:-$HOME/.cache/walvault/py-venv}
+S3S_FS=${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs
+log() { printf '[s3 %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+[[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
+[[ -x $S3S_FS && -x $VENV/bin/barman-cloud-wal-archive ]] || { log "run .ci/setup first"; exit 1; }
+(cd "$ROOT" && cargo build --release --locked -p walvault -q)
+WALVAULT=$ROOT/target/release/walvault
+NFILES=$(ls "$CORPUS" | wc -l)
+
+rm -rf "$OUT"; mkdir -p "$OUT/s3/bench"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_DEFAULT_REGION=us-east-1
+"$S3S_FS" --host 127.0.0.1 --port "$PORT" --access-key bench --secret-key bench-secret "$OUT/s3" >/dev/null 2>&1 &
+S3_PID=$!
+trap 'kill $S3_PID 2>/dev/null' EXIT
+ENDPOINT=http://127.0.0.1:$PORT
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break; sleep 0.1; done
+LATENCY_MS=${LATENCY_MS:-20}
+PROXY_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 "$ROOT/bench/latency_proxy.py" "$PROXY_PORT" "$PORT" "$LATENCY_MS" &
+PROXY_PID=$!
+trap 'kill $S3_PID $PROXY_PID 2>/dev/null' EXIT
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$PROXY_PORT") 2>/dev/null && break; sleep 0.1; done
+
+now() { date +%s.%N; }
+fastest() { sort -g | head -1; }
+
+config() {  # CODEC PREFIX [ENDPOINT]
+  cat > "$OUT/walvault.toml" <<TOML
+[walvault]
+home = "$OUT/home"
+[pg]
+compression = "$1"
+compression_level = "medium"
+wal_segment_size = "16MB"
+wals_directory = "s3://bench/$2"
+endpoint_url = "${3:-$ENDPOINT}"
+region = "us-east-1"
+TOML
+}
+
+ROWS=()
+for codec in $CODECS; do
+  # walvault archive-wal from incoming (default jobs: 8 for object storage)
+  wv=()
+  for ((i = 0; i < REPEAT; i++)); do
+    rm -rf "$OUT/s3/bench/wv-$codec" "$OUT/home"; config "$codec" "wv-$codec"
+    mkdir -p "$OUT/home/pg/incoming"; cp "$CORPUS"/* "$OUT/home/pg/incoming/"; sync
+    t0=$(now); "$WALVAULT" -c "$OUT/walvault.toml" archive-wal pg; t1=$(now)
+    [[ -z $(ls "$OUT/home/pg/incoming") ]] || { log "walvault left files"; exit 1; }
+    wv+=("$(echo "$t1 - $t0" | bc)")
+  done
+  WV=$(printf '%s\n' "${wv[@]}" | fastest)
+  log "walvault $codec: ${WV}s"
+  # walvault put-wal, one process per WAL (the archive_command form)
+  pw=()
+  for ((i = 0; i < REPEAT; i++)); do
+    rm -rf "$OUT/s3/bench/pw-$codec" "$OUT/home"; config "$codec" "pw-$codec"
+    t0=$(now); for f in "$CORPUS"/*; do "$WALVAULT" -c "$OUT/walvault.toml" put-wal pg "$f"; done; t1=$(now)
+    pw+=("$(echo "$t1 - $t0" | bc)")
+  done
+  PW=$(printf '%s\n' "${pw[@]}" | fastest)
+  log "walvault put-wal $codec: ${PW}s"
+  # barman-cloud-wal-archive, one process per WAL
+  bm=()
+  for ((i = 0; i < REPEAT; i++)); do
+    rm -rf "$OUT/s3/bench/bm-$codec"
+    t0=$(now)
+    for f in "$CORPUS"/*; do
+      "$VENV/bin/barman-cloud-wal-archive" --endpoint-url "$ENDPOINT" "--$codec" "s3://bench/bm-$codec" pg "$f"
+    done
+    t1=$(now)
+    bm+=("$(echo "$t1 - $t0" | bc)")
+  done
+  BM=$(printf '%s\n' "${bm[@]}" | fastest)
+  log "barman-cloud-wal-archive $codec: ${BM}s"
+
+  # Restore all segments one call at a time, as PostgreSQL does.
+  config "$codec" "wv-$codec"
+  restore() {  # PREFETCH
+    local best=""
+    for ((i = 0; i < REPEAT; i++)); do
+      rm -rf "$OUT/restore" "$OUT/home/pg/spool"; mkdir -p "$OUT/restore"
+      t0=$(now)
+      for f in "$CORPUS"/*; do
+        "$WALVAULT" -c "$OUT/walvault.toml" get-wal pg "$(basename "$f")" "$OUT/restore/RECOVERYXLOG" --prefetch "$1"
+      done
+      t1=$(now)
+      best=$(printf '%s\n%s\n' "$best" "$(echo "$t1 - $t0" | bc)" | grep . | fastest)
+    done
+    echo "$best"
+  }
+  R0=$(restore 0); R8=$(restore 8)
+  log "get-wal $codec: ${R0}s without prefetch, ${R8}s with --prefetch 8"
+  config "$codec" "wv-$codec" "http://127.0.0.1:$PROXY_PORT"
+  L0=$(restore 0); L8=$(restore 8)
+  log "get-wal $codec +${LATENCY_MS} ms: ${L0}s without prefetch, ${L8}s with --prefetch 8"
+  ROWS+=("$codec $WV $PW $BM $R0 $R8 $L0 $L8")
+done
+
+{
+  echo "Corpus: $NFILES segments ($CORPUS) to s3s-fs 0.14.1 on 127.0.0.1. Fastest of $REPEAT runs each."
+  echo
+  echo "| codec (medium) | walvault archive-wal s | walvault put-wal ×$NFILES s | barman-cloud-wal-archive ×$NFILES s | walvault vs Barman (archive-wal / put-wal) | get-wal ×$NFILES s (loopback) | --prefetch 8 s (loopback) | speed-up | get-wal ×$NFILES s (+$LATENCY_MS ms) | --prefetch 8 s (+$LATENCY_MS ms) | speed-up |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  for row in "${ROWS[@]}"; do
+    # shellcheck disable=SC2086
+    set -- $row
+    awk -v c="$1" -v wv="$2" -v pw="$3" -v bm="$4" -v r0="$5" -v r8="$6" -v l0="$7" -v l8="$8" 'BEGIN {
+      printf "| %s | %.2f | %.2f | %.2f | %.1f%% / %.1f%% of Barman'"'"'s time | %.2f | %.2f | %.1f× | %.2f | %.2f | %.1f× |\n", c, wv, pw, bm, 100 * wv / bm, 100 * pw / bm, r0, r8, r0 / r8, l0, l8, l0 / l8 }'
+  done
+} | tee "$OUT/s3-table.md"
