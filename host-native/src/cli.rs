@@ -113,6 +113,9 @@ pub enum Command {
         /// later calls are served from there (checked before use).
         #[arg(long, default_value_t = 0, value_name = "N")]
         prefetch: usize,
+        /// Internal: run as the background prefetch worker of `--prefetch`.
+        #[arg(long, hide = true, requires = "prefetch")]
+        prefetch_worker: bool,
     },
     /// List the archived WAL files from the catalogue.
     ListWals {

@@ -124,7 +124,15 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             dest,
             partial,
             prefetch,
-        } => cmd::wal_io::get_wal(&one(&config, server)?, wal, dest, *partial, *prefetch, ui),
+            prefetch_worker,
+        } => {
+            let ctx = one(&config, server)?;
+            if *prefetch_worker {
+                cmd::wal_io::prefetch_worker(&ctx, *prefetch)
+            } else {
+                cmd::wal_io::get_wal(&ctx, wal, dest, *partial, *prefetch, ui)
+            }
+        }
         Command::ListWals { server, format } => {
             cmd::reports::list_wals(&one(&config, server)?, *format)
         }

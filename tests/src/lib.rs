@@ -406,6 +406,11 @@ pub fn failed_count(cluster: &walvault::pgcluster::Cluster) -> String {
 
 /// Point-in-time recovery from a base backup and the archive, with one codec.
 pub fn point_in_time_recovery(world: &World, codec: &str) {
+    point_in_time_recovery_with(world, codec, "");
+}
+
+/// [`point_in_time_recovery`] with extra `get-wal` options in the `restore_command`.
+pub fn point_in_time_recovery_with(world: &World, codec: &str, get_wal_options: &str) {
     let mut primary = world.archiving_primary();
     primary
         .pgbench(&["-i", "-s", "2", "-q"])
@@ -445,7 +450,7 @@ pub fn point_in_time_recovery(world: &World, codec: &str) {
     restored
         .configure(&format!(
             "archive_mode = off\nrestore_command = '{}'\nrecovery_target_name = 'walvault_target'\nrecovery_target_action = 'promote'",
-            world.command_line(&format!("get-wal {SERVER} %f %p"))
+            world.command_line(&format!("get-wal {get_wal_options} {SERVER} %f %p"))
         ))
         .expect("configure");
     fs::write(restored.data.join("recovery.signal"), b"").expect("recovery.signal");

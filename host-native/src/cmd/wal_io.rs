@@ -232,127 +232,267 @@ pub fn get_wal(
         return Ok(2);
     };
     let segment_size = ctx.segment_size(&[]);
-    let spool = ctx.cfg.backup_directory.join("spool");
     if prefetch > 0
         && let WalFileName::Segment(segment) = name
     {
-        if serve_from_spool(ctx, &spool, segment, segment_size, dest, ui)? {
+        let spool = Spool::new(ctx);
+        spool.ask(segment, prefetch, segment_size);
+        if spool.serve(ctx, segment, segment_size, dest, ui)? {
+            spool.start_worker(ctx, segment, prefetch);
             return Ok(0);
         }
-        // The next segments download while this one does: one round trip for the batch.
-        return std::thread::scope(|scope| {
-            scope.spawn(|| prefetch_into_spool(ctx, &spool, segment, prefetch, segment_size, ui));
-            get_one(ctx, name, wal, dest, partial, segment_size, ui)
-        });
+        // Fetch ahead while this one downloads, or wait for it if the worker has it in hand.
+        spool.start_worker(ctx, segment, prefetch);
+        if spool.wait_in_flight(segment) && spool.serve(ctx, segment, segment_size, dest, ui)? {
+            return Ok(0);
+        }
     }
     get_one(ctx, name, wal, dest, partial, segment_size, ui)
 }
 
-/// Serves `segment` from the prefetch spool when it is there and sound (full size, its own
-/// page header): a rename, no download. Spooled files older than what PostgreSQL asks for
-/// now are dropped (recovery does not go back).
-fn serve_from_spool(
-    ctx: &ServerCtx<'_>,
-    spool: &Path,
-    segment: walvault_core::wal::Segment,
-    size: SegmentSize,
-    dest: &Path,
-    ui: &Ui,
-) -> anyhow::Result<bool> {
-    let Ok(entries) = fs::read_dir(spool) else {
-        return Ok(false);
-    };
-    let wanted = WalFileName::Segment(segment).to_string();
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let stale = match file.parse::<WalFileName>() {
-            Ok(WalFileName::Segment(s)) => s.timeline == segment.timeline && s < segment,
-            _ => !file.starts_with('.'),
-        };
-        if stale {
-            let _ = fs::remove_file(entry.path());
+/// The prefetch spool, `<backup_directory>/spool/`: segments downloaded ahead by a background
+/// worker (`get-wal --prefetch-worker`), so PostgreSQL's one-at-a-time `restore_command`
+/// calls find them locally. The worker runs alone (a lock), follows the window the calls ask
+/// for (`.window`: the segment asked for and the last one wanted), marks each download in
+/// flight, and exits when it has caught up.
+struct Spool {
+    dir: PathBuf,
+}
+
+/// How long a call waits for a segment the worker is downloading.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
+
+impl Spool {
+    fn new(ctx: &ServerCtx<'_>) -> Spool {
+        Spool {
+            dir: ctx.cfg.backup_directory.join("spool"),
         }
     }
-    let path = spool.join(&wanted);
-    let Ok(meta) = fs::metadata(&path) else {
-        return Ok(false);
-    };
-    let mut head = [0u8; LONG_PAGE_HEADER_LEN];
-    let sound = meta.len() == size.bytes()
-        && fs::File::open(&path)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .is_ok()
-        && (!ctx.cfg.check_page_header || check_segment_header(segment, size, &head).is_ok());
-    if !sound {
-        ui.warn(format_args!(
-            "{} is not a sound copy of {wanted}; downloading it again",
-            path.display()
-        ));
-        let _ = fs::remove_file(&path);
-        return Ok(false);
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.join(".prefetch.lock")
     }
-    match fs::rename(&path, dest) {
-        Ok(()) => {}
-        Err(_) => {
+
+    fn in_flight(&self, segment: walvault_core::wal::Segment) -> PathBuf {
+        self.dir
+            .join(format!(".{}.in-flight", WalFileName::Segment(segment)))
+    }
+
+    /// Records the window `(segment, segment + count]` for the worker.
+    fn ask(&self, segment: walvault_core::wal::Segment, count: usize, size: SegmentSize) {
+        let mut last = segment;
+        for _ in 0..count {
+            match last.next(size) {
+                Some(n) => last = n,
+                None => break,
+            }
+        }
+        let _ = fs::create_dir_all(&self.dir);
+        let _ = crate::fsutil::write_durable(&self.dir.join(".window"), false, |w| {
+            write!(
+                w,
+                "{} {}",
+                WalFileName::Segment(segment),
+                WalFileName::Segment(last)
+            )
+        });
+    }
+
+    fn window(&self) -> Option<(walvault_core::wal::Segment, walvault_core::wal::Segment)> {
+        let text = fs::read_to_string(self.dir.join(".window")).ok()?;
+        let mut parts = text.split_whitespace().map(|p| p.parse::<WalFileName>());
+        match (parts.next(), parts.next()) {
+            (Some(Ok(WalFileName::Segment(a))), Some(Ok(WalFileName::Segment(b)))) => Some((a, b)),
+            _ => None,
+        }
+    }
+
+    fn worker_running(&self) -> bool {
+        matches!(crate::lock::holder(&self.lock_path()), Ok(Some(_)))
+    }
+
+    /// Starts the background worker unless one runs (it follows the window by itself).
+    fn start_worker(
+        &self,
+        ctx: &ServerCtx<'_>,
+        segment: walvault_core::wal::Segment,
+        count: usize,
+    ) {
+        if self.worker_running() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let _ = std::process::Command::new(exe)
+            .arg("-q")
+            .arg("-c")
+            .arg(ctx.config_path)
+            .args([
+                "get-wal",
+                &ctx.cfg.name,
+                &WalFileName::Segment(segment).to_string(),
+                "-",
+                "--prefetch",
+                &count.to_string(),
+                "--prefetch-worker",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+
+    /// Waits while the worker downloads `segment`; true when it is there.
+    fn wait_in_flight(&self, segment: walvault_core::wal::Segment) -> bool {
+        let marker = self.in_flight(segment);
+        let target = self.dir.join(WalFileName::Segment(segment).to_string());
+        let start = std::time::Instant::now();
+        // The worker may have been spawned a moment ago: give it time to mark its work.
+        while start.elapsed() < Duration::from_millis(50) && !marker.exists() && !target.exists() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        while marker.exists() && start.elapsed() < IN_FLIGHT_WAIT {
+            if !self.worker_running() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        target.exists()
+    }
+
+    /// Serves `segment` from the spool when it is there and sound (full size, its own page
+    /// header): a rename, no download. Spooled segments before it are dropped (recovery does
+    /// not go back).
+    fn serve(
+        &self,
+        ctx: &ServerCtx<'_>,
+        segment: walvault_core::wal::Segment,
+        size: SegmentSize,
+        dest: &Path,
+        ui: &Ui,
+    ) -> anyhow::Result<bool> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(false);
+        };
+        let wanted = WalFileName::Segment(segment).to_string();
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let stale = match file.parse::<WalFileName>() {
+                Ok(WalFileName::Segment(s)) => s.timeline == segment.timeline && s < segment,
+                _ => !file.starts_with('.'),
+            };
+            if stale {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let path = self.dir.join(&wanted);
+        let Ok(meta) = fs::metadata(&path) else {
+            return Ok(false);
+        };
+        let mut head = [0u8; LONG_PAGE_HEADER_LEN];
+        let sound = meta.len() == size.bytes()
+            && fs::File::open(&path)
+                .and_then(|mut f| f.read_exact(&mut head))
+                .is_ok()
+            && (!ctx.cfg.check_page_header || check_segment_header(segment, size, &head).is_ok());
+        if !sound {
+            ui.warn(format_args!(
+                "{} is not a sound copy of {wanted}; downloading it again",
+                path.display()
+            ));
+            let _ = fs::remove_file(&path);
+            return Ok(false);
+        }
+        if fs::rename(&path, dest).is_err() {
             // Another file system: copy, then drop the spooled file.
             let mut input = fs::File::open(&path)?;
             crate::fsutil::write_durable(dest, false, |w| io::copy(&mut input, w))
                 .with_context(|| format!("writing {}", dest.display()))?;
             let _ = fs::remove_file(&path);
         }
+        ui.verbose(format_args!("{wanted} restored from the prefetch spool"));
+        Ok(true)
     }
-    ui.verbose(format_args!("{wanted} restored from the prefetch spool"));
-    Ok(true)
 }
 
-/// Downloads the `count` segments after `segment` (same timeline) into the spool in
-/// parallel, so the next calls are served locally. Best effort: a segment that is missing
-/// ends the run of prefetching, and errors are only logged (the normal path reports them
-/// when PostgreSQL asks for that segment).
-fn prefetch_into_spool(
-    ctx: &ServerCtx<'_>,
-    spool: &Path,
-    segment: walvault_core::wal::Segment,
-    count: usize,
-    size: SegmentSize,
-    ui: &Ui,
-) {
-    if let Err(e) = fs::create_dir_all(spool) {
-        ui.warn(format_args!("cannot create {}: {e}", spool.display()));
-        return;
-    }
-    let mut wanted = Vec::new();
-    let mut next = segment.next(size);
-    while let Some(s) = next {
-        if wanted.len() == count {
-            break;
+/// `get-wal --prefetch-worker`: downloads the window the calls ask for, `count` at a time in
+/// parallel, until it has caught up or the archive has nothing further. Best effort: errors
+/// are left for the normal path to report when PostgreSQL asks for that segment.
+pub fn prefetch_worker(ctx: &ServerCtx<'_>, count: usize) -> anyhow::Result<u8> {
+    let spool = Spool::new(ctx);
+    fs::create_dir_all(&spool.dir)?;
+    let Ok(_lock) = crate::lock::LockFile::acquire(&spool.lock_path(), false) else {
+        return Ok(0); // another worker follows the window
+    };
+    let size = ctx.segment_size(&[]);
+    let mut done_up_to: Option<walvault_core::wal::Segment> = None;
+    loop {
+        let Some((asked, last)) = spool.window() else {
+            return Ok(0);
+        };
+        let mut wanted = Vec::new();
+        let mut next = asked.next(size);
+        while let Some(s) = next.filter(|s| *s <= last) {
+            let present = spool.dir.join(WalFileName::Segment(s).to_string()).exists();
+            if !present && done_up_to.is_none_or(|d| s > d) {
+                wanted.push(s);
+            }
+            next = s.next(size);
         }
-        if !spool.join(WalFileName::Segment(s).to_string()).exists() {
-            wanted.push(s);
+        if wanted.is_empty() {
+            return Ok(0);
         }
-        next = s.next(size);
-    }
-    std::thread::scope(|scope| {
-        for s in wanted {
-            scope.spawn(move || {
-                let name = WalFileName::Segment(s);
-                let target = spool.join(name.to_string());
-                let Ok((temp, file)) = TempFile::create(&target) else {
-                    return;
-                };
-                let mut sink = io::BufWriter::with_capacity(crate::fsutil::IO_BUF, file);
-                match restore(&*ctx.store, &ctx.layout, &name, false, size, &mut sink) {
-                    Ok(_) if sink.flush().is_ok() => {
-                        drop(sink);
-                        // Soundness is checked when the file is used.
-                        let _ = temp.link_into_place(&target, true);
+        for s in &wanted {
+            let _ = fs::write(spool.in_flight(*s), b"");
+        }
+        let missing = std::sync::atomic::AtomicBool::new(false);
+        let queue = std::sync::Mutex::new(wanted.clone().into_iter());
+        std::thread::scope(|scope| {
+            for _ in 0..count.clamp(1, 8) {
+                scope.spawn(|| {
+                    loop {
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .next();
+                        let Some(s) = next else { return };
+                        if !fetch_into(ctx, &spool.dir, s, size) {
+                            missing.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        let _ = fs::remove_file(spool.in_flight(s));
                     }
-                    Ok(_) | Err(RestoreError::NotFound(_)) => {}
-                    Err(e) => ui.verbose(format_args!("prefetching {name}: {e}")),
-                }
-            });
+                });
+            }
+        });
+        done_up_to = wanted.last().copied();
+        if missing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(0); // the end of the archive (or a fault): stop fetching ahead
         }
-    });
+    }
+}
+
+/// Downloads one segment into the spool; false when it is not there (or failed).
+fn fetch_into(
+    ctx: &ServerCtx<'_>,
+    dir: &Path,
+    segment: walvault_core::wal::Segment,
+    size: SegmentSize,
+) -> bool {
+    let name = WalFileName::Segment(segment);
+    let target = dir.join(name.to_string());
+    let Ok((temp, file)) = TempFile::create(&target) else {
+        return false;
+    };
+    let mut sink = io::BufWriter::with_capacity(crate::fsutil::IO_BUF, file);
+    match restore(&*ctx.store, &ctx.layout, &name, false, size, &mut sink) {
+        Ok(_) if sink.flush().is_ok() => {
+            drop(sink);
+            // Soundness is checked when the file is used.
+            temp.link_into_place(&target, false).is_ok()
+        }
+        _ => false,
+    }
 }
 
 fn get_one(
