@@ -608,3 +608,31 @@ fn prefetch_serves_later_segments_from_a_checked_spool() {
     // Nothing older than what was asked for stays spooled.
     assert!(!spool.join(&files[1].0).exists());
 }
+
+#[test]
+fn segments_above_the_multipart_threshold_go_up_in_parts_and_come_back_whole() {
+    let Some((world, server)) = s3_world("none", s3s) else {
+        return;
+    };
+    world.add_config("multipart_threshold = \"5MB\"");
+    let (name, data) = segment(7, 7);
+    let src = world.path(&name);
+    fs::write(&src, &data).expect("src");
+    world.own_all();
+    let put = world.walvault(&["put-wal", SERVER, src.to_str().expect("utf8")]);
+    assert!(put.status.success(), "{}", describe(&put));
+    // Create-if-absent holds for multipart uploads too: a different copy is refused.
+    let mut other = data.clone();
+    other[100_000] ^= 0xff;
+    let clash = world.path(&format!("clash/{name}"));
+    fs::create_dir_all(clash.parent().expect("dir")).expect("dir");
+    fs::write(&clash, &other).expect("clash");
+    world.own_all();
+    let refused = world.walvault(&["put-wal", SERVER, clash.to_str().expect("utf8")]);
+    assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
+    let dest = world.path("back");
+    let get = world.walvault(&["get-wal", SERVER, &name, dest.to_str().expect("utf8")]);
+    assert!(get.status.success(), "{}", describe(&get));
+    assert_eq!(fs::read(&dest).expect("restored"), data);
+    assert!(objects(&server).iter().any(|k| k.ends_with(&name)));
+}

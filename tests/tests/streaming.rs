@@ -143,7 +143,8 @@ fn streamed_segments_are_archived_once_and_the_newest_partial_stays() {
 #[test]
 fn a_killed_pg_receivewal_is_restarted_and_leaves_no_gap() {
     let (world, primary) = streaming_world("lz4", false, "");
-    create_slot(&world);
+    // create_slot = auto: receive-wal creates the missing slot itself.
+    world.add_config("create_slot = \"auto\"");
     let receiver = world.start_receive_wal();
     primary
         .pgbench(&["-i", "-s", "2", "-q"])
@@ -499,5 +500,16 @@ fn misuse_gets_clear_errors() {
         fs::metadata(&broken).expect("partial").len(),
         16 << 20,
         "pg_receivewal resumed into the repaired partial: {log}"
+    );
+    // --drop-slot removes it.
+    let dropped = world.walvault(&["receive-wal", SERVER, "--drop-slot"]);
+    assert!(dropped.status.success(), "{}", describe(&dropped));
+    assert_eq!(
+        primary
+            .query_text(&format!(
+                "SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = '{SLOT}'"
+            ))
+            .expect("slots"),
+        "0"
     );
 }
