@@ -722,8 +722,22 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("slot_name"));
         let e = parse("[pg]\nstreaming_archiver = true\n").expect_err("needs conninfo");
         assert_eq!(e.key.as_deref(), Some("streaming_archiver"));
-        let e = parse("[pg]\nwals_directory = \"gs://b/p\"\n").expect_err("scheme");
+        let e = parse("[pg]\nwals_directory = \"ftp://b/p\"\n").expect_err("scheme");
         assert_eq!(e.key.as_deref(), Some("wals_directory"));
+        assert!(e.to_string().contains("unsupported scheme"), "{e}");
+        let e = parse("[pg]\nwals_directory = \"s3://\"\n").expect_err("no bucket");
+        assert_eq!(e.key.as_deref(), Some("wals_directory"));
+        let e = parse("[pg]\nwals_directory = \"s3://b/p\"\nmultipart_threshold = \"1MB\"\n")
+            .expect_err("part too small");
+        assert_eq!(e.key.as_deref(), Some("multipart_threshold"));
+        let c = parse("[pg]\nwals_directory = \"s3://b/p\"\nendpoint_url = \"http://127.0.0.1:9000\"\nsecret_access_key = \"s\"\n")
+            .expect("s3");
+        let pg = c.server("pg").expect("pg");
+        assert_eq!(pg.object_store.url, "s3://b/p");
+        assert!(
+            !format!("{pg:?}").contains("\"s\""),
+            "secrets are not printed"
+        );
         let e = parse("[walvault]\nhome = \"relative\"\n").expect_err("relative home");
         assert_eq!(e.key.as_deref(), Some("home"));
         let e = parse("pg = 1\n").expect_err("not a table");

@@ -118,6 +118,11 @@ impl QueueDir {
         }
     }
 
+    /// The queue directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Waits for the released sources to be removed and makes that durable (one directory
     /// fsync per batch). A source that could not be removed is only a leftover: the next
     /// run finds it already archived and drops it.

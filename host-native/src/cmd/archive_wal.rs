@@ -1,7 +1,6 @@
 //! `archive-wal`: archive the streaming queue, then the incoming queue.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use anyhow::Context;
 use walvault_core::archive::{
@@ -11,7 +10,7 @@ use walvault_core::queue::{Batch, Candidate, QueueKind, select_batch};
 
 use crate::hooks::{ArchiveHookAdapter, HookRunner};
 use crate::lock::{LockError, LockFile, lock_path};
-use crate::queue_dir::{QueueDir, list_queue};
+use crate::queue_dir::{FileSource, QueueDir, list_queue};
 use crate::server::ServerCtx;
 use crate::ui::Ui;
 
@@ -286,7 +285,9 @@ fn record_error_reasons(ctx: &ServerCtx<'_>, report: &BatchReport, ui: &Ui) {
 const COMMIT_EVERY: usize = 16;
 
 /// Archives a batch with up to `jobs` files in flight, committing (catalogue, then source
-/// release) every [`COMMIT_EVERY`] files in name order.
+/// release) every [`COMMIT_EVERY`] files in name order while the workers go on with the next
+/// files. The workers live for the whole batch: new threads per chunk would each grow their
+/// own allocator arenas (xz's encoder alone takes ~30 MiB).
 pub fn archive_batch(
     ctx: &ServerCtx<'_>,
     settings: &ArchiveSettings,
@@ -312,131 +313,149 @@ pub fn archive_batch(
         );
         bar
     });
+    let files = &batch.files;
+    let work = Mutex::new(WorkState {
+        results: files.iter().map(|_| None).collect(),
+        claimed: 0,
+        in_flight: 0,
+        stop: None,
+    });
+    let changed = Condvar::new();
+    let lock = || {
+        work.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    // Workers read sources by path; the queue itself stays with the committer.
+    let dir = queue.dir().to_owned();
     let mut report = BatchReport::default();
-    let chunks: Vec<&[Candidate]> = batch.files.chunks(COMMIT_EVERY).collect();
-    for (index, files) in chunks.iter().enumerate() {
-        let (outcomes, stop) =
-            archive_chunk(&archiver, files, queue, hooks, jobs, now, progress.as_ref());
-        let last = index + 1 == chunks.len() || stop.is_some();
-        // As Barman: a run stopped by a pre hook does not move unknown files either.
-        let unknown = if last && stop != Some(Stop::Hook) {
-            &batch.unknown[..]
-        } else {
-            &[][..]
+    std::thread::scope(|scope| {
+        let worker = || {
+            loop {
+                let i = {
+                    let mut st = lock();
+                    if st.stop.is_some() || st.claimed >= files.len() {
+                        return;
+                    }
+                    st.claimed += 1;
+                    st.in_flight += 1;
+                    st.claimed - 1
+                };
+                let candidate = &files[i];
+                let source = FileSource::new(dir.join(&candidate.file_name));
+                let outcome = archiver.archive_with_hooks(candidate, &source, hooks, now);
+                if let Some(bar) = &progress {
+                    bar.inc(1);
+                    bar.set_message(candidate.file_name.clone());
+                }
+                let mut st = lock();
+                st.in_flight -= 1;
+                match outcome {
+                    None => st.stop = Some(Stop::Hook),
+                    Some(outcome) => {
+                        if matches!(outcome, FileOutcome::Failed { .. }) {
+                            st.stop.get_or_insert(Stop::Failure);
+                        }
+                        st.results[i] = Some(outcome);
+                    }
+                }
+                drop(st);
+                changed.notify_all();
+            }
         };
-        let mut catalogue = ctx.catalogue.clone();
-        let part = commit_batch(
-            &*ctx.store,
-            &outcomes,
-            unknown,
-            queue as &mut dyn Queue,
-            &mut catalogue,
-            now as i64,
-        );
-        report.files.extend(part.files);
-        report.catalogue_error = report.catalogue_error.or(part.catalogue_error);
-        let attempted: usize = chunks[..=index].iter().map(|c| c.len()).sum::<usize>()
-            - (files.len() - outcomes.len());
-        match stop {
-            Some(Stop::Hook) => report.stopped = Some(
-                "a pre-archive retry hook asked to stop (exit 63); the remaining files stay queued"
-                    .into(),
-            ),
-            Some(Stop::Failure) => {
-                report.stopped = Some(format!(
-                    "stopped after a storage failure; {} file(s) not attempted stay queued",
-                    batch.files.len() - attempted
-                ))
-            }
-            None if report.catalogue_error.is_some() => {
-                report.stopped = Some("stopped: the catalogue cannot be written".into())
-            }
-            None => {}
+        for _ in 0..jobs.clamp(1, files.len().max(1)) {
+            scope.spawn(worker);
         }
-        if report.stopped.is_some() {
-            break;
+        let mut start = 0;
+        loop {
+            let end = (start + COMMIT_EVERY).min(files.len());
+            // Wait for the chunk; after a stop, for everything in flight (files finished
+            // beyond the chunk are committed now too: their copies are stored).
+            let (outcomes, stop) = {
+                let mut st = lock();
+                loop {
+                    let chunk_done =
+                        st.claimed >= end && (start..end).all(|i| st.results[i].is_some());
+                    if chunk_done || (st.stop.is_some() && st.in_flight == 0) {
+                        break;
+                    }
+                    st = changed
+                        .wait(st)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                let upto = if st.stop.is_some() { files.len() } else { end };
+                let outcomes: Vec<(Candidate, FileOutcome)> = (start..upto)
+                    .filter_map(|i| st.results[i].take().map(|o| (files[i].clone(), o)))
+                    .collect();
+                (outcomes, st.stop)
+            };
+            let last = end >= files.len() || stop.is_some();
+            // As Barman: a run stopped by a pre hook does not move unknown files either.
+            let unknown = if last && stop != Some(Stop::Hook) {
+                &batch.unknown[..]
+            } else {
+                &[][..]
+            };
+            let mut catalogue = ctx.catalogue.clone();
+            let part = commit_batch(
+                &*ctx.store,
+                &outcomes,
+                unknown,
+                queue as &mut dyn Queue,
+                &mut catalogue,
+                now as i64,
+            );
+            report.files.extend(part.files);
+            if report.catalogue_error.is_none() {
+                report.catalogue_error = part.catalogue_error;
+            }
+            let attempted = lock().claimed;
+            match stop {
+                Some(Stop::Hook) => {
+                    report.stopped = Some(
+                        "a pre-archive retry hook asked to stop (exit 63); the remaining files stay queued"
+                            .into(),
+                    );
+                }
+                Some(Stop::Failure) => {
+                    report.stopped = Some(format!(
+                        "stopped after a storage failure; {} file(s) not attempted stay queued",
+                        files.len() - attempted
+                    ));
+                }
+                None if report.catalogue_error.is_some() => {
+                    report.stopped = Some("stopped: the catalogue cannot be written".into());
+                }
+                None => {}
+            }
+            if last || report.stopped.is_some() {
+                // Workers finish their current file and exit (their copies are found as
+                // identical duplicates by the next run).
+                lock().stop.get_or_insert(Stop::Failure);
+                break;
+            }
+            start = end;
         }
-    }
+    });
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
     report
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the workers and the committer share.
+struct WorkState {
+    /// Per file, its outcome once archived (taken by the committer).
+    results: Vec<Option<FileOutcome>>,
+    /// Files handed out so far (in name order).
+    claimed: usize,
+    /// Files being archived right now.
+    in_flight: usize,
+    /// Why no more files are handed out.
+    stop: Option<Stop>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Hook,
     Failure,
-}
-
-/// Archives `files` with up to `jobs` in flight; outcomes in name order (files not attempted
-/// after a stop are left out).
-fn archive_chunk<S: walvault_core::storage::WalStore + Sync + ?Sized>(
-    archiver: &Archiver<'_, S>,
-    files: &[Candidate],
-    queue: &QueueDir,
-    hooks: &(dyn ArchiveHooks + Sync),
-    jobs: usize,
-    now: f64,
-    progress: Option<&indicatif::ProgressBar>,
-) -> (Vec<(Candidate, FileOutcome)>, Option<Stop>) {
-    let results: Vec<Mutex<Option<FileOutcome>>> = files.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let hook_stop = AtomicBool::new(false);
-    let work = || {
-        loop {
-            if stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let i = next.fetch_add(1, Ordering::SeqCst);
-            let Some(candidate) = files.get(i) else {
-                return;
-            };
-            let Some(outcome) =
-                archiver.archive_with_hooks(candidate, &*queue.source(candidate), hooks, now)
-            else {
-                hook_stop.store(true, Ordering::SeqCst);
-                stop.store(true, Ordering::SeqCst);
-                return;
-            };
-            if matches!(outcome, FileOutcome::Failed { .. }) {
-                stop.store(true, Ordering::SeqCst);
-            }
-            if let Some(bar) = progress {
-                bar.inc(1);
-                bar.set_message(candidate.file_name.clone());
-            }
-            *results[i]
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
-        }
-    };
-    let jobs = jobs.clamp(1, files.len().max(1));
-    if jobs == 1 {
-        work();
-    } else {
-        std::thread::scope(|s| {
-            for _ in 0..jobs {
-                s.spawn(work);
-            }
-        });
-    }
-    let outcomes = files
-        .iter()
-        .zip(results)
-        .filter_map(|(c, r)| {
-            r.into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .map(|o| (c.clone(), o))
-        })
-        .collect();
-    let stopped = if hook_stop.load(Ordering::SeqCst) {
-        Some(Stop::Hook)
-    } else if stop.load(Ordering::SeqCst) {
-        Some(Stop::Failure)
-    } else {
-        None
-    };
-    (outcomes, stopped)
 }
