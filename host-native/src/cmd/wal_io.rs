@@ -288,14 +288,17 @@ impl Spool {
             }
         }
         let _ = fs::create_dir_all(&self.dir);
-        let _ = crate::fsutil::write_durable(&self.dir.join(".window"), false, |w| {
-            write!(
-                w,
-                "{} {}",
-                WalFileName::Segment(segment),
-                WalFileName::Segment(last)
-            )
-        });
+        // A hint for the worker, not data: atomic (rename) but not fsynced, which would cost
+        // more than serving a spooled segment.
+        let temp = self.dir.join(format!(".window.{}", std::process::id()));
+        let text = format!(
+            "{} {}",
+            WalFileName::Segment(segment),
+            WalFileName::Segment(last)
+        );
+        if fs::write(&temp, text).is_ok() {
+            let _ = fs::rename(&temp, self.dir.join(".window"));
+        }
     }
 
     fn window(&self) -> Option<(walvault_core::wal::Segment, walvault_core::wal::Segment)> {
