@@ -375,7 +375,13 @@ pub fn archive_batch(
                 loop {
                     let chunk_done =
                         st.claimed >= end && (start..end).all(|i| st.results[i].is_some());
-                    if chunk_done || (st.stop.is_some() && st.in_flight == 0) {
+                    // After a stop, wait for every file in flight: their copies are stored
+                    // and get their catalogue lines in this commit.
+                    let settled = match st.stop {
+                        None => chunk_done,
+                        Some(_) => st.in_flight == 0,
+                    };
+                    if settled {
                         break;
                     }
                     st = changed
