@@ -87,14 +87,16 @@ pub fn plan_reset(
         };
     };
     let segment = name.segment().unwrap_or(restart);
-    if segment == restart {
-        return ResetPlan::Aligned;
-    }
     if segment.segno(size) > current.segno(size) {
         return ResetPlan::Ahead {
             newest: file.name.clone(),
             current: current.to_string(),
         };
+    }
+    // On the server's timeline and not behind what the slot keeps: streaming can resume from
+    // there (re-streaming from restart_lsn would only rewrite the newest partial).
+    if segment.timeline == timeline && segment.segno(size) >= restart.segno(size) {
+        return ResetPlan::Aligned;
     }
     ResetPlan::Realign {
         set_aside: name.is_partial().then(|| file.name.clone()),
@@ -229,6 +231,18 @@ mod tests {
                 set_aside: None,
                 create: "000000010000000000000009.partial".into()
             }
+        );
+        // Between the slot's restart_lsn and the current WAL: already resumable.
+        let between = [f("000000010000000000000008.partial", MB16)];
+        assert_eq!(
+            plan_reset(
+                &between,
+                tli,
+                lsn("0/9000000"),
+                Some(lsn("0/7000028")),
+                size
+            ),
+            ResetPlan::Aligned
         );
         // Ahead of the server: refused.
         let ahead = [f("00000001000000000000000A.partial", MB16)];

@@ -319,6 +319,7 @@ pub fn archive_batch(
         claimed: 0,
         in_flight: 0,
         stop: None,
+        hook_at: None,
     });
     let changed = Condvar::new();
     let lock = || {
@@ -342,7 +343,21 @@ pub fn archive_batch(
                 };
                 let candidate = &files[i];
                 let source = FileSource::new(dir.join(&candidate.file_name));
-                let outcome = archiver.archive_with_hooks(candidate, &source, hooks, now);
+                // A panic (a codec bug) must not leave the committer waiting for this file.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    archiver.archive_with_hooks(candidate, &source, hooks, now)
+                }))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Some(FileOutcome::Failed {
+                        error: format!("internal error while archiving: {what}"),
+                        retryable: false,
+                    })
+                });
                 if let Some(bar) = &progress {
                     bar.inc(1);
                     bar.set_message(candidate.file_name.clone());
@@ -350,7 +365,10 @@ pub fn archive_batch(
                 let mut st = lock();
                 st.in_flight -= 1;
                 match outcome {
-                    None => st.stop = Some(Stop::Hook),
+                    None => {
+                        st.stop = Some(Stop::Hook);
+                        st.hook_at = Some(st.hook_at.map_or(i, |h| h.min(i)));
+                    }
                     Some(outcome) => {
                         if matches!(outcome, FileOutcome::Failed { .. }) {
                             st.stop.get_or_insert(Stop::Failure);
@@ -388,7 +406,13 @@ pub fn archive_batch(
                         .wait(st)
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
-                let upto = if st.stop.is_some() { files.len() } else { end };
+                // As Barman and the sequential flow: nothing after a file a hook stopped at is
+                // committed (those copies are found again, identical, by the next run).
+                let upto = match st.stop {
+                    None => end,
+                    Some(Stop::Hook) => st.hook_at.unwrap_or(end).max(start),
+                    Some(Stop::Failure) => files.len(),
+                };
                 let outcomes: Vec<(Candidate, FileOutcome)> = (start..upto)
                     .filter_map(|i| st.results[i].take().map(|o| (files[i].clone(), o)))
                     .collect();
@@ -458,6 +482,8 @@ struct WorkState {
     in_flight: usize,
     /// Why no more files are handed out.
     stop: Option<Stop>,
+    /// The file a pre-archive hook stopped at.
+    hook_at: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -427,15 +427,9 @@ fn supervise(
             None
         }
     };
-    let conninfo = streaming_conninfo(cfg)?;
-    let dbname = if conninfo.contains("application_name") {
-        conninfo.to_owned()
-    } else {
-        format!(
-            "{conninfo} application_name={}",
-            cfg.streaming_archiver_name
-        )
-    };
+    // PGAPPNAME rather than appending to the string: it works for key=value and URI
+    // connection strings alike, and an application_name inside the string still wins.
+    let dbname = streaming_conninfo(cfg)?.to_owned();
     let mut backoff = Duration::from_secs(1);
     loop {
         repair_partial(&cfg.streaming, size, ui)?;
@@ -446,6 +440,7 @@ fn supervise(
             .args(["--no-loop", "--no-password", "--verbose"])
             .arg("--dbname")
             .arg(&dbname)
+            .env("PGAPPNAME", &cfg.streaming_archiver_name)
             .stdin(Stdio::null());
         if let Some(slot) = &cfg.slot_name {
             command.arg("--slot").arg(slot);

@@ -237,13 +237,21 @@ pub fn get_wal(
     {
         let spool = Spool::new(ctx);
         spool.ask(segment, prefetch, segment_size);
-        if spool.serve(ctx, segment, segment_size, dest, ui)? {
+        // A spool problem is never "not found": fall back to the archive.
+        let served = |ui: &Ui| match spool.serve(ctx, segment, segment_size, dest, ui) {
+            Ok(served) => served,
+            Err(e) => {
+                ui.warn(format_args!("prefetch spool: {e:#}; reading the archive"));
+                false
+            }
+        };
+        if served(ui) {
             spool.start_worker(ctx, segment, prefetch);
             return Ok(0);
         }
         // Fetch ahead while this one downloads, or wait for it if the worker has it in hand.
         spool.start_worker(ctx, segment, prefetch);
-        if spool.wait_in_flight(segment) && spool.serve(ctx, segment, segment_size, dest, ui)? {
+        if spool.wait_in_flight(segment) && served(ui) {
             return Ok(0);
         }
     }

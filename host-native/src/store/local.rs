@@ -150,8 +150,9 @@ impl WalStore for LocalStore {
             reason: "no parent directory",
         })?;
         fsutil::create_dir_durable(dir).map_err(io_err)?;
-        self.remember_dir(&path);
         if mode == PutMode::Create && path.exists() {
+            // Found, maybe linked by a killed run whose directory fsync never happened.
+            self.remember_dir(&path);
             return Err(StorageError::AlreadyExists {
                 key: key.to_owned(),
             });
@@ -171,8 +172,11 @@ impl WalStore for LocalStore {
         };
         file.sync_all().map_err(io_err)?;
         drop(file);
-        temp.link_into_place(&path, mode == PutMode::Create)
-            .map_err(io_err)?;
+        // Remembered only once linked: a `sync` running meanwhile (another chunk's commit)
+        // must not consume the entry before the link exists.
+        let linked = temp.link_into_place(&path, mode == PutMode::Create);
+        self.remember_dir(&path);
+        linked.map_err(io_err)?;
         Ok(ObjectMeta {
             key: key.to_owned(),
             size,

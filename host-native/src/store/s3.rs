@@ -140,12 +140,14 @@ impl S3Store {
                     .with_bucket_name(&bucket)
                     .with_retry(retry);
                 let profile = crate::store::aws_profile::load(settings.profile.as_deref())?;
-                if let Some(region) = settings.region.clone().or(profile.region.clone()) {
+                // Region: the configuration, the environment (read by from_env), the
+                // profile, then us-east-1.
+                let env_region = std::env::var_os("AWS_REGION").is_some()
+                    || std::env::var_os("AWS_DEFAULT_REGION").is_some();
+                if let Some(region) = &settings.region {
                     b = b.with_region(region);
-                } else if std::env::var_os("AWS_REGION").is_none()
-                    && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-                {
-                    b = b.with_region("us-east-1");
+                } else if !env_region {
+                    b = b.with_region(profile.region.as_deref().unwrap_or("us-east-1"));
                 }
                 match (&settings.access_key_id, &settings.secret_access_key) {
                     (Some(id), Some(secret)) => {
@@ -156,7 +158,9 @@ impl S3Store {
                          AWS_* environment or a profile)"
                     ),
                     (None, None) => {
-                        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+                        // A profile named in the configuration wins over the environment.
+                        if (settings.profile.is_some()
+                            || std::env::var_os("AWS_ACCESS_KEY_ID").is_none())
                             && let Some(creds) = &profile.credentials
                         {
                             b = b
@@ -231,16 +235,15 @@ fn classify(op: Op, key: &str, err: object_store::Error) -> StorageError {
             let message = error_chain(&other);
             // object_store already retried what can be retried; what is left after retries
             // is still reported as transient when it looks like the server or the network.
+            // Look at the status and transport words, never at the URI (WAL names contain
+            // digits such as "500").
             let transient = [
-                "timed out",
-                "connection",
-                "503",
-                "500",
-                "502",
-                "504",
-                "429",
+                "status code: 5",
+                "status code: 429",
                 "SlowDown",
-                "retries",
+                "timed out",
+                "error sending request",
+                "onnection",
             ]
             .iter()
             .any(|needle| message.contains(needle));
