@@ -128,7 +128,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
         } => {
             let ctx = one(&config, server)?;
             if *prefetch_worker {
-                cmd::wal_io::prefetch_worker(&ctx, *prefetch)
+                cmd::wal_io::prefetch_worker(&ctx, *prefetch, dest)
             } else {
                 cmd::wal_io::get_wal(&ctx, wal, dest, *partial, *prefetch, ui)
             }

@@ -449,9 +449,10 @@ fn supervise(
             command.arg("--synchronous");
         }
         let started = Instant::now();
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", tool.path.display()))?;
+        let mut child =
+            Supervised(Some(command.spawn().with_context(|| {
+                format!("cannot start {}", tool.path.display())
+            })?));
         ui.info(format_args!(
             "receive-wal for server '{}': pg_receivewal (pid {}) streaming into {}{}{}",
             cfg.name,
@@ -468,7 +469,7 @@ fn supervise(
                     "{signal} received: stopping pg_receivewal (pid {})",
                     child.id()
                 ));
-                let status = stop_child(&mut child)?;
+                let status = child.stop()?;
                 ui.info(format_args!(
                     "receive-wal for server '{}' stopped; pg_receivewal {}",
                     cfg.name,
@@ -477,6 +478,7 @@ fn supervise(
                 return Ok(0);
             }
             if let Some(status) = child.try_wait()? {
+                child.0 = None;
                 break status;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -510,6 +512,36 @@ fn supervise(
             std::thread::sleep(Duration::from_millis(100));
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The running `pg_receivewal`: stopped when the supervisor leaves by any path (an error
+/// included), so no orphan keeps the slot busy and blocks the next start.
+struct Supervised(Option<Child>);
+
+impl Supervised {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match &mut self.0 {
+            Some(child) => child.try_wait(),
+            None => Ok(None),
+        }
+    }
+
+    fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.0.take().context("pg_receivewal already stopped")?;
+        stop_child(&mut child)
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = stop_child(&mut child);
+        }
     }
 }
 

@@ -235,7 +235,7 @@ pub fn get_wal(
     if prefetch > 0
         && let WalFileName::Segment(segment) = name
     {
-        let spool = Spool::new(ctx);
+        let spool = Spool::new(ctx, dest);
         spool.ask(segment, prefetch, segment_size);
         // A spool problem is never "not found": fall back to the archive.
         let served = |ui: &Ui| match spool.serve(ctx, segment, segment_size, dest, ui) {
@@ -246,11 +246,11 @@ pub fn get_wal(
             }
         };
         if served(ui) {
-            spool.start_worker(ctx, segment, prefetch);
+            spool.start_worker(ctx, segment, prefetch, dest);
             return Ok(0);
         }
         // Fetch ahead while this one downloads, or wait for it if the worker has it in hand.
-        spool.start_worker(ctx, segment, prefetch);
+        spool.start_worker(ctx, segment, prefetch, dest);
         if spool.wait_in_flight(segment) && served(ui) {
             return Ok(0);
         }
@@ -271,9 +271,28 @@ struct Spool {
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
 
 impl Spool {
-    fn new(ctx: &ServerCtx<'_>) -> Spool {
+    /// One spool per restore destination (a recovering cluster's `pg_wal`), so two
+    /// recoveries of the same server never share or delete each other's files.
+    fn new(ctx: &ServerCtx<'_>, dest: &Path) -> Spool {
+        let dest_dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dest_dir = fs::canonicalize(dest_dir).unwrap_or_else(|_| dest_dir.to_owned());
+        // FNV-1a: a stable short name for the directory.
+        let hash = dest_dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
         Spool {
-            dir: ctx.cfg.backup_directory.join("spool"),
+            dir: ctx
+                .cfg
+                .backup_directory
+                .join("spool")
+                .join(format!("{hash:016x}")),
         }
     }
 
@@ -328,6 +347,7 @@ impl Spool {
         ctx: &ServerCtx<'_>,
         segment: walvault_core::wal::Segment,
         count: usize,
+        dest: &Path,
     ) {
         if self.worker_running() {
             return;
@@ -343,11 +363,9 @@ impl Spool {
                 "get-wal",
                 &ctx.cfg.name,
                 &WalFileName::Segment(segment).to_string(),
-                "-",
-                "--prefetch",
-                &count.to_string(),
-                "--prefetch-worker",
             ])
+            .arg(dest)
+            .args(["--prefetch", &count.to_string(), "--prefetch-worker"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -406,7 +424,12 @@ impl Spool {
             && fs::File::open(&path)
                 .and_then(|mut f| f.read_exact(&mut head))
                 .is_ok()
-            && (!ctx.cfg.check_page_header || check_segment_header(segment, size, &head).is_ok());
+            && (!ctx.cfg.check_page_header || check_segment_header(segment, size, &head).is_ok())
+            // A spool left by another cluster under this server name is not ours.
+            && ctx.cfg.system_identifier.is_none_or(|id| {
+                walvault_core::wal::parse_page_header(&head)
+                    .is_ok_and(|h| h.system_identifier == id)
+            });
         if !sound {
             ui.warn(format_args!(
                 "{} is not a sound copy of {wanted}; downloading it again",
@@ -430,8 +453,8 @@ impl Spool {
 /// `get-wal --prefetch-worker`: downloads the window the calls ask for, `count` at a time in
 /// parallel, until it has caught up or the archive has nothing further. Best effort: errors
 /// are left for the normal path to report when PostgreSQL asks for that segment.
-pub fn prefetch_worker(ctx: &ServerCtx<'_>, count: usize) -> anyhow::Result<u8> {
-    let spool = Spool::new(ctx);
+pub fn prefetch_worker(ctx: &ServerCtx<'_>, count: usize, dest: &Path) -> anyhow::Result<u8> {
+    let spool = Spool::new(ctx, dest);
     fs::create_dir_all(&spool.dir)?;
     let Ok(_lock) = crate::lock::LockFile::acquire(&spool.lock_path(), false) else {
         return Ok(0); // another worker follows the window
