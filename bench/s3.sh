@@ -13,6 +13,7 @@
 # fastest of $REPEAT runs.
 # Env: CORPUS (/tmp/peerbench/corpus)  OUT (/tmp/walvault-s3-bench)  REPEAT (3)  CODECS ("zstd lz4")
 set -euo pipefail
+shopt -s inherit_errexit  # a failing run inside $(best_of …) stops the benchmark
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CORPUS=${CORPUS:-/tmp/peerbench/corpus}
@@ -61,61 +62,53 @@ region = "us-east-1"
 TOML
 }
 
+# best_of PREPARE RUN [ARGS...]: $REPEAT times, PREPARE (not timed) then RUN ARGS; prints the
+# fastest wall time of RUN.
+best_of() {
+  local best="" t0 t1 i
+  for ((i = 0; i < REPEAT; i++)); do
+    "$1"; t0=$(now); "${@:2}" >&2; t1=$(now)
+    best=$(printf '%s\n%s\n' "$best" "$(echo "$t1 - $t0" | bc)" | grep . | fastest)
+  done
+  echo "$best"
+}
+each_wal() { local f; for f in "$CORPUS"/*; do "$@" "$f"; done; }  # CMD...: CMD PATH per WAL
+
 ROWS=()
 for codec in $CODECS; do
   # walvault archive-wal from incoming (default jobs: 8 for object storage)
-  wv=()
-  for ((i = 0; i < REPEAT; i++)); do
+  fill_incoming() {
     rm -rf "$OUT/s3/bench/wv-$codec" "$OUT/home"; config "$codec" "wv-$codec"
     mkdir -p "$OUT/home/pg/incoming"; cp "$CORPUS"/* "$OUT/home/pg/incoming/"; sync
-    t0=$(now); "$WALVAULT" -c "$OUT/walvault.toml" archive-wal pg; t1=$(now)
-    [[ -z $(ls "$OUT/home/pg/incoming") ]] || { log "walvault left files"; exit 1; }
-    wv+=("$(echo "$t1 - $t0" | bc)")
-  done
-  WV=$(printf '%s\n' "${wv[@]}" | fastest)
+  }
+  archive_wal() {
+    "$WALVAULT" -c "$OUT/walvault.toml" archive-wal pg
+    [[ -z $(ls "$OUT/home/pg/incoming") ]] || { log "walvault left files"; return 1; }
+  }
+  WV=$(best_of fill_incoming archive_wal)
   log "walvault $codec: ${WV}s"
   # walvault put-wal, one process per WAL (the archive_command form)
-  pw=()
-  for ((i = 0; i < REPEAT; i++)); do
-    rm -rf "$OUT/s3/bench/pw-$codec" "$OUT/home"; config "$codec" "pw-$codec"
-    t0=$(now); for f in "$CORPUS"/*; do "$WALVAULT" -c "$OUT/walvault.toml" put-wal pg "$f"; done; t1=$(now)
-    pw+=("$(echo "$t1 - $t0" | bc)")
-  done
-  PW=$(printf '%s\n' "${pw[@]}" | fastest)
+  fresh_put() { rm -rf "$OUT/s3/bench/pw-$codec" "$OUT/home"; config "$codec" "pw-$codec"; }
+  PW=$(best_of fresh_put each_wal "$WALVAULT" -c "$OUT/walvault.toml" put-wal pg)
   log "walvault put-wal $codec: ${PW}s"
   # barman-cloud-wal-archive, one process per WAL
-  bm=()
-  for ((i = 0; i < REPEAT; i++)); do
-    rm -rf "$OUT/s3/bench/bm-$codec"
-    t0=$(now)
-    for f in "$CORPUS"/*; do
-      "$VENV/bin/barman-cloud-wal-archive" --endpoint-url "$ENDPOINT" "--$codec" "s3://bench/bm-$codec" pg "$f"
-    done
-    t1=$(now)
-    bm+=("$(echo "$t1 - $t0" | bc)")
-  done
-  BM=$(printf '%s\n' "${bm[@]}" | fastest)
+  fresh_barman() { rm -rf "$OUT/s3/bench/bm-$codec"; }
+  BM=$(best_of fresh_barman each_wal "$VENV/bin/barman-cloud-wal-archive" --endpoint-url "$ENDPOINT" "--$codec" "s3://bench/bm-$codec" pg)
   log "barman-cloud-wal-archive $codec: ${BM}s"
 
-  # Restore all segments one call at a time, as PostgreSQL does.
-  config "$codec" "wv-$codec"
-  restore() {  # PREFETCH
-    local best=""
-    for ((i = 0; i < REPEAT; i++)); do
-      rm -rf "$OUT/restore" "$OUT/home/pg/spool"; mkdir -p "$OUT/restore"
-      t0=$(now)
-      for f in "$CORPUS"/*; do
-        "$WALVAULT" -c "$OUT/walvault.toml" get-wal pg "$(basename "$f")" "$OUT/restore/RECOVERYXLOG" --prefetch "$1"
-      done
-      t1=$(now)
-      best=$(printf '%s\n%s\n' "$best" "$(echo "$t1 - $t0" | bc)" | grep . | fastest)
+  # Restore all segments one call at a time, as PostgreSQL does (from the archive-wal copy).
+  fresh_restore() { rm -rf "$OUT/restore" "$OUT/home/pg/spool"; mkdir -p "$OUT/restore"; }
+  get_all() {  # PREFETCH
+    local f
+    for f in "$CORPUS"/*; do
+      "$WALVAULT" -c "$OUT/walvault.toml" get-wal pg "$(basename "$f")" "$OUT/restore/RECOVERYXLOG" --prefetch "$1"
     done
-    echo "$best"
   }
-  R0=$(restore 0); R8=$(restore 8)
+  config "$codec" "wv-$codec"
+  R0=$(best_of fresh_restore get_all 0); R8=$(best_of fresh_restore get_all 8)
   log "get-wal $codec: ${R0}s without prefetch, ${R8}s with --prefetch 8"
   config "$codec" "wv-$codec" "http://127.0.0.1:$PROXY_PORT"
-  L0=$(restore 0); L8=$(restore 8)
+  L0=$(best_of fresh_restore get_all 0); L8=$(best_of fresh_restore get_all 8)
   log "get-wal $codec +${LATENCY_MS} ms: ${L0}s without prefetch, ${L8}s with --prefetch 8"
   ROWS+=("$codec $WV $PW $BM $R0 $R8 $L0 $L8")
 done

@@ -149,6 +149,22 @@ struct Run {
     report: walvault_core::archive::BatchReport,
 }
 
+/// The candidate for one old file of `size` bytes in `incoming/`.
+fn old_candidate(name: &str, size: usize) -> walvault_core::queue::Candidate {
+    select_batch(
+        QueueKind::Incoming,
+        vec![DirEntry {
+            file_name: name.into(),
+            kind: EntryKind::File,
+            size: size as u64,
+            mtime: OLD,
+        }],
+        0,
+    )
+    .files
+    .remove(0)
+}
+
 fn run(
     store: &dyn WalStore,
     s: &ArchiveSettings,
@@ -870,18 +886,7 @@ fn encrypted_copy_is_compared_after_decryption_when_a_key_is_available() {
     encrypted.extend(compressed.iter().map(|b| b ^ 0x5A));
     store.insert(&format!("0000000100000000/{S1}"), &encrypted);
     let s = settings(None);
-    let candidate = select_batch(
-        QueueKind::Incoming,
-        vec![DirEntry {
-            file_name: S1.into(),
-            kind: EntryKind::File,
-            size: data.len() as u64,
-            mtime: OLD,
-        }],
-        0,
-    )
-    .files
-    .remove(0);
+    let candidate = old_candidate(S1, data.len());
     let with_key = Archiver {
         store: &store,
         settings: &s,
@@ -989,18 +994,7 @@ fn a_source_that_changes_after_validation_stores_nothing() {
     let store = MemoryStore::new();
     let s = settings(Some(Codec::Zstd));
     let data = segment(S1, 1);
-    let candidate = select_batch(
-        QueueKind::Incoming,
-        vec![DirEntry {
-            file_name: S1.into(),
-            kind: EntryKind::File,
-            size: data.len() as u64,
-            mtime: OLD,
-        }],
-        0,
-    )
-    .files
-    .remove(0);
+    let candidate = old_candidate(S1, data.len());
     let archiver = Archiver {
         store: &store,
         settings: &s,

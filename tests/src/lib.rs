@@ -67,23 +67,46 @@ impl World {
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
         let home = dir.path().join("home");
         fs::create_dir_all(&home).expect("home");
-        let config = dir.path().join("walvault.toml");
-        fs::write(
-            &config,
-            format!(
-                "[walvault]\nhome = \"{}\"\n\n[{SERVER}]\n{server_conf}\n",
-                home.display()
-            ),
-        )
-        .expect("config");
-        run_as.own(dir.path()).expect("chown");
-        World {
+        let world = World {
+            config: dir.path().join("walvault.toml"),
             dir,
             run_as,
             bin,
-            config,
             home,
-        }
+        };
+        world.write_config(server_conf);
+        world.run_as.own(world.dir.path()).expect("chown");
+        world
+    }
+
+    /// Rewrites the configuration: `[walvault]` with this world's home, then `[pg]` holding
+    /// `server_conf` (TOML lines).
+    pub fn write_config(&self, server_conf: &str) {
+        fs::write(
+            &self.config,
+            format!(
+                "[walvault]\nhome = \"{}\"\n\n[{SERVER}]\n{server_conf}\n",
+                self.home.display()
+            ),
+        )
+        .expect("config");
+    }
+
+    /// Starts the cluster in the data directory `name` (a base backup) in archive recovery
+    /// with `settings` (its `restore_command` and targets), and waits until it has left
+    /// recovery.
+    pub fn recover(&self, name: &str, settings: &str, what: &str, timeout: Duration) -> Cluster {
+        let mut cluster = self.existing_cluster(name);
+        cluster.configure(settings).expect("configure");
+        fs::write(cluster.data.join("recovery.signal"), b"").expect("recovery.signal");
+        self.own_all();
+        cluster.start().expect("start the recovering cluster");
+        cluster
+            .wait_for(what, timeout, |c| {
+                Ok(c.query_text("SELECT pg_is_in_recovery()::text")? == "false")
+            })
+            .expect("recovery ended");
+        cluster
     }
 
     /// A path inside the work directory.
@@ -294,6 +317,16 @@ impl Drop for Receiver {
     }
 }
 
+/// The names in `dir`, sorted (the directory must be readable).
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Waits until `path` exists (`timeout` at most).
 pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
     let start = Instant::now();
@@ -446,23 +479,15 @@ pub fn point_in_time_recovery_with(world: &World, codec: &str, get_wal_options: 
         );
     }
 
-    let mut restored = world.existing_cluster("restored");
-    restored
-        .configure(&format!(
+    let restored = world.recover(
+        "restored",
+        &format!(
             "archive_mode = off\nrestore_command = '{}'\nrecovery_target_name = 'walvault_target'\nrecovery_target_action = 'promote'",
             world.command_line(&format!("get-wal {get_wal_options} {SERVER} %f %p"))
-        ))
-        .expect("configure");
-    fs::write(restored.data.join("recovery.signal"), b"").expect("recovery.signal");
-    world.own_all();
-    restored.start().expect("start restored");
-    restored
-        .wait_for(
-            "recovery to reach the target and promote",
-            Duration::from_secs(300),
-            |c| Ok(c.query_text("SELECT pg_is_in_recovery()::text")? == "false"),
-        )
-        .expect("promoted");
+        ),
+        "recovery to reach the target and promote",
+        Duration::from_secs(300),
+    );
     assert_eq!(
         fingerprint(&restored),
         at_target,

@@ -105,15 +105,8 @@ impl S3Server {
     }
 
     fn spawn(command: Vec<String>, port: u16, root: Option<PathBuf>) -> S3Server {
-        let child = Command::new(&command[0])
-            .args(&command[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the S3 server");
         let server = S3Server {
-            child,
+            child: start(&command),
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
             root,
@@ -159,13 +152,7 @@ impl S3Server {
     /// Starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Command::new(&self.command[0])
-            .args(&self.command[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("restart the S3 server");
+        self.child = start(&self.command);
         self.wait_ready();
     }
 
@@ -176,6 +163,17 @@ impl S3Server {
             self.endpoint
         )
     }
+}
+
+/// Runs a server command line, quietly.
+fn start(command: &[String]) -> Child {
+    Command::new(&command[0])
+        .args(&command[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {command:?}: {e}"))
 }
 
 impl Drop for S3Server {

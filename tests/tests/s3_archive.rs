@@ -10,7 +10,7 @@ use walvault_core::storage::conformance;
 use walvault_core::wal::{SegmentSize, WalFileName, synthetic_page_header};
 use walvault_tests::s3::{ACCESS_KEY, FlakyProxy, S3Server, SECRET_KEY, python_venv, tool};
 use walvault_tests::{
-    SERVER, World, describe, point_in_time_recovery, point_in_time_recovery_with,
+    SERVER, World, describe, file_names, point_in_time_recovery, point_in_time_recovery_with,
 };
 
 const BUCKET: &str = "wal";
@@ -190,12 +190,7 @@ fn queue(world: &World, from: u32, count: u32) -> Vec<(String, Vec<u8>)> {
 }
 
 fn incoming_names(world: &World) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(world.incoming())
-        .expect("incoming")
-        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
+    file_names(&world.incoming())
 }
 
 /// Every queued file is either still queued or archived (catalogued) with its exact content.
@@ -365,14 +360,9 @@ fn bad_buckets_credentials_endpoints_and_keys_get_clear_errors() {
     fs::write(&src, &data).expect("src");
     world.own_all();
     let put = |config: &str| {
-        fs::write(
-            &world.config,
-            format!(
-                "[walvault]\nhome = \"{}\"\n\n[{SERVER}]\ncompression = \"lz4\"\nmax_retries = 1\nrequest_timeout = 5\n{config}",
-                world.home.display()
-            ),
-        )
-        .expect("config");
+        world.write_config(&format!(
+            "compression = \"lz4\"\nmax_retries = 1\nrequest_timeout = 5\n{config}"
+        ));
         let out = world.walvault(&["put-wal", SERVER, src.to_str().expect("utf8")]);
         assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
         assert!(src.exists(), "the source is never touched");
@@ -402,15 +392,10 @@ fn bad_buckets_credentials_endpoints_and_keys_get_clear_errors() {
     );
 
     // Keys under the prefix that are not WAL names: reported, never deleted or catalogued.
-    fs::write(
-        &world.config,
-        format!(
-            "[walvault]\nhome = \"{}\"\n\n[{SERVER}]\ncompression = \"lz4\"\n{}",
-            world.home.display(),
-            server.config(BUCKET, "odd")
-        ),
-    )
-    .expect("config");
+    world.write_config(&format!(
+        "compression = \"lz4\"\n{}",
+        server.config(BUCKET, "odd")
+    ));
     let ok = world.walvault(&["put-wal", SERVER, src.to_str().expect("utf8")]);
     assert!(ok.status.success(), "{}", describe(&ok));
     let bucket_root = server.root.as_ref().expect("root").join(BUCKET);
@@ -467,15 +452,10 @@ fn barman_cloud_and_walvault_restore_each_others_wal_for_every_codec() {
         let b_path = world.path(&b);
         fs::write(&a_path, &a_data).expect("a");
         fs::write(&b_path, &b_data).expect("b");
-        fs::write(
-            &world.config,
-            format!(
-                "[walvault]\nhome = \"{}\"\n\n[{SERVER}]\ncompression = \"{codec}\"\n{}",
-                world.home.display(),
-                server.config(BUCKET, &format!("wv-{codec}"))
-            ),
-        )
-        .expect("config");
+        world.write_config(&format!(
+            "compression = \"{codec}\"\n{}",
+            server.config(BUCKET, &format!("wv-{codec}"))
+        ));
         world.own_all();
         // walvault archives, barman-cloud-wal-restore restores.
         let put = world.walvault(&["put-wal", SERVER, a_path.to_str().expect("utf8")]);
@@ -516,15 +496,7 @@ fn barman_cloud_and_walvault_restore_each_others_wal_for_every_codec() {
         args.extend([url.as_str(), SERVER, b_path.to_str().expect("utf8")]);
         let out = barman_cloud("barman-cloud-wal-archive", &server.endpoint, &args);
         assert!(out.status.success(), "{codec}: {}", describe(&out));
-        fs::write(
-            &world.config,
-            format!(
-                "[walvault]\nhome = \"{}\"\n\n[{SERVER}]\n{}",
-                world.home.display(),
-                server.config(BUCKET, &format!("bm-{codec}"))
-            ),
-        )
-        .expect("config");
+        world.write_config(&server.config(BUCKET, &format!("bm-{codec}")));
         let dest = world.path(&format!("walvault-{b}"));
         let get = world.walvault(&["get-wal", SERVER, &b, dest.to_str().expect("utf8")]);
         assert!(get.status.success(), "{codec}: {}", describe(&get));

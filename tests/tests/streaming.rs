@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use walvault::pgcluster::Cluster;
 use walvault_tests::{
-    SERVER, World, assert_contiguous, describe, fingerprint, switch_and_wait_archived,
+    SERVER, World, assert_contiguous, describe, file_names, fingerprint, switch_and_wait_archived,
     wait_for_file,
 };
 
@@ -64,21 +64,27 @@ fn archive_wal(world: &World) {
 }
 
 fn streaming_files(world: &World) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(world.streaming())
-        .expect("streaming dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    file_names(&world.streaming())
 }
 
+/// What `errors/` holds (nothing when nothing was ever moved there).
 fn errors(world: &World) -> Vec<String> {
-    fs::read_dir(world.errors())
-        .map(|rd| {
-            rd.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    if world.errors().exists() {
+        file_names(&world.errors())
+    } else {
+        Vec::new()
+    }
+}
+
+/// A copy of the base backup `base` in the data directory `name`.
+fn copy_base(world: &World, name: &str) {
+    let out = Command::new("cp")
+        .args(["-a"])
+        .arg(world.path("base"))
+        .arg(world.path(name))
+        .output()
+        .expect("cp");
+    assert!(out.status.success(), "{}", describe(&out));
 }
 
 #[test]
@@ -250,21 +256,15 @@ fn synchronous_streaming_loses_no_committed_transaction() {
     );
 
     // Recover from the base backup, the archive and the streamed partial.
-    let mut restored = world.existing_cluster("restored");
-    restored
-        .configure(&format!(
+    let restored = world.recover(
+        "restored",
+        &format!(
             "archive_mode = off\nrestore_command = '{}'",
             world.command_line(&format!("get-wal --partial {SERVER} %f %p"))
-        ))
-        .expect("configure");
-    fs::write(restored.data.join("recovery.signal"), b"").expect("recovery.signal");
-    world.own_all();
-    restored.start().expect("start restored");
-    restored
-        .wait_for("recovery to end", Duration::from_secs(180), |c| {
-            Ok(c.query_text("SELECT pg_is_in_recovery()::text")? == "false")
-        })
-        .expect("promoted");
+        ),
+        "recovery to end",
+        Duration::from_secs(180),
+    );
     assert_eq!(
         restored
             .query_text("SELECT string_agg(v, ',') FROM rpo")
@@ -296,30 +296,17 @@ fn a_timeline_switch_archives_both_timelines_and_recovers_to_latest() {
     archive_wal(&world);
 
     // A point-in-time copy of the primary that ends recovery on timeline 2.
-    let copy = world.path("copy");
-    let out = Command::new("cp")
-        .args(["-a"])
-        .arg(world.path("base"))
-        .arg(&copy)
-        .output()
-        .expect("cp");
-    assert!(out.status.success());
-    let mut promoted = world.existing_cluster("copy");
-    promoted
-        .configure(&format!(
+    copy_base(&world, "copy");
+    let promoted = world.recover(
+        "copy",
+        &format!(
             "archive_mode = on\narchive_command = '{}'\nrestore_command = '{}'",
             world.command_line(&format!("put-wal {SERVER} %p")),
             world.command_line(&format!("get-wal --partial {SERVER} %f %p"))
-        ))
-        .expect("configure");
-    fs::write(promoted.data.join("recovery.signal"), b"").expect("signal");
-    world.own_all();
-    promoted.start().expect("start");
-    promoted
-        .wait_for("promotion", Duration::from_secs(180), |c| {
-            Ok(c.query_text("SELECT pg_is_in_recovery()::text")? == "false")
-        })
-        .expect("promoted");
+        ),
+        "promotion",
+        Duration::from_secs(180),
+    );
     let tli = promoted
         .query_text("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
         .expect("tli");
@@ -356,28 +343,16 @@ fn a_timeline_switch_archives_both_timelines_and_recovers_to_latest() {
     let expected = fingerprint(&promoted);
 
     // Recovery from the base backup follows the history file to timeline 2.
-    let mut recovered = world.existing_cluster("recovered");
-    let out = Command::new("cp")
-        .args(["-a"])
-        .arg(world.path("base"))
-        .arg(&recovered.data)
-        .output()
-        .expect("cp");
-    assert!(out.status.success());
-    recovered
-        .configure(&format!(
+    copy_base(&world, "recovered");
+    let recovered = world.recover(
+        "recovered",
+        &format!(
             "archive_mode = off\nrestore_command = '{}'\nrecovery_target_timeline = 'latest'",
             world.command_line(&format!("get-wal {SERVER} %f %p"))
-        ))
-        .expect("configure");
-    fs::write(recovered.data.join("recovery.signal"), b"").expect("signal");
-    world.own_all();
-    recovered.start().expect("start recovered");
-    recovered
-        .wait_for("recovery to end", Duration::from_secs(180), |c| {
-            Ok(c.query_text("SELECT pg_is_in_recovery()::text")? == "false")
-        })
-        .expect("recovered");
+        ),
+        "recovery to end",
+        Duration::from_secs(180),
+    );
     assert_eq!(fingerprint(&recovered), expected);
     let tli = recovered
         .query_text("SELECT timeline_id::text FROM pg_control_checkpoint()")
