@@ -197,3 +197,20 @@ pub enum ConfigCommand {
     /// Validate the configuration and print each server's resolved settings.
     Check,
 }
+
+/// The error edge every entry point shares (the native CLI and the WASI guest): prints the
+/// cause chain and picks the exit code, 2 for configuration problems and 1 otherwise.
+pub fn exit_code(result: anyhow::Result<u8>, ui: &crate::ui::Ui) -> u8 {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+            ui.error(format_args!("{}", chain.join(": ")));
+            if err.downcast_ref::<crate::config::ConfigError>().is_some() {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}

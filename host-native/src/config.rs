@@ -228,7 +228,7 @@ pub struct ServerConfig {
     /// Where WAL goes.
     pub archive: ArchiveLocation,
     /// How to reach an object-storage archive (unused for a local one).
-    pub object_store: crate::store::s3::S3Settings,
+    pub object_store: crate::store::object_url::S3Settings,
     /// `archive_command` drop zone.
     pub incoming: PathBuf,
     /// pg_receivewal target.
@@ -473,7 +473,7 @@ fn resolve(
     let backup_directory = s.backup_directory.unwrap_or_else(|| home.join(name));
     let archive = match s.wals_directory {
         Some(url) if url.contains("://") => {
-            crate::store::s3::split_url(&url)
+            crate::store::object_url::split_url(&url)
                 .map_err(|e| err(name, "wals_directory", format!("{e:#}")))?;
             ArchiveLocation::Url(url)
         }
@@ -602,7 +602,7 @@ fn resolve(
             .errors_directory
             .unwrap_or_else(|| backup_directory.join("errors")),
         backup_directory,
-        object_store: crate::store::s3::S3Settings {
+        object_store: crate::store::object_url::S3Settings {
             endpoint_url: s.endpoint_url,
             region: s.region,
             profile: s.aws_profile,
@@ -612,7 +612,7 @@ fn resolve(
             multipart_threshold,
             timeout: std::time::Duration::from_secs(s.request_timeout.unwrap_or(60).max(1)),
             max_retries: s.max_retries.map_or(5, |n| n as usize),
-            ..crate::store::s3::S3Settings::new(match &archive {
+            ..crate::store::object_url::S3Settings::new(match &archive {
                 ArchiveLocation::Url(url) => url,
                 ArchiveLocation::Local(_) => "",
             })

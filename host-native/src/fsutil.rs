@@ -15,7 +15,23 @@ pub const IO_BUF: usize = 128 << 10;
 
 /// Syncs a directory, making entries created, renamed or removed in it durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(target_os = "wasi")]
+    if let Some(sync) = DIR_SYNC.get() {
+        return sync(dir);
+    }
     File::open(dir)?.sync_all()
+}
+
+/// How a WASI guest syncs a directory. WASI preview 1, as wasmtime implements it, has no way:
+/// `fd_sync` on a directory is `EBADF`. The guest therefore asks its runner through an import
+/// and registers that call here at start-up.
+#[cfg(target_os = "wasi")]
+static DIR_SYNC: std::sync::OnceLock<fn(&Path) -> io::Result<()>> = std::sync::OnceLock::new();
+
+/// Sets how [`fsync_dir`] syncs a directory in a WASI guest (once; later calls are ignored).
+#[cfg(target_os = "wasi")]
+pub fn set_dir_sync(sync: fn(&Path) -> io::Result<()>) {
+    let _ = DIR_SYNC.set(sync);
 }
 
 /// Creates `dir` and any missing parents, syncing each new entry into its parent.
@@ -48,11 +64,31 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<bool> {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+static GUEST_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The pid temp names carry. A WASI guest has no process id of its own: it uses its runner's
+/// (see [`set_process_id`]), which lives exactly as long as the guest.
+pub fn process_id() -> u32 {
+    #[cfg(not(target_os = "wasi"))]
+    {
+        std::process::id()
+    }
+    #[cfg(target_os = "wasi")]
+    {
+        GUEST_PID.load(Ordering::Relaxed)
+    }
+}
+
+/// Sets the pid [`process_id`] returns in a WASI guest (elsewhere the real one is used).
+pub fn set_process_id(pid: u32) {
+    GUEST_PID.store(pid, Ordering::Relaxed);
+}
+
 /// A hidden temporary name next to `final_name` in `dir`: `.<final>.<pid>.<n>.tmp`. Hidden and
 /// `.tmp`, so queue scans and catalogue rebuilds never mistake it for WAL.
 pub fn temp_path(dir: &Path, final_name: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".{final_name}.{}.{n}.tmp", std::process::id()))
+    dir.join(format!(".{final_name}.{}.{n}.tmp", process_id()))
 }
 
 /// Whether a name is one of our temporary files.
@@ -71,6 +107,11 @@ fn temp_owner(name: &str) -> Option<u32> {
 /// Whether a process is running: it has a `/proc` entry that is not a zombie (a killed writer
 /// whose parent died stays a zombie where nothing reaps orphans, as in some containers).
 fn process_alive(pid: u32) -> bool {
+    // A WASI guest cannot see other processes: every writer counts as alive, so nothing in
+    // progress is ever removed (the native host cleans up after the dead).
+    if cfg!(target_os = "wasi") {
+        return true;
+    }
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name.
         Ok(stat) => stat
@@ -95,7 +136,7 @@ pub fn remove_dead_temp_files(dir: &Path) -> io::Result<usize> {
         let Some(pid) = temp_owner(&name).filter(|_| is_temp_name(&name)) else {
             continue;
         };
-        if pid != std::process::id() && !process_alive(pid) {
+        if pid != process_id() && !process_alive(pid) {
             fs::remove_file(entry.path())?;
             removed += 1;
         }

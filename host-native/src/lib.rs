@@ -1,6 +1,8 @@
 //! The native host of walvault: the `walvault` command line over the file system, PostgreSQL
-//! and (later) object storage. `main.rs` is a thin entry point; the modules are a library so
-//! the end-to-end tests in `tests/` can drive the same code (for example [`pgcluster`]).
+//! and object storage. `main.rs` is a thin entry point; the modules are a library so the
+//! end-to-end tests in `tests/` can drive the same code (for example `pgcluster`), and so the
+//! WASI guest (`host-wasi/guest`) runs the same file-system code: without the `native` feature
+//! only those parts build, for `wasm32-wasip1`.
 
 pub mod catalogue_file;
 pub mod cli;
@@ -9,7 +11,9 @@ pub mod config;
 pub mod fsutil;
 pub mod hooks;
 pub mod lock;
+#[cfg(feature = "native")]
 pub mod pg;
+#[cfg(feature = "native")]
 pub mod pgcluster;
 pub mod queue_dir;
 pub mod server;

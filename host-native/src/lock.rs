@@ -1,15 +1,24 @@
 //! Lock files compatible with Barman's: `.<server>-<purpose>.lock` in the lock directory,
 //! `flock`ed exclusively, the holder's pid written inside, never deleted (Barman does not
 //! either, and deleting a lock file races with the next locker).
+//!
+//! WASI has no `flock`: the runner (`walvault-wasi`) takes the server's locks on the host
+//! before its guest starts and holds them until the guest exits, so in the guest build
+//! taking a lock is a no-op.
 
+#[cfg(not(target_os = "wasi"))]
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
+#[cfg(not(target_os = "wasi"))]
+use std::io::{Seek, SeekFrom, Write};
+#[cfg(unix)]
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// A held lock; released on drop.
 #[derive(Debug)]
 pub struct LockFile {
+    #[cfg(not(target_os = "wasi"))]
     file: File,
 }
 
@@ -49,6 +58,21 @@ pub fn lock_path(dir: &Path, server: &str, purpose: &str) -> PathBuf {
     dir.join(format!(".{server}-{purpose}.lock"))
 }
 
+#[cfg(target_os = "wasi")]
+impl LockFile {
+    /// In the WASI guest: the runner already holds the lock (see the module docs).
+    pub fn acquire(_path: &Path, _blocking: bool) -> Result<LockFile, LockError> {
+        Ok(LockFile {})
+    }
+}
+
+/// The WASI guest cannot see other processes' locks.
+#[cfg(target_os = "wasi")]
+pub fn holder(_path: &Path) -> io::Result<Option<Option<u32>>> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(not(target_os = "wasi"))]
 impl LockFile {
     /// Takes the lock, waiting if `blocking`, else failing with [`LockError::Busy`].
     pub fn acquire(path: &Path, blocking: bool) -> Result<LockFile, LockError> {
@@ -56,14 +80,11 @@ impl LockFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err)?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut file = options.open(path).map_err(io_err)?;
         if blocking {
             file.lock().map_err(io_err)?;
         } else {
@@ -90,6 +111,7 @@ impl LockFile {
 
 /// Whether a lock is held, and by which pid (as written in the file), without keeping it:
 /// `Ok(None)` when free or never created.
+#[cfg(not(target_os = "wasi"))]
 pub fn holder(path: &Path) -> io::Result<Option<Option<u32>>> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -110,6 +132,7 @@ pub fn holder(path: &Path) -> io::Result<Option<Option<u32>>> {
     }
 }
 
+#[cfg(not(target_os = "wasi"))]
 impl Drop for LockFile {
     fn drop(&mut self) {
         let _ = self.file.unlock();

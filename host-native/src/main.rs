@@ -12,25 +12,14 @@ use clap::Parser;
 
 use walvault::cli::{Cli, Command, ConfigCommand, ServerSelection};
 use walvault::cmd;
-use walvault::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH};
+use walvault::config::{self, Config, DEFAULT_CONFIG_PATH};
 use walvault::server::ServerCtx;
 use walvault::ui::Ui;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ui = Ui::new(cli.verbose, cli.quiet);
-    match run(cli, &ui) {
-        Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-            ui.error(format_args!("{}", chain.join(": ")));
-            ExitCode::from(if err.downcast_ref::<ConfigError>().is_some() {
-                2
-            } else {
-                1
-            })
-        }
-    }
+    ExitCode::from(walvault::cli::exit_code(run(cli, &ui), &ui))
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {

@@ -156,9 +156,9 @@ impl Queue for QueueDir {
     }
 
     fn release(&mut self, file_name: &str) -> io::Result<()> {
-        let remover = self.remover.get_or_insert_with(|| {
+        if self.remover.is_none() {
             let (send, receive) = mpsc::channel::<PathBuf>();
-            let done = std::thread::spawn(move || {
+            let spawned = std::thread::Builder::new().spawn(move || {
                 receive
                     .into_iter()
                     .filter_map(|path| {
@@ -168,13 +168,18 @@ impl Queue for QueueDir {
                     })
                     .collect()
             });
-            Remover { send, done }
-        });
+            // Without threads (the WASI guest) sources are removed inline.
+            self.remover = spawned.ok().map(|done| Remover { send, done });
+        }
         self.released += 1;
-        match remover.send.send(self.dir.join(file_name)) {
-            Ok(()) => Ok(()),
-            // The thread is gone (it cannot panic short of a bug): remove it here.
-            Err(mpsc::SendError(path)) => fs::remove_file(path),
+        let path = self.dir.join(file_name);
+        match &self.remover {
+            Some(remover) => match remover.send.send(path) {
+                Ok(()) => Ok(()),
+                // The thread is gone (it cannot panic short of a bug): remove it here.
+                Err(mpsc::SendError(path)) => fs::remove_file(path),
+            },
+            None => fs::remove_file(path),
         }
     }
 

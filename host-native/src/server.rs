@@ -12,6 +12,7 @@ use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, parse_page_header};
 use crate::catalogue_file::CatalogueFile;
 use crate::config::{ArchiveLocation, ServerConfig};
 use crate::store::LocalStore;
+#[cfg(feature = "native")]
 use crate::store::s3::LazyS3Store;
 
 /// A server ready to work on.
@@ -42,8 +43,14 @@ impl<'a> ServerCtx<'a> {
     pub fn open(cfg: &'a ServerConfig, config_path: &'a Path) -> anyhow::Result<Self> {
         let (store, layout): (Box<dyn WalStore + Sync>, Layout) = match &cfg.archive {
             ArchiveLocation::Local(dir) => (Box::new(LocalStore::new(dir.clone())), Layout::Local),
+            #[cfg(not(feature = "native"))]
+            ArchiveLocation::Url(url) => anyhow::bail!(
+                "server '{}': {url}: object storage needs the native walvault (this build has no network)",
+                cfg.name
+            ),
+            #[cfg(feature = "native")]
             ArchiveLocation::Url(url) => {
-                let (_, _, prefix) = crate::store::s3::split_url(url)?;
+                let (_, _, prefix) = crate::store::object_url::split_url(url)?;
                 let store = LazyS3Store::new(&cfg.object_store)
                     .with_context(|| format!("server '{}': {url}", cfg.name))?;
                 (Box::new(store), Layout::cloud(&prefix, &cfg.name))

@@ -71,3 +71,55 @@ impl Ui {
         eprintln!("error: {msg}");
     }
 }
+
+/// A progress bar over `len` files, drawn only on a terminal (and only where the native
+/// build has one: the WASI guest's is a no-op).
+#[derive(Debug)]
+pub struct Progress {
+    #[cfg(feature = "native")]
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    /// A bar when `ui` is interactive and there is more than one file.
+    pub fn new(ui: &Ui, len: usize) -> Self {
+        #[cfg(feature = "native")]
+        {
+            let bar = (ui.interactive && len > 1).then(|| {
+                let bar = indicatif::ProgressBar::new(len as u64);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {pos}/{len} WAL files [{elapsed}] {wide_bar} {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar
+            });
+            Progress { bar }
+        }
+        #[cfg(not(feature = "native"))]
+        {
+            let _ = (ui, len);
+            Progress {}
+        }
+    }
+
+    /// One more file done.
+    pub fn inc(&self, file_name: &str) {
+        #[cfg(feature = "native")]
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            bar.set_message(file_name.to_owned());
+        }
+        #[cfg(not(feature = "native"))]
+        let _ = file_name;
+    }
+
+    /// Removes the bar.
+    pub fn finish(self) {
+        #[cfg(feature = "native")]
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

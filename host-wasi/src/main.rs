@@ -1,15 +1,279 @@
-//! `walvault-wasi`: runs walvault-core compiled to `wasm32-wasip1` under wasmtime, sandboxed to
-//! the directories it is given. The runner and its guest module are built in the WASI host
-//! work; until then this binary only checks that the core links into it.
+//! `walvault-wasi`: walvault's `archive-wal`, `get-wal` and `rebuild-xlogdb` run as a
+//! WebAssembly guest under wasmtime, with access to one server's directories and nothing else.
+//!
+//! The runner does on the host only what a sandbox cannot: it reads the configuration, takes
+//! the server's locks, creates missing directories, and picks what to preopen. The guest
+//! (`host-wasi/guest`, embedded in this binary) does the archiving with the native host's
+//! own code, so both write the same archive.
 
-fn main() {
-    let codecs: Vec<&str> = walvault_core::compression::Codec::ALL
-        .iter()
-        .map(|c| c.name())
-        .collect();
-    println!(
-        "walvault-wasi {} (core codecs: {})",
-        env!("CARGO_PKG_VERSION"),
-        codecs.join(", ")
-    );
+mod sandbox;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use walvault::config::{ArchiveLocation, Config, ConfigError, DEFAULT_CONFIG_PATH, ServerConfig};
+use walvault::lock::{LockError, LockFile, lock_path};
+use walvault::server::ServerCtx;
+use walvault::ui::Ui;
+
+use sandbox::{Dir, Guest, Limits};
+
+/// walvault in a WebAssembly sandbox: the server's directories are all it can reach.
+#[derive(Debug, Parser)]
+#[command(name = "walvault-wasi", version, about, long_about = None, after_help = walvault::cli::EXIT_CODES)]
+struct Cli {
+    /// Configuration file (default: $WALVAULT_CONFIG, else /etc/walvault.toml).
+    #[arg(short, long, global = true, env = "WALVAULT_CONFIG")]
+    config: Option<PathBuf>,
+    /// More detail (-v: per file, -vv: debugging).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Errors only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Stop the guest after this many seconds (default: 600 for get-wal, 3600 otherwise).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// The guest's memory limit in MiB.
+    #[arg(long, global = true, value_name = "MIB", default_value_t = 512)]
+    memory_limit: u64,
+    /// Where compiled guest code is cached (default: $WALVAULT_WASI_CACHE, else
+    /// $XDG_CACHE_HOME/walvault-wasi, else ~/.cache/walvault-wasi).
+    #[arg(long, global = true, env = "WALVAULT_WASI_CACHE", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Run this module instead of the embedded guest (tests).
+    #[arg(long, global = true, hide = true)]
+    guest_module: Option<PathBuf>,
+    /// The wall-clock time the guest sees, in seconds since the epoch (tests).
+    #[arg(long, global = true, hide = true)]
+    clock: Option<u64>,
+    /// Seed the guest's random numbers (tests).
+    #[arg(long, global = true, hide = true)]
+    random_seed: Option<u64>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Archive what is waiting in the server's streaming and incoming directories (one job).
+    ArchiveWal {
+        /// The server.
+        server: String,
+    },
+    /// Restore one WAL file (PostgreSQL's restore_command), as `walvault get-wal`.
+    GetWal {
+        /// The server.
+        server: String,
+        /// The WAL file name PostgreSQL asks for (%f).
+        wal: String,
+        /// Where to write it (%p).
+        dest: PathBuf,
+        /// Also look for a `.partial` of the segment (end of a streamed archive).
+        #[arg(long)]
+        partial: bool,
+    },
+    /// Rebuild the server's catalogue from its archive directory.
+    RebuildXlogdb {
+        /// The server.
+        server: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ui = Ui::new(cli.verbose, cli.quiet);
+    let result = run(&cli, &ui);
+    // A sandbox failure in get-wal must stop recovery, never look like the end of the archive.
+    let failed = if matches!(cli.command, Command::GetWal { .. }) {
+        255
+    } else {
+        1
+    };
+    ExitCode::from(match result {
+        Err(e) if e.downcast_ref::<sandbox::GuestFailure>().is_some() => {
+            ui.error(format_args!("{e:#}"));
+            failed
+        }
+        other => walvault::cli::exit_code(other, &ui),
+    })
+}
+
+fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let text = std::fs::read_to_string(&config_path).map_err(|e| ConfigError {
+        section: None,
+        key: None,
+        message: format!("cannot read {}: {e}", config_path.display()),
+    })?;
+    let config = Config::parse(&text, &config_path)?;
+    let (server, command) = match &cli.command {
+        Command::ArchiveWal { server } => (server, "archive-wal"),
+        Command::GetWal { server, .. } => (server, "get-wal"),
+        Command::RebuildXlogdb { server } => (server, "rebuild-xlogdb"),
+    };
+    let cfg = config.server(server)?;
+    let ArchiveLocation::Local(archive) = &cfg.archive else {
+        return Err(unsupported(
+            cfg,
+            "wals_directory",
+            "object storage needs the network, which the WASI sandbox does not have: use walvault",
+        ));
+    };
+    let mut guest_args = vec!["-c".to_owned(), config_path.display().to_string()];
+    match (cli.quiet, cli.verbose) {
+        (true, _) => guest_args.push("-q".into()),
+        (false, 0) => {}
+        (false, n) => guest_args.push(format!("-{}", "v".repeat(usize::from(n)))),
+    }
+    guest_args.push(command.into());
+    guest_args.push(server.clone());
+    // Locks live as long as the guest runs (released on drop, after it exits).
+    let mut locks = Vec::new();
+    let dirs = match &cli.command {
+        Command::ArchiveWal { .. } => {
+            let hooks = &cfg.archive_hooks;
+            if hooks.pre.is_some()
+                || hooks.pre_retry.is_some()
+                || hooks.post.is_some()
+                || hooks.post_retry.is_some()
+            {
+                return Err(unsupported(
+                    cfg,
+                    "pre_archive_script",
+                    "hook scripts are programs the WASI sandbox cannot start: use walvault, or remove the archive hooks",
+                ));
+            }
+            match LockFile::acquire(
+                &lock_path(&cfg.lock_directory, &cfg.name, "archive-wal"),
+                false,
+            ) {
+                Ok(lock) => locks.push(lock),
+                Err(LockError::Busy { holder, .. }) => {
+                    let by = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                    ui.info(format_args!("Another archive-wal process is already running on server {}{by}. Skipping to the next server", cfg.name));
+                    return Ok(0);
+                }
+                Err(e) => return Err(e).context("taking the archive-wal lock"),
+            }
+            let ctx = ServerCtx::open(cfg, &config.path)?;
+            ctx.ensure_dirs()?;
+            let reasons = walvault::cmd::archive_wal::error_reasons_path(&ctx);
+            let meta = reasons.parent().unwrap_or(&cfg.backup_directory);
+            walvault::fsutil::create_dir_durable(meta)
+                .with_context(|| format!("creating {}", meta.display()))?;
+            let mut dirs = vec![
+                Dir::read_write(&cfg.errors),
+                Dir::read_write(archive),
+                Dir::read_write(&cfg.xlogdb_directory),
+                Dir::read_write(meta),
+            ];
+            if cfg.archiver {
+                dirs.push(Dir::read_write(&cfg.incoming));
+            }
+            if cfg.streaming_archiver {
+                dirs.push(Dir::read_write(&cfg.streaming));
+            }
+            locks.push(catalogue_lock(cfg)?);
+            dirs
+        }
+        Command::GetWal {
+            wal, dest, partial, ..
+        } => {
+            let dest = std::path::absolute(dest)
+                .with_context(|| format!("resolving {}", dest.display()))?;
+            let dest_dir = dest.parent().unwrap_or(Path::new("/")).to_owned();
+            let len = guest_args.len();
+            guest_args.truncate(len - 2);
+            guest_args.extend([
+                "get-wal".into(),
+                server.clone(),
+                wal.clone(),
+                dest.display().to_string(),
+            ]);
+            if *partial {
+                guest_args.push("--partial".into());
+            }
+            vec![Dir::read_only(archive), Dir::read_write(&dest_dir)]
+        }
+        Command::RebuildXlogdb { .. } => {
+            locks.push(catalogue_lock(cfg)?);
+            vec![
+                Dir::read_write(archive),
+                Dir::read_write(&cfg.xlogdb_directory),
+            ]
+        }
+    };
+    for dir in &dirs {
+        if !dir.path.is_absolute() {
+            return Err(unsupported(
+                cfg,
+                "backup_directory",
+                &format!(
+                    "{} is relative; the sandbox needs absolute directories",
+                    dir.path.display()
+                ),
+            ));
+        }
+    }
+    let timeout = cli.timeout.unwrap_or(match cli.command {
+        Command::GetWal { .. } => 600,
+        _ => 3600,
+    });
+    let guest = Guest {
+        module: cli.guest_module.clone(),
+        cache_dir: cli.cache_dir.clone().or_else(default_cache_dir),
+        args: guest_args,
+        stdin: text,
+        dirs,
+        limits: Limits {
+            timeout: Duration::from_secs(timeout),
+            memory_bytes: cli.memory_limit.saturating_mul(1 << 20),
+        },
+        clock: cli.clock.map(Duration::from_secs),
+        random_seed: cli.random_seed,
+    };
+    let code = sandbox::run(&guest)?;
+    drop(locks);
+    Ok(code)
+}
+
+/// The catalogue lock, held for the guest's whole run (it has no `flock` of its own).
+fn catalogue_lock(cfg: &ServerConfig) -> anyhow::Result<LockFile> {
+    LockFile::acquire(&lock_path(&cfg.lock_directory, &cfg.name, "xlogdb"), true)
+        .context("taking the catalogue lock")
+}
+
+fn unsupported(cfg: &ServerConfig, key: &str, message: &str) -> anyhow::Error {
+    ConfigError {
+        section: Some(cfg.name.clone()),
+        key: Some(key.into()),
+        message: message.into(),
+    }
+    .into()
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("walvault-wasi"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -303,16 +303,7 @@ pub fn archive_batch(
         decryptor: None,
     };
     let now = super::archive_wal::now();
-    let progress = (ui.interactive && batch.files.len() > 1).then(|| {
-        let bar = indicatif::ProgressBar::new(batch.files.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos}/{len} WAL files [{elapsed}] {wide_bar} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
+    let progress = crate::ui::Progress::new(ui, batch.files.len());
     let files = &batch.files;
     let work = Mutex::new(WorkState {
         results: files.iter().map(|_| None).collect(),
@@ -330,12 +321,13 @@ pub fn archive_batch(
     let dir = queue.dir().to_owned();
     let mut report = BatchReport::default();
     std::thread::scope(|scope| {
-        let worker = || {
-            loop {
+        // Archives the next file; false when none is left to hand out.
+        let step = || {
+            {
                 let i = {
                     let mut st = lock();
                     if st.stop.is_some() || st.claimed >= files.len() {
-                        return;
+                        return false;
                     }
                     st.claimed += 1;
                     st.in_flight += 1;
@@ -358,10 +350,7 @@ pub fn archive_batch(
                         retryable: false,
                     })
                 });
-                if let Some(bar) = &progress {
-                    bar.inc(1);
-                    bar.set_message(candidate.file_name.clone());
-                }
+                progress.inc(&candidate.file_name);
                 let mut st = lock();
                 st.in_flight -= 1;
                 match outcome {
@@ -379,10 +368,17 @@ pub fn archive_batch(
                 drop(st);
                 changed.notify_all();
             }
+            true
         };
-        for _ in 0..jobs.clamp(1, files.len().max(1)) {
-            scope.spawn(worker);
-        }
+        // Where threads cannot be started (the WASI guest), the committer archives the files
+        // itself, one at a time, in the same order and with the same commits.
+        let spawned = (0..jobs.clamp(1, files.len().max(1)))
+            .filter(|_| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || while step() {})
+                    .is_ok()
+            })
+            .count();
         let mut start = 0;
         loop {
             let end = (start + COMMIT_EVERY).min(files.len());
@@ -401,6 +397,16 @@ pub fn archive_batch(
                     };
                     if settled {
                         break;
+                    }
+                    if spawned == 0 {
+                        drop(st);
+                        let progressed = step();
+                        st = lock();
+                        // Nothing left to hand out yet unsettled cannot happen inline; never spin.
+                        if !progressed && !(st.stop.is_some() && st.in_flight == 0) {
+                            break;
+                        }
+                        continue;
                     }
                     st = changed
                         .wait(st)
@@ -466,9 +472,7 @@ pub fn archive_batch(
             start = end;
         }
     });
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     report
 }
 

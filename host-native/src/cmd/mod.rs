@@ -1,9 +1,12 @@
 //! The commands.
 
 pub mod archive_wal;
+#[cfg(feature = "native")]
 pub mod check;
+#[cfg(feature = "native")]
 pub mod demo;
 pub mod maintenance;
+#[cfg(feature = "native")]
 pub mod receive_wal;
 pub mod reports;
 pub mod wal_io;

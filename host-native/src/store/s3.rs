@@ -10,6 +10,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::object_url::{S3Settings, split_url};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -22,60 +23,6 @@ use object_store::{
 use walvault_core::storage::{
     ObjectMeta, Op, Payload, PutMode, StorageError, WalStore, run_payload, validate_key,
 };
-
-/// Where and how to reach the bucket.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct S3Settings {
-    /// `s3://bucket/prefix` (also `gs://`, `az://`).
-    pub url: String,
-    /// A custom endpoint (MinIO, Ceph RGW, …); path-style requests by default there.
-    pub endpoint_url: Option<String>,
-    /// The region (`AWS_REGION` / profile otherwise; `us-east-1` as the last resort).
-    pub region: Option<String>,
-    /// A profile in `~/.aws/credentials` and `~/.aws/config`.
-    pub profile: Option<String>,
-    /// Static credentials from the configuration (the environment is preferred).
-    pub access_key_id: Option<String>,
-    /// See `access_key_id`.
-    pub secret_access_key: Option<String>,
-    /// Force path-style (`endpoint/bucket/key`) or virtual-hosted-style requests.
-    pub path_style: Option<bool>,
-    /// Objects larger than this are uploaded in parts.
-    pub multipart_threshold: u64,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Retries of a failing request (5xx, 429/SlowDown, connection errors).
-    pub max_retries: usize,
-}
-
-impl std::fmt::Debug for S3Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Settings")
-            .field("url", &self.url)
-            .field("endpoint_url", &self.endpoint_url)
-            .field("region", &self.region)
-            .field("profile", &self.profile)
-            .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "***"),
-            )
-            .finish_non_exhaustive()
-    }
-}
-
-impl S3Settings {
-    /// Defaults for `url`.
-    pub fn new(url: &str) -> Self {
-        S3Settings {
-            url: url.to_owned(),
-            multipart_threshold: 64 << 20,
-            timeout: Duration::from_secs(60),
-            max_retries: 5,
-            ..S3Settings::default()
-        }
-    }
-}
 
 /// A bucket (and the prefix inside it) holding archives in Barman's cloud layout.
 pub struct S3Store {
@@ -90,25 +37,6 @@ impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Store").field("url", &self.url).finish()
     }
-}
-
-/// Splits `s3://bucket/some/prefix` into the bucket URL and the prefix (no slashes around).
-pub fn split_url(url: &str) -> anyhow::Result<(String, String, String)> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        bail!("{url:?} is not a URL (expected s3://bucket/prefix)");
-    };
-    if !matches!(scheme, "s3" | "gs" | "az" | "azure" | "abfs") {
-        bail!("{url:?}: unsupported scheme {scheme:?} (expected s3://, gs:// or az://)");
-    }
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        bail!("{url:?} names no bucket");
-    }
-    Ok((
-        scheme.to_owned(),
-        bucket.to_owned(),
-        prefix.trim_matches('/').to_owned(),
-    ))
 }
 
 impl S3Store {

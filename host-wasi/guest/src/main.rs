@@ -1,0 +1,93 @@
+//! The guest `walvault-wasi` runs under wasmtime: `archive-wal`, `get-wal` and
+//! `rebuild-xlogdb` for one server, by the native host's own code over the WASI file system.
+//!
+//! The runner hands it, and nothing else:
+//! - argv: its own pid (temp names carry it), then a `walvault` command line for one server;
+//! - stdin: the configuration file's text (the guest cannot open the file itself);
+//! - preopens: the server's directories, at the same paths as on the host, so paths and
+//!   messages read exactly as the native CLI's;
+//! - the locks: already held on the host (WASI has no `flock`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use walvault::cli::Cli;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args();
+    let _argv0 = args.next();
+    let Some(pid) = args.next().and_then(|p| p.parse().ok()) else {
+        eprintln!("error: walvault-guest is run by walvault-wasi, not by hand");
+        return ExitCode::from(2);
+    };
+    walvault::fsutil::set_process_id(pid);
+    #[cfg(target_os = "wasi")]
+    walvault::fsutil::set_dir_sync(host::fsync_dir);
+    let cli = Cli::parse_from(std::iter::once("walvault".to_owned()).chain(args));
+    ExitCode::from(dispatch(&cli))
+}
+
+#[cfg(feature = "sandbox-probe")]
+fn dispatch(cli: &Cli) -> u8 {
+    probe::run(cli)
+}
+
+#[cfg(not(feature = "sandbox-probe"))]
+fn dispatch(cli: &Cli) -> u8 {
+    let ui = walvault::ui::Ui::new(cli.verbose, cli.quiet);
+    walvault::cli::exit_code(commands::run(cli, &ui), &ui)
+}
+
+#[cfg(target_os = "wasi")]
+mod host;
+#[cfg(feature = "sandbox-probe")]
+mod probe;
+
+#[cfg(not(feature = "sandbox-probe"))]
+mod commands {
+    use std::io::Read;
+    use std::path::PathBuf;
+
+    use walvault::cli::{Cli, Command};
+    use walvault::cmd;
+    use walvault::config::{Config, DEFAULT_CONFIG_PATH};
+    use walvault::server::ServerCtx;
+    use walvault::ui::Ui;
+
+    /// Runs the one command the runner asked for.
+    pub fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
+        let path = cli
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        let config = Config::parse(&text, &path)?;
+        let one = |name: &str| -> anyhow::Result<ServerCtx<'_>> {
+            Ok(ServerCtx::open(config.server(name)?, &config.path)?)
+        };
+        match &cli.command {
+            Command::ArchiveWal { servers, .. } => {
+                let ctx = one(servers.server.as_deref().unwrap_or_default())?;
+                // One job: a wasm32-wasip1 module has no threads.
+                Ok(if cmd::archive_wal::run(&ctx, 1, ui)? {
+                    0
+                } else {
+                    1
+                })
+            }
+            Command::GetWal {
+                server,
+                wal,
+                dest,
+                partial,
+                ..
+            } => cmd::wal_io::get_wal(&one(server)?, wal, dest, *partial, 0, ui),
+            Command::RebuildXlogdb { servers } => {
+                let ctx = one(servers.server.as_deref().unwrap_or_default())?;
+                cmd::maintenance::rebuild(&ctx, ui)
+            }
+            _ => anyhow::bail!("not a command of the WASI guest"),
+        }
+    }
+}

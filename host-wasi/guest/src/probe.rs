@@ -1,0 +1,114 @@
+//! A guest that tries to leave its sandbox, for host-wasi's sandbox test (`sandbox-probe`
+//! feature; never part of the embedded module). Run with a server's command line, it:
+//! - `archive-wal`: tries every way out it knows and prints one line per attempt, exiting 0
+//!   when all were refused and 3 when one got through;
+//! - `rebuild-xlogdb`: loops forever (the runner's time limit must stop it);
+//! - `get-wal`: allocates until the runner's memory limit stops it.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use walvault::cli::{Cli, Command};
+use walvault::config::Config;
+
+/// Runs the probe the command line asks for; returns the exit code.
+pub fn run(cli: &Cli) -> u8 {
+    match &cli.command {
+        Command::RebuildXlogdb { .. } => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        Command::GetWal { .. } => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 8 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        Command::ArchiveWal { servers, .. } => escape(servers.server.as_deref().unwrap_or("")),
+        _ => 2,
+    }
+}
+
+fn escape(server: &str) -> u8 {
+    let mut text = String::new();
+    if std::io::stdin().read_to_string(&mut text).is_err() {
+        return 2;
+    }
+    let Ok(config) = Config::parse(&text, Path::new("walvault.toml")) else {
+        return 2;
+    };
+    let Ok(me) = config.server(server) else {
+        return 2;
+    };
+    let others: Vec<PathBuf> = config
+        .servers
+        .values()
+        .filter(|s| s.name != me.name)
+        .map(|s| s.incoming.clone())
+        .collect();
+    let inside = &me.incoming;
+    let mut attempts: Vec<(String, std::io::Result<()>)> = vec![
+        ("read /etc/passwd".into(), read(Path::new("/etc/passwd"))),
+        ("list /".into(), fs::read_dir("/").map(drop)),
+        (
+            "read through ..".into(),
+            read(&inside.join("../../../../../../etc/passwd")),
+        ),
+        (
+            "create through ..".into(),
+            create(&inside.join("../probe-was-here")),
+        ),
+        (
+            "read a symlink to outside".into(),
+            read(&inside.join("escape-link")),
+        ),
+        (
+            "write a symlink to outside".into(),
+            create(&inside.join("escape-link")),
+        ),
+        (
+            "create a symlink to outside".into(),
+            // The one stable way to make a symlink on WASI.
+            #[allow(deprecated)]
+            fs::soft_link("/etc/passwd", inside.join("new-link"))
+                .and_then(|()| read(&inside.join("new-link"))),
+        ),
+        (
+            "create in the server's parent directory".into(),
+            create(&me.backup_directory.join("../probe-was-here")),
+        ),
+    ];
+    for dir in others {
+        attempts.push((
+            format!("create in another server's {}", dir.display()),
+            create(&dir.join("probe-was-here")),
+        ));
+        attempts.push((
+            format!("list another server's {}", dir.display()),
+            fs::read_dir(&dir).map(drop),
+        ));
+    }
+    let mut escaped = false;
+    for (what, result) in attempts {
+        match result {
+            Ok(()) => {
+                escaped = true;
+                println!("ESCAPED: {what}");
+            }
+            Err(e) => println!("refused: {what}: {e}"),
+        }
+    }
+    if escaped { 3 } else { 0 }
+}
+
+fn read(path: &Path) -> std::io::Result<()> {
+    fs::File::open(path)?.read(&mut [0u8; 16]).map(drop)
+}
+
+fn create(path: &Path) -> std::io::Result<()> {
+    fs::write(path, b"probe").map(drop)
+}

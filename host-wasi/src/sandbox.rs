@@ -1,0 +1,302 @@
+//! The wasmtime side: one guest run with the given preopens, limits, clock and randomness.
+//!
+//! - WASI preview 1 from `wasmtime-wasi` (maintained; `wasi-common` is frozen upstream and
+//!   cannot preopen a directory read-only).
+//! - No environment, no sockets, no inherited stdin: the configuration text is the guest's
+//!   stdin, stdout and stderr are the runner's.
+//! - A wall-clock limit by epoch interruption (a ticker thread advances the epoch) and a memory
+//!   limit by a resource limiter; both stop the guest with a trap the runner reports.
+//! - The module is compiled by Cranelift once and cached (wasmtime's cache, keyed by the module
+//!   and the compiler settings), so later runs only load native code.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmtime::{Caller, Engine, Extern, Linker, Module, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, HostWallClock, I32Exit, WasiCtxBuilder};
+
+/// The guest module, built by build.rs.
+static GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/walvault-guest.wasm"));
+
+/// How often the epoch advances: the granularity of the time limit.
+const TICK: Duration = Duration::from_millis(50);
+
+/// A directory the guest may use, preopened at the same path as on the host.
+#[derive(Debug, Clone)]
+pub struct Dir {
+    /// Host path, also the guest's.
+    pub path: PathBuf,
+    /// Whether the guest may write.
+    pub writable: bool,
+}
+
+impl Dir {
+    /// A directory the guest reads and writes.
+    pub fn read_write(path: &Path) -> Dir {
+        Dir {
+            path: path.to_owned(),
+            writable: true,
+        }
+    }
+
+    /// A directory the guest only reads.
+    pub fn read_only(path: &Path) -> Dir {
+        Dir {
+            path: path.to_owned(),
+            writable: false,
+        }
+    }
+}
+
+/// Bounds on one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock time.
+    pub timeout: Duration,
+    /// Linear memory.
+    pub memory_bytes: u64,
+}
+
+/// One guest run.
+#[derive(Debug)]
+pub struct Guest {
+    /// Another module than the embedded one (tests).
+    pub module: Option<PathBuf>,
+    /// Where compiled code is cached; `None`: compile every time.
+    pub cache_dir: Option<PathBuf>,
+    /// argv after the guest's pid.
+    pub args: Vec<String>,
+    /// The guest's stdin.
+    pub stdin: String,
+    /// Its preopens.
+    pub dirs: Vec<Dir>,
+    /// Its bounds.
+    pub limits: Limits,
+    /// A fixed wall-clock time (since the epoch) instead of the host's.
+    pub clock: Option<Duration>,
+    /// A fixed seed instead of the host's randomness.
+    pub random_seed: Option<u64>,
+}
+
+/// The guest did not finish: it trapped, ran out of time or memory.
+#[derive(Debug)]
+pub struct GuestFailure(pub String);
+
+impl std::fmt::Display for GuestFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GuestFailure {}
+
+struct State {
+    wasi: WasiP1Ctx,
+    memory: MemoryLimit,
+    /// The preopened directories, canonical: what `walvault.sync_dir` may sync.
+    roots: Vec<PathBuf>,
+}
+
+struct MemoryLimit {
+    max: u64,
+    refused: Option<u64>,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.max {
+            self.refused = Some(desired as u64);
+            // Trapping (rather than failing the grow) makes the cause the reported error
+            // instead of an allocation failure deep in the guest.
+            return Err(wasmtime::Error::msg("memory limit reached"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+struct FixedClock(Duration);
+
+impl HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// Compiles (or loads from the cache) and runs the guest; returns its exit status.
+pub fn run(guest: &Guest) -> anyhow::Result<u8> {
+    let engine = engine(guest.cache_dir.as_deref())?;
+    let module = match &guest.module {
+        Some(path) => wt(Module::from_file(&engine, path))
+            .with_context(|| format!("loading {}", path.display()))?,
+        None => wt(Module::new(&engine, GUEST)).context("compiling the guest module")?,
+    };
+    let mut wasi = WasiCtxBuilder::new();
+    let mut argv = vec!["walvault-guest".to_owned(), std::process::id().to_string()];
+    argv.extend(guest.args.iter().cloned());
+    wasi.args(&argv)
+        .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(
+            guest.stdin.clone().into_bytes(),
+        ))
+        .inherit_stdout()
+        .inherit_stderr()
+        // Sync calls from this thread: file I/O blocks here instead of going through a pool.
+        .allow_blocking_current_thread(true);
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for dir in &guest.dirs {
+        if seen.contains(&dir.path) {
+            continue;
+        }
+        seen.push(dir.path.clone());
+        // A directory both read and written is preopened writable.
+        let writable = guest.dirs.iter().any(|d| d.path == dir.path && d.writable);
+        let perms = if writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        let guest_path = dir
+            .path
+            .to_str()
+            .with_context(|| format!("{} is not UTF-8", dir.path.display()))?;
+        wt(wasi.preopened_dir(&dir.path, guest_path, perms).map(drop))
+            .with_context(|| format!("opening {} for the sandbox", dir.path.display()))?;
+    }
+    if let Some(now) = guest.clock {
+        wasi.wall_clock(FixedClock(now));
+    }
+    if let Some(seed) = guest.random_seed {
+        let bytes: Vec<u8> = (0..4096u64)
+            .flat_map(|i| {
+                seed.wrapping_mul(6364136223846793005)
+                    .wrapping_add(i)
+                    .to_le_bytes()
+            })
+            .collect();
+        wasi.secure_random(wasmtime_wasi::Deterministic::new(bytes.clone()))
+            .insecure_random(wasmtime_wasi::Deterministic::new(bytes))
+            .insecure_random_seed(u128::from(seed));
+    }
+    let mut store = Store::new(
+        &engine,
+        State {
+            wasi: wasi.build_p1(),
+            memory: MemoryLimit {
+                max: guest.limits.memory_bytes,
+                refused: None,
+            },
+            roots: seen.iter().filter_map(|p| p.canonicalize().ok()).collect(),
+        },
+    );
+    store.limiter(|s| &mut s.memory);
+    let ticks = guest.limits.timeout.as_millis() / TICK.as_millis();
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
+    store.epoch_deadline_trap();
+    let ticker = engine.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(TICK);
+            ticker.increment_epoch();
+        }
+    });
+    let mut linker: Linker<State> = Linker::new(&engine);
+    wt(wasmtime_wasi::p1::add_to_linker_sync(
+        &mut linker,
+        |s: &mut State| &mut s.wasi,
+    ))?;
+    wt(linker.func_wrap("walvault", "sync_dir", sync_dir))?;
+    let instance = wt(linker.instantiate(&mut store, &module)).context("starting the guest")?;
+    let start = wt(instance.get_typed_func::<(), ()>(&mut store, "_start"))?;
+    let Err(err) = start.call(&mut store, ()) else {
+        return Ok(0);
+    };
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return Ok(u8::try_from(exit.0).unwrap_or(1));
+    }
+    if let Some(bytes) = store.data().memory.refused {
+        return Err(GuestFailure(format!(
+            "the guest was stopped: it needed {} MiB of memory, over its limit of {} MiB (--memory-limit)",
+            bytes.div_ceil(1 << 20),
+            guest.limits.memory_bytes >> 20
+        ))
+        .into());
+    }
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return Err(GuestFailure(format!(
+            "the guest was stopped after running for {} s (--timeout)",
+            guest.limits.timeout.as_secs()
+        ))
+        .into());
+    }
+    Err(GuestFailure(format!("the guest failed: {:#}", anyhow::Error::from(err))).into())
+}
+
+/// `walvault.sync_dir(ptr, len) -> i32`: fsyncs a directory inside a preopen (the guest's
+/// paths are the host's). 0 on success, -1 when refused, else the errno.
+fn sync_dir(mut caller: Caller<'_, State>, ptr: u32, len: u32) -> i32 {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return -1;
+    };
+    let (start, len) = (ptr as usize, len as usize);
+    let Some(bytes) = memory.data(&caller).get(start..start.saturating_add(len)) else {
+        return -1;
+    };
+    let Ok(path) = std::str::from_utf8(bytes).map(PathBuf::from) else {
+        return -1;
+    };
+    // Resolved (symlinks, `..`) before the check, so only a preopen or a directory inside one
+    // can be synced.
+    let Ok(path) = path.canonicalize() else {
+        return -1;
+    };
+    if !caller
+        .data()
+        .roots
+        .iter()
+        .any(|root| path.starts_with(root))
+    {
+        return -1;
+    }
+    match std::fs::File::open(&path).and_then(|dir| dir.sync_all()) {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+/// wasmtime's errors as anyhow's.
+fn wt<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
+    result.map_err(anyhow::Error::from)
+}
+
+fn engine(cache_dir: Option<&Path>) -> anyhow::Result<Engine> {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    if let Some(dir) = cache_dir {
+        let mut cache = wasmtime::CacheConfig::new();
+        cache.with_directory(dir);
+        // An unusable cache only costs a compile per run.
+        if let Ok(cache) = wasmtime::Cache::new(cache) {
+            config.cache(Some(cache));
+        }
+    }
+    wt(Engine::new(&config))
+}
