@@ -53,28 +53,8 @@ if [[ -n $PY312 ]]; then
 fi
 [[ -n $BARMAN ]] || log "Barman unavailable (no Python 3.12): its column will be n/a"
 
-fill() {  # DIR: the corpus into DIR (not timed), caches warm for every contender alike
-  rm -rf "$1"; mkdir -p "$1"; cp "$CORPUS"/* "$1"/; sync
-}
-timed() {  # LABEL CMD...: prints "wall_seconds max_rss_kib", fails loudly
-  local t; t=$(mktemp)
-  if ! /usr/bin/time -f '%e %M' -o "$t" "${@:2}" >"$OUT/$1.out" 2>"$OUT/$1.err"; then
-    log "$1 failed:"; cat "$OUT/$1.err" >&2; cat "$t" >&2; exit 1
-  fi
-  cat "$t"; rm -f "$t"
-}
-best_of() {  # QUEUE_DIR ARCHIVE_DIR LABEL CMD...: refills the queue before each of $REPEAT runs
-  local queue=$1 archive=$2 best="" rss=0 wall r i
-  for ((i = 0; i < REPEAT; i++)); do
-    rm -rf "$archive"; fill "$queue"
-    read -r wall r < <(timed "${@:3}")
-    left=$(ls "$queue" | wc -l); [[ $left -eq 0 ]] || { log "$3 left $left files"; exit 1; }
-    [[ -z $best ]] || awk -v a="$wall" -v b="$best" 'BEGIN{exit !(a < b)}' && best=$wall
-    (( r > rss )) && rss=$r
-  done
-  echo "$best $rss"
-}
-stored() { find "$1" -type f ! -name '*xlog.db' ! -name '.*' -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"  # fill, timed, best_of, stored
 
 # --- baseline: cp + fsync ------------------------------------------------------------------------
 # It copies from a freshly filled queue, as the archivers do: files just written copy at a

@@ -27,9 +27,9 @@ pub const EXIT_CODES: &str = "Exit codes:
   0    success (get-wal: the file was written)
   1    failure; get-wal: the WAL is not in the archive; check: a check failed
   2    usage or configuration error
-  255  get-wal only: the archive cannot be read (storage fault that persisted after retries, or
-       a damaged archived copy); above 125 so that PostgreSQL stops recovery instead of taking
-       it for the end of the archive";
+  255  get-wal only: any failure but 'not in the archive' (a storage fault that persisted after
+       retries, a damaged archived copy, DEST cannot be written); above 125 so that PostgreSQL
+       stops recovery instead of taking it for the end of the archive";
 
 /// Output format of reporting commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

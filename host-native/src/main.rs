@@ -115,11 +115,14 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             prefetch,
             prefetch_worker,
         } => {
-            let ctx = one(&config, server)?;
             if *prefetch_worker {
-                cmd::wal_io::prefetch_worker(&ctx, *prefetch, dest)
+                cmd::wal_io::prefetch_worker(&one(&config, server)?, *prefetch, dest)
             } else {
-                cmd::wal_io::get_wal(&ctx, wal, dest, *partial, *prefetch, ui)
+                // Opening the storage can fail too: that must stop recovery, not end it.
+                match one(&config, server) {
+                    Ok(ctx) => cmd::wal_io::get_wal(&ctx, wal, dest, *partial, *prefetch, ui),
+                    Err(e) => cmd::wal_io::get_wal_failing_closed(Err(e), ui),
+                }
             }
         }
         Command::ListWals { server, format } => {

@@ -86,20 +86,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ui = Ui::new(cli.verbose, cli.quiet);
-    let result = run(&cli, &ui);
-    // A sandbox failure in get-wal must stop recovery, never look like the end of the archive.
-    let failed = if matches!(cli.command, Command::GetWal { .. }) {
-        255
-    } else {
-        1
-    };
-    ExitCode::from(match result {
-        Err(e) if e.downcast_ref::<sandbox::GuestFailure>().is_some() => {
-            ui.error(format_args!("{e:#}"));
-            failed
-        }
-        other => walvault::cli::exit_code(other, &ui),
-    })
+    let mut result = run(&cli, &ui);
+    // In get-wal any failure of the runner or the sandbox must stop recovery (exit 255),
+    // never look like the end of the archive (1), as in the native CLI.
+    if matches!(cli.command, Command::GetWal { .. }) {
+        result = walvault::cmd::wal_io::get_wal_failing_closed(result, &ui);
+    }
+    ExitCode::from(walvault::cli::exit_code(result, &ui))
 }
 
 fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
@@ -189,6 +182,9 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
             let dest = std::path::absolute(dest)
                 .with_context(|| format!("resolving {}", dest.display()))?;
             let dest_dir = dest.parent().unwrap_or(Path::new("/")).to_owned();
+            // What the native CLI says when it cannot create its temporary file there.
+            std::fs::read_dir(&dest_dir)
+                .with_context(|| format!("cannot write in {}", dest_dir.display()))?;
             let len = guest_args.len();
             guest_args.truncate(len - 2);
             guest_args.extend([

@@ -80,18 +80,6 @@ pub struct Guest {
     pub random_seed: Option<u64>,
 }
 
-/// The guest did not finish: it trapped, ran out of time or memory.
-#[derive(Debug)]
-pub struct GuestFailure(pub String);
-
-impl std::fmt::Display for GuestFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for GuestFailure {}
-
 struct State {
     wasi: WasiP1Ctx,
     memory: MemoryLimit,
@@ -230,24 +218,29 @@ pub fn run(guest: &Guest) -> anyhow::Result<u8> {
         return Ok(0);
     };
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
-        return Ok(u8::try_from(exit.0).unwrap_or(1));
+        // The guest's 255 arrives as 125 (WASI exit statuses stay below 126).
+        return Ok(match exit.0 {
+            125 => 255,
+            code => u8::try_from(code).unwrap_or(1),
+        });
     }
     if let Some(bytes) = store.data().memory.refused {
-        return Err(GuestFailure(format!(
+        return Err(anyhow::anyhow!(
             "the guest was stopped: it needed {} MiB of memory, over its limit of {} MiB (--memory-limit)",
             bytes.div_ceil(1 << 20),
             guest.limits.memory_bytes >> 20
-        ))
-        .into());
+        ));
     }
     if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return Err(GuestFailure(format!(
+        return Err(anyhow::anyhow!(
             "the guest was stopped after running for {} s (--timeout)",
             guest.limits.timeout.as_secs()
-        ))
-        .into());
+        ));
     }
-    Err(GuestFailure(format!("the guest failed: {:#}", anyhow::Error::from(err))).into())
+    Err(anyhow::anyhow!(
+        "the guest failed: {:#}",
+        anyhow::Error::from(err)
+    ))
 }
 
 /// `walvault.sync_dir(ptr, len) -> i32`: fsyncs a directory inside a preopen (the guest's

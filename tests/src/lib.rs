@@ -24,15 +24,28 @@ pub const SERVER: &str = "pg";
 
 /// The `walvault` binary built for this test run (next to the test executable's `deps/`).
 pub fn walvault_exe() -> PathBuf {
+    built_exe("walvault")
+}
+
+/// The `walvault-wasi` runner built for this test run.
+pub fn walvault_wasi_exe() -> PathBuf {
+    built_exe("walvault-wasi")
+}
+
+/// The target profile directory (`target/debug`) of this test run.
+pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
+    exe.parent()
         .and_then(Path::parent)
-        .expect("target profile directory");
-    let bin = dir.join("walvault");
+        .expect("target profile directory")
+        .to_owned()
+}
+
+fn built_exe(name: &str) -> PathBuf {
+    let bin = profile_dir().join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: build it first (cargo build -p walvault)",
+        "{} is missing: build it first (cargo build -p {name})",
         bin.display()
     );
     bin
@@ -142,6 +155,40 @@ impl World {
     /// A walvault command line, for archive_command / restore_command.
     pub fn command_line(&self, args: &str) -> String {
         format!("{} -c {} {args}", self.bin.display(), self.config.display())
+    }
+
+    /// Copies `walvault-wasi` into the work directory (where the test user can run it) and
+    /// returns its path. Its compile cache is the work directory's `wasi-cache/`.
+    pub fn install_wasi(&self) -> PathBuf {
+        let bin = self.path("walvault-wasi");
+        if !bin.exists() {
+            fs::copy(walvault_wasi_exe(), &bin).expect("copy walvault-wasi");
+            fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
+            fs::create_dir_all(self.path("wasi-cache")).expect("cache dir");
+            self.own_all();
+        }
+        bin
+    }
+
+    /// A walvault-wasi command line (for restore_command).
+    pub fn wasi_command_line(&self, args: &str) -> String {
+        format!(
+            "{} -c {} --cache-dir {} {args}",
+            self.install_wasi().display(),
+            self.config.display(),
+            self.path("wasi-cache").display()
+        )
+    }
+
+    /// Runs walvault-wasi as the test user with this world's configuration and compile cache.
+    pub fn walvault_wasi(&self, args: &[&str]) -> Output {
+        let mut cmd = self.run_as.command(self.install_wasi());
+        cmd.arg("-c")
+            .arg(&self.config)
+            .arg("--cache-dir")
+            .arg(self.path("wasi-cache"))
+            .args(args);
+        cmd.output().expect("run walvault-wasi")
     }
 
     /// Runs walvault as the test user.
@@ -444,6 +491,12 @@ pub fn point_in_time_recovery(world: &World, codec: &str) {
 
 /// [`point_in_time_recovery`] with extra `get-wal` options in the `restore_command`.
 pub fn point_in_time_recovery_with(world: &World, codec: &str, get_wal_options: &str) {
+    let restore_command = world.command_line(&format!("get-wal {get_wal_options} {SERVER} %f %p"));
+    point_in_time_recovery_restoring_with(world, codec, &restore_command);
+}
+
+/// [`point_in_time_recovery`] with this `restore_command`.
+pub fn point_in_time_recovery_restoring_with(world: &World, codec: &str, restore_command: &str) {
     let mut primary = world.archiving_primary();
     primary
         .pgbench(&["-i", "-s", "2", "-q"])
@@ -482,8 +535,7 @@ pub fn point_in_time_recovery_with(world: &World, codec: &str, get_wal_options: 
     let restored = world.recover(
         "restored",
         &format!(
-            "archive_mode = off\nrestore_command = '{}'\nrecovery_target_name = 'walvault_target'\nrecovery_target_action = 'promote'",
-            world.command_line(&format!("get-wal {get_wal_options} {SERVER} %f %p"))
+            "archive_mode = off\nrestore_command = '{restore_command}'\nrecovery_target_name = 'walvault_target'\nrecovery_target_action = 'promote'"
         ),
         "recovery to reach the target and promote",
         Duration::from_secs(300),

@@ -219,7 +219,33 @@ fn serve_queue_file(
 }
 
 /// `get-wal SERVER WAL DEST [--partial]`: writes the WAL, decompressed, atomically to DEST.
+/// Exit 1 means only "not in the archive": any other failure, writing DEST included (a full
+/// `pg_wal`), is [`EXIT_ARCHIVE_UNREADABLE`], so PostgreSQL stops instead of ending recovery.
 pub fn get_wal(
+    ctx: &ServerCtx<'_>,
+    wal: &str,
+    dest: &Path,
+    partial: bool,
+    prefetch: usize,
+    ui: &Ui,
+) -> anyhow::Result<u8> {
+    get_wal_failing_closed(get_wal_inner(ctx, wal, dest, partial, prefetch, ui), ui)
+}
+
+/// Reports a get-wal error other than a configuration problem and turns it into
+/// [`EXIT_ARCHIVE_UNREADABLE`] (shared with walvault-wasi, whose runner can fail too).
+pub fn get_wal_failing_closed(result: anyhow::Result<u8>, ui: &Ui) -> anyhow::Result<u8> {
+    match result {
+        Err(e) if e.downcast_ref::<crate::config::ConfigError>().is_none() => {
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            ui.error(format_args!("{}", chain.join(": ")));
+            Ok(EXIT_ARCHIVE_UNREADABLE)
+        }
+        other => other,
+    }
+}
+
+fn get_wal_inner(
     ctx: &ServerCtx<'_>,
     wal: &str,
     dest: &Path,

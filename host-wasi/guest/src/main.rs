@@ -24,7 +24,12 @@ fn main() -> ExitCode {
     #[cfg(target_os = "wasi")]
     walvault::fsutil::set_dir_sync(host::fsync_dir);
     let cli = Cli::parse_from(std::iter::once("walvault".to_owned()).chain(args));
-    ExitCode::from(dispatch(&cli))
+    // WASI's proc_exit takes statuses below 126 only: 255 travels as 125, which the runner
+    // turns back into 255 (the guest never exits 125 otherwise).
+    ExitCode::from(match dispatch(&cli) {
+        255 => 125,
+        code => code,
+    })
 }
 
 #[cfg(feature = "sandbox-probe")]
