@@ -399,11 +399,12 @@ pub fn archive_batch(
                         break;
                     }
                     if spawned == 0 {
+                        // Inline: archive the next file. When none is left to hand out, every
+                        // claimed file has its result, so the state is settled.
                         drop(st);
                         let progressed = step();
                         st = lock();
-                        // Nothing left to hand out yet unsettled cannot happen inline; never spin.
-                        if !progressed && !(st.stop.is_some() && st.in_flight == 0) {
+                        if !progressed {
                             break;
                         }
                         continue;

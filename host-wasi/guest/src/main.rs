@@ -69,7 +69,7 @@ mod commands {
         std::io::stdin().read_to_string(&mut text)?;
         let config = Config::parse(&text, &path)?;
         let one = |name: &str| -> anyhow::Result<ServerCtx<'_>> {
-            Ok(ServerCtx::open(config.server(name)?, &config.path)?)
+            ServerCtx::open(config.server(name)?, &config.path)
         };
         match &cli.command {
             Command::ArchiveWal { servers, .. } => {
