@@ -5,10 +5,10 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::compression::DecodeLimits;
+use crate::compression::{DecodeLimits, Decoder};
 use crate::layout::{Layout, StoredWal};
 use crate::storage::{Op, StorageError, WalStore};
-use crate::wal::{SegmentSize, WalFileName};
+use crate::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, parse_page_header};
 
 /// Why a WAL could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -67,57 +67,98 @@ pub struct Restored {
 }
 
 /// Writes the decompressed content of `name` into `sink`, checking that a complete segment has
-/// exactly the segment size. The host writes `sink` to a temporary file and renames it into
-/// place only on success, so PostgreSQL never sees a damaged or short file.
+/// exactly the segment size: `segment_size`, or when `None` the size its own first page header
+/// records (so a restore needs no extra request to learn it). The host writes `sink` to a
+/// temporary file and renames it into place only on success, so PostgreSQL never sees a
+/// damaged or short file.
 pub fn restore(
     store: &dyn WalStore,
     layout: &Layout,
     name: &WalFileName,
     allow_partial: bool,
-    segment_size: SegmentSize,
+    segment_size: Option<SegmentSize>,
     sink: &mut dyn Write,
 ) -> Result<Restored, RestoreError> {
     let stored =
         locate(store, layout, name, allow_partial)?.ok_or(RestoreError::NotFound(*name))?;
+    let reader = store.get(&stored.key)?;
+    let codec = stored.codec_from_key;
+    let bytes = decode_checked(reader, codec, &stored.name, &stored.key, segment_size, sink)?;
+    Ok(Restored {
+        key: stored.key,
+        found: stored.name,
+        bytes,
+    })
+}
+
+/// Decompresses one stored WAL file (`codec`, else recognised by its magic) into `sink` and
+/// checks it: not empty, and a complete segment exactly `segment_size` long (when `None`, the
+/// size its first page header records). `key` names the object in errors. Returns the bytes
+/// written.
+pub fn decode_checked(
+    reader: impl Read,
+    codec: Option<crate::compression::Codec>,
+    name: &WalFileName,
+    key: &str,
+    segment_size: Option<SegmentSize>,
+    sink: &mut dyn Write,
+) -> Result<u64, RestoreError> {
     let damaged = |problem: String| RestoreError::Damaged {
         name: *name,
-        key: stored.key.clone(),
+        key: key.to_owned(),
         problem,
     };
-    let reader = store.get(&stored.key)?;
     let limits = DecodeLimits {
-        max_output: segment_size.bytes().max(16 << 20),
+        max_output: segment_size
+            .unwrap_or(SegmentSize::MAX)
+            .bytes()
+            .max(16 << 20),
         ..DecodeLimits::default()
     };
-    let mut decoder = stored
-        .decoder(reader, limits)
-        .map_err(|e| classify(e, &stored.key, damaged))?;
+    let mut decoder = match codec {
+        Some(codec) => Decoder::new(Some(codec), reader, limits),
+        None => Decoder::auto(reader, limits),
+    }
+    .map_err(|e| classify(e, key, damaged))?;
     let mut bytes = 0u64;
+    let mut head = Vec::with_capacity(LONG_PAGE_HEADER_LEN);
     let mut buf = vec![0u8; 256 << 10];
     loop {
         let n = match decoder.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(classify(e, &stored.key, damaged)),
+            Err(e) => return Err(classify(e, key, damaged)),
         };
+        let wanted = (LONG_PAGE_HEADER_LEN - head.len()).min(n);
+        head.extend_from_slice(&buf[..wanted]);
         sink.write_all(&buf[..n]).map_err(RestoreError::Write)?;
         bytes += n as u64;
-    }
-    if stored.name.is_segment() && bytes != segment_size.bytes() {
-        return Err(damaged(format!(
-            "decompressed to {bytes} bytes, expected {}",
-            segment_size.bytes()
-        )));
     }
     if bytes == 0 {
         return Err(damaged("empty".into()));
     }
-    Ok(Restored {
-        key: stored.key,
-        found: stored.name,
-        bytes,
-    })
+    if name.is_segment() {
+        let expected = match segment_size {
+            Some(size) => size,
+            None => header_segment_size(&head).ok_or_else(|| {
+                damaged("no valid WAL page header to read the segment size from".into())
+            })?,
+        };
+        if bytes != expected.bytes() {
+            return Err(damaged(format!(
+                "decompressed to {bytes} bytes, expected {}",
+                expected.bytes()
+            )));
+        }
+    }
+    Ok(bytes)
+}
+
+/// The segment size a segment's first page header records.
+pub fn header_segment_size(first_page: &[u8]) -> Option<SegmentSize> {
+    let header = parse_page_header(first_page).ok()?;
+    SegmentSize::new(u64::from(header.segment_size)).ok()
 }
 
 fn classify(e: io::Error, key: &str, damaged: impl Fn(String) -> RestoreError) -> RestoreError {

@@ -932,10 +932,10 @@ fn restore_serves_decompressed_prefers_full_segment_and_reports_faults() {
     let name: WalFileName = S1.parse().expect("name");
     let mut out = Vec::new();
     assert!(matches!(
-        restore(&store, &layout, &name, false, size(), &mut out),
+        restore(&store, &layout, &name, false, Some(size()), &mut out),
         Err(RestoreError::NotFound(_))
     ));
-    let served = restore(&store, &layout, &name, true, size(), &mut out).expect("partial");
+    let served = restore(&store, &layout, &name, true, Some(size()), &mut out).expect("partial");
     assert_eq!(
         (served.found.to_string(), served.bytes),
         (format!("{S1}.partial"), 5000)
@@ -952,8 +952,23 @@ fn restore_serves_decompressed_prefers_full_segment_and_reports_faults() {
         Some(format!("pg/wals/0000000100000000/{S1}.zst"))
     );
     out.clear();
-    restore(&store, &layout, &name, true, size(), &mut out).expect("full");
+    restore(&store, &layout, &name, true, Some(size()), &mut out).expect("full");
     assert!(out == data);
+    // Without a configured size, the segment's own page header gives it.
+    out.clear();
+    restore(&store, &layout, &name, false, None, &mut out).expect("size from the header");
+    assert!(out == data);
+    let mut headerless = data.clone();
+    headerless[..40].fill(0);
+    store.insert(
+        &format!("pg/wals/0000000100000000/{S3}.zst"),
+        &encode_all(Some(Codec::Zstd), Level::Low, &headerless).expect("zst"),
+    );
+    let s3: WalFileName = S3.parse().expect("name");
+    assert!(matches!(
+        restore(&store, &layout, &s3, false, None, &mut Vec::new()),
+        Err(RestoreError::Damaged { problem, .. }) if problem.contains("no valid WAL page header")
+    ));
     // A truncated archived segment is damaged, never served short.
     let s2: WalFileName = S2.parse().expect("name");
     store.insert(
@@ -961,14 +976,14 @@ fn restore_serves_decompressed_prefers_full_segment_and_reports_faults() {
         &encode_all(Some(Codec::Lz4), Level::Low, &segment(S2, 2)[..1000]).expect("lz4"),
     );
     assert!(matches!(
-        restore(&store, &layout, &s2, false, size(), &mut Vec::new()),
+        restore(&store, &layout, &s2, false, Some(size()), &mut Vec::new()),
         Err(RestoreError::Damaged { .. })
     ));
     // A storage outage is not "not found".
     let faulty = FaultyStore::new(MemoryStore::new());
     faulty.script(Op::List, &[Fault::Transient]);
     assert!(
-        matches!(restore(&faulty, &layout, &name, false, size(), &mut Vec::new()), Err(RestoreError::Storage(e)) if e.is_retryable())
+        matches!(restore(&faulty, &layout, &name, false, Some(size()), &mut Vec::new()), Err(RestoreError::Storage(e)) if e.is_retryable())
     );
 }
 

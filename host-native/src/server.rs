@@ -7,7 +7,7 @@ use anyhow::Context;
 use walvault_core::compression::{DecodeLimits, Decoder};
 use walvault_core::layout::Layout;
 use walvault_core::storage::WalStore;
-use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, parse_page_header};
+use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize};
 
 use crate::catalogue_file::CatalogueFile;
 use crate::config::{ArchiveLocation, ServerConfig};
@@ -155,6 +155,5 @@ fn header_segment_size<'r>(reader: Box<dyn Read + 'r>) -> Option<SegmentSize> {
     let mut decoder = Decoder::auto(reader, DecodeLimits::default()).ok()?;
     let mut head = [0u8; LONG_PAGE_HEADER_LEN];
     decoder.read_exact(&mut head).ok()?;
-    let header = parse_page_header(&head).ok()?;
-    SegmentSize::new(u64::from(header.segment_size)).ok()
+    walvault_core::restore::header_segment_size(&head)
 }

@@ -9,9 +9,8 @@ use anyhow::{Context, bail};
 use walvault_core::archive::{
     ArchiveHooks, ArchiveSettings, Archiver, CatalogueSink, FileOutcome, HookVerdict,
 };
-use walvault_core::compression::{DecodeLimits, Decoder};
 use walvault_core::queue::Candidate;
-use walvault_core::restore::{RestoreError, restore};
+use walvault_core::restore::{RestoreError, decode_checked, header_segment_size, restore};
 use walvault_core::storage::StorageError;
 use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, check_segment_header};
 
@@ -168,18 +167,14 @@ enum Served {
     Missing,
 }
 
-/// Decompresses a queued file (incoming/ or streaming/) into `sink`.
+/// Decompresses a queued file (incoming/ or streaming/) into `sink`, checked as an archived
+/// one is.
 fn serve_queue_file(
     name: WalFileName,
     path: &Path,
-    segment_size: SegmentSize,
+    segment_size: Option<SegmentSize>,
     sink: &mut dyn Write,
 ) -> Result<Option<u64>, RestoreError> {
-    let damaged = |problem: String| RestoreError::Damaged {
-        name,
-        key: path.display().to_string(),
-        problem,
-    };
     let file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -191,31 +186,15 @@ fn serve_queue_file(
             )));
         }
     };
-    let limits = DecodeLimits {
-        max_output: segment_size.bytes().max(16 << 20),
-        ..DecodeLimits::default()
-    };
-    let mut decoder =
-        Decoder::auto(io::BufReader::new(file), limits).map_err(|e| damaged(e.to_string()))?;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = match decoder.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(damaged(e.to_string())),
-        };
-        sink.write_all(&buf[..n]).map_err(RestoreError::Write)?;
-        total += n as u64;
-    }
-    if name.is_segment() && total != segment_size.bytes() {
-        return Err(damaged(format!(
-            "{total} bytes, expected {}",
-            segment_size.bytes()
-        )));
-    }
-    Ok(Some(total))
+    decode_checked(
+        io::BufReader::new(file),
+        None,
+        &name,
+        &path.display().to_string(),
+        segment_size,
+        sink,
+    )
+    .map(Some)
 }
 
 /// `get-wal SERVER WAL DEST [--partial]`: writes the WAL, decompressed, atomically to DEST.
@@ -257,10 +236,14 @@ fn get_wal_inner(
         ui.error(format_args!("'{wal}' is not a valid WAL file name"));
         return Ok(2);
     };
-    let segment_size = ctx.segment_size(&[]);
+    // Without a configured size each served file's own page header gives it: no listing of
+    // the archive per restore_command call. Prefetching needs it up front (to name the next
+    // segments), so only then is it detected.
+    let segment_size = ctx.cfg.wal_segment_size;
     if prefetch > 0
         && let WalFileName::Segment(segment) = name
     {
+        let segment_size = ctx.segment_size(&[]);
         let spool = Spool::new(ctx, dest);
         spool.ask(segment, prefetch, segment_size);
         // A spool problem is never "not found": fall back to the archive.
@@ -545,7 +528,14 @@ fn fetch_into(
         return false;
     };
     let mut sink = io::BufWriter::with_capacity(crate::fsutil::IO_BUF, file);
-    match restore(&*ctx.store, &ctx.layout, &name, false, size, &mut sink) {
+    match restore(
+        &*ctx.store,
+        &ctx.layout,
+        &name,
+        false,
+        Some(size),
+        &mut sink,
+    ) {
         Ok(_) if sink.flush().is_ok() => {
             drop(sink);
             // Soundness is checked when the file is used.
@@ -561,7 +551,7 @@ fn get_one(
     wal: &str,
     dest: &Path,
     partial: bool,
-    segment_size: SegmentSize,
+    segment_size: Option<SegmentSize>,
     ui: &Ui,
 ) -> anyhow::Result<u8> {
     let dest_dir = dest
@@ -628,7 +618,13 @@ fn get_one(
                 sink.flush().context("writing the restored file")?;
                 if ctx.cfg.check_page_header
                     && let WalFileName::Segment(segment) = name
-                    && let Err(e) = check_segment_header(segment, segment_size, &sink.head)
+                    && let Err(e) = check_segment_header(
+                        segment,
+                        segment_size
+                            .or_else(|| header_segment_size(&sink.head))
+                            .unwrap_or(SegmentSize::DEFAULT),
+                        &sink.head,
+                    )
                 {
                     ui.error(format_args!(
                         "{from} does not hold {name}: {e}; recovery must not use it"
