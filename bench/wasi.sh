@@ -77,7 +77,7 @@ for codec in $CODECS; do
     fi
     read -r wall rss < <(best_of "$W/home/pg/incoming" "$W/home/pg/wals" "$host-$codec" "${cmd[@]}")
     # Leave the last run's archive for the restore timing and the size check.
-    eval "${host^^}=\"$wall $rss $(stored "$W/home/pg/wals")\""
+    printf -v "RES_$host" '%s' "$wall $rss $(stored "$W/home/pg/wals")"
     log "$host $codec: ${wall}s, ${rss} KiB"
   done
   # get-wal of every segment, one process per WAL (from the native archive; same bytes)
@@ -95,9 +95,9 @@ for codec in $CODECS; do
       t0=$(ms); each; t=$(( ($(ms) - t0) / 1000 ))
       [[ -n $best ]] && (( t >= best )) || best=$t
     done
-    eval "GET_${host^^}=$(awk -v us="$best" 'BEGIN{printf "%.2f", us / 1e6}')"
+    printf -v "GET_$host" '%s' "$(awk -v us="$best" 'BEGIN{printf "%.2f", us / 1e6}')"
   done
-  ROWS+=("$codec $NATIVE $WASI $GET_NATIVE $GET_WASI")
+  ROWS+=("$codec $RES_native $RES_wasi $GET_native $GET_wasi")
 done
 
 {

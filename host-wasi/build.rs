@@ -1,8 +1,9 @@
 //! Builds the guest (`host-wasi/guest`) for wasm32-wasip1 and leaves it in `OUT_DIR` for
 //! `include_bytes!`: the module ships inside the `walvault-wasi` binary.
 //!
-//! The guest always builds in release mode (its speed is the product) in its own target
-//! directory next to this build's, so a nested cargo never waits on the outer one's lock.
+//! The guest always builds optimised (profile `wasi-guest`: its speed is the product) in its
+//! own target directory next to this build's, so a nested cargo never waits on the outer
+//! one's lock.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,19 +38,20 @@ fn main() {
     std::fs::copy(&wasm, out.join("walvault-guest.wasm")).expect("copy the guest module");
 }
 
-/// `cargo build --release --target wasm32-wasip1 -p walvault-wasi-guest`, returning the module.
+/// `cargo build --profile wasi-guest --target wasm32-wasip1 -p walvault-wasi-guest`, returning
+/// the module.
 fn build_guest(workspace: &Path, target_dir: &Path) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
+        .args(["build", "--locked", "--profile", "wasi-guest"])
         .args([
-            "build",
-            "--locked",
-            "--release",
             "--target",
             "wasm32-wasip1",
+            "-p",
+            "walvault-wasi-guest",
+            "--target-dir",
         ])
-        .args(["-p", "walvault-wasi-guest", "--target-dir"])
         .arg(target_dir);
     // What the outer cargo set for its own compilation must not leak into the guest's
     // (clippy's wrapper, host rustflags, the jobserver of a finished step).
@@ -66,16 +68,13 @@ fn build_guest(workspace: &Path, target_dir: &Path) -> PathBuf {
     ] {
         cmd.env_remove(var);
     }
-    // No debug info in the embedded module (names stay, for trap backtraces).
-    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
     let status = cmd.status().expect("run cargo for the WASI guest");
     assert!(
         status.success(),
         "building the WASI guest failed ({status}); it needs `rustup target add wasm32-wasip1`, \
          clang-14 and llvm-14 (installed by .ci/setup)"
     );
-    target_dir.join("wasm32-wasip1/release/walvault-guest.wasm")
+    target_dir.join("wasm32-wasip1/wasi-guest/walvault-guest.wasm")
 }
 
 fn env(name: &str) -> String {

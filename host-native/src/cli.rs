@@ -204,8 +204,7 @@ pub fn exit_code(result: anyhow::Result<u8>, ui: &crate::ui::Ui) -> u8 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-            ui.error(format_args!("{}", chain.join(": ")));
+            report_error(&err, ui);
             if err.downcast_ref::<crate::config::ConfigError>().is_some() {
                 2
             } else {
@@ -213,4 +212,10 @@ pub fn exit_code(result: anyhow::Result<u8>, ui: &crate::ui::Ui) -> u8 {
             }
         }
     }
+}
+
+/// Prints an error with its causes on one line, as `error: what: why: …`.
+pub fn report_error(err: &anyhow::Error, ui: &crate::ui::Ui) {
+    let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+    ui.error(format_args!("{}", chain.join(": ")));
 }

@@ -61,22 +61,31 @@ pub fn list_queue(dir: &Path) -> io::Result<Vec<DirEntry>> {
         let entry = entry?;
         let file_name = entry.file_name().to_string_lossy().into_owned();
         // Follow symlinks, as Barman's isfile() does; an entry that vanished is skipped.
-        let meta = match fs::metadata(entry.path()) {
-            Ok(m) => m,
+        let (meta, kind) = match fs::metadata(entry.path()) {
+            Ok(m) => {
+                let kind = if m.is_file() {
+                    EntryKind::File
+                } else if m.is_dir() {
+                    EntryKind::Directory
+                } else {
+                    EntryKind::Other
+                };
+                (m, kind)
+            }
+            // A dangling link.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 match fs::symlink_metadata(entry.path()) {
-                    Ok(m) => m,
+                    Ok(m) => (m, EntryKind::Other),
                     Err(_) => continue,
                 }
             }
-            Err(e) => return Err(e),
-        };
-        let kind = if meta.is_file() {
-            EntryKind::File
-        } else if meta.is_dir() {
-            EntryKind::Directory
-        } else {
-            EntryKind::Other
+            // A link whose target cannot be reached (permissions, or outside the WASI
+            // sandbox): listed as a file, so reading it fails with an error naming it and the
+            // file stays queued while the others are archived.
+            Err(_) => match fs::symlink_metadata(entry.path()) {
+                Ok(m) => (m, EntryKind::File),
+                Err(_) => continue,
+            },
         };
         out.push(DirEntry {
             file_name,

@@ -330,31 +330,24 @@ fn probe_module(world: &World) -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace");
+    // Its own target directory: cargo does not copy a fresh artifact back over the final name,
+    // so a probe built next to the real guest would later be embedded in its place.
     let target = profile_dir()
         .parent()
         .expect("target directory")
-        .join("wasi-guest");
-    // The same settings as host-wasi/build.rs, so only the guest crate itself is rebuilt.
+        .join("wasi-probe");
     let status = Command::new(env!("CARGO"))
         .current_dir(workspace)
-        .args([
-            "build",
-            "--locked",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-        ])
-        .args(["-p", "walvault-wasi-guest", "--features", "sandbox-probe"])
-        .arg("--target-dir")
+        .args(["build", "--locked", "--profile", "wasi-guest"])
+        .args(["--target", "wasm32-wasip1", "-p", "walvault-wasi-guest"])
+        .args(["--features", "sandbox-probe", "--target-dir"])
         .arg(&target)
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
         .status()
         .expect("cargo");
     assert!(status.success(), "building the probe guest");
     let module = world.path("probe.wasm");
     fs::copy(
-        target.join("wasm32-wasip1/release/walvault-guest.wasm"),
+        target.join("wasm32-wasip1/wasi-guest/walvault-guest.wasm"),
         &module,
     )
     .expect("copy the probe");
@@ -450,6 +443,20 @@ fn the_sandbox_refuses_every_way_out_and_stops_runaway_guests() {
         describe(&out)
     );
     assert!(file_names(&dest).is_empty());
+
+    // The real guest, given a queued WAL that is a symlink to outside: that file is refused
+    // by name and stays queued; the target is untouched.
+    let link = world.incoming().join("000000010000000000000001");
+    std::os::unix::fs::symlink(outside.join("secret"), &link).expect("symlink");
+    let out = world.walvault_wasi(&["archive-wal", SERVER]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("000000010000000000000001: cannot read"),
+        "{}",
+        describe(&out)
+    );
+    assert!(fs::symlink_metadata(&link).is_ok(), "kept in the queue");
+    assert_eq!(fs::read(outside.join("secret")).expect("secret"), b"secret");
 }
 
 #[test]

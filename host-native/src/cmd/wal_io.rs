@@ -216,8 +216,7 @@ pub fn get_wal(
 pub fn get_wal_failing_closed(result: anyhow::Result<u8>, ui: &Ui) -> anyhow::Result<u8> {
     match result {
         Err(e) if e.downcast_ref::<crate::config::ConfigError>().is_none() => {
-            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-            ui.error(format_args!("{}", chain.join(": ")));
+            crate::cli::report_error(&e, ui);
             Ok(EXIT_ARCHIVE_UNREADABLE)
         }
         other => other,
