@@ -65,10 +65,7 @@ impl StoredWal {
         reader: R,
         limits: crate::compression::DecodeLimits,
     ) -> std::io::Result<crate::compression::Decoder<R>> {
-        match self.codec_from_key {
-            Some(codec) => crate::compression::Decoder::new(Some(codec), reader, limits),
-            None => crate::compression::Decoder::auto(reader, limits),
-        }
+        crate::compression::Decoder::known_or_auto(self.codec_from_key, reader, limits)
     }
 }
 

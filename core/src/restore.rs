@@ -115,11 +115,8 @@ pub fn decode_checked(
             .max(16 << 20),
         ..DecodeLimits::default()
     };
-    let mut decoder = match codec {
-        Some(codec) => Decoder::new(Some(codec), reader, limits),
-        None => Decoder::auto(reader, limits),
-    }
-    .map_err(|e| classify(e, key, damaged))?;
+    let mut decoder =
+        Decoder::known_or_auto(codec, reader, limits).map_err(|e| classify(e, key, damaged))?;
     let mut bytes = 0u64;
     let mut head = Vec::with_capacity(LONG_PAGE_HEADER_LEN);
     let mut buf = vec![0u8; 256 << 10];

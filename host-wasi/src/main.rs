@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use walvault::config::{ArchiveLocation, Config, ConfigError, DEFAULT_CONFIG_PATH, ServerConfig};
-use walvault::lock::{LockError, LockFile, lock_path};
+use walvault::config::{
+    ArchiveLocation, Config, ConfigError, DEFAULT_CONFIG_PATH, HookScripts, ServerConfig,
+};
+use walvault::lock::{LockFile, lock_path};
 use walvault::server::ServerCtx;
 use walvault::ui::Ui;
 
@@ -131,30 +133,17 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
     let mut locks = Vec::new();
     let dirs = match &cli.command {
         Command::ArchiveWal { .. } => {
-            let hooks = &cfg.archive_hooks;
-            if hooks.pre.is_some()
-                || hooks.pre_retry.is_some()
-                || hooks.post.is_some()
-                || hooks.post_retry.is_some()
-            {
+            if cfg.archive_hooks != HookScripts::default() {
                 return Err(unsupported(
                     cfg,
                     "pre_archive_script",
                     "hook scripts are programs the WASI sandbox cannot start: use walvault, or remove the archive hooks",
                 ));
             }
-            match LockFile::acquire(
-                &lock_path(&cfg.lock_directory, &cfg.name, "archive-wal"),
-                false,
-            ) {
-                Ok(lock) => locks.push(lock),
-                Err(LockError::Busy { holder, .. }) => {
-                    let by = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
-                    ui.info(format_args!("Another archive-wal process is already running on server {}{by}. Skipping to the next server", cfg.name));
-                    return Ok(0);
-                }
-                Err(e) => return Err(e).context("taking the archive-wal lock"),
-            }
+            let Some(lock) = walvault::cmd::archive_wal::take_lock(cfg, ui)? else {
+                return Ok(0);
+            };
+            locks.push(lock);
             let ctx = ServerCtx::open(cfg, &config.path)?;
             ctx.ensure_dirs()?;
             let reasons = walvault::cmd::archive_wal::error_reasons_path(&ctx);
@@ -185,14 +174,7 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
             // What the native CLI says when it cannot create its temporary file there.
             std::fs::read_dir(&dest_dir)
                 .with_context(|| format!("cannot write in {}", dest_dir.display()))?;
-            let len = guest_args.len();
-            guest_args.truncate(len - 2);
-            guest_args.extend([
-                "get-wal".into(),
-                server.clone(),
-                wal.clone(),
-                dest.display().to_string(),
-            ]);
+            guest_args.extend([wal.clone(), dest.display().to_string()]);
             if *partial {
                 guest_args.push("--partial".into());
             }

@@ -163,6 +163,15 @@ impl<R: Read> Decoder<R> {
         Self::with_source(codec, source, limits)
     }
 
+    /// Decodes `r` as `codec` when it is known (a cloud key's extension names it), else as
+    /// [`Decoder::auto`] recognises it (local keys carry no extension).
+    pub fn known_or_auto(codec: Option<Codec>, r: R, limits: DecodeLimits) -> io::Result<Self> {
+        match codec {
+            Some(codec) => Self::new(Some(codec), r, limits),
+            None => Self::auto(r, limits),
+        }
+    }
+
     fn with_source(
         codec: Option<Codec>,
         source: Source<R>,

@@ -8,6 +8,7 @@ use walvault_core::archive::{
 };
 use walvault_core::queue::{Batch, Candidate, QueueKind, select_batch};
 
+use crate::config::ServerConfig;
 use crate::hooks::{ArchiveHookAdapter, HookRunner};
 use crate::lock::{LockError, LockFile, lock_path};
 use crate::queue_dir::{FileSource, QueueDir, list_queue};
@@ -52,20 +53,28 @@ pub struct Totals {
     pub failed: bool,
 }
 
-/// Runs archive-wal for one server; returns whether it succeeded.
-pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
-    let cfg = ctx.cfg;
-    let lock = match LockFile::acquire(
+/// Takes the server's archive-wal lock (Barman's), or says that another run holds it and
+/// returns `None`: a run that finds the lock taken skips the server, successfully.
+pub fn take_lock(cfg: &ServerConfig, ui: &Ui) -> anyhow::Result<Option<LockFile>> {
+    match LockFile::acquire(
         &lock_path(&cfg.lock_directory, &cfg.name, "archive-wal"),
         false,
     ) {
-        Ok(lock) => lock,
+        Ok(lock) => Ok(Some(lock)),
         Err(LockError::Busy { holder, .. }) => {
             let by = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
             ui.info(format_args!("Another archive-wal process is already running on server {}{by}. Skipping to the next server", cfg.name));
-            return Ok(true);
+            Ok(None)
         }
-        Err(e) => return Err(e).context("taking the archive-wal lock"),
+        Err(e) => Err(e).context("taking the archive-wal lock"),
+    }
+}
+
+/// Runs archive-wal for one server; returns whether it succeeded.
+pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
+    let cfg = ctx.cfg;
+    let Some(lock) = take_lock(cfg, ui)? else {
+        return Ok(true);
     };
     ctx.ensure_dirs()?;
     let mut hints = ServerCtx::queue_hints(&cfg.streaming);
@@ -323,51 +332,49 @@ pub fn archive_batch(
     std::thread::scope(|scope| {
         // Archives the next file; false when none is left to hand out.
         let step = || {
-            {
-                let i = {
-                    let mut st = lock();
-                    if st.stop.is_some() || st.claimed >= files.len() {
-                        return false;
-                    }
-                    st.claimed += 1;
-                    st.in_flight += 1;
-                    st.claimed - 1
-                };
-                let candidate = &files[i];
-                let source = FileSource::new(dir.join(&candidate.file_name));
-                // A panic (a codec bug) must not leave the committer waiting for this file.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    archiver.archive_with_hooks(candidate, &source, hooks, now)
-                }))
-                .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    Some(FileOutcome::Failed {
-                        error: format!("internal error while archiving: {what}"),
-                        retryable: false,
-                    })
-                });
-                progress.inc(&candidate.file_name);
+            let i = {
                 let mut st = lock();
-                st.in_flight -= 1;
-                match outcome {
-                    None => {
-                        st.stop = Some(Stop::Hook);
-                        st.hook_at = Some(st.hook_at.map_or(i, |h| h.min(i)));
-                    }
-                    Some(outcome) => {
-                        if matches!(outcome, FileOutcome::Failed { .. }) {
-                            st.stop.get_or_insert(Stop::Failure);
-                        }
-                        st.results[i] = Some(outcome);
-                    }
+                if st.stop.is_some() || st.claimed >= files.len() {
+                    return false;
                 }
-                drop(st);
-                changed.notify_all();
+                st.claimed += 1;
+                st.in_flight += 1;
+                st.claimed - 1
+            };
+            let candidate = &files[i];
+            let source = FileSource::new(dir.join(&candidate.file_name));
+            // A panic (a codec bug) must not leave the committer waiting for this file.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                archiver.archive_with_hooks(candidate, &source, hooks, now)
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Some(FileOutcome::Failed {
+                    error: format!("internal error while archiving: {what}"),
+                    retryable: false,
+                })
+            });
+            progress.inc(&candidate.file_name);
+            let mut st = lock();
+            st.in_flight -= 1;
+            match outcome {
+                None => {
+                    st.stop = Some(Stop::Hook);
+                    st.hook_at = Some(st.hook_at.map_or(i, |h| h.min(i)));
+                }
+                Some(outcome) => {
+                    if matches!(outcome, FileOutcome::Failed { .. }) {
+                        st.stop.get_or_insert(Stop::Failure);
+                    }
+                    st.results[i] = Some(outcome);
+                }
             }
+            drop(st);
+            changed.notify_all();
             true
         };
         // Where threads cannot be started (the WASI guest), the committer archives the files
