@@ -21,6 +21,8 @@
 //! - [`archive`]: the archive flow over those traits; [`restore`]: serving WAL back.
 //! - [`encryption`]: recognising and opening encrypted copies.
 //! - [`streaming`]: partial repair, `--reset` planning and compatibility for `pg_receivewal`.
+//! - [`report`]: what `walvault serve` reports (status document, gaps, health, metrics) and
+//!   the dashboard's layout and formatting functions.
 //! - [`status`]: the checks and status model shared by the CLI, the HTTP API and the dashboard.
 
 pub mod archive;
@@ -30,6 +32,7 @@ pub mod duplicate;
 pub mod encryption;
 pub mod layout;
 pub mod queue;
+pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod status;
