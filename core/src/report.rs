@@ -778,7 +778,6 @@ pub fn render_metrics(doc: &StatusDocument, counters: &ServeCounters) -> String 
         "When the last 'walvault check' ran.",
         |s| s.last_check.as_ref().map(|c| c.at),
     );
-    m.text.push_str("# EOF\n");
     m.text
 }
 
@@ -1204,7 +1203,6 @@ mod tests {
             "walvault_error_files{server=\"pg \\\"main\\\"\",kind=\"duplicate\"} 2",
             "walvault_receive_wal_lag_bytes{server=\"pg \\\"main\\\"\"} 8192",
             "walvault_compression_ratio{server=\"pg \\\"main\\\"\"} 167772.16",
-            "# EOF",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -173,6 +173,17 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Serve, read-only, for every configured server: the status API (/api/status,
+    /// /api/wals), Prometheus metrics (/metrics) and the dashboard (/).
+    Serve {
+        /// Address to listen on. Anything but loopback needs a bearer token (serve_token in
+        /// [walvault], or $WALVAULT_SERVE_TOKEN), which the API and /metrics then require.
+        #[arg(long, default_value = "127.0.0.1:9790")]
+        listen: std::net::SocketAddr,
+        /// Seconds between questions to PostgreSQL about streaming (slot, lag).
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+        refresh: u64,
+    },
     /// Start a throw-away PostgreSQL cluster, archive its WAL with walvault, recover a second
     /// cluster from the archive and compare the data.
     Demo {

@@ -292,6 +292,18 @@ pub struct Config {
     pub home: PathBuf,
     /// Servers by name.
     pub servers: BTreeMap<String, ServerConfig>,
+    /// The bearer token `serve` requires (`serve_token` in `[walvault]`).
+    pub serve_token: Option<Secret>,
+}
+
+/// A value that must not appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 /// Parses a duration such as `1 day`, `2 weeks`, `90 minutes`, `3600` (seconds).
@@ -370,6 +382,7 @@ impl Config {
         })?;
         let mut home = PathBuf::from(DEFAULT_HOME);
         let mut lock_directory = None;
+        let mut serve_token = None;
         let mut defaults = ServerSection::default();
         let mut sections = Vec::new();
         for (name, value) in table {
@@ -391,6 +404,12 @@ impl Config {
                     lock_directory = Some(v.as_str().map(PathBuf::from).ok_or_else(|| {
                         err("walvault", "lock_directory", "expected a path string")
                     })?);
+                }
+                if let Some(v) = section.remove("serve_token") {
+                    let token = v.as_str().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+                        err("walvault", "serve_token", "expected a non-empty string")
+                    })?;
+                    serve_token = Some(Secret(token.trim().to_owned()));
                 }
                 defaults = deserialize_section("walvault", section)?;
             } else {
@@ -427,6 +446,7 @@ impl Config {
             path: path.to_owned(),
             home,
             servers,
+            serve_token,
         })
     }
 

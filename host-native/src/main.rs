@@ -150,7 +150,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             servers,
             format,
             nagios,
-        } => cmd::check::check(&selected(&config, servers)?, *format, *nagios),
+        } => cmd::check::check(&selected(&config, servers)?, *format, *nagios, ui),
         Command::Status { servers, format } => {
             cmd::check::status(&selected(&config, servers)?, *format)
         }
@@ -180,6 +180,19 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
                 );
             }
             Ok(0)
+        }
+        Command::Serve { listen, refresh } => {
+            let token = std::env::var(cmd::serve::TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .or_else(|| config.serve_token.as_ref().map(|t| t.0.clone()));
+            let opts = cmd::serve::Options {
+                listen: *listen,
+                token,
+                refresh: std::time::Duration::from_secs(*refresh),
+            };
+            // The server runs until the process ends; its threads borrow the configuration.
+            cmd::serve::run(Box::leak(Box::new(config)), opts, ui)
         }
         Command::Demo { .. } => unreachable!("handled above"),
     }

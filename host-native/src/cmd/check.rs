@@ -10,6 +10,8 @@ use walvault_core::queue::{QueueKind, select_batch};
 use walvault_core::status::{self, CheckResult, human_bytes};
 use walvault_core::time::utc_iso8601;
 
+use walvault_core::report::CheckRun;
+
 use super::archive_wal::now;
 use super::receive_wal;
 use crate::cli::Format;
@@ -17,6 +19,7 @@ use crate::fsutil::is_temp_name;
 use crate::pg::{self, PgFacts};
 use crate::queue_dir::list_queue;
 use crate::server::ServerCtx;
+use crate::ui::Ui;
 
 /// Facts gathered locally.
 struct Local {
@@ -28,7 +31,8 @@ struct Local {
     temp_files: usize,
 }
 
-fn waiting(dir: &Path, kind: QueueKind) -> usize {
+/// Files a queue would archive now.
+pub fn waiting(dir: &Path, kind: QueueKind) -> usize {
     list_queue(dir)
         .map(|entries| select_batch(kind, entries, 0).total_candidates())
         .unwrap_or(0)
@@ -358,9 +362,44 @@ fn pg_checks(ctx: &ServerCtx<'_>, facts: &PgFacts) -> Vec<CheckResult> {
     checks
 }
 
-/// `check`: prints and returns the exit code (1 if anything failed).
-pub fn check(ctxs: &[ServerCtx<'_>], format: Format, nagios: bool) -> anyhow::Result<u8> {
+/// Where `check` records its last run for `serve` (`meta/last-check.json`).
+pub fn last_check_path(cfg: &crate::config::ServerConfig) -> std::path::PathBuf {
+    cfg.backup_directory.join("meta").join("last-check.json")
+}
+
+/// Records a run durably; a failure to record is a warning, never a failed check.
+fn record_check(ctx: &ServerCtx<'_>, report: &CheckReport, at: f64, ui: &Ui) {
+    let run = CheckRun {
+        at,
+        ok: report.ok,
+        checks: report.checks.clone(),
+    };
+    let path = last_check_path(ctx.cfg);
+    let result = path
+        .parent()
+        .map_or(Ok(false), crate::fsutil::create_dir_durable)
+        .and_then(|_| {
+            crate::fsutil::write_durable(&path, false, |w| {
+                serde_json::to_writer(&mut *w, &run).map_err(std::io::Error::other)?;
+                w.write_all(b"\n")
+            })
+        });
+    if let Err(e) = result {
+        ui.warn(format_args!(
+            "cannot record the check results in {}: {e}",
+            path.display()
+        ));
+    }
+}
+
+/// `check`: prints and returns the exit code (1 if anything failed). Each server's results
+/// are also recorded for `serve`.
+pub fn check(ctxs: &[ServerCtx<'_>], format: Format, nagios: bool, ui: &Ui) -> anyhow::Result<u8> {
     let reports: Vec<CheckReport> = ctxs.iter().map(run_checks).collect();
+    let at = now();
+    for (ctx, report) in ctxs.iter().zip(&reports) {
+        record_check(ctx, report, at, ui);
+    }
     let all_ok = reports.iter().all(|r| r.ok);
     if nagios {
         let failed: Vec<String> = reports

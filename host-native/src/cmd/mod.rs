@@ -9,4 +9,6 @@ pub mod maintenance;
 #[cfg(feature = "native")]
 pub mod receive_wal;
 pub mod reports;
+#[cfg(feature = "native")]
+pub mod serve;
 pub mod wal_io;

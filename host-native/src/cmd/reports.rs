@@ -5,6 +5,7 @@ use std::fs;
 use anyhow::Context;
 use serde::Serialize;
 use walvault_core::duplicate::{ErrorKind, parse_error_file_name};
+use walvault_core::report::explain_error_kind;
 use walvault_core::time::utc_iso8601;
 
 use crate::cli::Format;
@@ -27,7 +28,7 @@ pub fn list_wals(ctx: &ServerCtx<'_>, format: Format) -> anyhow::Result<u8> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
         Format::Text => {
-            for e in &entries {
+            for e in entries {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
                     e.name,
@@ -63,24 +64,16 @@ pub struct ErrorEntry {
     pub recorded_reason: Option<String>,
 }
 
-fn explain(kind: &str) -> &'static str {
-    match kind {
-        k if k == ErrorKind::Duplicate.suffix() => {
-            "a WAL with this name is already archived with different content; the archived copy was kept (compare them; a second cluster may archive to this server)"
-        }
-        k if k == ErrorKind::Unknown.suffix() => {
-            "not a WAL file name, or not a regular file; it does not belong in the queue"
-        }
-        k if k == ErrorKind::Invalid.suffix() => {
-            "a WAL name whose content is wrong (empty, wrong size, corrupt compression, or a page header that does not match the name); the log of the run that moved it says which"
-        }
-        "error" => "left by another tool; not relevant to archiving",
-        _ => "unrecognised entry",
-    }
-}
-
 /// `show-errors`: what is in errors/ and why.
 pub fn show_errors(ctx: &ServerCtx<'_>, format: Format) -> anyhow::Result<u8> {
+    let entries = error_entries(ctx, true)?;
+    print_errors(ctx, &entries, format)?;
+    Ok(0)
+}
+
+/// The entries of `errors/` by name, with the reason recorded when each was moved;
+/// `find_copies` also looks up the archived copy of each duplicate (a storage call each).
+pub fn error_entries(ctx: &ServerCtx<'_>, find_copies: bool) -> anyhow::Result<Vec<ErrorEntry>> {
     let mut entries = Vec::new();
     let dir = &ctx.cfg.errors;
     let listing = match fs::read_dir(dir) {
@@ -92,7 +85,7 @@ pub fn show_errors(ctx: &ServerCtx<'_>, format: Format) -> anyhow::Result<u8> {
         let file = entry.file_name().to_string_lossy().into_owned();
         let parsed = parse_error_file_name(&file);
         let meta = entry.metadata()?;
-        let archived_copy = (parsed.suffix == ErrorKind::Duplicate.suffix())
+        let archived_copy = (find_copies && parsed.suffix == ErrorKind::Duplicate.suffix())
             .then(|| parsed.original.parse().ok())
             .flatten()
             .and_then(|name| ctx.layout.find_in(&*ctx.store, &name).ok())
@@ -102,7 +95,7 @@ pub fn show_errors(ctx: &ServerCtx<'_>, format: Format) -> anyhow::Result<u8> {
                     .map(|s| format!("{}{}", ctx.archive_root(), s.key))
             });
         entries.push(ErrorEntry {
-            reason: explain(&parsed.suffix).to_owned(),
+            reason: explain_error_kind(&parsed.suffix).to_owned(),
             kind: parsed.suffix,
             original: parsed.original,
             moved_at: parsed
@@ -128,13 +121,17 @@ pub fn show_errors(ctx: &ServerCtx<'_>, format: Format) -> anyhow::Result<u8> {
             }
         }
     }
+    Ok(entries)
+}
+
+fn print_errors(ctx: &ServerCtx<'_>, entries: &[ErrorEntry], format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
         Format::Text if entries.is_empty() => {
             println!("errors/ of server '{}' is empty", ctx.cfg.name)
         }
         Format::Text => {
-            for e in &entries {
+            for e in entries {
                 println!(
                     "{} ({}, {} bytes, moved {})",
                     e.file,
@@ -149,5 +146,5 @@ pub fn show_errors(ctx: &ServerCtx<'_>, format: Format) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(0)
+    Ok(())
 }
