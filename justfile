@@ -12,7 +12,8 @@ fmt:
     cargo fmt --all
 
 lint:
-    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo clippy --workspace --exclude walvault-web-ui --all-targets --locked -- -D warnings
+    cargo clippy -p walvault-web-ui --target wasm32-unknown-unknown --locked -- -D warnings
     cargo clippy -p walvault-core --all-targets --locked -- -D warnings
 
 # The core for both wasm targets.

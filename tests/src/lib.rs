@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod http;
 pub mod s3;
+pub mod webdriver;
 use walvault::pgcluster::{Cluster, RunAs};
 use walvault_core::catalogue::{CatalogueEntry, parse_catalogue};
 use walvault_core::wal::{SegmentSize, WalFileName};
@@ -244,6 +246,36 @@ impl World {
             .join(format!("{SERVER}-xlog.db"));
         let path = if meta.exists() { meta } else { local };
         parse_catalogue(&fs::read_to_string(&path).unwrap_or_default()).expect("catalogue parses")
+    }
+
+    /// Real WAL: segments a PostgreSQL 15 cluster archived (by `cp`) under pgbench into
+    /// `stage/`, in name order.
+    pub fn real_wal(&self) -> (PathBuf, Vec<String>) {
+        let stage = self.path("stage");
+        fs::create_dir_all(&stage).expect("stage");
+        self.own_all();
+        let mut primary = self.cluster("primary");
+        primary
+            .configure(&format!(
+                "wal_level = replica\narchive_mode = on\narchive_command = 'cp %p {}/%f'\nmax_wal_size = 64MB",
+                stage.display()
+            ))
+            .expect("configure");
+        primary.start().expect("start");
+        primary
+            .pgbench(&["-i", "-s", "2", "-q"])
+            .expect("pgbench -i");
+        primary
+            .pgbench(&["-n", "-c", "2", "-t", "400"])
+            .expect("pgbench");
+        switch_and_wait_archived(&primary);
+        primary.stop("fast").expect("stop");
+        let segments: Vec<String> = file_names(&stage)
+            .into_iter()
+            .filter(|n| n.parse::<WalFileName>().is_ok_and(|w| w.is_segment()))
+            .collect();
+        assert!(segments.len() >= 4, "real WAL to work on: {segments:?}");
+        (stage, segments)
     }
 
     /// Gives the test user everything under the work directory (after the test wrote files).

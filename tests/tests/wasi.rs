@@ -18,35 +18,6 @@ const CODECS: [&str; 7] = ["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy
 const CLOCK: u64 = 1_800_000_000;
 const CLOCK_STAMP: &str = "20270115T080000Z";
 
-/// Real WAL: segments a PostgreSQL 15 cluster archived (by `cp`) under pgbench, in name order.
-fn real_wal(world: &World) -> (PathBuf, Vec<String>) {
-    let stage = world.path("stage");
-    fs::create_dir_all(&stage).expect("stage");
-    world.own_all();
-    let mut primary = world.cluster("primary");
-    primary
-        .configure(&format!(
-            "wal_level = replica\narchive_mode = on\narchive_command = 'cp %p {}/%f'\nmax_wal_size = 64MB",
-            stage.display()
-        ))
-        .expect("configure");
-    primary.start().expect("start");
-    primary
-        .pgbench(&["-i", "-s", "2", "-q"])
-        .expect("pgbench -i");
-    primary
-        .pgbench(&["-n", "-c", "2", "-t", "400"])
-        .expect("pgbench");
-    switch_and_wait_archived(&primary);
-    primary.stop("fast").expect("stop");
-    let segments: Vec<String> = file_names(&stage)
-        .into_iter()
-        .filter(|n| n.parse::<WalFileName>().is_ok_and(|w| w.is_segment()))
-        .collect();
-    assert!(segments.len() >= 4, "real WAL to work on: {segments:?}");
-    (stage, segments)
-}
-
 /// A file with a fixed modification time (both hosts then see the same queue).
 fn put(path: &Path, bytes: &[u8], mtime: u64) {
     fs::write(path, bytes).expect("write");
@@ -165,7 +136,7 @@ fn text(out: &[u8], home: &Path) -> String {
 #[test]
 fn the_same_batch_gives_identical_archives_in_both_hosts_for_every_codec() {
     let world = World::new("");
-    let (stage, segments) = real_wal(&world);
+    let (stage, segments) = world.real_wal();
     let wasi = world.install_wasi();
     let cache = world.path("wasi-cache");
     for codec in CODECS {
@@ -302,7 +273,7 @@ fn the_same_batch_gives_identical_archives_in_both_hosts_for_every_codec() {
 #[test]
 fn rebuild_xlogdb_gives_the_native_catalogue() {
     let world = World::new("compression = \"lz4\"");
-    let (stage, segments) = real_wal(&world);
+    let (stage, segments) = world.real_wal();
     fs::create_dir_all(world.incoming()).expect("incoming");
     for name in &segments {
         fs::copy(stage.join(name), world.incoming().join(name)).expect("copy");

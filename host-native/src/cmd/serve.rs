@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -143,12 +143,18 @@ pub fn run(config: &'static Config, opts: Options, ui: &Ui) -> anyhow::Result<u8
         .enable_time()
         .build()
         .context("starting the HTTP runtime")?;
-    // The address goes to stdout so scripts (and tests binding port 0) can read it.
-    println!("walvault serve: listening on http://{local}/");
-    ui.info(format_args!(
-        "serving {} server(s): /api/status, /api/wals, /metrics and the dashboard at /",
-        state.servers.len()
-    ));
+    // The address goes to stdout so scripts (and tests binding port 0) can read it; a reader
+    // that goes away afterwards must not take the server down, so write errors are ignored.
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "walvault serve: listening on http://{local}/");
+        let _ = writeln!(
+            out,
+            "serving {} server(s): /api/status, /api/wals, /metrics and the dashboard at /",
+            state.servers.len()
+        );
+        let _ = out.flush();
+    }
     runtime.block_on(accept_loop(listener, state, ui))
 }
 
