@@ -504,7 +504,7 @@ pub fn assess(status: &ServerStatus, now: f64) -> HealthVerdict {
             ),
         );
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     HealthVerdict {
         state: found.first().map_or(Health::Healthy, |f| f.0),
         reasons: found.into_iter().map(|f| f.1).collect(),
@@ -931,7 +931,7 @@ mod tests {
     #[test]
     fn segment_at_inverts_segno() {
         for size in [1u64 << 20, MB16, 1 << 30] {
-            let size = SegmentSize::new(size).unwrap();
+            let size = SegmentSize::new(size).expect("valid size");
             for s in [
                 Segment::new(3, 0, 0),
                 Segment::new(3, 7, size.max_seg()),
@@ -989,7 +989,7 @@ mod tests {
         );
         assert_eq!(s.original_bytes, 7 * MB16);
         assert_eq!(s.stored_bytes, 6 * MB16 / 8 + MB16 / 4 + 42 + 300 + 1);
-        let ratio = s.compression_ratio.unwrap();
+        let ratio = s.compression_ratio.expect("segments give a ratio");
         assert!((ratio - 7.0 / (6.0 / 8.0 + 0.25)).abs() < 1e-9, "{ratio}");
         assert_eq!(s.codecs["zstd"], 6);
         assert_eq!(s.codecs["none"], 3);
@@ -999,7 +999,7 @@ mod tests {
         assert_eq!(s.archived_last_hour, 3);
         assert_eq!(s.archived_last_day, 7);
         assert_eq!(s.per_hour.len(), HOURS_CHARTED);
-        assert_eq!(s.per_hour.last().unwrap().hour_start, now as i64);
+        assert_eq!(s.per_hour.last().expect("24 buckets").hour_start, now as i64);
         let counts: Vec<u64> = s.per_hour.iter().map(|h| h.segments).collect();
         // Hours H-2h: 4 (-7200 … -4200), H-1h: 3, the current hour H: none yet.
         assert_eq!(&counts[20..], &[0, 4, 3, 0]);
@@ -1028,7 +1028,7 @@ mod tests {
     #[test]
     fn gaps_follow_the_segment_size() {
         // With 1 GiB segments a log holds 4 segments: 0/03 then 1/00 is contiguous.
-        let size = SegmentSize::new(1 << 30).unwrap();
+        let size = SegmentSize::new(1 << 30).expect("1 GiB is valid");
         let entries = [
             entry(&seg(1, 0, 3), 1, 0.0, None),
             entry(&seg(1, 1, 0), 1, 0.0, None),
@@ -1212,7 +1212,7 @@ mod tests {
         assert!(!text.contains("walvault_check_ok{"), "no check recorded");
         // Every sample line is `name{labels} value` with a finite or special value.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
-            let value = l.rsplit(' ').next().unwrap();
+            let value = l.rsplit(' ').next().expect("a value");
             assert!(value.parse::<f64>().is_ok(), "{l}");
         }
     }

@@ -9,7 +9,6 @@ use walvault_core::compression::{Codec, DecodeLimits, decode_all};
 use walvault_core::wal::{SegmentSize, WalFileName};
 use walvault_tests::{
     SERVER, World, describe, file_names, point_in_time_recovery_restoring_with, profile_dir,
-    switch_and_wait_archived,
 };
 
 const CODECS: [&str; 7] = ["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"];
