@@ -24,3 +24,7 @@ wasm:
 # Codec benchmark against the C tools on real PostgreSQL WAL (see bench/RESULTS.md).
 bench-codecs:
     bench/codecs.sh
+
+# /api/status, /metrics and /api/wals over a 100,000-line catalogue (see bench/RESULTS.md).
+bench-serve:
+    bench/serve.sh

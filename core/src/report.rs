@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::CatalogueEntry;
 use crate::duplicate::ErrorSummary;
-use crate::status::{CheckResult, human_duration};
+use crate::status::{CheckResult, human_bytes, human_duration};
 use crate::time::utc_fields;
 use crate::wal::{Segment, SegmentSize, TimelineId, WalFileName};
 
@@ -829,6 +829,81 @@ pub fn bar_heights(counts: &[u64], max_height: u32) -> Vec<u32> {
         .collect()
 }
 
+/// `running (process 4242), lag 1.5 MiB`, with PostgreSQL's problem when it could not be asked.
+pub fn describe_receive_wal(rw: &ReceiveWalStatus) -> String {
+    let mut text = match (rw.running, rw.pid) {
+        (true, Some(pid)) => format!("running (process {pid})"),
+        (true, None) => "running".to_owned(),
+        (false, _) => "not running".to_owned(),
+    };
+    if let Some(lag) = rw.lag_bytes {
+        text.push_str(&format!(", lag {}", human_bytes(lag)));
+    }
+    if let Some(slot) = rw.slot_active {
+        text.push_str(if slot {
+            ", slot active"
+        } else {
+            ", slot inactive"
+        });
+    }
+    if let Some(problem) = &rw.problem {
+        text.push_str(&format!(" · {problem}"));
+    }
+    text
+}
+
+/// `12 files, 1.5 GiB stored`, or why the catalogue cannot be read.
+pub fn describe_catalogue(cat: Option<&CatalogueSummary>, problem: Option<&str>) -> String {
+    match (cat, problem) {
+        (_, Some(p)) => p.to_owned(),
+        (Some(c), None) => format!(
+            "{} files, {} stored",
+            c.entries,
+            human_bytes(c.stored_bytes)
+        ),
+        (None, None) => "–".into(),
+    }
+}
+
+/// `3 / 48 segments` (last hour / last day).
+pub fn describe_rates(cat: &CatalogueSummary) -> String {
+    format!(
+        "{} / {} segments",
+        cat.archived_last_hour, cat.archived_last_day
+    )
+}
+
+/// `2026-11-22 14:05 UTC (5 minutes ago)`.
+pub fn describe_time(then: f64, now: f64) -> String {
+    format!("{} ({})", format_time(then), format_age(then, now))
+}
+
+/// `Timeline 2: <first> – <last>, 120 segments, 3 missing`.
+pub fn timeline_label(tl: &TimelineSummary) -> String {
+    let missing = tl.missing();
+    format!(
+        "Timeline {}: {} – {}, {} segments{}",
+        tl.timeline,
+        tl.first,
+        tl.last,
+        tl.segments,
+        if missing == 0 {
+            String::new()
+        } else {
+            format!(", {missing} missing")
+        }
+    )
+}
+
+/// `Errors (3 in errors/)`, or `Errors (500 in errors/, newest 200 shown)`.
+pub fn errors_heading(total: usize, shown: usize) -> String {
+    if shown < total {
+        format!("Errors ({total} in errors/, newest {shown} shown)")
+    } else {
+        format!("Errors ({total} in errors/)")
+    }
+}
+
 /// One cell of a timeline strip: a run of segment positions, present or missing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StripCell {
@@ -999,7 +1074,10 @@ mod tests {
         assert_eq!(s.archived_last_hour, 3);
         assert_eq!(s.archived_last_day, 7);
         assert_eq!(s.per_hour.len(), HOURS_CHARTED);
-        assert_eq!(s.per_hour.last().expect("24 buckets").hour_start, now as i64);
+        assert_eq!(
+            s.per_hour.last().expect("24 buckets").hour_start,
+            now as i64
+        );
         let counts: Vec<u64> = s.per_hour.iter().map(|h| h.segments).collect();
         // Hours H-2h: 4 (-7200 … -4200), H-1h: 3, the current hour H: none yet.
         assert_eq!(&counts[20..], &[0, 4, 3, 0]);
@@ -1233,6 +1311,58 @@ mod tests {
         assert_eq!(bar_heights(&[], 40), Vec::<u32>::new());
         assert!(explain_error_kind("duplicate").contains("archived copy was kept"));
         assert_eq!(explain_error_kind("whatever"), "unrecognised entry");
+    }
+
+    #[test]
+    fn descriptions() {
+        let mut rw = ReceiveWalStatus {
+            running: true,
+            pid: Some(4242),
+            lag_bytes: Some(3 << 19),
+            slot_active: Some(true),
+            ..ReceiveWalStatus::default()
+        };
+        assert_eq!(
+            describe_receive_wal(&rw),
+            "running (process 4242), lag 1.5 MiB, slot active"
+        );
+        rw = ReceiveWalStatus {
+            problem: Some("cannot connect".into()),
+            ..ReceiveWalStatus::default()
+        };
+        assert_eq!(describe_receive_wal(&rw), "not running · cannot connect");
+        let cat = summarise_catalogue(
+            &[
+                entry(&seg(1, 0, 1), 1536, 100.0, None),
+                entry(&seg(1, 0, 3), 512, 100.0, None),
+            ],
+            SegmentSize::default(),
+            200.0,
+        );
+        assert_eq!(
+            describe_catalogue(Some(&cat), None),
+            "2 files, 2.0 KiB stored"
+        );
+        assert_eq!(describe_catalogue(Some(&cat), Some("damaged")), "damaged");
+        assert_eq!(describe_catalogue(None, None), "–");
+        assert_eq!(describe_rates(&cat), "2 / 2 segments");
+        assert_eq!(
+            timeline_label(&cat.timelines[0]),
+            format!(
+                "Timeline 1: {} – {}, 2 segments, 1 missing",
+                seg(1, 0, 1),
+                seg(1, 0, 3)
+            )
+        );
+        assert_eq!(
+            describe_time(1_800_000_000.0, 1_800_000_300.0),
+            "2027-01-15 08:00 UTC (5 minutes ago)"
+        );
+        assert_eq!(errors_heading(3, 3), "Errors (3 in errors/)");
+        assert_eq!(
+            errors_heading(500, 200),
+            "Errors (500 in errors/, newest 200 shown)"
+        );
     }
 
     #[test]

@@ -13,7 +13,6 @@ use walvault_core::report::{
     self, CatalogueSummary, CheckRun, ErrorFileStatus, ServerStatus, StatusDocument,
     TimelineSummary,
 };
-use walvault_core::status::human_bytes;
 use walvault_core::wal::SegmentSize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -154,51 +153,28 @@ fn server_card(s: ServerStatus, now: f64) -> impl IntoView {
         .as_ref()
         .and_then(|c| c.last_archived_wal.clone())
         .unwrap_or_else(|| "none yet".into());
-    let last_time = cat.as_ref().and_then(|c| c.last_archived_time).map_or_else(
-        || "–".to_owned(),
-        |t| {
-            format!(
-                "{} ({})",
-                report::format_time(t),
-                report::format_age(t, now)
-            )
-        },
-    );
+    let last_time = cat
+        .as_ref()
+        .and_then(|c| c.last_archived_time)
+        .map_or_else(|| "–".to_owned(), |t| report::describe_time(t, now));
     let facts = view! {
         <dl class="facts">
             {fact("Last archived WAL", "last-wal", last_wal)}
             {fact("WAL time", "last-time", last_time)}
-            {fact("Archived, last hour / day", "rate", cat.as_ref().map_or_else(
-                || "–".into(),
-                |c| format!("{} / {} segments", c.archived_last_hour, c.archived_last_day),
-            ))}
+            {fact("Archived, last hour / day", "rate",
+                cat.as_ref().map_or_else(|| "–".into(), report::describe_rates))}
             {fact("Waiting in incoming / streaming", "queues",
                 format!("{} / {}", s.incoming_waiting, s.streaming_waiting))}
-            {fact("Catalogue", "catalogue", match (&cat, &s.catalogue_problem) {
-                (_, Some(p)) => p.clone(),
-                (Some(c), None) => format!("{} files, {} stored", c.entries, human_bytes(c.stored_bytes)),
-                (None, None) => "–".into(),
-            })}
+            {fact("Catalogue", "catalogue",
+                report::describe_catalogue(cat.as_ref(), s.catalogue_problem.as_deref()))}
             {fact("Compression", "ratio", format!(
                 "{} · {}",
                 s.compression.clone().unwrap_or_else(|| "none".into()),
                 report::format_ratio(cat.as_ref().and_then(|c| c.compression_ratio)),
             ))}
             {fact("Archive", "archive", s.archive.clone())}
-            {s.receive_wal.clone().map(|rw| fact("receive-wal", "receive-wal", {
-                let mut text = if rw.running {
-                    rw.pid.map_or("running".into(), |p| format!("running (process {p})"))
-                } else {
-                    "not running".into()
-                };
-                if let Some(lag) = rw.lag_bytes {
-                    text.push_str(&format!(", lag {}", human_bytes(lag)));
-                }
-                if let Some(p) = rw.problem {
-                    text.push_str(&format!(" · {p}"));
-                }
-                text
-            }))}
+            {s.receive_wal.as_ref().map(|rw| fact("receive-wal", "receive-wal",
+                report::describe_receive_wal(rw)))}
         </dl>
     };
     view! {
@@ -294,18 +270,7 @@ fn timeline_row(tl: TimelineSummary, size: SegmentSize) -> impl IntoView {
         .collect_view();
     view! {
         <div class="timeline" data-timeline=tl.timeline>
-            <div class="label">
-                {format!(
-                    "Timeline {}: {} – {}, {} segments{}",
-                    tl.timeline,
-                    tl.first,
-                    tl.last,
-                    tl.segments,
-                    if tl.gaps.is_empty() { String::new() } else {
-                        format!(", {} missing", tl.missing())
-                    }
-                )}
-            </div>
+            <div class="label">{report::timeline_label(&tl)}</div>
             <div class="strip" data-test="strip">{cells}</div>
             <ul class="gaps">{gaps}</ul>
         </div>
@@ -332,11 +297,7 @@ fn errors(files: Vec<ErrorFileStatus>, total: usize) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <h3>{format!("Errors ({total} in errors/{})", if shown < total {
-            format!(", newest {shown} shown")
-        } else {
-            String::new()
-        })}</h3>
+        <h3>{report::errors_heading(total, shown)}</h3>
         <table data-test="errors">
             <thead><tr><th>"File"</th><th>"Kind"</th><th>"Moved"</th><th>"Reason"</th></tr></thead>
             <tbody>{rows}</tbody>
