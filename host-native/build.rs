@@ -10,6 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../build-support/nested_cargo.rs"]
+mod nested_cargo;
+
 fn main() {
     println!("cargo:rerun-if-env-changed=WASM_BINDGEN");
     if std::env::var_os("CARGO_FEATURE_NATIVE").is_none() {
@@ -27,16 +30,12 @@ fn main() {
         "core/Cargo.toml",
         "Cargo.lock",
         "Cargo.toml",
+        "build-support",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
     let out = PathBuf::from(env("OUT_DIR"));
-    // OUT_DIR is <target>[/<triple>]/<profile>/build/<pkg>-<hash>/out.
-    let target_dir = out
-        .ancestors()
-        .nth(4)
-        .expect("OUT_DIR has the usual depth")
-        .join("web-ui");
+    let target_dir = nested_cargo::sibling_target_dir(&out, "web-ui");
     let wasm = build_web_ui(workspace, &target_dir);
     let bindgen = wasm_bindgen(workspace);
     let bundle = out.join("dashboard");
@@ -49,35 +48,15 @@ fn main() {
     assert!(status.success(), "wasm-bindgen failed ({status})");
 }
 
-/// `cargo build --profile web-ui --target wasm32-unknown-unknown -p walvault-web-ui`.
+/// The dashboard's wasm, built with profile `web-ui`.
 fn build_web_ui(workspace: &Path, target_dir: &Path) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace)
-        .args(["build", "--locked", "--profile", "web-ui"])
-        .args([
-            "--target",
-            "wasm32-unknown-unknown",
-            "-p",
-            "walvault-web-ui",
-            "--target-dir",
-        ])
-        .arg(target_dir);
-    // What the outer cargo set for its own compilation must not leak into the nested one.
-    for var in [
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd.status().expect("run cargo for the dashboard");
+    let status = nested_cargo::build(
+        workspace,
+        target_dir,
+        "web-ui",
+        "wasm32-unknown-unknown",
+        "walvault-web-ui",
+    );
     assert!(
         status.success(),
         "building the dashboard failed ({status}); it needs `rustup target add wasm32-unknown-unknown` (.ci/setup)"

@@ -6,7 +6,9 @@
 //! one's lock.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+#[path = "../build-support/nested_cargo.rs"]
+mod nested_cargo;
 
 fn main() {
     let manifest = PathBuf::from(env("CARGO_MANIFEST_DIR"));
@@ -16,6 +18,7 @@ fn main() {
         "host-native/src",
         "host-native/Cargo.toml",
         "core/src",
+        "build-support",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
@@ -28,47 +31,20 @@ fn main() {
         println!("cargo:rerun-if-changed={}", workspace.join(file).display());
     }
     let out = PathBuf::from(env("OUT_DIR"));
-    // OUT_DIR is <target>[/<triple>]/<profile>/build/<pkg>-<hash>/out.
-    let target_dir = out
-        .ancestors()
-        .nth(4)
-        .expect("OUT_DIR has the usual depth")
-        .join("wasi-guest");
+    let target_dir = nested_cargo::sibling_target_dir(&out, "wasi-guest");
     let wasm = build_guest(workspace, &target_dir);
     std::fs::copy(&wasm, out.join("walvault-guest.wasm")).expect("copy the guest module");
 }
 
-/// `cargo build --profile wasi-guest --target wasm32-wasip1 -p walvault-wasi-guest`, returning
-/// the module.
+/// The guest module, built with profile `wasi-guest`.
 fn build_guest(workspace: &Path, target_dir: &Path) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace)
-        .args(["build", "--locked", "--profile", "wasi-guest"])
-        .args([
-            "--target",
-            "wasm32-wasip1",
-            "-p",
-            "walvault-wasi-guest",
-            "--target-dir",
-        ])
-        .arg(target_dir);
-    // What the outer cargo set for its own compilation must not leak into the guest's
-    // (clippy's wrapper, host rustflags, the jobserver of a finished step).
-    for var in [
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd.status().expect("run cargo for the WASI guest");
+    let status = nested_cargo::build(
+        workspace,
+        target_dir,
+        "wasi-guest",
+        "wasm32-wasip1",
+        "walvault-wasi-guest",
+    );
     assert!(
         status.success(),
         "building the WASI guest failed ({status}); it needs `rustup target add wasm32-wasip1`, \

@@ -262,12 +262,7 @@ impl World {
             ))
             .expect("configure");
         primary.start().expect("start");
-        primary
-            .pgbench(&["-i", "-s", "2", "-q"])
-            .expect("pgbench -i");
-        primary
-            .pgbench(&["-n", "-c", "2", "-t", "400"])
-            .expect("pgbench");
+        pgbench_load(&primary, 2, 400);
         switch_and_wait_archived(&primary);
         primary.stop("fast").expect("stop");
         let segments: Vec<String> = file_names(&stage)
@@ -426,6 +421,16 @@ pub fn describe(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Loads a pgbench database at `scale` and runs `transactions` per client (2 clients).
+pub fn pgbench_load(cluster: &Cluster, scale: u32, transactions: u32) {
+    cluster
+        .pgbench(&["-i", "-s", &scale.to_string(), "-q"])
+        .expect("pgbench -i");
+    cluster
+        .pgbench(&["-n", "-c", "2", "-t", &transactions.to_string()])
+        .expect("pgbench");
 }
 
 /// Runs `pg_switch_wal()` and waits until PostgreSQL reports the closed segment archived.

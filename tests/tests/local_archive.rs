@@ -8,7 +8,7 @@ use std::time::Duration;
 use walvault_core::compression::{Codec, DecodeLimits, decode_all};
 use walvault_core::wal::{SegmentSize, WalFileName, synthetic_page_header};
 use walvault_tests::{
-    SERVER, World, assert_contiguous, describe, failed_count, point_in_time_recovery,
+    SERVER, World, assert_contiguous, describe, failed_count, pgbench_load, point_in_time_recovery,
     switch_and_wait_archived,
 };
 
@@ -18,12 +18,7 @@ fn put_wal_as_archive_command_archives_every_segment() {
     let primary = world.archiving_primary();
     // check reads the config at run time: the conninfo can follow the start.
     world.add_config(&format!("conninfo = \"{}\"", primary.conninfo()));
-    primary
-        .pgbench(&["-i", "-s", "3", "-q"])
-        .expect("pgbench -i");
-    primary
-        .pgbench(&["-n", "-c", "2", "-t", "1500"])
-        .expect("pgbench");
+    pgbench_load(&primary, 3, 1500);
     switch_and_wait_archived(&primary);
     let last = switch_and_wait_archived(&primary);
     assert_eq!(
@@ -64,12 +59,7 @@ fn incoming_drop_then_archive_wal_archives_every_segment() {
     let mut primary = world.cluster("primary");
     primary.configure(&format!("wal_level = replica\narchive_mode = on\narchive_command = '{copy}'\nmax_wal_size = 64MB")).expect("configure");
     primary.start().expect("start");
-    primary
-        .pgbench(&["-i", "-s", "3", "-q"])
-        .expect("pgbench -i");
-    primary
-        .pgbench(&["-n", "-c", "2", "-t", "1000"])
-        .expect("pgbench");
+    pgbench_load(&primary, 3, 1000);
     let last = switch_and_wait_archived(&primary);
     let out = world.walvault(&["archive-wal", SERVER]);
     assert!(out.status.success(), "{}", describe(&out));

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use walvault::pgcluster::Cluster;
 use walvault_tests::{
-    SERVER, World, assert_contiguous, describe, file_names, fingerprint, switch_and_wait_archived,
-    wait_for_file,
+    SERVER, World, assert_contiguous, describe, file_names, fingerprint, pgbench_load,
+    switch_and_wait_archived, wait_for_file,
 };
 
 const SLOT: &str = "walvault";
@@ -92,12 +92,7 @@ fn streamed_segments_are_archived_once_and_the_newest_partial_stays() {
     let (world, primary) = streaming_world("zstd", false, "");
     create_slot(&world);
     let receiver = world.start_receive_wal();
-    primary
-        .pgbench(&["-i", "-s", "2", "-q"])
-        .expect("pgbench -i");
-    primary
-        .pgbench(&["-n", "-c", "2", "-t", "500"])
-        .expect("pgbench");
+    pgbench_load(&primary, 2, 500);
     switch_and_wait_streamed(&world, &primary);
     let last = switch_and_wait_streamed(&world, &primary);
     archive_wal(&world);
