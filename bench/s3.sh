@@ -6,12 +6,18 @@
 # and through bench/latency_proxy.py adding ${LATENCY_MS:-20} ms to every request, the
 # first-byte latency of a real object store, which is what prefetching hides.
 #
-# pgBackRest is not measured: its archive-push needs a stanza created against a running
-# cluster with its own repository settings, and it is not in this project's toolchain.
+# pgBackRest 2.45 (Debian) archive-push, one process per WAL, to the same server at the same
+# compression level as walvault's "medium" (zstd 4, lz4 6). pgBackRest speaks only HTTPS to
+# S3, so it reaches s3s-fs through a TLS front (stunnel, Debian; a self-signed certificate made
+# here); walvault put-wal is timed through the same front too, so the two compare TLS to TLS.
+# Its stanza is created offline (--no-online) from the stopped cluster make-wal.sh keeps next
+# to the corpus ($PGDATA): pgBackRest checks every WAL's system identifier against it.
 #
-# Needs .ci/setup (s3s-fs, and the Python venv with Barman's cloud tools). Every figure is the
-# fastest of $REPEAT runs.
-# Env: CORPUS (/tmp/peerbench/corpus)  OUT (/tmp/walvault-s3-bench)  REPEAT (3)  CODECS ("zstd lz4")
+# Needs .ci/setup (s3s-fs, and the Python venv with Barman's cloud tools), and the Debian
+# packages pgbackrest and stunnel4 (installed here when missing). Every figure is the fastest
+# of $REPEAT runs.
+# Env: CORPUS (/tmp/peerbench/corpus)  PGDATA ($CORPUS/../pgdata)  OUT (/tmp/walvault-s3-bench)
+#      REPEAT (3)  CODECS ("zstd lz4")
 set -euo pipefail
 shopt -s inherit_errexit  # a failing run inside $(best_of …) stops the benchmark
 
@@ -25,6 +31,11 @@ S3S_FS=${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs
 log() { printf '[s3 %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 [[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
+PGDATA=${PGDATA:-$(dirname "$CORPUS")/pgdata}
+[[ -f $PGDATA/global/pg_control ]] || { log "no cluster at $PGDATA (make-wal.sh keeps it): pgBackRest needs it"; exit 1; }
+if ! command -v pgbackrest >/dev/null || ! command -v stunnel >/dev/null; then
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends pgbackrest stunnel4 >/dev/null
+fi
 [[ -x $S3S_FS && -x $VENV/bin/barman-cloud-wal-archive ]] || { log "run .ci/setup first"; exit 1; }
 (cd "$ROOT" && cargo build --release --locked -p walvault -q)
 WALVAULT=$ROOT/target/release/walvault
@@ -44,6 +55,55 @@ python3 "$ROOT/bench/latency_proxy.py" "$PROXY_PORT" "$PORT" "$LATENCY_MS" &
 PROXY_PID=$!
 trap 'kill $S3_PID $PROXY_PID 2>/dev/null' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$PROXY_PORT") 2>/dev/null && break; sleep 0.1; done
+
+# The TLS front pgBackRest needs (and walvault put-wal is timed through as well).
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
+  -addext "subjectAltName=IP:127.0.0.1" -keyout "$OUT/tls-key.pem" -out "$OUT/tls-cert.pem" 2>/dev/null
+TLS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$OUT/stunnel.conf" <<CONF
+foreground = yes
+pid =
+debug = 3
+[s3]
+accept = 127.0.0.1:$TLS_PORT
+connect = 127.0.0.1:$PORT
+cert = $OUT/tls-cert.pem
+key = $OUT/tls-key.pem
+CONF
+stunnel "$OUT/stunnel.conf" >"$OUT/stunnel.log" 2>&1 &
+TLS_PID=$!
+trap 'kill $S3_PID $PROXY_PID $TLS_PID 2>/dev/null' EXIT
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$TLS_PORT") 2>/dev/null && break; sleep 0.1; done
+
+pgbackrest_config() {  # CODEC REPO_PATH
+  local type=$1 level
+  case $1 in zstd) type=zst; level=4 ;; lz4) level=6 ;; esac
+  mkdir -p "$OUT/pgbackrest/lock" "$OUT/pgbackrest/spool" "$OUT/pgbackrest/log"
+  cat > "$OUT/pgbackrest.conf" <<CONF
+[global]
+repo1-type=s3
+repo1-path=$2
+repo1-s3-bucket=bench
+repo1-s3-endpoint=127.0.0.1
+repo1-s3-region=us-east-1
+repo1-s3-key=bench
+repo1-s3-key-secret=bench-secret
+repo1-s3-uri-style=path
+repo1-storage-port=$TLS_PORT
+repo1-storage-verify-tls=n
+compress-type=$type
+compress-level=$level
+archive-async=n
+log-level-console=warn
+log-level-file=off
+lock-path=$OUT/pgbackrest/lock
+spool-path=$OUT/pgbackrest/spool
+log-path=$OUT/pgbackrest/log
+[bench]
+pg1-path=$PGDATA
+CONF
+}
+pgbackrest_run() { pgbackrest --config="$OUT/pgbackrest.conf" --stanza=bench "$@"; }
 
 now() { date +%s.%N; }
 fastest() { sort -g | head -1; }
@@ -95,6 +155,23 @@ for codec in $CODECS; do
   fresh_barman() { rm -rf "$OUT/s3/bench/bm-$codec"; }
   BM=$(best_of fresh_barman each_wal "$VENV/bin/barman-cloud-wal-archive" --endpoint-url "$ENDPOINT" "--$codec" "s3://bench/bm-$codec" pg)
   log "barman-cloud-wal-archive $codec: ${BM}s"
+  # Through the TLS front: walvault put-wal, then pgBackRest archive-push, one process per WAL.
+  fresh_put_tls() {
+    rm -rf "$OUT/s3/bench/pt-$codec" "$OUT/home"; config "$codec" "pt-$codec" "https://127.0.0.1:$TLS_PORT"
+  }
+  PWT=$(export SSL_CERT_FILE=$OUT/tls-cert.pem; best_of fresh_put_tls each_wal "$WALVAULT" -c "$OUT/walvault.toml" put-wal pg)
+  log "walvault put-wal $codec over TLS: ${PWT}s"
+  fresh_pgbackrest() {
+    rm -rf "$OUT/s3/bench/pgbackrest-$codec"; pgbackrest_config "$codec" "/pgbackrest-$codec"
+    pgbackrest_run --no-online stanza-create
+  }
+  PB=$(best_of fresh_pgbackrest each_wal pgbackrest_run archive-push)
+  log "pgbackrest archive-push $codec: ${PB}s"
+  # pgBackRest archive-get of every segment (from its last push), as PostgreSQL calls it.
+  pgbackrest_get_all() {
+    local f
+    for f in "$CORPUS"/*; do pgbackrest_run archive-get "$(basename "$f")" "$OUT/restore/RECOVERYXLOG"; done
+  }
 
   # Restore all segments one call at a time, as PostgreSQL does (from the archive-wal copy).
   fresh_restore() { rm -rf "$OUT/restore" "$OUT/home/pg/spool"; mkdir -p "$OUT/restore"; }
@@ -105,23 +182,38 @@ for codec in $CODECS; do
     done
   }
   config "$codec" "wv-$codec"
+  PBG=$(best_of fresh_restore pgbackrest_get_all)
+  log "pgbackrest archive-get $codec: ${PBG}s"
   R0=$(best_of fresh_restore get_all 0); R8=$(best_of fresh_restore get_all 8)
   log "get-wal $codec: ${R0}s without prefetch, ${R8}s with --prefetch 8"
   config "$codec" "wv-$codec" "http://127.0.0.1:$PROXY_PORT"
   L0=$(best_of fresh_restore get_all 0); L8=$(best_of fresh_restore get_all 8)
   log "get-wal $codec +${LATENCY_MS} ms: ${L0}s without prefetch, ${L8}s with --prefetch 8"
-  ROWS+=("$codec $WV $PW $BM $R0 $R8 $L0 $L8")
+  ROWS+=("$codec $WV $PW $BM $R0 $R8 $L0 $L8 $PWT $PB $PBG")
 done
 
 {
   echo "Corpus: $NFILES segments ($CORPUS) to s3s-fs 0.14.1 on 127.0.0.1. Fastest of $REPEAT runs each."
   echo
-  echo "| codec (medium) | walvault archive-wal s | walvault put-wal ×$NFILES s | barman-cloud-wal-archive ×$NFILES s | walvault vs Barman (archive-wal / put-wal) | get-wal ×$NFILES s (loopback) | --prefetch 8 s (loopback) | speed-up | get-wal ×$NFILES s (+$LATENCY_MS ms) | --prefetch 8 s (+$LATENCY_MS ms) | speed-up |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "Archiving, one process per WAL except archive-wal (plain HTTP unless marked TLS):"
+  echo
+  echo "| codec (medium) | walvault archive-wal s | walvault put-wal ×$NFILES s | barman-cloud-wal-archive ×$NFILES s | walvault vs Barman (archive-wal / put-wal) | walvault put-wal ×$NFILES, TLS s | pgBackRest archive-push ×$NFILES, TLS s | walvault put-wal vs pgBackRest |"
+  echo "|---|---|---|---|---|---|---|---|"
   for row in "${ROWS[@]}"; do
     # shellcheck disable=SC2086
     set -- $row
-    awk -v c="$1" -v wv="$2" -v pw="$3" -v bm="$4" -v r0="$5" -v r8="$6" -v l0="$7" -v l8="$8" 'BEGIN {
-      printf "| %s | %.2f | %.2f | %.2f | %.1f%% / %.1f%% of Barman'"'"'s time | %.2f | %.2f | %.1f× | %.2f | %.2f | %.1f× |\n", c, wv, pw, bm, 100 * wv / bm, 100 * pw / bm, r0, r8, r0 / r8, l0, l8, l0 / l8 }'
+    awk -v c="$1" -v wv="$2" -v pw="$3" -v bm="$4" -v pwt="$9" -v pb="${10}" 'BEGIN {
+      printf "| %s | %.2f | %.2f | %.2f | %.1f%% / %.1f%% of Barman'"'"'s time | %.2f | %.2f | %.0f%% of pgBackRest'"'"'s time |\n", c, wv, pw, bm, 100 * wv / bm, 100 * pw / bm, pwt, pb, 100 * pwt / pb }'
+  done
+  echo
+  echo "Restoring every segment, one restore_command call at a time:"
+  echo
+  echo "| codec | pgBackRest archive-get ×$NFILES s (TLS) | get-wal ×$NFILES s (loopback) | --prefetch 8 s (loopback) | speed-up | get-wal ×$NFILES s (+$LATENCY_MS ms) | --prefetch 8 s (+$LATENCY_MS ms) | speed-up |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for row in "${ROWS[@]}"; do
+    # shellcheck disable=SC2086
+    set -- $row
+    awk -v c="$1" -v r0="$5" -v r8="$6" -v l0="$7" -v l8="$8" -v pbg="${11}" 'BEGIN {
+      printf "| %s | %.2f | %.2f | %.2f | %.1f× | %.2f | %.2f | %.1f× |\n", c, pbg, r0, r8, r0 / r8, l0, l8, l0 / l8 }'
   done
 } | tee "$OUT/s3-table.md"

@@ -242,8 +242,8 @@ fn get_wal_inner(
     if prefetch > 0
         && let WalFileName::Segment(segment) = name
     {
-        let segment_size = ctx.segment_size(&[]);
         let spool = Spool::new(ctx, dest);
+        let segment_size = spool.segment_size(ctx);
         spool.ask(segment, prefetch, segment_size);
         // A spool problem is never "not found": fall back to the archive.
         let served = |ui: &Ui| match spool.serve(ctx, segment, segment_size, dest, ui) {
@@ -270,7 +270,7 @@ fn get_wal_inner(
 /// worker (`get-wal --prefetch-worker`), so PostgreSQL's one-at-a-time `restore_command`
 /// calls find them locally. The worker runs alone (a lock), follows the window the calls ask
 /// for (`.window`: the segment asked for and the last one wanted), marks each download in
-/// flight, and exits when it has caught up.
+/// flight, and exits shortly after it has caught up.
 struct Spool {
     dir: PathBuf,
 }
@@ -306,6 +306,32 @@ impl Spool {
 
     fn lock_path(&self) -> PathBuf {
         self.dir.join(".prefetch.lock")
+    }
+
+    /// The segment size: configured, else remembered by an earlier call of this recovery,
+    /// else detected (which may list the archive) and remembered, so that is paid once per
+    /// recovery and not once per restore_command call.
+    fn segment_size(&self, ctx: &ServerCtx<'_>) -> SegmentSize {
+        if let Some(size) = ctx.cfg.wal_segment_size {
+            return size;
+        }
+        let path = self.dir.join(".segment-size");
+        if let Some(size) = fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .and_then(|b| SegmentSize::new(b).ok())
+        {
+            return size;
+        }
+        let size = ctx.segment_size(&[]);
+        let _ = fs::create_dir_all(&self.dir);
+        let temp = self
+            .dir
+            .join(format!(".segment-size.{}", std::process::id()));
+        if fs::write(&temp, size.bytes().to_string()).is_ok() {
+            let _ = fs::rename(&temp, &path);
+        }
+        size
     }
 
     fn in_flight(&self, segment: walvault_core::wal::Segment) -> PathBuf {
@@ -444,6 +470,8 @@ impl Spool {
                 path.display()
             ));
             let _ = fs::remove_file(&path);
+            // The remembered segment size may be what is wrong (a new cluster in this pg_wal).
+            let _ = fs::remove_file(self.dir.join(".segment-size"));
             return Ok(false);
         }
         if fs::rename(&path, dest).is_err() {
@@ -458,61 +486,67 @@ impl Spool {
     }
 }
 
-/// `get-wal --prefetch-worker`: downloads the window the calls ask for, `count` at a time in
-/// parallel, until it has caught up or the archive has nothing further. Best effort: errors
-/// are left for the normal path to report when PostgreSQL asks for that segment.
+/// `get-wal --prefetch-worker`: keeps up to `count` downloads running over the window the
+/// calls ask for, taking each segment as soon as a download slot is free (no batch waits for
+/// its slowest file), and lingers briefly when it has caught up, so the next call's window
+/// finds it running instead of paying for a new process. Best effort: errors are left for the
+/// normal path to report when PostgreSQL asks for that segment.
 pub fn prefetch_worker(ctx: &ServerCtx<'_>, count: usize, dest: &Path) -> anyhow::Result<u8> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, PoisonError};
+
     let spool = Spool::new(ctx, dest);
     fs::create_dir_all(&spool.dir)?;
     let Ok(_lock) = crate::lock::LockFile::acquire(&spool.lock_path(), false) else {
         return Ok(0); // another worker follows the window
     };
-    let size = ctx.segment_size(&[]);
-    let mut done_up_to: Option<walvault_core::wal::Segment> = None;
-    loop {
-        let Some((asked, last)) = spool.window() else {
-            return Ok(0);
-        };
-        let mut wanted = Vec::new();
+    let size = spool.segment_size(ctx);
+    // Segments taken by a download slot (done or in flight): never fetched twice, even after
+    // the call that wanted one has moved it out of the spool.
+    let taken = Mutex::new(std::collections::BTreeSet::new());
+    // Set when a segment is missing from the archive (its end, or a fault): stop there.
+    let stop = AtomicBool::new(false);
+    let next_job = || -> Option<walvault_core::wal::Segment> {
+        let (asked, last) = spool.window()?;
+        let mut taken = taken.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = asked.next(size);
         while let Some(s) = next.filter(|s| *s <= last) {
-            let present = spool.dir.join(WalFileName::Segment(s).to_string()).exists();
-            if !present && done_up_to.is_none_or(|d| s > d) {
-                wanted.push(s);
+            if !taken.contains(&s) && !spool.dir.join(WalFileName::Segment(s).to_string()).exists()
+            {
+                taken.insert(s);
+                let _ = fs::write(spool.in_flight(s), b"");
+                return Some(s);
             }
             next = s.next(size);
         }
-        if wanted.is_empty() {
-            return Ok(0);
-        }
-        for s in &wanted {
-            let _ = fs::write(spool.in_flight(*s), b"");
-        }
-        let missing = std::sync::atomic::AtomicBool::new(false);
-        let queue = std::sync::Mutex::new(wanted.clone().into_iter());
-        std::thread::scope(|scope| {
-            for _ in 0..count.clamp(1, 8) {
-                scope.spawn(|| {
-                    loop {
-                        let next = queue
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .next();
-                        let Some(s) = next else { return };
-                        if !fetch_into(ctx, &spool.dir, s, size) {
-                            missing.store(true, std::sync::atomic::Ordering::SeqCst);
+        None
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..count.clamp(1, 8) {
+            scope.spawn(|| {
+                let mut idle_since = std::time::Instant::now();
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(s) = next_job() else {
+                        if idle_since.elapsed() > PREFETCH_LINGER {
+                            return;
                         }
-                        let _ = fs::remove_file(spool.in_flight(s));
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    if !fetch_into(ctx, &spool.dir, s, size) {
+                        stop.store(true, Ordering::SeqCst);
                     }
-                });
-            }
-        });
-        done_up_to = wanted.last().copied();
-        if missing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Ok(0); // the end of the archive (or a fault): stop fetching ahead
+                    let _ = fs::remove_file(spool.in_flight(s));
+                    idle_since = std::time::Instant::now();
+                }
+            });
         }
-    }
+    });
+    Ok(0)
 }
+
+/// How long the worker waits for the window to move before it exits.
+const PREFETCH_LINGER: Duration = Duration::from_millis(500);
 
 /// Downloads one segment into the spool; false when it is not there (or failed).
 fn fetch_into(
