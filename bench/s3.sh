@@ -57,8 +57,15 @@ trap 'kill $S3_PID $PROXY_PID 2>/dev/null' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$PROXY_PORT") 2>/dev/null && break; sleep 0.1; done
 
 # The TLS front pgBackRest needs (and walvault put-wal is timed through as well).
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
-  -addext "subjectAltName=IP:127.0.0.1" -keyout "$OUT/tls-key.pem" -out "$OUT/tls-cert.pem" 2>/dev/null
+# A throw-away CA and a server certificate for 127.0.0.1 signed by it (rustls, under walvault,
+# refuses a CA certificate as the server's own).
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=walvault-bench-ca \
+  -keyout "$OUT/tls-ca-key.pem" -out "$OUT/tls-ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+  -keyout "$OUT/tls-key.pem" -out "$OUT/tls.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$OUT/tls-ext.cnf"
+openssl x509 -req -in "$OUT/tls.csr" -CA "$OUT/tls-ca.pem" -CAkey "$OUT/tls-ca-key.pem" -CAcreateserial \
+  -days 1 -extfile "$OUT/tls-ext.cnf" -out "$OUT/tls-cert.pem" 2>/dev/null
 TLS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$OUT/stunnel.conf" <<CONF
 foreground = yes
@@ -159,7 +166,7 @@ for codec in $CODECS; do
   fresh_put_tls() {
     rm -rf "$OUT/s3/bench/pt-$codec" "$OUT/home"; config "$codec" "pt-$codec" "https://127.0.0.1:$TLS_PORT"
   }
-  PWT=$(export SSL_CERT_FILE=$OUT/tls-cert.pem; best_of fresh_put_tls each_wal "$WALVAULT" -c "$OUT/walvault.toml" put-wal pg)
+  PWT=$(export SSL_CERT_FILE=$OUT/tls-ca.pem; best_of fresh_put_tls each_wal "$WALVAULT" -c "$OUT/walvault.toml" put-wal pg)
   log "walvault put-wal $codec over TLS: ${PWT}s"
   fresh_pgbackrest() {
     rm -rf "$OUT/s3/bench/pgbackrest-$codec"; pgbackrest_config "$codec" "/pgbackrest-$codec"
