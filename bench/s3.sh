@@ -177,7 +177,10 @@ for codec in $CODECS; do
   # pgBackRest archive-get of every segment (from its last push), as PostgreSQL calls it.
   pgbackrest_get_all() {
     local f
-    for f in "$CORPUS"/*; do pgbackrest_run archive-get "$(basename "$f")" "$OUT/restore/RECOVERYXLOG"; done
+    for f in "$CORPUS"/*; do
+      rm -f "$OUT/restore/RECOVERYXLOG"  # PostgreSQL removes it before each call
+      pgbackrest_run archive-get "$(basename "$f")" "$OUT/restore/RECOVERYXLOG"
+    done
   }
 
   # Restore all segments one call at a time, as PostgreSQL does (from the archive-wal copy).
@@ -185,6 +188,9 @@ for codec in $CODECS; do
   get_all() {  # PREFETCH
     local f
     for f in "$CORPUS"/*; do
+      # PostgreSQL removes RECOVERYXLOG before each restore_command call (replacing a file by
+      # rename makes ext4 write the new one out at once, a cost recovery never pays).
+      rm -f "$OUT/restore/RECOVERYXLOG"
       "$WALVAULT" -c "$OUT/walvault.toml" get-wal pg "$(basename "$f")" "$OUT/restore/RECOVERYXLOG" --prefetch "$1"
     done
   }

@@ -665,7 +665,10 @@ fn get_one(
                     return Ok(EXIT_ARCHIVE_UNREADABLE);
                 }
                 drop(sink);
-                temp.publish(dest, false).with_context(|| {
+                // Atomic, but no fsync: PostgreSQL makes durable what it keeps
+                // (durable_rename of a restored segment) and asks again after a crash; a
+                // directory sync per restore_command call only slows recovery down.
+                temp.link_into_place(dest, false).with_context(|| {
                     format!("cannot move the restored file to {}", dest.display())
                 })?;
                 ui.verbose(format_args!(
