@@ -7,10 +7,9 @@ use serde::Serialize;
 use walvault_core::catalogue::CatalogueEntry;
 use walvault_core::duplicate::{ErrorSummary, summarise_errors};
 use walvault_core::queue::{QueueKind, select_batch};
+use walvault_core::report::CheckRun;
 use walvault_core::status::{self, CheckResult, human_bytes};
 use walvault_core::time::utc_iso8601;
-
-use walvault_core::report::CheckRun;
 
 use super::archive_wal::now;
 use super::receive_wal;
@@ -210,8 +209,7 @@ pub struct StreamingStatus {
 
 /// Gathers the streaming state: the local lock and tool, and the server's slot and receiver.
 pub fn streaming_status(ctx: &ServerCtx<'_>) -> StreamingStatus {
-    let lock = crate::lock::lock_path(&ctx.cfg.lock_directory, &ctx.cfg.name, "receive-wal");
-    let holder = crate::lock::holder(&lock).ok().flatten();
+    let holder = receive_wal::holder(ctx.cfg);
     let (postgresql, postgresql_error) = match receive_wal::facts(ctx.cfg) {
         Ok(f) => (Some(f), None),
         Err(e) => (None, Some(format!("{e:#}"))),

@@ -187,8 +187,19 @@ fn slot_name(cfg: &ServerConfig) -> anyhow::Result<&str> {
 }
 
 /// The receive-wal lock, retried briefly: `check` probes it for a moment.
+/// Barman's `.<server>-receive-wal.lock`.
+fn receive_wal_lock(cfg: &ServerConfig) -> PathBuf {
+    lock_path(&cfg.lock_directory, &cfg.name, "receive-wal")
+}
+
+/// Whether a receive-wal process holds the server's lock: `Some(pid)` when it runs (the pid
+/// when it recorded one), `None` when none does or the lock cannot be read.
+pub fn holder(cfg: &ServerConfig) -> Option<Option<u32>> {
+    crate::lock::holder(&receive_wal_lock(cfg)).ok().flatten()
+}
+
 fn acquire_lock(cfg: &ServerConfig) -> anyhow::Result<LockFile> {
-    let path = lock_path(&cfg.lock_directory, &cfg.name, "receive-wal");
+    let path = receive_wal_lock(cfg);
     let mut attempts = 0;
     loop {
         match LockFile::acquire(&path, false) {

@@ -520,8 +520,7 @@ fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> ServerStatus {
     error_files.sort_by(|a, b| b.moved_at.cmp(&a.moved_at).then(a.file.cmp(&b.file)));
     error_files.truncate(MAX_ERROR_FILES);
     let receive_wal = cfg.streaming_archiver.then(|| {
-        let lock = crate::lock::lock_path(&cfg.lock_directory, &cfg.name, "receive-wal");
-        let holder = crate::lock::holder(&lock).ok().flatten();
+        let holder = receive_wal::holder(cfg);
         let mut st = locked(&state.streaming)
             .get(&cfg.name)
             .cloned()
