@@ -324,13 +324,7 @@ impl Spool {
             return size;
         }
         let size = ctx.segment_size(&[]);
-        let _ = fs::create_dir_all(&self.dir);
-        let temp = self
-            .dir
-            .join(format!(".segment-size.{}", std::process::id()));
-        if fs::write(&temp, size.bytes().to_string()).is_ok() {
-            let _ = fs::rename(&temp, &path);
-        }
+        self.write_hint(".segment-size", &size.bytes().to_string());
         size
     }
 
@@ -348,17 +342,23 @@ impl Spool {
                 None => break,
             }
         }
-        let _ = fs::create_dir_all(&self.dir);
-        // A hint for the worker, not data: atomic (rename) but not fsynced, which would cost
-        // more than serving a spooled segment.
-        let temp = self.dir.join(format!(".window.{}", std::process::id()));
-        let text = format!(
-            "{} {}",
-            WalFileName::Segment(segment),
-            WalFileName::Segment(last)
+        self.write_hint(
+            ".window",
+            &format!(
+                "{} {}",
+                WalFileName::Segment(segment),
+                WalFileName::Segment(last)
+            ),
         );
+    }
+
+    /// Writes a hint file of the spool (`.window`, `.segment-size`): atomic (rename) but not
+    /// fsynced, which would cost more than serving a spooled segment; best effort.
+    fn write_hint(&self, name: &str, text: &str) {
+        let _ = fs::create_dir_all(&self.dir);
+        let temp = self.dir.join(format!("{name}.{}", std::process::id()));
         if fs::write(&temp, text).is_ok() {
-            let _ = fs::rename(&temp, self.dir.join(".window"));
+            let _ = fs::rename(&temp, self.dir.join(name));
         }
     }
 
