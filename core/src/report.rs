@@ -563,6 +563,23 @@ impl Metrics {
             }
         }
     }
+    /// One family with, per server, one sample per value of a second label `key` (`get` gives
+    /// the label values and their samples; none for a server skips it).
+    fn per_server_by(
+        &mut self,
+        doc: &StatusDocument,
+        name: &str,
+        help: &str,
+        key: &str,
+        get: impl Fn(&ServerStatus) -> Vec<(&'static str, f64)>,
+    ) {
+        self.family(name, "gauge", help);
+        for s in &doc.servers {
+            for (value, n) in get(s) {
+                self.sample(name, &[("server", &s.server), (key, value)], n);
+            }
+        }
+    }
 }
 
 /// Counters the server keeps about itself, rendered with the status.
@@ -591,21 +608,18 @@ pub fn render_metrics(doc: &StatusDocument, counters: &ServeCounters) -> String 
             *n as f64,
         );
     }
-    m.family(
+    m.per_server_by(
+        doc,
         "walvault_health",
-        "gauge",
         "1 for the server's current health state (healthy, warning, failing), else 0.",
+        "state",
+        |s| {
+            [Health::Healthy, Health::Warning, Health::Failing]
+                .into_iter()
+                .map(|h| (h.as_str(), if s.health.state == h { 1.0 } else { 0.0 }))
+                .collect()
+        },
     );
-    for s in &doc.servers {
-        for h in [Health::Healthy, Health::Warning, Health::Failing] {
-            let v = if s.health.state == h { 1.0 } else { 0.0 };
-            m.sample(
-                "walvault_health",
-                &[("server", &s.server), ("state", h.as_str())],
-                v,
-            );
-        }
-    }
     fn cat(s: &ServerStatus) -> Option<&CatalogueSummary> {
         s.catalogue.as_ref()
     }
@@ -621,28 +635,26 @@ pub fn render_metrics(doc: &StatusDocument, counters: &ServeCounters) -> String 
         "Lines in the catalogue.",
         |s| cat(s).map(|c| c.entries as f64),
     );
-    m.family(
+    m.per_server_by(
+        doc,
         "walvault_archived_files",
-        "gauge",
         "Files in the catalogue by type (segment, partial, history, backup_label, other).",
+        "type",
+        |s| {
+            cat(s).map_or_else(Vec::new, |c| {
+                [
+                    ("segment", c.segments),
+                    ("partial", c.partials),
+                    ("history", c.history_files),
+                    ("backup_label", c.backup_labels),
+                    ("other", c.other),
+                ]
+                .into_iter()
+                .map(|(kind, n)| (kind, n as f64))
+                .collect()
+            })
+        },
     );
-    for s in &doc.servers {
-        if let Some(c) = cat(s) {
-            for (kind, n) in [
-                ("segment", c.segments),
-                ("partial", c.partials),
-                ("history", c.history_files),
-                ("backup_label", c.backup_labels),
-                ("other", c.other),
-            ] {
-                m.sample(
-                    "walvault_archived_files",
-                    &[("server", &s.server), ("type", kind)],
-                    n as f64,
-                );
-            }
-        }
-    }
     m.per_server(
         doc,
         "walvault_last_archived_timestamp_seconds",
@@ -707,44 +719,37 @@ pub fn render_metrics(doc: &StatusDocument, counters: &ServeCounters) -> String 
         "Segments missing in those gaps.",
         |s| cat(s).map(|c| c.missing_segments() as f64),
     );
-    m.family(
+    m.per_server_by(
+        doc,
         "walvault_queue_files",
-        "gauge",
         "Files waiting to be archived, by queue (incoming, streaming).",
+        "queue",
+        |s| {
+            vec![
+                ("incoming", s.incoming_waiting as f64),
+                ("streaming", s.streaming_waiting as f64),
+            ]
+        },
     );
-    for s in &doc.servers {
-        m.sample(
-            "walvault_queue_files",
-            &[("server", &s.server), ("queue", "incoming")],
-            s.incoming_waiting as f64,
-        );
-        m.sample(
-            "walvault_queue_files",
-            &[("server", &s.server), ("queue", "streaming")],
-            s.streaming_waiting as f64,
-        );
-    }
-    m.family(
+    m.per_server_by(
+        doc,
         "walvault_error_files",
-        "gauge",
         "Files in errors/ by kind (duplicate, unknown, invalid, not_relevant, other).",
+        "kind",
+        |s| {
+            let e = &s.errors;
+            [
+                ("duplicate", e.duplicates),
+                ("unknown", e.unknown),
+                ("invalid", e.invalid),
+                ("not_relevant", e.not_relevant),
+                ("other", e.other),
+            ]
+            .into_iter()
+            .map(|(kind, n)| (kind, n as f64))
+            .collect()
+        },
     );
-    for s in &doc.servers {
-        let e = &s.errors;
-        for (kind, n) in [
-            ("duplicate", e.duplicates),
-            ("unknown", e.unknown),
-            ("invalid", e.invalid),
-            ("not_relevant", e.not_relevant),
-            ("other", e.other),
-        ] {
-            m.sample(
-                "walvault_error_files",
-                &[("server", &s.server), ("kind", kind)],
-                n as f64,
-            );
-        }
-    }
     m.per_server(
         doc,
         "walvault_receive_wal_running",
