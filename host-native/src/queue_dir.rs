@@ -99,9 +99,11 @@ pub fn list_queue(dir: &Path) -> io::Result<Vec<DirEntry>> {
 
 /// A queue directory plus its errors directory.
 ///
-/// Released sources are removed by a background thread: freeing a 16 MiB file costs a few
+/// Released sources are removed in the background: freeing a 16 MiB file costs a few
 /// milliseconds of file-system work that then overlaps with archiving the next files instead
-/// of adding up at the end of the batch. [`QueueDir::sync`] waits for it.
+/// of adding up at the end of the batch. Natively a thread does it; in the WASI guest, which
+/// has no threads, its runner (see [`set_background_removal`]). [`QueueDir::sync`] waits for
+/// it.
 #[derive(Debug)]
 pub struct QueueDir {
     dir: PathBuf,
@@ -111,9 +113,71 @@ pub struct QueueDir {
 }
 
 #[derive(Debug)]
-struct Remover {
-    send: mpsc::Sender<PathBuf>,
-    done: std::thread::JoinHandle<Vec<String>>,
+enum Remover {
+    Thread {
+        send: mpsc::Sender<PathBuf>,
+        done: std::thread::JoinHandle<Vec<String>>,
+    },
+    #[cfg(target_os = "wasi")]
+    Host(&'static BackgroundRemoval),
+}
+
+impl Remover {
+    fn start() -> Option<Remover> {
+        let (send, receive) = mpsc::channel::<PathBuf>();
+        let spawned = std::thread::Builder::new().spawn(move || {
+            receive
+                .into_iter()
+                .filter_map(|path| {
+                    fs::remove_file(&path)
+                        .err()
+                        .map(|e| format!("{}: {e}", path.display()))
+                })
+                .collect()
+        });
+        match spawned {
+            Ok(done) => Some(Remover::Thread { send, done }),
+            #[cfg(target_os = "wasi")]
+            Err(_) => BACKGROUND_REMOVAL.get().map(Remover::Host),
+            // Without threads or a runner to ask, sources are removed inline.
+            #[cfg(not(target_os = "wasi"))]
+            Err(_) => None,
+        }
+    }
+
+    /// Waits for every removal handed over; returns the ones that failed.
+    fn finish(self) -> Vec<String> {
+        match self {
+            Remover::Thread { send, done } => {
+                drop(send);
+                done.join()
+                    .unwrap_or_else(|_| vec!["the removal thread panicked".to_owned()])
+            }
+            #[cfg(target_os = "wasi")]
+            Remover::Host(host) => (host.finish)(),
+        }
+    }
+}
+
+/// How a WASI guest removes released sources in the background: by its runner, which unlinks
+/// them on a host thread while the guest archives the next files.
+#[cfg(target_os = "wasi")]
+#[derive(Debug)]
+pub struct BackgroundRemoval {
+    /// Hands a file over for removal (an error when the runner refuses it outright).
+    pub queue: fn(&Path) -> io::Result<()>,
+    /// Waits for every file handed over; returns `path: error` for each that failed.
+    pub finish: fn() -> Vec<String>,
+}
+
+#[cfg(target_os = "wasi")]
+static BACKGROUND_REMOVAL: std::sync::OnceLock<BackgroundRemoval> = std::sync::OnceLock::new();
+
+/// Sets how a WASI guest's queues remove released sources (once; later calls are ignored).
+/// Without it they are removed inline.
+#[cfg(target_os = "wasi")]
+pub fn set_background_removal(removal: BackgroundRemoval) {
+    let _ = BACKGROUND_REMOVAL.set(removal);
 }
 
 impl QueueDir {
@@ -136,14 +200,7 @@ impl QueueDir {
     /// fsync per batch). A source that could not be removed is only a leftover: the next
     /// run finds it already archived and drops it.
     pub fn sync(&mut self) -> io::Result<()> {
-        let failures = match self.remover.take() {
-            Some(Remover { send, done }) => {
-                drop(send);
-                done.join()
-                    .unwrap_or_else(|_| vec!["the removal thread panicked".to_owned()])
-            }
-            None => Vec::new(),
-        };
+        let failures = self.remover.take().map(Remover::finish).unwrap_or_default();
         if self.released > 0 {
             fsutil::fsync_dir(&self.dir)?;
             self.released = 0;
@@ -166,28 +223,18 @@ impl Queue for QueueDir {
 
     fn release(&mut self, file_name: &str) -> io::Result<()> {
         if self.remover.is_none() {
-            let (send, receive) = mpsc::channel::<PathBuf>();
-            let spawned = std::thread::Builder::new().spawn(move || {
-                receive
-                    .into_iter()
-                    .filter_map(|path| {
-                        fs::remove_file(&path)
-                            .err()
-                            .map(|e| format!("{}: {e}", path.display()))
-                    })
-                    .collect()
-            });
-            // Without threads (the WASI guest) sources are removed inline.
-            self.remover = spawned.ok().map(|done| Remover { send, done });
+            self.remover = Remover::start();
         }
         self.released += 1;
         let path = self.dir.join(file_name);
         match &self.remover {
-            Some(remover) => match remover.send.send(path) {
+            Some(Remover::Thread { send, .. }) => match send.send(path) {
                 Ok(()) => Ok(()),
                 // The thread is gone (it cannot panic short of a bug): remove it here.
                 Err(mpsc::SendError(path)) => fs::remove_file(path),
             },
+            #[cfg(target_os = "wasi")]
+            Some(Remover::Host(host)) => (host.queue)(&path),
             None => fs::remove_file(path),
         }
     }

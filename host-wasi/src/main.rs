@@ -6,6 +6,7 @@
 //! (`host-wasi/guest`, embedded in this binary) does the archiving with the native host's
 //! own code, so both write the same archive.
 
+mod removal;
 mod sandbox;
 
 use std::path::{Path, PathBuf};
@@ -206,7 +207,12 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
     });
     let guest = Guest {
         module: cli.guest_module.clone(),
-        cache_dir: cli.cache_dir.clone().or_else(default_cache_dir),
+        cache_dir: match &cli.cache_dir {
+            // wasmtime's cache takes only absolute directories (a relative one silently
+            // disabled it: a Cranelift compile on every call).
+            Some(dir) => Some(std::path::absolute(dir).context("resolving --cache-dir")?),
+            None => default_cache_dir(),
+        },
         args: guest_args,
         stdin: text,
         dirs,

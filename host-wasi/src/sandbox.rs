@@ -17,6 +17,8 @@ use wasmtime::{Caller, Engine, Extern, Linker, Module, ResourceLimiter, Store, T
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, HostWallClock, I32Exit, WasiCtxBuilder};
 
+use crate::removal::Removals;
+
 /// The guest module, built by build.rs.
 static GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/walvault-guest.wasm"));
 
@@ -85,6 +87,8 @@ struct State {
     memory: MemoryLimit,
     /// The preopened directories, canonical: what `walvault.sync_dir` may sync.
     roots: Vec<PathBuf>,
+    /// `walvault.remove_later`'s thread and directories.
+    removals: Removals,
 }
 
 struct MemoryLimit {
@@ -193,6 +197,7 @@ pub fn run(guest: &Guest) -> anyhow::Result<u8> {
                 refused: None,
             },
             roots: seen.iter().filter_map(|p| p.canonicalize().ok()).collect(),
+            removals: Removals::new(&guest.dirs)?,
         },
     );
     store.limiter(|s| &mut s.memory);
@@ -212,9 +217,17 @@ pub fn run(guest: &Guest) -> anyhow::Result<u8> {
         |s: &mut State| &mut s.wasi,
     ))?;
     wt(linker.func_wrap("walvault", "sync_dir", sync_dir))?;
+    wt(linker.func_wrap("walvault", "remove_later", remove_later))?;
+    wt(linker.func_wrap("walvault", "removals_finish", removals_finish))?;
     let instance = wt(linker.instantiate(&mut store, &module)).context("starting the guest")?;
     let start = wt(instance.get_typed_func::<(), ()>(&mut store, "_start"))?;
-    let Err(err) = start.call(&mut store, ()) else {
+    let result = start.call(&mut store, ());
+    // The guest waits for its removals before it syncs a queue; one that stopped early may
+    // not have. Either way nothing is left running when the runner drops the locks.
+    for failure in store.data_mut().removals.finish() {
+        eprintln!("warning: archived, but could not remove from the queue: {failure}");
+    }
+    let Err(err) = result else {
         return Ok(0);
     };
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
@@ -246,14 +259,7 @@ pub fn run(guest: &Guest) -> anyhow::Result<u8> {
 /// `walvault.sync_dir(ptr, len) -> i32`: fsyncs a directory inside a preopen (the guest's
 /// paths are the host's). 0 on success, -1 when refused, else the errno.
 fn sync_dir(mut caller: Caller<'_, State>, ptr: u32, len: u32) -> i32 {
-    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
-        return -1;
-    };
-    let (start, len) = (ptr as usize, len as usize);
-    let Some(bytes) = memory.data(&caller).get(start..start.saturating_add(len)) else {
-        return -1;
-    };
-    let Ok(path) = std::str::from_utf8(bytes).map(PathBuf::from) else {
+    let Some(path) = guest_path(&mut caller, ptr, len) else {
         return -1;
     };
     // Resolved (symlinks, `..`) before the check, so only a preopen or a directory inside one
@@ -273,6 +279,41 @@ fn sync_dir(mut caller: Caller<'_, State>, ptr: u32, len: u32) -> i32 {
         Ok(()) => 0,
         Err(e) => e.raw_os_error().unwrap_or(-1),
     }
+}
+
+/// `walvault.remove_later(ptr, len) -> i32`: hands a file to the removal thread. 0 when
+/// taken, -1 when refused (see [`Removals::queue`]).
+fn remove_later(mut caller: Caller<'_, State>, ptr: u32, len: u32) -> i32 {
+    match guest_path(&mut caller, ptr, len) {
+        Some(path) if caller.data_mut().removals.queue(&path) => 0,
+        _ => -1,
+    }
+}
+
+/// `walvault.removals_finish(ptr, cap) -> u32`: waits for the removals handed over and writes
+/// `path: error` lines for the failed ones at `ptr`, at most `cap` bytes; returns the length
+/// of the whole text.
+fn removals_finish(mut caller: Caller<'_, State>, ptr: u32, cap: u32) -> u32 {
+    let text = caller.data_mut().removals.finish().join("\n");
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return 0;
+    };
+    let shown = &text.as_bytes()[..text.len().min(cap as usize)];
+    if memory.write(&mut caller, ptr as usize, shown).is_err() {
+        return 0;
+    }
+    u32::try_from(text.len()).unwrap_or(u32::MAX)
+}
+
+/// The UTF-8 path at `ptr..ptr + len` of the guest's memory; `None` when out of bounds or not
+/// UTF-8.
+fn guest_path(caller: &mut Caller<'_, State>, ptr: u32, len: u32) -> Option<PathBuf> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return None;
+    };
+    let (start, len) = (ptr as usize, len as usize);
+    let bytes = memory.data(&caller).get(start..start.saturating_add(len))?;
+    std::str::from_utf8(bytes).ok().map(PathBuf::from)
 }
 
 /// wasmtime's errors as anyhow's.

@@ -337,6 +337,8 @@ fn the_sandbox_refuses_every_way_out_and_stops_runaway_guests() {
     fs::create_dir_all(world.incoming()).expect("incoming");
     std::os::unix::fs::symlink(outside.join("secret"), world.incoming().join("escape-link"))
         .expect("symlink");
+    std::os::unix::fs::symlink(&outside, world.incoming().join("escape-dir")).expect("symlink");
+    fs::write(other_incoming.join("keep-me"), b"other").expect("other server's file");
     world.own_all();
     let module_arg = module.display().to_string();
 
@@ -355,6 +357,10 @@ fn the_sandbox_refuses_every_way_out_and_stops_runaway_guests() {
         "create in the server's parent directory",
         "create in another server's",
         "list another server's",
+        "remove /etc/passwd by the runner",
+        "remove through .. by the runner",
+        "remove through a symlinked directory by the runner",
+        "remove in another server's",
     ] {
         assert!(
             stdout.contains(&format!("refused: {attempt}")),
@@ -368,7 +374,8 @@ fn the_sandbox_refuses_every_way_out_and_stops_runaway_guests() {
     );
     assert!(!world.home.join("probe-was-here").exists());
     assert!(!world.home.join(SERVER).join("probe-was-here").exists());
-    assert!(file_names(&other_incoming).is_empty());
+    assert_eq!(file_names(&other_incoming), ["keep-me"]);
+    fs::remove_file(world.incoming().join("escape-dir")).expect("unlink escape-dir");
 
     // A runaway loop is stopped by the time limit.
     let started = Instant::now();

@@ -99,7 +99,15 @@ fn copy_verbatim(payload: &dyn Payload, mut dest: &File) -> io::Result<Option<u6
     let Some((source, size)) = payload.verbatim_file() else {
         return Ok(None);
     };
-    match File::open(source).and_then(|mut src| io::copy(&mut src, &mut dest)) {
+    // Through a BufReader: Linux still copies in the kernel (std's copy sees through it),
+    // elsewhere (WASI) it sets the chunk size, which is otherwise 8 KiB: a host call each.
+    let copy = File::open(source).and_then(|src| {
+        io::copy(
+            &mut io::BufReader::with_capacity(crate::fsutil::IO_BUF, src),
+            &mut dest,
+        )
+    });
+    match copy {
         Ok(n) if n == size => Ok(Some(n)),
         _ => {
             dest.set_len(0)?;

@@ -23,6 +23,11 @@ fn main() -> ExitCode {
     walvault::fsutil::set_process_id(pid);
     #[cfg(target_os = "wasi")]
     walvault::fsutil::set_dir_sync(host::fsync_dir);
+    #[cfg(target_os = "wasi")]
+    walvault::queue_dir::set_background_removal(walvault::queue_dir::BackgroundRemoval {
+        queue: host::queue_removal,
+        finish: host::finish_removals,
+    });
     let cli = Cli::parse_from(std::iter::once("walvault".to_owned()).chain(args));
     // WASI's proc_exit takes statuses below 126 only: 255 travels as 125, which the runner
     // turns back into 255 (the guest never exits 125 otherwise).

@@ -82,6 +82,8 @@ fn escape(server: &str) -> u8 {
             create(&me.backup_directory.join("../probe-was-here")),
         ),
     ];
+    #[cfg(target_os = "wasi")]
+    attempts.extend(runner_removals(inside, &others));
     for dir in others {
         attempts.push((
             format!("create in another server's {}", dir.display()),
@@ -103,6 +105,42 @@ fn escape(server: &str) -> u8 {
         }
     }
     if escaped { 3 } else { 0 }
+}
+
+/// The runner's background removal (`walvault.remove_later`) asked for files it must not
+/// touch: refused at once, or failing beneath the directory when a symlink leads out.
+#[cfg(target_os = "wasi")]
+fn runner_removals(inside: &Path, others: &[PathBuf]) -> Vec<(String, std::io::Result<()>)> {
+    use crate::host::{finish_removals, queue_removal};
+    let refused_at_once = |path: &Path| queue_removal(path);
+    let refused_beneath = |path: &Path| {
+        queue_removal(path)?;
+        match finish_removals().as_slice() {
+            [] => Ok(()),
+            failures => Err(std::io::Error::other(failures.join("; "))),
+        }
+    };
+    let mut attempts = vec![
+        (
+            "remove /etc/passwd by the runner".into(),
+            refused_at_once(Path::new("/etc/passwd")),
+        ),
+        (
+            "remove through .. by the runner".into(),
+            refused_at_once(&inside.join("../../outside/secret")),
+        ),
+        (
+            "remove through a symlinked directory by the runner".into(),
+            refused_beneath(&inside.join("escape-dir/secret")),
+        ),
+    ];
+    for dir in others {
+        attempts.push((
+            format!("remove in another server's {} by the runner", dir.display()),
+            refused_at_once(&dir.join("keep-me")),
+        ));
+    }
+    attempts
 }
 
 fn read(path: &Path) -> std::io::Result<()> {
