@@ -34,6 +34,16 @@ fn main() {
     let target_dir = nested_cargo::sibling_target_dir(&out, "wasi-guest");
     let wasm = build_guest(workspace, &target_dir);
     std::fs::copy(&wasm, out.join("walvault-guest.wasm")).expect("copy the guest module");
+    // Names the compiled guest in the runner's cache (src/module_cache.rs), so a start needs
+    // no hashing of the module.
+    let bytes = std::fs::read(&wasm).expect("read the guest module");
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut hasher, &bytes);
+    println!(
+        "cargo:rustc-env=WALVAULT_GUEST_HASH={:016x}{:08x}",
+        std::hash::Hasher::finish(&hasher),
+        bytes.len()
+    );
 }
 
 /// The guest module, built with profile `wasi-guest`.

@@ -6,6 +6,7 @@
 //! (`host-wasi/guest`, embedded in this binary) does the archiving with the native host's
 //! own code, so both write the same archive.
 
+mod module_cache;
 mod removal;
 mod sandbox;
 
@@ -208,8 +209,7 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
     let guest = Guest {
         module: cli.guest_module.clone(),
         cache_dir: match &cli.cache_dir {
-            // wasmtime's cache takes only absolute directories (a relative one silently
-            // disabled it: a Cranelift compile on every call).
+            // Absolute, as the default: the runner's working directory is no part of it.
             Some(dir) => Some(std::path::absolute(dir).context("resolving --cache-dir")?),
             None => default_cache_dir(),
         },

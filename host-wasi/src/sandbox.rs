@@ -6,8 +6,9 @@
 //!   stdin, stdout and stderr are the runner's.
 //! - A wall-clock limit by epoch interruption (a ticker thread advances the epoch) and a memory
 //!   limit by a resource limiter; both stop the guest with a trap the runner reports.
-//! - The module is compiled by Cranelift once and cached (wasmtime's cache, keyed by the module
-//!   and the compiler settings), so later runs only load native code.
+//! - The module is compiled by Cranelift once and cached (`module_cache`: wasmtime's
+//!   serialization, keyed by the module and the compiler settings), so later runs only map
+//!   native code in.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use wasmtime::{Caller, Engine, Extern, Linker, Module, ResourceLimiter, Store, T
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, HostWallClock, I32Exit, WasiCtxBuilder};
 
+use crate::module_cache;
 use crate::removal::Removals;
 
 /// The guest module, built by build.rs.
@@ -136,11 +138,13 @@ impl HostWallClock for FixedClock {
 
 /// Compiles (or loads from the cache) and runs the guest; returns its exit status.
 pub fn run(guest: &Guest) -> anyhow::Result<u8> {
-    let engine = engine(guest.cache_dir.as_deref())?;
+    let engine = wt(Engine::new(
+        wasmtime::Config::new().epoch_interruption(true),
+    ))?;
     let module = match &guest.module {
         Some(path) => wt(Module::from_file(&engine, path))
             .with_context(|| format!("loading {}", path.display()))?,
-        None => wt(Module::new(&engine, GUEST)).context("compiling the guest module")?,
+        None => module_cache::load(&engine, guest.cache_dir.as_deref(), GUEST)?,
     };
     let mut wasi = WasiCtxBuilder::new();
     let mut argv = vec!["walvault-guest".to_owned(), std::process::id().to_string()];
@@ -319,18 +323,4 @@ fn guest_path(caller: &mut Caller<'_, State>, ptr: u32, len: u32) -> Option<Path
 /// wasmtime's errors as anyhow's.
 fn wt<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
     result.map_err(anyhow::Error::from)
-}
-
-fn engine(cache_dir: Option<&Path>) -> anyhow::Result<Engine> {
-    let mut config = wasmtime::Config::new();
-    config.epoch_interruption(true);
-    if let Some(dir) = cache_dir {
-        let mut cache = wasmtime::CacheConfig::new();
-        cache.with_directory(dir);
-        // An unusable cache only costs a compile per run.
-        if let Ok(cache) = wasmtime::Cache::new(cache) {
-            config.cache(Some(cache));
-        }
-    }
-    wt(Engine::new(&config))
 }
