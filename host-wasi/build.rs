@@ -30,6 +30,20 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(file).display());
     }
+    // What the nested build's C compilers read (.cargo/config.toml sets the first three): a
+    // change must rebuild the guest, not only the next outer change.
+    for var in [
+        "CC_wasm32_wasip1",
+        "AR_wasm32_wasip1",
+        "CFLAGS_wasm32_wasip1",
+        "CC_wasm32-wasip1",
+        "CFLAGS_wasm32-wasip1",
+        "TARGET_CC",
+        "TARGET_CFLAGS",
+        "CFLAGS",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
     let out = PathBuf::from(env("OUT_DIR"));
     let target_dir = nested_cargo::sibling_target_dir(&out, "wasi-guest");
     let wasm = build_guest(workspace, &target_dir);
