@@ -114,29 +114,18 @@ pub struct QueueDir {
 
 #[derive(Debug)]
 enum Remover {
-    Thread {
-        send: mpsc::Sender<PathBuf>,
-        done: std::thread::JoinHandle<Vec<String>>,
-    },
+    Thread(RemovalThread<PathBuf>),
     #[cfg(target_os = "wasi")]
     Host(&'static BackgroundRemoval),
 }
 
 impl Remover {
     fn start() -> Option<Remover> {
-        let (send, receive) = mpsc::channel::<PathBuf>();
-        let spawned = std::thread::Builder::new().spawn(move || {
-            receive
-                .into_iter()
-                .filter_map(|path| {
-                    fs::remove_file(&path)
-                        .err()
-                        .map(|e| format!("{}: {e}", path.display()))
-                })
-                .collect()
+        let spawned = RemovalThread::spawn(|path: PathBuf| {
+            fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))
         });
         match spawned {
-            Ok(done) => Some(Remover::Thread { send, done }),
+            Ok(thread) => Some(Remover::Thread(thread)),
             #[cfg(target_os = "wasi")]
             Err(_) => BACKGROUND_REMOVAL.get().map(Remover::Host),
             // Without threads or a runner to ask, sources are removed inline.
@@ -148,14 +137,48 @@ impl Remover {
     /// Waits for every removal handed over; returns the ones that failed.
     fn finish(self) -> Vec<String> {
         match self {
-            Remover::Thread { send, done } => {
-                drop(send);
-                done.join()
-                    .unwrap_or_else(|_| vec!["the removal thread panicked".to_owned()])
-            }
+            Remover::Thread(thread) => thread.finish(),
             #[cfg(target_os = "wasi")]
             Remover::Host(host) => (host.finish)(),
         }
+    }
+}
+
+/// A thread that removes the files handed to it while its owner goes on, and reports the
+/// removals that failed once waited for. The native queue's remover, and the WASI runner's
+/// for its guest.
+#[derive(Debug)]
+pub struct RemovalThread<J> {
+    send: mpsc::Sender<J>,
+    done: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl<J: Send + 'static> RemovalThread<J> {
+    /// Starts the thread; `remove` removes one job's file or says why not, as `path: error`.
+    /// Fails where there are no threads (a WASI guest).
+    pub fn spawn(remove: impl Fn(J) -> Result<(), String> + Send + 'static) -> io::Result<Self> {
+        let (send, receive) = mpsc::channel::<J>();
+        let done = std::thread::Builder::new().spawn(move || {
+            receive
+                .into_iter()
+                .filter_map(|job| remove(job).err())
+                .collect()
+        })?;
+        Ok(RemovalThread { send, done })
+    }
+
+    /// Hands a job over; gives it back when the thread is gone (it cannot panic short of a
+    /// bug).
+    pub fn send(&self, job: J) -> Result<(), J> {
+        self.send.send(job).map_err(|mpsc::SendError(job)| job)
+    }
+
+    /// Waits for every job handed over; returns the failures.
+    pub fn finish(self) -> Vec<String> {
+        drop(self.send);
+        self.done
+            .join()
+            .unwrap_or_else(|_| vec!["the removal thread panicked".to_owned()])
     }
 }
 
@@ -228,10 +251,10 @@ impl Queue for QueueDir {
         self.released += 1;
         let path = self.dir.join(file_name);
         match &self.remover {
-            Some(Remover::Thread { send, .. }) => match send.send(path) {
+            Some(Remover::Thread(thread)) => match thread.send(path) {
                 Ok(()) => Ok(()),
-                // The thread is gone (it cannot panic short of a bug): remove it here.
-                Err(mpsc::SendError(path)) => fs::remove_file(path),
+                // The thread is gone: remove it here.
+                Err(path) => fs::remove_file(path),
             },
             #[cfg(target_os = "wasi")]
             Some(Remover::Host(host)) => (host.queue)(&path),

@@ -8,10 +8,10 @@
 
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, mpsc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use anyhow::Context;
+use walvault::queue_dir::RemovalThread;
 
 use crate::sandbox::Dir;
 
@@ -19,12 +19,7 @@ use crate::sandbox::Dir;
 pub struct Removals {
     /// The path the guest knows each directory by, and a handle on it.
     roots: Arc<Vec<(PathBuf, File)>>,
-    worker: Option<Worker>,
-}
-
-struct Worker {
-    send: mpsc::Sender<(usize, PathBuf)>,
-    done: JoinHandle<Vec<String>>,
+    worker: Option<RemovalThread<(usize, PathBuf)>>,
 }
 
 impl Removals {
@@ -53,32 +48,23 @@ impl Removals {
         };
         let roots = &self.roots;
         let worker = self.worker.get_or_insert_with(|| {
-            let (send, receive) = mpsc::channel::<(usize, PathBuf)>();
             let roots = Arc::clone(roots);
-            let done = std::thread::spawn(move || {
-                receive
-                    .into_iter()
-                    .filter_map(|(root, rel)| {
-                        let (name, dir) = &roots[root];
-                        cap_primitives::fs::remove_file(dir, &rel)
-                            .err()
-                            .map(|e| format!("{}: {e}", name.join(&rel).display()))
-                    })
-                    .collect()
-            });
-            Worker { send, done }
+            RemovalThread::spawn(move |(root, rel): (usize, PathBuf)| {
+                let (name, dir) = &roots[root];
+                cap_primitives::fs::remove_file(dir, &rel)
+                    .map_err(|e| format!("{}: {e}", name.join(&rel).display()))
+            })
+            .expect("failed to spawn the removal thread")
         });
-        worker.send.send(job).is_ok()
+        worker.send(job).is_ok()
     }
 
     /// Waits for every removal handed over; returns `path: error` for each that failed.
     pub fn finish(&mut self) -> Vec<String> {
-        let Some(Worker { send, done }) = self.worker.take() else {
-            return Vec::new();
-        };
-        drop(send);
-        done.join()
-            .unwrap_or_else(|_| vec!["the removal thread panicked".to_owned()])
+        self.worker
+            .take()
+            .map(RemovalThread::finish)
+            .unwrap_or_default()
     }
 
     fn locate(&self, path: &Path) -> Option<(usize, PathBuf)> {
