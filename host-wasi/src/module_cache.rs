@@ -8,8 +8,7 @@
 //! maps the file.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use wasmtime::{Engine, Module};
@@ -58,19 +57,11 @@ fn compile(engine: &Engine, wasm: &[u8]) -> anyhow::Result<Module> {
         .context("compiling the guest module")
 }
 
-/// Writes `bytes` to `entry` through a synced temporary file, then removes the entries of
-/// other guests and settings (earlier builds) from `dir`.
+/// Writes `bytes` to `entry` durably (a synced temporary file renamed into place), then
+/// removes the entries of other guests and settings (earlier builds) from `dir`.
 fn store(dir: &Path, entry: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let temp: PathBuf = dir.join(format!(".guest.{}.tmp", std::process::id()));
-    let written = std::fs::File::create(&temp).and_then(|mut file| {
-        file.write_all(bytes)?;
-        file.sync_all()
-    });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&temp, entry)) {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e.into());
-    }
+    walvault::fsutil::write_durable(entry, false, |file| file.write_all(bytes))?;
     for old in std::fs::read_dir(dir)?.filter_map(Result::ok) {
         let name = old.file_name();
         let name = name.to_string_lossy();
