@@ -8,8 +8,7 @@
 # and with --jobs 2 (this machine's cores). The baseline copies every file of a freshly
 # filled queue with `cp` and fsyncs it and the directory (coreutils `sync FILE`).
 #
-# Barman needs Python >= 3.12: it is installed from PyPI into a venv under $OUT with
-# ${PY312:-python3.12} (pyenv's 3.12 is used when present). Without it the Barman column says
+# Barman is the one .ci/setup installs (bench/peers.sh); without it the Barman column says
 # "n/a".
 #
 # Every measurement is the fastest of $REPEAT runs (default 3; peak RSS is the largest seen):
@@ -34,25 +33,9 @@ WALVAULT=$ROOT/target/release/walvault
 RAW=$(du -cb "$CORPUS"/* | tail -1 | cut -f1)
 NFILES=$(ls "$CORPUS" | wc -l)
 
-# --- Barman 3.20.1 in a venv -----------------------------------------------------------------
-PY312=${PY312:-}
-if [[ -z $PY312 ]]; then
-  for p in "$HOME/.pyenv/versions/3.12.1/bin/python3" python3.12 python3.13 python3; do
-    # A candidate must run and be >= 3.12 (a pyenv shim may exist without a usable version).
-    if "$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then PY312=$p; break; fi
-  done
-fi
-BARMAN=""
-if [[ -n $PY312 ]]; then
-  if [[ ! -x $OUT/barman-venv/bin/barman ]]; then
-    log "installing barman 3.20.1 from PyPI into $OUT/barman-venv"
-    "$PY312" -m venv "$OUT/barman-venv"
-    "$OUT/barman-venv/bin/pip" install -q --disable-pip-version-check 'barman==3.20.1' zstandard lz4 python-snappy
-  fi
-  "$OUT/barman-venv/bin/barman" --version >/dev/null 2>&1 && BARMAN=$OUT/barman-venv/bin/barman
-fi
-[[ -n $BARMAN ]] || log "Barman unavailable (no Python 3.12): its column will be n/a"
-
+# shellcheck source=bench/peers.sh
+source "$ROOT/bench/peers.sh"  # barman_find, barman_config
+barman_find
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"  # fill, timed, best_of, stored
 
@@ -93,11 +76,7 @@ TOML
   # Barman
   BM="n/a n/a n/a"
   if [[ -n $BARMAN ]]; then
-    Bd=$OUT/barman-$codec; rm -rf "$Bd"; mkdir -p "$Bd/home"
-    { echo "[barman]"; echo "barman_user = $(id -un)"; echo "barman_home = $Bd/home"; echo "log_file = $Bd/barman.log"; echo "log_level = WARNING"
-      echo "[pg]"; echo "description = bench"; echo "conninfo = host=127.0.0.1 port=9 user=nobody dbname=none connect_timeout=1"
-      echo "backup_method = postgres"; echo "archiver = on"; echo "streaming_archiver = off"
-      [[ $codec == none ]] || { echo "compression = $codec"; echo "compression_level = medium"; }; } > "$Bd/barman.conf"
+    Bd=$OUT/barman-$codec; rm -rf "$Bd"; barman_config "$Bd" "$codec"
     read -r wall rss < <(best_of "$Bd/home/pg/incoming" "$Bd/home/pg/wals" "barman-$codec" "$BARMAN" -c "$Bd/barman.conf" -q archive-wal pg)
     size=$(stored "$Bd/home/pg/wals")
     BM="$wall $rss $size"

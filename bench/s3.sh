@@ -33,9 +33,11 @@ log() { printf '[s3 %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 [[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
 PGDATA=${PGDATA:-$(dirname "$CORPUS")/pgdata}
 [[ -f $PGDATA/global/pg_control ]] || { log "no cluster at $PGDATA (make-wal.sh keeps it): pgBackRest needs it"; exit 1; }
-if ! command -v pgbackrest >/dev/null || ! command -v stunnel >/dev/null; then
-  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends pgbackrest stunnel4 >/dev/null
-fi
+# shellcheck source=bench/peers.sh
+source "$ROOT/bench/peers.sh"  # pgbackrest_install, pgbackrest_config, pgbackrest_run
+pgbackrest_install
+command -v stunnel >/dev/null \
+  || apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends stunnel4 >/dev/null
 [[ -x $S3S_FS && -x $VENV/bin/barman-cloud-wal-archive ]] || { log "run .ci/setup first"; exit 1; }
 (cd "$ROOT" && cargo build --release --locked -p walvault -q)
 WALVAULT=$ROOT/target/release/walvault
@@ -82,14 +84,10 @@ TLS_PID=$!
 trap 'kill $S3_PID $PROXY_PID $TLS_PID 2>/dev/null' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$TLS_PORT") 2>/dev/null && break; sleep 0.1; done
 
-pgbackrest_config() {  # CODEC REPO_PATH
-  local type=$1 level
-  case $1 in zstd) type=zst; level=4 ;; lz4) level=6 ;; esac
-  mkdir -p "$OUT/pgbackrest/lock" "$OUT/pgbackrest/spool" "$OUT/pgbackrest/log"
-  cat > "$OUT/pgbackrest.conf" <<CONF
-[global]
+s3_repo() {  # REPO_PATH: the repo1-* lines for the TLS front, for pgbackrest_config
+  cat <<CONF
 repo1-type=s3
-repo1-path=$2
+repo1-path=$1
 repo1-s3-bucket=bench
 repo1-s3-endpoint=127.0.0.1
 repo1-s3-region=us-east-1
@@ -98,19 +96,8 @@ repo1-s3-key-secret=bench-secret
 repo1-s3-uri-style=path
 repo1-storage-port=$TLS_PORT
 repo1-storage-verify-tls=n
-compress-type=$type
-compress-level=$level
-archive-async=n
-log-level-console=warn
-log-level-file=off
-lock-path=$OUT/pgbackrest/lock
-spool-path=$OUT/pgbackrest/spool
-log-path=$OUT/pgbackrest/log
-[bench]
-pg1-path=$PGDATA
 CONF
 }
-pgbackrest_run() { pgbackrest --config="$OUT/pgbackrest.conf" --stanza=bench "$@"; }
 
 now() { date +%s.%N; }
 fastest() { sort -g | head -1; }
@@ -169,7 +156,7 @@ for codec in $CODECS; do
   PWT=$(export SSL_CERT_FILE=$OUT/tls-ca.pem; best_of fresh_put_tls each_wal "$WALVAULT" -c "$OUT/walvault.toml" put-wal pg)
   log "walvault put-wal $codec over TLS: ${PWT}s"
   fresh_pgbackrest() {
-    rm -rf "$OUT/s3/bench/pgbackrest-$codec"; pgbackrest_config "$codec" "/pgbackrest-$codec"
+    rm -rf "$OUT/s3/bench/pgbackrest-$codec"; s3_repo "/pgbackrest-$codec" | pgbackrest_config "$codec" "$PGDATA"
     pgbackrest_run --no-online stanza-create
   }
   PB=$(best_of fresh_pgbackrest each_wal pgbackrest_run archive-push)
