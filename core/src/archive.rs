@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::CatalogueEntry;
 use crate::compression::{Codec, DecodeLimits, Decoder, Encoder, Level, MAGIC_MAX_LEN};
-use crate::duplicate::{Duplicate, ErrorKind, error_file_name, read_full, same_content};
+use crate::duplicate::{Duplicate, ErrorKind, error_file_names, read_full, same_content};
 use crate::encryption::{Decrypt, looks_like_openpgp};
 use crate::layout::{Layout, StoredWal};
 use crate::queue::{Batch, Candidate};
@@ -202,8 +202,9 @@ struct Inspection {
     history: Option<Vec<u8>>,
 }
 
-/// Maximum size of a history file walvault accepts (PostgreSQL's are a few KiB).
-const MAX_HISTORY_BYTES: u64 = 16 << 20;
+/// Maximum size of a history file or backup label walvault accepts (PostgreSQL's are a few
+/// KiB).
+pub const MAX_HISTORY_BYTES: u64 = 16 << 20;
 
 impl<S: WalStore + ?Sized> Archiver<'_, S> {
     /// Archives one candidate. Never deletes or moves the source: see [`commit_batch`].
@@ -261,6 +262,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                 level: self.settings.level,
                 expected_size: inspection.raw_size,
                 plain_source: inspection.codec.is_none(),
+                modified: candidate.mtime,
             };
             match self.store.put(&key, PutMode::Create, &mut payload) {
                 Ok(meta) => {
@@ -549,6 +551,8 @@ struct ArchivePayload<'a> {
     /// changed after it was checked, and nothing may be stored.
     expected_size: u64,
     plain_source: bool,
+    /// The source's modification time, kept by the stored copy.
+    modified: f64,
 }
 
 impl Payload for ArchivePayload<'_> {
@@ -557,6 +561,10 @@ impl Payload for ArchivePayload<'_> {
             (None, true) => Some((self.source.path()?, self.expected_size)),
             _ => None,
         }
+    }
+
+    fn modified(&self) -> Option<f64> {
+        Some(self.modified)
     }
 
     fn write_to(&mut self, sink: &mut dyn Write) -> io::Result<u64> {
@@ -603,8 +611,13 @@ pub trait Queue {
     fn source<'a>(&'a self, candidate: &Candidate) -> Box<dyn SourceFile + 'a>;
     /// Deletes a source whose archived copy is durable.
     fn release(&mut self, file_name: &str) -> io::Result<()>;
-    /// Moves an entry to `errors/<error_name>` (durably).
-    fn move_to_errors(&mut self, file_name: &str, error_name: &str) -> io::Result<()>;
+    /// Moves an entry to `errors/` (durably) under the first of `names` that does not exist
+    /// yet, never replacing an entry there; returns the name taken.
+    fn move_to_errors(
+        &mut self,
+        file_name: &str,
+        names: &mut dyn Iterator<Item = String>,
+    ) -> io::Result<String>;
 }
 
 /// The host side of the catalogue.
@@ -808,10 +821,14 @@ pub fn commit_batch<S: WalStore + ?Sized>(
         let result = match outcome.disposition() {
             Disposition::Release if catalogue_ok => queue.release(&candidate.file_name),
             Disposition::ToErrors(kind) => {
-                let target = error_file_name(&candidate.file_name, now_unix, kind);
-                let r = queue.move_to_errors(&candidate.file_name, &target);
-                file.error_file = Some(target);
-                r
+                let mut names = error_file_names(&candidate.file_name, now_unix, kind);
+                match queue.move_to_errors(&candidate.file_name, &mut names) {
+                    Ok(target) => {
+                        file.error_file = Some(target);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Disposition::Release | Disposition::Keep => Ok(()),
         };
@@ -821,16 +838,20 @@ pub fn commit_batch<S: WalStore + ?Sized>(
         report.files.push(file);
     }
     for entry in unknown {
-        let target = error_file_name(&entry.file_name, now_unix, ErrorKind::Unknown);
-        let result = queue.move_to_errors(&entry.file_name, &target);
+        let mut names = error_file_names(&entry.file_name, now_unix, ErrorKind::Unknown);
+        let result = queue.move_to_errors(&entry.file_name, &mut names);
+        let (error_file, source_error) = match result {
+            Ok(target) => (Some(target), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         report.files.push(FileReport {
             file_name: entry.file_name.clone(),
             name: None,
             outcome: FileOutcome::Unknown {
                 reason: entry.reason.to_string(),
             },
-            error_file: Some(target),
-            source_error: result.err().map(|e| e.to_string()),
+            error_file,
+            source_error,
         });
     }
     report

@@ -48,9 +48,41 @@ impl ErrorKind {
     }
 }
 
-/// The name a file gets in `errors/`: `<file_name>.<UTC stamp>.<suffix>`.
+/// The name a file gets in `errors/`: `<file_name>.<UTC stamp>.<suffix>`, the queued name
+/// made safe first ([`crate::text::safe_file_name`]).
 pub fn error_file_name(file_name: &str, now_unix: i64, kind: ErrorKind) -> String {
-    format!("{file_name}.{}.{}", utc_stamp(now_unix), kind.suffix())
+    error_file_name_variant(file_name, now_unix, kind, 0)
+}
+
+/// The `attempt`-th name for a file in `errors/`: [`error_file_name`] first, then
+/// `<file_name>.<UTC stamp>-<n>.<suffix>` (n = 2, 3, …). An `errors/` name is never reused:
+/// two rejected copies of one WAL in the same second (a streamed and an incoming copy) must
+/// both be kept, so the host creates each name only if absent and asks for the next variant.
+pub fn error_file_name_variant(
+    file_name: &str,
+    now_unix: i64,
+    kind: ErrorKind,
+    attempt: u32,
+) -> String {
+    let base = crate::text::safe_file_name(file_name);
+    let stamp = utc_stamp(now_unix);
+    match attempt {
+        0 => format!("{base}.{stamp}.{}", kind.suffix()),
+        n => format!("{base}.{stamp}-{}.{}", n + 1, kind.suffix()),
+    }
+}
+
+/// How many names [`error_file_names`] offers before giving up.
+const MAX_ERROR_NAME_ATTEMPTS: u32 = 1000;
+
+/// The names a file may take in `errors/`, in order ([`error_file_name_variant`] 0, 1, …): the
+/// host takes the first one that does not exist yet.
+pub fn error_file_names(
+    file_name: &str,
+    now_unix: i64,
+    kind: ErrorKind,
+) -> impl Iterator<Item = String> + '_ {
+    (0..MAX_ERROR_NAME_ATTEMPTS).map(move |n| error_file_name_variant(file_name, now_unix, kind, n))
 }
 
 /// An entry of `errors/`, split into its parts.
@@ -64,7 +96,13 @@ pub struct ErrorFile {
     pub suffix: String,
 }
 
+/// A `YYYYMMDDTHHMMSSZ` stamp, optionally followed by `-<n>` (see
+/// [`error_file_name_variant`]).
 fn is_stamp(s: &str) -> bool {
+    let s = match s.split_once('-') {
+        Some((stamp, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stamp,
+        _ => s,
+    };
     let b = s.as_bytes();
     b.len() == 16
         && b[8] == b'T'
@@ -209,6 +247,31 @@ mod tests {
             }
         );
         assert_eq!(parse_error_file_name("plain").suffix, "");
+    }
+
+    #[test]
+    fn error_name_variants_keep_the_stamp_and_suffix() {
+        let second = error_file_name_variant(
+            "000000010000000000000001",
+            1_700_000_000,
+            ErrorKind::Duplicate,
+            1,
+        );
+        assert_eq!(
+            second,
+            "000000010000000000000001.20231114T221320Z-2.duplicate"
+        );
+        let parsed = parse_error_file_name(&second);
+        assert_eq!(parsed.original, "000000010000000000000001");
+        assert_eq!(parsed.stamp.as_deref(), Some("20231114T221320Z-2"));
+        assert_eq!(summarise_errors(&[second]).duplicates, 1);
+        // A name that cannot be a file name as it is gets a safe base.
+        let long = "x".repeat(300);
+        assert!(error_file_name(&long, 0, ErrorKind::Unknown).len() < 255);
+        assert_eq!(
+            error_file_name("a\\xffb", 0, ErrorKind::Unknown),
+            "a_xffb.19700101T000000Z.unknown"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! - [`streaming`]: partial repair, `--reset` planning and compatibility for `pg_receivewal`.
 //! - [`report`]: what `walvault serve` reports (status document, gaps, health, metrics) and
 //!   the dashboard's layout and formatting functions.
+//! - [`text`]: untrusted names made safe to print and to reuse in `errors/`.
 //! - [`status`]: the checks and status model shared by the CLI, the HTTP API and the dashboard.
 
 pub mod archive;
@@ -38,5 +39,6 @@ pub mod retention;
 pub mod status;
 pub mod storage;
 pub mod streaming;
+pub mod text;
 pub mod time;
 pub mod wal;

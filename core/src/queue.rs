@@ -18,14 +18,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::wal::WalFileName;
 
-/// What kind of directory entry the host found.
+/// What kind of directory entry the host found, by the entry itself: a symbolic link is never
+/// followed (it could point at any file the archiver can read, or at a FIFO that blocks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
-    /// A regular file (or a symlink to one).
+    /// A regular file.
     File,
     /// A directory.
     Directory,
-    /// Anything else: socket, fifo, device, dangling link.
+    /// A symbolic link, whatever it points at.
+    Symlink,
+    /// Anything else: FIFO, socket, block or character device.
     Other,
 }
 
@@ -69,8 +72,12 @@ pub struct Candidate {
 pub enum UnknownReason {
     /// The name is not a WAL, partial, backup label or history file name.
     NotAWalName,
-    /// The name is fine but the entry is a directory or special file.
+    /// The name is fine but the entry is a directory.
     NotARegularFile,
+    /// The entry is a symbolic link (never followed).
+    Symlink,
+    /// The entry is a FIFO, socket or device (never opened: a FIFO would block).
+    SpecialFile,
 }
 
 impl std::fmt::Display for UnknownReason {
@@ -78,6 +85,8 @@ impl std::fmt::Display for UnknownReason {
         f.write_str(match self {
             UnknownReason::NotAWalName => "not a WAL file name",
             UnknownReason::NotARegularFile => "not a regular file",
+            UnknownReason::Symlink => "a symbolic link (walvault never follows links in a queue)",
+            UnknownReason::SpecialFile => "a FIFO, socket or device, not a regular file",
         })
     }
 }
@@ -123,20 +132,24 @@ pub fn select_batch(kind: QueueKind, mut entries: Vec<DirEntry>, limit: usize) -
             batch.ignored.push(entry.file_name);
             continue;
         }
-        let Ok(name) = entry.file_name.parse::<WalFileName>() else {
+        let reason = match entry.kind {
+            EntryKind::Symlink => Some(UnknownReason::Symlink),
+            EntryKind::Other => Some(UnknownReason::SpecialFile),
+            EntryKind::File | EntryKind::Directory => None,
+        };
+        let parsed = entry.file_name.parse::<WalFileName>();
+        let reason = reason.or(match (&parsed, entry.kind) {
+            (Err(_), _) => Some(UnknownReason::NotAWalName),
+            (Ok(_), EntryKind::File) => None,
+            (Ok(_), _) => Some(UnknownReason::NotARegularFile),
+        });
+        let (Ok(name), None) = (parsed, reason) else {
             batch.unknown.push(Unknown {
                 file_name: entry.file_name,
-                reason: UnknownReason::NotAWalName,
+                reason: reason.unwrap_or(UnknownReason::NotAWalName),
             });
             continue;
         };
-        if entry.kind != EntryKind::File {
-            batch.unknown.push(Unknown {
-                file_name: entry.file_name,
-                reason: UnknownReason::NotARegularFile,
-            });
-            continue;
-        }
         files.push(Candidate {
             name,
             file_name: entry.file_name,
@@ -242,6 +255,41 @@ mod tests {
         );
         assert_eq!(batch.ignored, [".hidden", "000000010000000000000004.tmp"]);
         assert!(batch.held_back.is_empty());
+    }
+
+    #[test]
+    fn links_and_special_files_are_refused_whatever_their_name() {
+        let entry = |name: &str, kind| DirEntry { kind, ..file(name) };
+        let batch = select_batch(
+            QueueKind::Incoming,
+            vec![
+                entry(S01, EntryKind::Symlink),
+                entry(
+                    "000000010000000000000002.00000028.backup",
+                    EntryKind::Symlink,
+                ),
+                entry("not-wal", EntryKind::Symlink),
+                entry(S02, EntryKind::Other),
+                entry(".hidden-link", EntryKind::Symlink),
+            ],
+            0,
+        );
+        assert!(batch.files.is_empty());
+        let reasons: Vec<_> = batch.unknown.iter().map(|u| u.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                UnknownReason::Symlink,
+                UnknownReason::SpecialFile,
+                UnknownReason::Symlink,
+                UnknownReason::Symlink
+            ]
+        );
+        assert_eq!(
+            batch.ignored,
+            [".hidden-link"],
+            "hidden entries are never touched"
+        );
     }
 
     #[test]

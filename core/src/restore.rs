@@ -108,11 +108,19 @@ pub fn decode_checked(
         key: key.to_owned(),
         problem,
     };
+    // Nothing over the cap reaches the sink: a small object that expands without end (a
+    // decompression bomb) must not fill the disk of the cluster being recovered. History files
+    // and backup labels are small; a segment or partial is at most the configured segment
+    // size, else the largest valid one until its page header declares its own.
+    let small_file = name.is_history() || name.is_backup_label();
+    let mut cap = if small_file {
+        crate::archive::MAX_HISTORY_BYTES
+    } else {
+        segment_size.unwrap_or(SegmentSize::MAX).bytes()
+    };
+    let mut cap_from_header = !small_file && segment_size.is_none();
     let limits = DecodeLimits {
-        max_output: segment_size
-            .unwrap_or(SegmentSize::MAX)
-            .bytes()
-            .max(16 << 20),
+        max_output: cap,
         ..DecodeLimits::default()
     };
     let mut decoder =
@@ -129,6 +137,23 @@ pub fn decode_checked(
         };
         let wanted = (LONG_PAGE_HEADER_LEN - head.len()).min(n);
         head.extend_from_slice(&buf[..wanted]);
+        if cap_from_header && head.len() == LONG_PAGE_HEADER_LEN {
+            cap_from_header = false;
+            match header_segment_size(&head) {
+                Some(size) => cap = size.bytes(),
+                None if name.is_segment() => {
+                    return Err(damaged(
+                        "no valid WAL page header to read the segment size from".into(),
+                    ));
+                }
+                None => {}
+            }
+        }
+        if bytes + n as u64 > cap {
+            return Err(damaged(format!(
+                "decompresses to more than {cap} bytes, the most it may hold; nothing more was written"
+            )));
+        }
         sink.write_all(&buf[..n]).map_err(RestoreError::Write)?;
         bytes += n as u64;
     }
@@ -163,5 +188,63 @@ fn classify(e: io::Error, key: &str, damaged: impl Fn(String) -> RestoreError) -
         damaged(e.to_string())
     } else {
         RestoreError::Storage(StorageError::from_io(Op::Get, key, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compression::{Codec, Encoder, Level};
+    use crate::wal::synthetic_page_header;
+
+    /// Counts what reaches it, keeps nothing.
+    struct Meter(u64);
+    impl Write for Meter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A zstd stream of `head` followed by `total - head.len()` zero bytes.
+    fn bomb(head: &[u8], total: u64) -> Vec<u8> {
+        let mut enc = Encoder::new(Some(Codec::Zstd), Level::Low, Vec::new()).expect("encoder");
+        enc.write_all(head).expect("head");
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = total - head.len() as u64;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            enc.write_all(&zeros[..n]).expect("zeros");
+            left -= n as u64;
+        }
+        enc.finish().expect("finish")
+    }
+
+    #[test]
+    fn a_decompression_bomb_never_reaches_the_sink_beyond_its_cap() {
+        let name: WalFileName = "000000010000000000000001".parse().expect("name");
+        let size = SegmentSize::new(1 << 20).expect("1 MiB");
+        // A valid header declaring 1 MiB, then 256 MiB: stopped at 1 MiB, not at the end.
+        let stream = bomb(&synthetic_page_header(&name, size, 7), 256 << 20);
+        assert!(stream.len() < 1 << 20, "a small object");
+        let mut sink = Meter(0);
+        let err = decode_checked(&stream[..], None, &name, "k", None, &mut sink)
+            .expect_err("bomb refused");
+        assert!(matches!(err, RestoreError::Damaged { .. }), "{err}");
+        assert!(sink.0 <= size.bytes(), "{} bytes reached the sink", sink.0);
+        // No valid header: refused before anything past the header is written.
+        let stream = bomb(&[0u8; LONG_PAGE_HEADER_LEN], 64 << 20);
+        let mut sink = Meter(0);
+        decode_checked(&stream[..], None, &name, "k", None, &mut sink).expect_err("refused");
+        assert!(sink.0 <= LONG_PAGE_HEADER_LEN as u64, "{} bytes", sink.0);
+        // A history file is small whatever the segment size.
+        let history: WalFileName = "00000002.history".parse().expect("name");
+        let stream = bomb(b"1\t0/3000000\tno recovery target specified\n", 64 << 20);
+        let mut sink = Meter(0);
+        decode_checked(&stream[..], None, &history, "k", None, &mut sink).expect_err("refused");
+        assert!(sink.0 <= crate::archive::MAX_HISTORY_BYTES);
     }
 }

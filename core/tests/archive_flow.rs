@@ -103,13 +103,26 @@ impl Queue for MemQueue {
             .map(drop)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, file_name.to_owned()))
     }
-    fn move_to_errors(&mut self, file_name: &str, error_name: &str) -> io::Result<()> {
+    fn move_to_errors(
+        &mut self,
+        file_name: &str,
+        names: &mut dyn Iterator<Item = String>,
+    ) -> io::Result<String> {
+        let mut target = None;
+        for name in names {
+            if !self.errors.contains_key(&name) {
+                target = Some(name);
+                break;
+            }
+        }
+        let target =
+            target.ok_or_else(|| io::Error::new(io::ErrorKind::AlreadyExists, "no free name"))?;
         let (data, _) = self
             .files
             .remove(file_name)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, file_name.to_owned()))?;
-        self.errors.insert(error_name.into(), data);
-        Ok(())
+        self.errors.insert(target.clone(), data);
+        Ok(target)
     }
 }
 

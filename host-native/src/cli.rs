@@ -22,6 +22,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The most segments `get-wal --prefetch` downloads ahead: more buys nothing (recovery replays
+/// one segment at a time) and a huge window would keep the worker busy for ever.
+pub const MAX_PREFETCH: i64 = 64;
+
 /// Exit codes, shown under `--help`.
 pub const EXIT_CODES: &str = "Exit codes:
   0    success (get-wal: the file was written)
@@ -110,9 +114,10 @@ pub enum Command {
         #[arg(short = 'P', long)]
         partial: bool,
         /// Also download the next N segments in parallel into the server's spool directory;
-        /// later calls are served from there (checked before use).
-        #[arg(long, default_value_t = 0, value_name = "N")]
-        prefetch: usize,
+        /// later calls are served from there (checked before use). At most 64.
+        #[arg(long, default_value_t = 0, value_name = "N",
+              value_parser = clap::value_parser!(u16).range(0..=MAX_PREFETCH))]
+        prefetch: u16,
         /// Internal: run as the background prefetch worker of `--prefetch`.
         #[arg(long, hide = true, requires = "prefetch")]
         prefetch_worker: bool,

@@ -62,6 +62,75 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Opens a file that must be a regular file, for reading, without following a symbolic link
+/// and without blocking: a queue entry is named by whoever can write to the queue, and a link
+/// there could point at any file the archiver can read (which would then be archived or served
+/// to a recovery), a FIFO would block the run (and its lock) for ever. The type is checked on
+/// the opened file, so there is no window between the check and the open.
+///
+/// In a WASI guest links are refused where the queue is listed (the listing does not follow
+/// them) and the runner's sandbox keeps every open inside the preopened directories.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: a symbolic link, refused (walvault never follows one)",
+                    path.display()
+                ),
+            );
+        }
+        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    })?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: {}, not a regular file: refused",
+                path.display(),
+                describe_type(kind)
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// What a non-regular directory entry is, in words.
+pub fn describe_type(kind: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return "a device";
+        }
+    }
+    if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 static GUEST_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -121,8 +190,13 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// A temp file this old was left by a crash, not by a write in progress (a 1 GiB segment at
+/// xz's slowest takes under a minute); past it a temp file goes whatever its pid says, since
+/// the pid of a dead writer may have been reused by now.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Removes our temp files in `dir` whose writer is no longer running (left by a crash or a
-/// kill). Returns how many were removed.
+/// kill), or that are older than [`STALE_TEMP_AGE`]. Returns how many were removed.
 pub fn remove_dead_temp_files(dir: &Path) -> io::Result<usize> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -136,9 +210,21 @@ pub fn remove_dead_temp_files(dir: &Path) -> io::Result<usize> {
         let Some(pid) = temp_owner(&name).filter(|_| is_temp_name(&name)) else {
             continue;
         };
-        if pid != process_id() && !process_alive(pid) {
-            fs::remove_file(entry.path())?;
-            removed += 1;
+        let stale = || {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > STALE_TEMP_AGE)
+        };
+        if pid != process_id() && (!process_alive(pid) || stale()) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                // Its writer finished (linked and removed it) meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(removed)
@@ -222,19 +308,36 @@ pub fn write_durable<T>(
     Ok(value)
 }
 
-/// Moves `src` to `dst` durably, never leaving a partial file under `dst`'s name: a rename
-/// when both are on one file system, otherwise copy to a temp name in `dst`'s directory,
-/// fsync, rename, then remove `src`. Both directories are synced.
-pub fn move_durable(src: &Path, dst: &Path) -> io::Result<()> {
-    match fs::rename(src, dst) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(18) => {
-            // EXDEV: different file systems.
-            let mut input = File::open(src)?;
-            write_durable(dst, true, |w| io::copy(&mut input, w))?;
-            fs::remove_file(src)?;
+/// EXDEV: a rename or link across file systems.
+const EXDEV: i32 = 18;
+
+/// Moves the entry `src` to `dst` durably and only if `dst` does not exist
+/// (`AlreadyExists` otherwise: nothing is ever replaced). Whatever `src` is, it is moved as
+/// it is and never opened through: a symbolic link stays a link, a FIFO is not read. On one
+/// file system it is a hard link then an unlink (atomic create-if-absent); across file
+/// systems a regular file is copied to a temp name, synced and linked into place, and a link
+/// is re-created; a FIFO, socket or device cannot cross and is left where it is. Both
+/// directories are synced.
+pub fn move_no_replace(src: &Path, dst: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    if meta.is_dir() {
+        // A directory cannot be hard-linked; nothing else renames into its place meanwhile
+        // (errors/ is walvault's, and the caller holds the server's lock).
+        if fs::symlink_metadata(dst).is_ok() {
+            return Err(io::ErrorKind::AlreadyExists.into());
         }
-        Err(e) => return Err(e),
+        fs::rename(src, dst)?;
+    } else {
+        match fs::hard_link(src, dst) {
+            Ok(()) => fs::remove_file(src)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            Err(e) if e.raw_os_error() == Some(EXDEV) => move_across(src, dst, &meta)?,
+            // A file system without hard links.
+            Err(_) if fs::symlink_metadata(dst).is_ok() => {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            Err(_) => fs::rename(src, dst)?,
+        }
     }
     if let Some(dir) = dst.parent() {
         fsync_dir(dir)?;
@@ -243,6 +346,27 @@ pub fn move_durable(src: &Path, dst: &Path) -> io::Result<()> {
         fsync_dir(dir)?;
     }
     Ok(())
+}
+
+fn move_across(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    if meta.is_file() {
+        let mut input = open_regular(src)?;
+        write_durable(dst, true, |w| io::copy(&mut input, w))?;
+    } else if meta.file_type().is_symlink() {
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+        #[cfg(not(unix))]
+        return Err(io::Error::other(
+            "cannot move a symbolic link to another file system",
+        ));
+    } else {
+        return Err(io::Error::other(format!(
+            "{} is {} and errors/ is on another file system: remove it by hand",
+            src.display(),
+            describe_type(meta.file_type())
+        )));
+    }
+    fs::remove_file(src)
 }
 
 #[cfg(test)]
@@ -298,12 +422,50 @@ mod tests {
     }
 
     #[test]
-    fn move_within_fs() {
+    fn move_never_replaces_and_never_follows() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(dir.path().join("s"), b"x").expect("write");
-        fs::create_dir(dir.path().join("d")).expect("mkdir");
-        move_durable(&dir.path().join("s"), &dir.path().join("d/t")).expect("move");
-        assert_eq!(fs::read(dir.path().join("d/t")).expect("read"), b"x");
-        assert!(!dir.path().join("s").exists());
+        let p = |n: &str| dir.path().join(n);
+        fs::write(p("s"), b"x").expect("write");
+        fs::write(p("s2"), b"y").expect("write");
+        fs::create_dir(p("d")).expect("mkdir");
+        move_no_replace(&p("s"), &p("d/t")).expect("move");
+        assert_eq!(fs::read(p("d/t")).expect("read"), b"x");
+        assert!(!p("s").exists());
+        let err = move_no_replace(&p("s2"), &p("d/t")).expect_err("taken");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(p("d/t")).expect("read"), b"x", "not replaced");
+        assert!(p("s2").exists(), "the source stays");
+        #[cfg(unix)]
+        {
+            fs::write(p("secret"), b"s").expect("secret");
+            std::os::unix::fs::symlink(p("secret"), p("link")).expect("symlink");
+            move_no_replace(&p("link"), &p("d/link")).expect("move link");
+            assert!(
+                fs::symlink_metadata(p("d/link"))
+                    .expect("moved")
+                    .is_symlink()
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn open_regular_refuses_links_and_fifos_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n);
+        fs::write(p("f"), b"wal").expect("write");
+        std::os::unix::fs::symlink(p("f"), p("link")).expect("symlink");
+        let fifo = p("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        assert!(open_regular(&p("f")).is_ok());
+        let link = open_regular(&p("link")).expect_err("link");
+        assert!(link.to_string().contains("symbolic link"), "{link}");
+        // Would block for ever without O_NONBLOCK (no writer).
+        let fifo = open_regular(&fifo).expect_err("fifo");
+        assert!(fifo.to_string().contains("a FIFO"), "{fifo}");
     }
 }

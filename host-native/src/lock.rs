@@ -88,10 +88,19 @@ impl LockFile {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
         let mut options = OpenOptions::new();
+        // Never through a link: a symlink planted at the lock's name would otherwise have
+        // its target truncated below. Not truncated on open: the holder's pid is only
+        // replaced once the lock is ours.
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
-        options.mode(0o600);
-        let mut file = options.open(path).map_err(io_err)?;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        let mut file = options.open(path).map_err(|e| io_err(no_link(e)))?;
+        if !file.metadata().map_err(io_err)?.is_file() {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
         if blocking {
             file.lock().map_err(io_err)?;
         } else {
@@ -120,7 +129,11 @@ impl LockFile {
 /// `Ok(None)` when free or never created.
 #[cfg(not(target_os = "wasi"))]
 pub fn holder(path: &Path) -> io::Result<Option<Option<u32>>> {
-    let file = match File::open(path) {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    let file = match options.open(path).map_err(no_link) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -137,6 +150,20 @@ pub fn holder(path: &Path) -> io::Result<Option<Option<u32>>> {
         )),
         Err(TryLockError::Error(e)) => Err(e),
     }
+}
+
+/// Names the refusal of a link at a lock's name (`ELOOP` says "too many levels of symbolic
+/// links").
+#[cfg(not(target_os = "wasi"))]
+fn no_link(e: io::Error) -> io::Error {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a symbolic link is in the lock file's place: refused (remove it)",
+        );
+    }
+    e
 }
 
 #[cfg(not(target_os = "wasi"))]
@@ -168,5 +195,18 @@ mod tests {
         assert_eq!(holder(&path).expect("probe"), None);
         LockFile::acquire(&path, false).expect("free again");
         assert!(path.exists(), "lock files are never deleted");
+    }
+
+    #[test]
+    fn a_link_at_the_lock_name_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"keep me").expect("target");
+        let path = lock_path(dir.path(), "pg", "archive-wal");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let err = LockFile::acquire(&path, false).expect_err("refused");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(holder(&path).is_err());
+        assert_eq!(std::fs::read(&target).expect("read"), b"keep me");
     }
 }

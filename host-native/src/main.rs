@@ -116,11 +116,11 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             prefetch_worker,
         } => {
             if *prefetch_worker {
-                cmd::wal_io::prefetch_worker(&one(&config, server)?, *prefetch, dest)
+                cmd::wal_io::prefetch_worker(&one(&config, server)?, usize::from(*prefetch), dest)
             } else {
                 // Opening the storage can fail too: that must stop recovery, not end it.
                 match one(&config, server) {
-                    Ok(ctx) => cmd::wal_io::get_wal(&ctx, wal, dest, *partial, *prefetch, ui),
+                    Ok(ctx) => cmd::wal_io::get_wal(&ctx, wal, dest, *partial, usize::from(*prefetch), ui),
                     Err(e) => cmd::wal_io::get_wal_failing_closed(Err(e), ui),
                 }
             }
@@ -163,7 +163,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
                 println!(
                     "\tarchive: {}",
                     ServerCtx::open(s, &config.path)
-                        .map(|c| c.archive_root())
+                        .map(|c| c.archive_location())
                         .unwrap_or_else(|e| format!("{e:#}"))
                 );
                 println!("\tincoming: {}", s.incoming.display());

@@ -1,6 +1,8 @@
 //! The incoming and streaming directories as the core's [`Queue`].
 
-use std::fs::{self, File};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -11,7 +13,8 @@ use walvault_core::queue::{Candidate, DirEntry, EntryKind};
 
 use crate::fsutil;
 
-/// A file to archive, opened on demand.
+/// A file to archive, opened on demand: always through [`fsutil::open_regular`], so a link or
+/// a FIFO put in its place after the listing is refused, never followed or waited on.
 #[derive(Debug, Clone)]
 pub struct FileSource {
     path: PathBuf,
@@ -26,8 +29,7 @@ impl FileSource {
 
 impl SourceFile for FileSource {
     fn open(&self) -> io::Result<Box<dyn Read + '_>> {
-        let file = File::open(&self.path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        let file = fsutil::open_regular(&self.path)?;
         Ok(Box::new(BufReader::with_capacity(fsutil::IO_BUF, file)))
     }
 
@@ -44,11 +46,30 @@ pub fn mtime_of(meta: &fs::Metadata) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// A queue directory's entries, as the core sees them, and the real names behind the ones it
+/// sees escaped.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The entries, by their names as shown ([`walvault_core::text::escape_bytes`]).
+    pub entries: Vec<DirEntry>,
+    /// The real name of every entry whose shown name differs: not UTF-8, or holding control
+    /// characters or a backslash.
+    pub raw_names: HashMap<String, OsString>,
+}
+
 /// Lists a directory for [`walvault_core::queue::select_batch`]. A missing directory is empty.
 pub fn list_queue(dir: &Path) -> io::Result<Vec<DirEntry>> {
+    list_queue_raw(dir).map(|listing| listing.entries)
+}
+
+/// [`list_queue`], keeping the real names of the entries shown escaped.
+///
+/// Entries are typed by themselves (`lstat`): a symbolic link is a link whatever it points at
+/// (Barman follows it, and archives whatever file it names), and nothing is opened here.
+pub fn list_queue_raw(dir: &Path) -> io::Result<Listing> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Listing::default()),
         Err(e) => {
             return Err(io::Error::new(
                 e.kind(),
@@ -56,38 +77,25 @@ pub fn list_queue(dir: &Path) -> io::Result<Vec<DirEntry>> {
             ));
         }
     };
-    let mut out = Vec::new();
+    let mut out = Listing::default();
     for entry in entries {
         let entry = entry?;
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        // Follow symlinks, as Barman's isfile() does; an entry that vanished is skipped.
-        let (meta, kind) = match fs::metadata(entry.path()) {
-            Ok(m) => {
-                let kind = if m.is_file() {
-                    EntryKind::File
-                } else if m.is_dir() {
-                    EntryKind::Directory
-                } else {
-                    EntryKind::Other
-                };
-                (m, kind)
-            }
-            // A dangling link.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match fs::symlink_metadata(entry.path()) {
-                    Ok(m) => (m, EntryKind::Other),
-                    Err(_) => continue,
-                }
-            }
-            // A link whose target cannot be reached (permissions, or outside the WASI
-            // sandbox): listed as a file, so reading it fails with an error naming it and the
-            // file stays queued while the others are archived.
-            Err(_) => match fs::symlink_metadata(entry.path()) {
-                Ok(m) => (m, EntryKind::File),
-                Err(_) => continue,
-            },
+        let raw = entry.file_name();
+        let file_name = walvault_core::text::escape_bytes(raw.as_encoded_bytes());
+        // An entry that vanished since the listing is skipped.
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            continue;
         };
-        out.push(DirEntry {
+        let kind = match meta.file_type() {
+            t if t.is_file() => EntryKind::File,
+            t if t.is_dir() => EntryKind::Directory,
+            t if t.is_symlink() => EntryKind::Symlink,
+            _ => EntryKind::Other,
+        };
+        if file_name.as_bytes() != raw.as_encoded_bytes() {
+            out.raw_names.insert(file_name.clone(), raw);
+        }
+        out.entries.push(DirEntry {
             file_name,
             kind,
             size: meta.len(),
@@ -110,6 +118,7 @@ pub struct QueueDir {
     errors: PathBuf,
     released: usize,
     remover: Option<Remover>,
+    raw_names: HashMap<String, OsString>,
 }
 
 #[derive(Debug)]
@@ -211,6 +220,23 @@ impl QueueDir {
             errors: errors.to_owned(),
             released: 0,
             remover: None,
+            raw_names: HashMap::new(),
+        }
+    }
+
+    /// Lists the queue ([`list_queue_raw`]), remembering the real names behind escaped ones
+    /// so that they can be moved to `errors/`.
+    pub fn list(&mut self) -> io::Result<Vec<DirEntry>> {
+        let listing = list_queue_raw(&self.dir)?;
+        self.raw_names = listing.raw_names;
+        Ok(listing.entries)
+    }
+
+    /// The path of an entry, by the name the listing showed.
+    pub fn path_of(&self, file_name: &str) -> PathBuf {
+        match self.raw_names.get(file_name) {
+            Some(raw) => self.dir.join(raw),
+            None => self.dir.join(file_name),
         }
     }
 
@@ -241,7 +267,7 @@ impl QueueDir {
 
 impl Queue for QueueDir {
     fn source<'a>(&'a self, candidate: &Candidate) -> Box<dyn SourceFile + 'a> {
-        Box::new(FileSource::new(self.dir.join(&candidate.file_name)))
+        Box::new(FileSource::new(self.path_of(&candidate.file_name)))
     }
 
     fn release(&mut self, file_name: &str) -> io::Result<()> {
@@ -249,7 +275,7 @@ impl Queue for QueueDir {
             self.remover = Remover::start();
         }
         self.released += 1;
-        let path = self.dir.join(file_name);
+        let path = self.path_of(file_name);
         match &self.remover {
             Some(Remover::Thread(thread)) => match thread.send(path) {
                 Ok(()) => Ok(()),
@@ -262,8 +288,23 @@ impl Queue for QueueDir {
         }
     }
 
-    fn move_to_errors(&mut self, file_name: &str, error_name: &str) -> io::Result<()> {
+    fn move_to_errors(
+        &mut self,
+        file_name: &str,
+        names: &mut dyn Iterator<Item = String>,
+    ) -> io::Result<String> {
         fsutil::create_dir_durable(&self.errors)?;
-        fsutil::move_durable(&self.dir.join(file_name), &self.errors.join(error_name))
+        let source = self.path_of(file_name);
+        for name in names {
+            match fsutil::move_no_replace(&source, &self.errors.join(&name)) {
+                Ok(()) => return Ok(name),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("no free name for {file_name} in {}", self.errors.display()),
+        ))
     }
 }

@@ -66,8 +66,22 @@ impl<'a> ServerCtx<'a> {
         })
     }
 
-    /// What `BARMAN_FILE` and messages show before a stored key.
+    /// What `BARMAN_FILE` and messages show before a stored key: the archive directory, or
+    /// the bucket's URL (an object key already starts with the configured prefix).
     pub fn archive_root(&self) -> String {
+        match &self.cfg.archive {
+            ArchiveLocation::Local(dir) => format!("{}/", dir.display()),
+            ArchiveLocation::Url(url) => match url.split_once("://") {
+                Some((scheme, rest)) => {
+                    format!("{scheme}://{}/", rest.split('/').next().unwrap_or(rest))
+                }
+                None => format!("{}/", url.trim_end_matches('/')),
+            },
+        }
+    }
+
+    /// The archive as configured (a directory, or a URL with its prefix), for display.
+    pub fn archive_location(&self) -> String {
         match &self.cfg.archive {
             ArchiveLocation::Local(dir) => format!("{}/", dir.display()),
             ArchiveLocation::Url(url) => format!("{}/", url.trim_end_matches('/')),
@@ -89,7 +103,7 @@ impl<'a> ServerCtx<'a> {
             return size;
         }
         for path in hints {
-            if let Ok(file) = std::fs::File::open(path)
+            if let Ok(file) = crate::fsutil::open_regular(path)
                 && let Some(size) = header_segment_size(Box::new(file))
             {
                 return size;
@@ -116,6 +130,8 @@ impl<'a> ServerCtx<'a> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|rd| {
                 rd.filter_map(Result::ok)
+                    // Never a link or a FIFO (opening one could block or read elsewhere).
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                     .map(|e| e.path())
                     .filter(|p| {
                         p.file_name()

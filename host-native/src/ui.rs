@@ -43,32 +43,43 @@ impl Ui {
     /// A result line on stdout (suppressed by `-q`).
     pub fn info(&self, msg: Arguments<'_>) {
         if self.verbosity >= Verbosity::Normal {
-            println!("{msg}");
+            println!("{}", shown(msg));
         }
     }
 
     /// Per-file detail on stdout (`-v`).
     pub fn verbose(&self, msg: Arguments<'_>) {
         if self.verbosity >= Verbosity::Verbose {
-            println!("{msg}");
+            println!("{}", shown(msg));
         }
     }
 
     /// Debugging detail on stderr (`-vv`).
     pub fn debug(&self, msg: Arguments<'_>) {
         if self.verbosity >= Verbosity::Debug {
-            eprintln!("debug: {msg}");
+            eprintln!("debug: {}", shown(msg));
         }
     }
 
     /// A warning on stderr (always shown: cron mails it).
     pub fn warn(&self, msg: Arguments<'_>) {
-        eprintln!("warning: {msg}");
+        eprintln!("warning: {}", shown(msg));
     }
 
     /// An error on stderr.
     pub fn error(&self, msg: Arguments<'_>) {
-        eprintln!("error: {msg}");
+        eprintln!("error: {}", shown(msg));
+    }
+}
+
+/// A message as it may reach a terminal: control characters escaped (file names come from
+/// whoever can write to a queue, and an escape sequence in one must not drive the operator's
+/// terminal), line breaks and tabs kept.
+fn shown(msg: Arguments<'_>) -> String {
+    let text = msg.to_string();
+    match walvault_core::text::escape_message(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
     }
 }
 

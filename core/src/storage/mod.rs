@@ -175,6 +175,13 @@ pub trait Payload {
     fn verbatim_file(&self) -> Option<(&std::path::Path, u64)> {
         None
     }
+
+    /// The modification time the stored object should carry (seconds since the epoch), where
+    /// the store can set one: an archived WAL keeps its source's time, as Barman's copy does,
+    /// so a catalogue rebuilt from the files reproduces the catalogue line by line.
+    fn modified(&self) -> Option<f64> {
+        None
+    }
 }
 
 impl Payload for &[u8] {

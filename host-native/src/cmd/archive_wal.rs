@@ -11,7 +11,7 @@ use walvault_core::queue::{Batch, Candidate, QueueKind, select_batch};
 use crate::config::ServerConfig;
 use crate::hooks::{ArchiveHookAdapter, HookRunner};
 use crate::lock::{LockError, LockFile, lock_path};
-use crate::queue_dir::{FileSource, QueueDir, list_queue};
+use crate::queue_dir::{FileSource, QueueDir};
 use crate::server::ServerCtx;
 use crate::ui::Ui;
 
@@ -99,8 +99,8 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
         if !enabled {
             continue;
         }
-        let entries = list_queue(dir)?;
-        let batch = select_batch(kind, entries, limit);
+        let mut queue = QueueDir::new(dir, &cfg.errors);
+        let batch = select_batch(kind, queue.list()?, limit);
         let label = match kind {
             QueueKind::Streaming => "streaming",
             QueueKind::Incoming => "file archival",
@@ -121,7 +121,6 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
             ));
         }
         clean_dead_temp_files(ctx, &batch, ui);
-        let mut queue = QueueDir::new(dir, &cfg.errors);
         let hooks = ArchiveHookAdapter {
             runner: HookRunner::new(cfg, ctx.config_path, ui),
             source_dir: dir.clone(),
@@ -258,9 +257,15 @@ fn record_error_reasons(ctx: &ServerCtx<'_>, report: &BatchReport, ui: &Ui) {
         .files
         .iter()
         .filter_map(|f| {
+            // The queued name too: the errors/ name may be a safe stand-in for it (escaped
+            // as shown, which keeps every original byte).
             Some(
-                serde_json::json!({ "file": f.error_file.as_ref()?, "reason": f.outcome.error()? })
-                    .to_string()
+                serde_json::json!({
+                    "file": f.error_file.as_ref()?,
+                    "reason": f.outcome.error()?,
+                    "original": f.file_name,
+                })
+                .to_string()
                     + "\n",
             )
         })
@@ -327,7 +332,8 @@ pub fn archive_batch(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     };
     // Workers read sources by path; the queue itself stays with the committer.
-    let dir = queue.dir().to_owned();
+    let paths: Vec<std::path::PathBuf> =
+        files.iter().map(|c| queue.path_of(&c.file_name)).collect();
     let mut report = BatchReport::default();
     std::thread::scope(|scope| {
         // Archives the next file; false when none is left to hand out.
@@ -342,7 +348,7 @@ pub fn archive_batch(
                 st.claimed - 1
             };
             let candidate = &files[i];
-            let source = FileSource::new(dir.join(&candidate.file_name));
+            let source = FileSource::new(&paths[i]);
             // A panic (a codec bug) must not leave the committer waiting for this file.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 archiver.archive_with_hooks(candidate, &source, hooks, now)

@@ -479,7 +479,7 @@ pub fn status(ctxs: &[ServerCtx<'_>], format: Format) -> anyhow::Result<u8> {
         reports.push(StatusReport {
             server: ctx.cfg.name.clone(),
             description: ctx.cfg.description.clone(),
-            archive: ctx.archive_root(),
+            archive: ctx.archive_location(),
             compression: ctx.cfg.compression.map(|c| c.name().to_owned()),
             catalogue_entries: local.catalogue.len(),
             stored_bytes: local.catalogue.iter().map(|e| e.size).sum(),

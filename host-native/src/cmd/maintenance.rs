@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::io::Read;
-use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use walvault_core::catalogue::{CatalogueEntry, catalogue_file_name};
@@ -17,9 +16,6 @@ use crate::queue_dir::mtime_of;
 use crate::server::ServerCtx;
 use crate::ui::Ui;
 
-/// A temp file this old was left by a crash, not by a write in progress.
-const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
-
 /// Counts of a rebuild, by kind.
 #[derive(Debug, Default)]
 struct RebuildCounts {
@@ -29,7 +25,6 @@ struct RebuildCounts {
     wal: usize,
     misplaced: usize,
     unexpected: usize,
-    temp_removed: usize,
 }
 
 /// `rebuild-xlogdb`: the catalogue from the archive directory. Keeps `.partial` files and
@@ -47,6 +42,17 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
         "Rebuilding xlogdb for server {}",
         ctx.cfg.name
     ));
+    if let Some(root) = root {
+        // Temp files of killed writers (the store's listing never shows temp names).
+        let removed = remove_dead_temp_files_under(root)
+            .with_context(|| format!("cleaning temporary files in {}", root.display()))?;
+        if removed > 0 {
+            ui.warn(format_args!(
+                "removed {removed} temporary file(s) left by interrupted writers in {}",
+                root.display()
+            ));
+        }
+    }
     let catalogue_name = catalogue_file_name(&ctx.cfg.name);
     let counts = ctx.catalogue.rewrite_with(|| {
         let mut counts = RebuildCounts::default();
@@ -81,17 +87,6 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
                         encryption: encrypted.then(|| "gpg".to_owned()),
                     });
                 }
-                Err(KeyProblem::Temporary) if local_path.is_some() => {
-                    let path = local_path.unwrap_or_default();
-                    let age = fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
-                    if age.is_some_and(|a| a > STALE_TEMP_AGE) {
-                        fs::remove_file(&path)?;
-                        counts.temp_removed += 1;
-                        ui.warn(format_args!("removed stale temporary file {}", path.display()));
-                    } else {
-                        ui.warn(format_args!("temporary file found (a write in progress?): {}", path.display()));
-                    }
-                }
                 Err(KeyProblem::Temporary) => {
                     counts.unexpected += 1;
                     ui.warn(format_args!("unexpected object {path}; not added to the catalogue"));
@@ -119,6 +114,24 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
     } else {
         0
     })
+}
+
+/// [`crate::fsutil::remove_dead_temp_files`] in an archive's root and each of its hash
+/// directories.
+fn remove_dead_temp_files_under(root: &std::path::Path) -> std::io::Result<usize> {
+    let mut removed = crate::fsutil::remove_dead_temp_files(root)?;
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            removed += crate::fsutil::remove_dead_temp_files(&entry.path())?;
+        }
+    }
+    Ok(removed)
 }
 
 /// `delete-wals --before NAME`: removes older archived files one by one, with the WAL delete

@@ -393,7 +393,7 @@ fn reset(
                     );
                 }
                 fsutil::create_dir_durable(&cfg.incoming)?;
-                fsutil::move_durable(&cfg.streaming.join(stale), &target)
+                fsutil::move_no_replace(&cfg.streaming.join(stale), &target)
                     .with_context(|| format!("moving {stale} to {}", cfg.incoming.display()))?;
             }
             let path = cfg.streaming.join(&create);

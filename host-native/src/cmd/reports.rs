@@ -131,17 +131,23 @@ fn print_errors(ctx: &ServerCtx<'_>, entries: &[ErrorEntry], format: Format) -> 
             println!("errors/ of server '{}' is empty", ctx.cfg.name)
         }
         Format::Text => {
+            // Names and reasons come from the queues: no control character reaches the
+            // terminal.
+            let shown = walvault_core::text::escape_controls;
             for e in entries {
                 println!(
                     "{} ({}, {} bytes, moved {})",
-                    e.file,
+                    shown(&e.file),
                     e.kind,
                     e.size,
-                    e.moved_at.as_deref().unwrap_or("?")
+                    shown(e.moved_at.as_deref().unwrap_or("?"))
                 );
-                println!("\t{}", e.recorded_reason.as_deref().unwrap_or(&e.reason));
+                println!(
+                    "\t{}",
+                    shown(e.recorded_reason.as_deref().unwrap_or(&e.reason))
+                );
                 if let Some(copy) = &e.archived_copy {
-                    println!("\tarchived copy: {copy}");
+                    println!("\tarchived copy: {}", shown(copy));
                 }
             }
         }

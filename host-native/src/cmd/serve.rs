@@ -535,7 +535,7 @@ fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> ServerStatus {
     let mut status = ServerStatus {
         server: cfg.name.clone(),
         description: cfg.description.clone(),
-        archive: ctx.archive_root(),
+        archive: ctx.archive_location(),
         compression: cfg.compression.map(|c| c.name().to_owned()),
         wal_segment_size: size.bytes(),
         last_wal_maximum_age: cfg.last_wal_maximum_age,

@@ -28,18 +28,35 @@ pub const EXIT_ARCHIVE_UNREADABLE: u8 = 255;
 /// `put-wal SERVER PATH`: archives one file durably. PostgreSQL's contract: 0 only when the
 /// WAL is safely archived (or was already, identically); never overwrites; never above 125.
 pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> {
-    let file_name = path
+    // A bad name is a usage error (exit 2), as for get-wal: PostgreSQL only passes WAL names.
+    let Some(name) = path
         .file_name()
         .and_then(|n| n.to_str())
-        .with_context(|| format!("{}: no file name", path.display()))?;
-    let name: WalFileName = file_name
-        .parse()
-        .with_context(|| format!("{}: not a WAL file name", path.display()))?;
-    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("{} is not a regular file", path.display());
-    }
+        .and_then(|n| n.parse::<WalFileName>().ok().map(|w| (n, w)))
+    else {
+        ui.error(format_args!(
+            "{}: not a WAL file name (a segment, .partial, .backup or .history file)",
+            walvault_core::text::escape_bytes(path.as_os_str().as_encoded_bytes())
+        ));
+        return Ok(2);
+    };
+    let (file_name, name) = name;
+    // Checked on the opened file: a link or a FIFO at %p is refused, never followed or read.
+    let meta = crate::fsutil::open_regular(path)
+        .and_then(|f| f.metadata())
+        .with_context(|| format!("cannot archive {}", path.display()))?;
     ctx.ensure_dirs()?;
+    if let Some(dir) = ctx.local_archive_dir() {
+        // A killed put-wal leaves its temp file behind; nothing else would ever remove it in
+        // an archive fed only by put-wal.
+        let hash_dir = dir.join(name.hash_dir().unwrap_or_default());
+        if let Err(e) = crate::fsutil::remove_dead_temp_files(&hash_dir) {
+            ui.warn(format_args!(
+                "cannot clean temporary files in {}: {e}",
+                hash_dir.display()
+            ));
+        }
+    }
     let settings = ArchiveSettings {
         settle_seconds: 0.0,
         ..archive_settings(ctx, ctx.segment_size(&[path.to_owned()]))
@@ -169,15 +186,23 @@ enum Served {
 
 /// Decompresses a queued file (incoming/ or streaming/) into `sink`, checked as an archived
 /// one is.
+///
+/// A queued entry that is not a regular file (a link, a FIFO) is never opened through: it is
+/// skipped with a warning, as if absent (`archive-wal` moves it to `errors/`).
 fn serve_queue_file(
     name: WalFileName,
     path: &Path,
     segment_size: Option<SegmentSize>,
     sink: &mut dyn Write,
+    ui: &Ui,
 ) -> Result<Option<u64>, RestoreError> {
-    let file = match fs::File::open(path) {
+    let file = match crate::fsutil::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            ui.warn(format_args!("{e}; not served"));
+            return Ok(None);
+        }
         Err(e) => {
             return Err(RestoreError::Storage(StorageError::from_io(
                 walvault_core::storage::Op::Get,
@@ -617,8 +642,13 @@ fn get_one(
             .and_then(|n| n.to_str())
             .and_then(|n| n.parse().ok())
             .unwrap_or(name);
-        move |sink: &mut dyn Write| match serve_queue_file(served_name, &path, segment_size, sink)?
-        {
+        move |sink: &mut dyn Write| match serve_queue_file(
+            served_name,
+            &path,
+            segment_size,
+            sink,
+            ui,
+        )? {
             Some(_) => Ok(Served::Done(path.display().to_string())),
             None => Ok(Served::Missing),
         }

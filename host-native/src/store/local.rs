@@ -101,7 +101,7 @@ fn copy_verbatim(payload: &dyn Payload, mut dest: &File) -> io::Result<Option<u6
     };
     // Through a BufReader: Linux still copies in the kernel (std's copy sees through it),
     // elsewhere (WASI) it sets the chunk size, which is otherwise 8 KiB: a host call each.
-    let copy = File::open(source).and_then(|src| {
+    let copy = fsutil::open_regular(source).and_then(|src| {
         io::copy(
             &mut io::BufReader::with_capacity(crate::fsutil::IO_BUF, src),
             &mut dest,
@@ -115,6 +115,12 @@ fn copy_verbatim(payload: &dyn Payload, mut dest: &File) -> io::Result<Option<u6
             Ok(None)
         }
     }
+}
+
+/// Seconds since the epoch as a time (`None` for a time before the epoch or not finite).
+fn system_time(seconds: f64) -> Option<std::time::SystemTime> {
+    let since = std::time::Duration::try_from_secs_f64(seconds).ok()?;
+    std::time::UNIX_EPOCH.checked_add(since)
 }
 
 impl WalStore for LocalStore {
@@ -178,6 +184,10 @@ impl WalStore for LocalStore {
                 )
             }
         };
+        if let Some(time) = payload.modified().and_then(system_time) {
+            file.set_times(fs::FileTimes::new().set_accessed(time).set_modified(time))
+                .map_err(io_err)?;
+        }
         file.sync_all().map_err(io_err)?;
         drop(file);
         // Remembered only once linked: a `sync` running meanwhile (another chunk's commit)
