@@ -20,6 +20,8 @@ use serde::Deserialize;
 use walvault_core::compression::{Codec, Level};
 use walvault_core::wal::SegmentSize;
 
+pub use crate::secret::{Conninfo, Secret};
+
 /// Where the configuration comes from when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/walvault.toml";
 /// Default home directory.
@@ -254,9 +256,9 @@ pub struct ServerConfig {
     /// Parallel compress+write jobs (default: the number of cores).
     pub jobs: Option<usize>,
     /// libpq connection string for checks.
-    pub conninfo: Option<String>,
+    pub conninfo: Option<Conninfo>,
     /// Connection string for pg_receivewal.
-    pub streaming_conninfo: Option<String>,
+    pub streaming_conninfo: Option<Conninfo>,
     /// Physical replication slot for pg_receivewal.
     pub slot_name: Option<String>,
     /// Slot creation policy.
@@ -294,16 +296,6 @@ pub struct Config {
     pub servers: BTreeMap<String, ServerConfig>,
     /// The bearer token `serve` requires (`serve_token` in `[walvault]`).
     pub serve_token: Option<Secret>,
-}
-
-/// A value that must not appear in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
 }
 
 /// Parses a duration such as `1 day`, `2 weeks`, `90 minutes`, `3600` (seconds).
@@ -406,10 +398,11 @@ impl Config {
                     })?);
                 }
                 if let Some(v) = section.remove("serve_token") {
-                    let token = v.as_str().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-                        err("walvault", "serve_token", "expected a non-empty string")
-                    })?;
-                    serve_token = Some(Secret(token.trim().to_owned()));
+                    let token = v
+                        .as_str()
+                        .ok_or_else(|| err("walvault", "serve_token", "expected a string"))?;
+                    serve_token =
+                        Some(Secret::token(token).map_err(|e| err("walvault", "serve_token", e))?);
                 }
                 defaults = deserialize_section("walvault", section)?;
             } else {
@@ -627,7 +620,7 @@ fn resolve(
             region: s.region,
             profile: s.aws_profile,
             access_key_id: s.access_key_id,
-            secret_access_key: s.secret_access_key,
+            secret_access_key: s.secret_access_key.map(Secret::new),
             path_style: s.path_style,
             multipart_threshold,
             timeout: std::time::Duration::from_secs(s.request_timeout.unwrap_or(60).max(1)),
@@ -647,8 +640,11 @@ fn resolve(
         archiver_batch_size: s.archiver_batch_size.unwrap_or(0) as usize,
         streaming_archiver_batch_size: s.streaming_archiver_batch_size.unwrap_or(0) as usize,
         jobs,
-        streaming_conninfo: s.streaming_conninfo.or_else(|| s.conninfo.clone()),
-        conninfo: s.conninfo,
+        streaming_conninfo: s
+            .streaming_conninfo
+            .or_else(|| s.conninfo.clone())
+            .map(Conninfo::new),
+        conninfo: s.conninfo.map(Conninfo::new),
         slot_name: s.slot_name,
         create_slot,
         streaming_archiver_name: s

@@ -125,8 +125,7 @@ impl<'a> HookRunner<'a> {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(script);
         if let Some(prefix) = &self.server.path_prefix {
-            let path = std::env::var("PATH").unwrap_or_default();
-            cmd.env("PATH", format!("{prefix}:{path}"));
+            cmd.env("PATH", hook_path(Some(prefix)));
         }
         cmd.env("BARMAN_VERSION", env!("CARGO_PKG_VERSION"))
             .env("WALVAULT_VERSION", env!("CARGO_PKG_VERSION"))
@@ -238,6 +237,134 @@ impl<'a> HookRunner<'a> {
     }
 }
 
+/// The `PATH` hook scripts run with: `path_prefix`, then walvault's own `PATH`.
+fn hook_path(path_prefix: Option<&str>) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    match path_prefix {
+        Some(prefix) => format!("{prefix}:{path}"),
+        None => path,
+    }
+}
+
+/// Every configured hook script of `server`, with its configuration key.
+pub fn configured_scripts(server: &ServerConfig) -> Vec<(&'static str, &str)> {
+    let (a, d) = (&server.archive_hooks, &server.delete_hooks);
+    [
+        ("pre_archive_script", &a.pre),
+        ("pre_archive_retry_script", &a.pre_retry),
+        ("post_archive_retry_script", &a.post_retry),
+        ("post_archive_script", &a.post),
+        ("pre_wal_delete_script", &d.pre),
+        ("pre_wal_delete_retry_script", &d.pre_retry),
+        ("post_wal_delete_retry_script", &d.post_retry),
+        ("post_wal_delete_script", &d.post),
+    ]
+    .into_iter()
+    .filter_map(|(key, script)| script.as_deref().map(|s| (key, s)))
+    .collect()
+}
+
+/// The hook scripts of `server` that cannot run, as (key, why). A retry script that cannot
+/// run is retried forever, stalling archiving, so `config check` and `check` report these.
+pub fn script_problems(server: &ServerConfig) -> Vec<(&'static str, String)> {
+    configured_scripts(server)
+        .into_iter()
+        .filter_map(|(key, script)| {
+            script_problem(script, server.path_prefix.as_deref()).map(|why| (key, why))
+        })
+        .collect()
+}
+
+/// Shell words that need no program: reserved words and the builtins a hook plausibly
+/// starts with.
+const SHELL_WORDS: &[&str] = &[
+    "!", "{", "(", "if", "for", "while", "until", "case", "exec", "exit", "true", "false", ":",
+    ".", "echo", "printf", "test", "[", "cd", "set", "export", "command", "eval", "trap",
+];
+
+/// The program a `/bin/sh -c` command line starts, when it can be told without running it:
+/// leading `NAME=value` assignments skipped, simple quotes removed; `None` for a command that
+/// starts with a shell word or expands something.
+fn first_program(script: &str) -> Option<String> {
+    let mut rest = script.trim_start();
+    loop {
+        let end = rest
+            .find(|c: char| c.is_whitespace() || ";&|<>()".contains(c))
+            .unwrap_or(rest.len());
+        let word = &rest[..end];
+        let assignment = word.split_once('=').is_some_and(|(name, _)| {
+            !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        if !assignment {
+            break;
+        }
+        rest = rest[end..].trim_start();
+    }
+    let word = match rest.chars().next() {
+        Some(q @ ('\'' | '"')) => &rest[1..rest[1..].find(q)? + 1],
+        _ => {
+            let end = rest
+                .find(|c: char| c.is_whitespace() || ";&|<>()".contains(c))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        }
+    };
+    let expands = word.contains(['$', '`', '*', '?', '[', '~', '\\', '\'', '"']);
+    (!word.is_empty() && !expands && !SHELL_WORDS.contains(&word)).then(|| word.to_owned())
+}
+
+/// Why `script` cannot run as `/bin/sh -c` would run it with `path_prefix` ahead of `PATH`:
+/// its program is missing, not a file or not executable. `None` when it can, or when the
+/// program cannot be told without running the script.
+pub fn script_problem(script: &str, path_prefix: Option<&str>) -> Option<String> {
+    let program = first_program(script)?;
+    let runnable = |path: &Path| -> Result<(), String> {
+        match std::fs::metadata(path) {
+            Err(e) => Err(format!("{}: {e}", path.display())),
+            Ok(meta) if !meta.is_file() => Err(format!("{} is not a file", path.display())),
+            Ok(meta) if !executable(&meta) => Err(format!("{} is not executable", path.display())),
+            Ok(_) => Ok(()),
+        }
+    };
+    if program.starts_with('/') {
+        return runnable(Path::new(&program)).err();
+    }
+    if program.contains('/') {
+        // Relative to the directory walvault runs in, which differs between PostgreSQL's
+        // archive_command and whoever runs the check: nothing to judge here.
+        return None;
+    }
+    let path = hook_path(path_prefix);
+    let mut found = None;
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(&program);
+        match runnable(&candidate) {
+            Ok(()) => return None,
+            Err(why) if candidate.exists() => found = found.or(Some(why)),
+            Err(_) => {}
+        }
+    }
+    Some(found.unwrap_or_else(|| {
+        format!(
+            "{program:?} is not in {}PATH",
+            path_prefix.map_or_else(String::new, |p| format!("path_prefix ({p}) or "))
+        )
+    }))
+}
+
+#[cfg(unix)]
+fn executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn executable(_: &std::fs::Metadata) -> bool {
+    true
+}
+
 /// [`HookRunner`] bound to a queue directory and an archive location, as the core's hooks.
 #[derive(Debug)]
 pub struct ArchiveHookAdapter<'a> {
@@ -304,5 +431,108 @@ impl ArchiveHooks for ArchiveHookAdapter<'_> {
             error: outcome.error().unwrap_or_default(),
         };
         self.runner.post(HookKind::Archive, &env);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_program_of_a_command_line() {
+        assert_eq!(
+            first_program("/opt/h/pre.sh --x").as_deref(),
+            Some("/opt/h/pre.sh")
+        );
+        assert_eq!(first_program("  hook arg").as_deref(), Some("hook"));
+        assert_eq!(
+            first_program("A=1 B_2=x hook; other").as_deref(),
+            Some("hook")
+        );
+        assert_eq!(
+            first_program("'/opt/my hooks/h' a").as_deref(),
+            Some("/opt/my hooks/h")
+        );
+        assert_eq!(first_program("hook>/dev/null").as_deref(), Some("hook"));
+        for unknowable in [
+            "exit 0",
+            "true",
+            "$HOOK a",
+            "if x; then y; fi",
+            "",
+            "~/h",
+            "'open",
+        ] {
+            assert_eq!(first_program(unknowable), None, "{unknowable}");
+        }
+    }
+
+    #[test]
+    fn missing_and_non_executable_scripts_are_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exe = dir.path().join("good-hook");
+        let plain = dir.path().join("plain-hook");
+        std::fs::write(&exe, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(&plain, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let prefix = dir.path().to_str().expect("utf-8");
+        let problem = |script: &str, prefix: Option<&str>| script_problem(script, prefix);
+
+        assert_eq!(problem(&format!("{} arg", exe.display()), None), None);
+        assert_eq!(
+            problem("good-hook arg", Some(prefix)),
+            None,
+            "found in path_prefix"
+        );
+        assert_eq!(problem("sh -c true", None), None, "found in PATH");
+        assert_eq!(problem("exit 0", None), None, "a shell word");
+        let why = problem("good-hook", None).expect("not without the prefix");
+        assert!(why.contains("\"good-hook\" is not in PATH"), "{why}");
+        let why = problem("no-such-hook", Some(prefix)).expect("missing");
+        assert!(
+            why.contains(&format!("path_prefix ({prefix}) or PATH")),
+            "{why}"
+        );
+        let why = problem("plain-hook", Some(prefix)).expect("not executable");
+        assert!(why.ends_with("plain-hook is not executable"), "{why}");
+        let why = problem(&plain.display().to_string(), None).expect("not executable");
+        assert!(why.ends_with("is not executable"), "{why}");
+        let why =
+            problem(&format!("{}/missing.sh x", dir.path().display()), None).expect("missing");
+        assert!(why.contains("missing.sh: No such file"), "{why}");
+        let why = problem(&dir.path().display().to_string(), None).expect("a directory");
+        assert!(why.ends_with("is not a file"), "{why}");
+    }
+
+    #[test]
+    fn every_hook_key_is_checked() {
+        let text = "[pg]\npre_archive_script = \"/nonexistent/a\"\n\
+                    pre_archive_retry_script = \"/nonexistent/b\"\n\
+                    post_archive_retry_script = \"/nonexistent/c\"\n\
+                    post_archive_script = \"/nonexistent/d\"\n\
+                    pre_wal_delete_script = \"/nonexistent/e\"\n\
+                    pre_wal_delete_retry_script = \"/nonexistent/f\"\n\
+                    post_wal_delete_retry_script = \"/nonexistent/g\"\n\
+                    post_wal_delete_script = \"exit 0\"\n";
+        let config =
+            crate::config::Config::parse(text, Path::new("/etc/walvault.toml")).expect("config");
+        let keys: Vec<&str> = script_problems(config.server("pg").expect("pg"))
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "pre_archive_script",
+                "pre_archive_retry_script",
+                "post_archive_retry_script",
+                "post_archive_script",
+                "pre_wal_delete_script",
+                "pre_wal_delete_retry_script",
+                "post_wal_delete_retry_script",
+            ]
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod pg;
 #[cfg(feature = "native")]
 pub mod pgcluster;
 pub mod queue_dir;
+pub mod secret;
 pub mod server;
 pub mod store;
 pub mod ui;

@@ -18,6 +18,12 @@ use walvault::ui::Ui;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Private until the configuration says otherwise (see fsutil::restrict_umask). The demo
+    // sets the modes of the directories its PostgreSQL user shares with it by itself, and
+    // its walvault commands run as their own processes.
+    if !matches!(cli.command, Command::Demo { .. }) {
+        walvault::fsutil::restrict_umask(false);
+    }
     let ui = Ui::new(cli.verbose, cli.quiet);
     ExitCode::from(walvault::cli::exit_code(run(cli, &ui), &ui))
 }
@@ -120,7 +126,9 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             } else {
                 // Opening the storage can fail too: that must stop recovery, not end it.
                 match one(&config, server) {
-                    Ok(ctx) => cmd::wal_io::get_wal(&ctx, wal, dest, *partial, usize::from(*prefetch), ui),
+                    Ok(ctx) => {
+                        cmd::wal_io::get_wal(&ctx, wal, dest, *partial, usize::from(*prefetch), ui)
+                    }
                     Err(e) => cmd::wal_io::get_wal_failing_closed(Err(e), ui),
                 }
             }
@@ -156,39 +164,11 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
         }
         Command::Config {
             command: ConfigCommand::Check,
-        } => {
-            println!("{}: OK", config.path.display());
-            for s in config.servers.values() {
-                println!("[{}]{}", s.name, if s.active { "" } else { " (inactive)" });
-                println!(
-                    "\tarchive: {}",
-                    ServerCtx::open(s, &config.path)
-                        .map(|c| c.archive_location())
-                        .unwrap_or_else(|e| format!("{e:#}"))
-                );
-                println!("\tincoming: {}", s.incoming.display());
-                println!("\terrors: {}", s.errors.display());
-                println!(
-                    "\tcompression: {} ({})",
-                    s.compression.map_or("none", |c| c.name()),
-                    s.compression_level
-                );
-                println!(
-                    "\twal_segment_size: {}",
-                    s.wal_segment_size
-                        .map_or_else(|| "detected".to_owned(), |z| z.to_string())
-                );
-            }
-            Ok(0)
-        }
+        } => Ok(cmd::check::config_check(&config, ui)),
         Command::Serve { listen, refresh } => {
-            let token = std::env::var(cmd::serve::TOKEN_ENV)
-                .ok()
-                .filter(|t| !t.is_empty())
-                .or_else(|| config.serve_token.as_ref().map(|t| t.0.clone()));
             let opts = cmd::serve::Options {
                 listen: *listen,
-                token,
+                token: cmd::serve::token(&config)?,
                 refresh: std::time::Duration::from_secs(*refresh),
             };
             // The server runs until the process ends; its threads borrow the configuration.

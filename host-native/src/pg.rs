@@ -8,6 +8,8 @@ use postgres::{Client, NoTls};
 use serde::Serialize;
 use walvault_core::status::ArchiverStats;
 
+use crate::secret::Conninfo;
+
 /// Facts read from a running server.
 #[derive(Debug, Clone, Serialize)]
 pub struct PgFacts {
@@ -31,9 +33,12 @@ pub struct PgFacts {
     pub archiver: ArchiverStats,
 }
 
-/// Connects with a timeout (the check must not hang on an unreachable server).
-pub fn connect(conninfo: &str) -> anyhow::Result<Client> {
-    let mut config = postgres::Config::from_str(conninfo).with_context(|| "invalid conninfo")?;
+/// Connects with a timeout (the check must not hang on an unreachable server). Errors show the
+/// conninfo without its password.
+pub fn connect(conninfo: &Conninfo) -> anyhow::Result<Client> {
+    // The parser's messages name keys, never values, so it cannot echo a password.
+    let mut config =
+        postgres::Config::from_str(conninfo.expose()).with_context(|| "invalid conninfo")?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
@@ -42,22 +47,7 @@ pub fn connect(conninfo: &str) -> anyhow::Result<Client> {
     }
     config
         .connect(NoTls)
-        .with_context(|| format!("cannot connect to PostgreSQL ({})", redact(conninfo)))
-}
-
-/// The conninfo without its password.
-pub fn redact(conninfo: &str) -> String {
-    conninfo
-        .split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+        .with_context(|| format!("cannot connect to PostgreSQL ({conninfo})"))
 }
 
 /// Reads everything walvault needs in one round of queries.

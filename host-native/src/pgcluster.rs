@@ -224,7 +224,7 @@ impl Cluster {
 
     /// A client connection.
     pub fn client(&self) -> anyhow::Result<postgres::Client> {
-        crate::pg::connect(&self.conninfo())
+        crate::pg::connect(&crate::secret::Conninfo::new(self.conninfo()))
     }
 
     /// Runs a query returning one text value.

@@ -14,7 +14,9 @@ use walvault_core::time::utc_iso8601;
 use super::archive_wal::now;
 use super::receive_wal;
 use crate::cli::Format;
+use crate::config::{Config, ServerConfig};
 use crate::fsutil::is_temp_name;
+use crate::hooks;
 use crate::pg::{self, PgFacts};
 use crate::queue_dir::list_queue;
 use crate::server::ServerCtx;
@@ -172,6 +174,9 @@ pub fn run_checks(ctx: &ServerCtx<'_>) -> CheckReport {
         cfg.last_wal_maximum_age,
     ));
     checks.push(status::check_temp_files(local.temp_files));
+    if let Some(hooks) = hook_check(cfg) {
+        checks.push(hooks);
+    }
     if let Some(conninfo) = &cfg.conninfo {
         match pg::connect(conninfo).and_then(|mut c| pg::facts(&mut c)) {
             Err(e) => checks.push(CheckResult {
@@ -190,6 +195,80 @@ pub fn run_checks(ctx: &ServerCtx<'_>) -> CheckReport {
         ok: checks.iter().all(|c| c.ok),
         checks,
     }
+}
+
+/// The `hook scripts` check, when any is configured: each must be an executable program
+/// (a retry script that cannot run is retried forever, stalling archiving).
+fn hook_check(cfg: &ServerConfig) -> Option<CheckResult> {
+    let configured = hooks::configured_scripts(cfg).len();
+    if configured == 0 {
+        return None;
+    }
+    let problems = hooks::script_problems(cfg);
+    Some(CheckResult {
+        name: "hook scripts".into(),
+        ok: problems.is_empty(),
+        hint: Some(if problems.is_empty() {
+            format!("{configured} configured")
+        } else {
+            problems
+                .iter()
+                .map(|(key, why)| format!("{key}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }),
+    })
+}
+
+/// `config check`: prints every server's resolved settings; exits 2 when a hook script
+/// cannot run (the file parsed, but `put-wal` would stall on it).
+pub fn config_check(config: &Config, ui: &Ui) -> u8 {
+    let problems: Vec<(&str, &str, String)> = config
+        .servers
+        .values()
+        .flat_map(|s| {
+            hooks::script_problems(s)
+                .into_iter()
+                .map(|(key, why)| (s.name.as_str(), key, why))
+        })
+        .collect();
+    if problems.is_empty() {
+        println!("{}: OK", config.path.display());
+    } else {
+        println!(
+            "{}: FAILED ({} hook script(s) cannot run)",
+            config.path.display(),
+            problems.len()
+        );
+    }
+    for s in config.servers.values() {
+        println!("[{}]{}", s.name, if s.active { "" } else { " (inactive)" });
+        println!(
+            "\tarchive: {}",
+            ServerCtx::open(s, &config.path)
+                .map(|c| c.archive_location())
+                .unwrap_or_else(|e| format!("{e:#}"))
+        );
+        println!("\tincoming: {}", s.incoming.display());
+        println!("\terrors: {}", s.errors.display());
+        println!(
+            "\tcompression: {} ({})",
+            s.compression.map_or("none", |c| c.name()),
+            s.compression_level
+        );
+        println!(
+            "\twal_segment_size: {}",
+            s.wal_segment_size
+                .map_or_else(|| "detected".to_owned(), |z| z.to_string())
+        );
+        if let Some(conninfo) = &s.conninfo {
+            println!("\tconninfo: {conninfo}");
+        }
+    }
+    for (server, key, why) in &problems {
+        ui.error(format_args!("[{server}] {key}: {why}"));
+    }
+    if problems.is_empty() { 0 } else { 2 }
 }
 
 /// What `status` shows about streaming.

@@ -19,7 +19,7 @@ use walvault_core::streaming::{
 };
 use walvault_core::wal::{Lsn, SegmentSize, TimelineId};
 
-use crate::config::{CreateSlot, ServerConfig};
+use crate::config::{Conninfo, CreateSlot, ServerConfig};
 use crate::fsutil;
 use crate::lock::{LockError, LockFile, lock_path};
 use crate::pg::{self, StreamingFacts};
@@ -94,10 +94,10 @@ pub fn pg_receivewal(cfg: &ServerConfig) -> anyhow::Result<Tool> {
 }
 
 /// The connection string `pg_receivewal` streams with.
-fn streaming_conninfo(cfg: &ServerConfig) -> anyhow::Result<&str> {
+fn streaming_conninfo(cfg: &ServerConfig) -> anyhow::Result<&Conninfo> {
     cfg.streaming_conninfo
-        .as_deref()
-        .or(cfg.conninfo.as_deref())
+        .as_ref()
+        .or(cfg.conninfo.as_ref())
         .with_context(|| {
             format!(
                 "server '{}' has no streaming_conninfo (or conninfo) to stream from",
@@ -107,10 +107,27 @@ fn streaming_conninfo(cfg: &ServerConfig) -> anyhow::Result<&str> {
 }
 
 /// The connection string for SQL queries (slot state, positions).
-pub fn sql_conninfo(cfg: &ServerConfig) -> Option<&str> {
-    cfg.conninfo
-        .as_deref()
-        .or(cfg.streaming_conninfo.as_deref())
+pub fn sql_conninfo(cfg: &ServerConfig) -> Option<&Conninfo> {
+    cfg.conninfo.as_ref().or(cfg.streaming_conninfo.as_ref())
+}
+
+/// `pg_receivewal` with the connection options: the conninfo goes on the command line without
+/// its password, which `ps` would show to every local user; the password goes in `PGPASSWORD`,
+/// which only the same user (and root) can read.
+fn pg_receivewal_command(cfg: &ServerConfig, tool: &Path) -> anyhow::Result<Command> {
+    let (dbname, password) = streaming_conninfo(cfg)?
+        .split_password()
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("streaming_conninfo of server '{}'", cfg.name))?;
+    let mut command = Command::new(tool);
+    command.arg("--no-password").stdin(Stdio::null());
+    if !dbname.trim().is_empty() {
+        command.arg("--dbname").arg(dbname);
+    }
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password.expose());
+    }
+    Ok(command)
 }
 
 /// Reads the streaming facts for this server.
@@ -298,12 +315,8 @@ fn drop_slot(cfg: &ServerConfig, tool: &Tool, slot: &str, ui: &Ui) -> anyhow::Re
 /// Slot commands go through `pg_receivewal` so they use the replication connection and its
 /// privileges, exactly as streaming will.
 fn run_slot_command(cfg: &ServerConfig, tool: &Tool, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(&tool.path)
+    let out = pg_receivewal_command(cfg, &tool.path)?
         .args(args)
-        .arg("--no-password")
-        .arg("--dbname")
-        .arg(streaming_conninfo(cfg)?)
-        .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {}", tool.path.display()))?;
     if !out.status.success() {
@@ -412,6 +425,29 @@ fn reset(
     }
 }
 
+/// The streaming `pg_receivewal` command.
+fn streaming_command(
+    cfg: &ServerConfig,
+    tool: &Path,
+    synchronous: bool,
+) -> anyhow::Result<Command> {
+    let mut command = pg_receivewal_command(cfg, tool)?;
+    // PGAPPNAME rather than appending to the string: it works for key=value and URI
+    // connection strings alike, and an application_name inside the string still wins.
+    command
+        .arg("--directory")
+        .arg(&cfg.streaming)
+        .args(["--no-loop", "--verbose"])
+        .env("PGAPPNAME", &cfg.streaming_archiver_name);
+    if let Some(slot) = &cfg.slot_name {
+        command.arg("--slot").arg(slot);
+    }
+    if synchronous {
+        command.arg("--synchronous");
+    }
+    Ok(command)
+}
+
 /// Longest wait between restarts; a run this long also resets the backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long `pg_receivewal` gets to flush and exit after SIGINT before it is killed.
@@ -438,27 +474,10 @@ fn supervise(
             None
         }
     };
-    // PGAPPNAME rather than appending to the string: it works for key=value and URI
-    // connection strings alike, and an application_name inside the string still wins.
-    let dbname = streaming_conninfo(cfg)?.to_owned();
     let mut backoff = Duration::from_secs(1);
     loop {
         repair_partial(&cfg.streaming, size, ui)?;
-        let mut command = Command::new(&tool.path);
-        command
-            .arg("--directory")
-            .arg(&cfg.streaming)
-            .args(["--no-loop", "--no-password", "--verbose"])
-            .arg("--dbname")
-            .arg(&dbname)
-            .env("PGAPPNAME", &cfg.streaming_archiver_name)
-            .stdin(Stdio::null());
-        if let Some(slot) = &cfg.slot_name {
-            command.arg("--slot").arg(slot);
-        }
-        if synchronous {
-            command.arg("--synchronous");
-        }
+        let mut command = streaming_command(cfg, &tool.path, synchronous)?;
         let started = Instant::now();
         let mut child =
             Supervised(Some(command.spawn().with_context(|| {
@@ -579,5 +598,78 @@ pub fn describe_exit(status: ExitStatus) -> String {
         (Some(code), _) => format!("exited with code {code}"),
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         (None, None) => "ended".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn server(conninfo: &str) -> ServerConfig {
+        let text = format!(
+            "[pg]\nstreaming_archiver = true\nslot_name = \"s\"\nconninfo = '''{conninfo}'''\n"
+        );
+        let config = Config::parse(&text, Path::new("/etc/walvault.toml")).expect("config");
+        config.server("pg").expect("pg").clone()
+    }
+
+    fn argv_and_password(cmd: &Command) -> (Vec<String>, Option<String>) {
+        let argv = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let password = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "PGPASSWORD")
+            .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()));
+        (argv, password)
+    }
+
+    #[test]
+    fn the_password_never_reaches_the_command_line() {
+        let tool = Path::new("/usr/bin/pg_receivewal");
+        for (conninfo, password, dbname) in [
+            (
+                "host=db user=rep password = 'hunter2 x' dbname=replication",
+                "hunter2 x",
+                "host=db user=rep dbname=replication",
+            ),
+            (
+                "postgresql://rep:hunter2@db:5432/x?sslmode=require",
+                "hunter2",
+                "postgresql://rep@db:5432/x?sslmode=require",
+            ),
+            (
+                "postgresql://rep@db/x?password=hunter2&application_name=a",
+                "hunter2",
+                "postgresql://rep@db/x?application_name=a",
+            ),
+        ] {
+            let cfg = server(conninfo);
+            for cmd in [
+                streaming_command(&cfg, tool, true).expect("command"),
+                pg_receivewal_command(&cfg, tool).expect("command"),
+            ] {
+                let (argv, env_password) = argv_and_password(&cmd);
+                assert!(
+                    argv.iter().all(|a| !a.contains("hunter2")),
+                    "{conninfo}: {argv:?}"
+                );
+                let at = argv.iter().position(|a| a == "--dbname").expect("--dbname");
+                assert_eq!(argv[at + 1], dbname);
+                assert!(argv.iter().any(|a| a == "--no-password"));
+                assert_eq!(env_password.as_deref(), Some(password), "{conninfo}");
+            }
+        }
+        let cfg = server("host=db user=rep");
+        let (argv, env_password) =
+            argv_and_password(&streaming_command(&cfg, tool, false).expect("command"));
+        assert_eq!(env_password, None, "no password: PGPASSWORD is left alone");
+        assert!(
+            argv.windows(2)
+                .any(|w| w == ["--dbname", "host=db user=rep"])
+        );
+        assert!(pg_receivewal_command(&server("password='x"), tool).is_err());
     }
 }

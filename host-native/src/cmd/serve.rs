@@ -35,7 +35,7 @@ use walvault_core::wal::SegmentSize;
 use super::archive_wal::now;
 use super::check::{last_check_path, waiting};
 use super::{receive_wal, reports};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Secret};
 use crate::server::ServerCtx;
 use crate::ui::Ui;
 
@@ -50,8 +50,9 @@ pub const MAX_PAGE: usize = 10_000;
 pub struct Options {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// Required as `Authorization: Bearer …` on the API and metrics when set.
-    pub token: Option<String>,
+    /// Required as `Authorization: Bearer …` on the API and metrics when set; without it only
+    /// loopback host names are answered.
+    pub token: Option<Secret>,
     /// How often PostgreSQL is asked about streaming.
     pub refresh: Duration,
 }
@@ -88,7 +89,7 @@ struct State {
     // Leaked: they live as long as the process, and a `&` to them crosses threads (the
     // stores are Sync, not Send).
     servers: &'static [ServerCtx<'static>],
-    token: Option<String>,
+    token: Option<Secret>,
     catalogues: Mutex<HashMap<String, CatalogueCache>>,
     segment_sizes: Mutex<HashMap<String, SegmentSize>>,
     streaming: Mutex<HashMap<String, ReceiveWalStatus>>,
@@ -98,6 +99,21 @@ struct State {
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panicking request must not take the server down with it: the data stays usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The bearer token: `WALVAULT_SERVE_TOKEN` when set (even empty: an empty token is refused,
+/// not silently dropped), else `serve_token` (checked when the configuration was read).
+pub fn token(config: &Config) -> Result<Option<Secret>, ConfigError> {
+    let env_error = |message: String| ConfigError {
+        section: None,
+        key: Some(TOKEN_ENV.into()),
+        message,
+    };
+    match std::env::var(TOKEN_ENV) {
+        Ok(text) => Secret::token(&text).map(Some).map_err(env_error),
+        Err(std::env::VarError::NotUnicode(_)) => Err(env_error("is not valid UTF-8".into())),
+        Err(std::env::VarError::NotPresent) => Ok(config.serve_token.clone()),
+    }
 }
 
 /// `serve`: answers until killed.
@@ -238,7 +254,67 @@ fn authorised(state: &State, req: &Request<Incoming>) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
+        .is_some_and(|given| same_secret(given.trim().as_bytes(), token.expose().as_bytes()))
+}
+
+/// Whether a `Host` value (`name[:port]`) names this machine's loopback: `localhost`, or a
+/// loopback address (`127.0.0.1`, `[::1]`). A web page can point its own host name at
+/// 127.0.0.1 (DNS rebinding) and read what the browser fetches from it, but its requests then
+/// carry that name.
+fn loopback_host(host: &str) -> bool {
+    let bracketed = host.starts_with('[');
+    // `name[:port]` or `[v6][:port]`.
+    let (name, port) = if bracketed {
+        match host[1..].split_once(']') {
+            Some(split) => split,
+            None => return false,
+        }
+    } else {
+        host.find(':').map_or((host, ""), |i| host.split_at(i))
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    port_ok
+        && if bracketed {
+            name.parse::<std::net::Ipv6Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
+        } else {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+}
+
+/// Without a token, a request must name a loopback host, both in `Host` and in an
+/// absolute-form target. Returns what is wrong.
+fn misdirected(state: &State, req: &Request<Incoming>) -> Option<String> {
+    if state.token.is_some() {
+        return None;
+    }
+    let hosts = req
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?"));
+    let names: Vec<&str> = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .into_iter()
+        .chain(hosts)
+        .collect();
+    if names.is_empty() {
+        return Some("no Host header: without a bearer token, a loopback Host is required".into());
+    }
+    names.into_iter().find(|n| !loopback_host(n)).map(|name| {
+        format!(
+            "without a bearer token this server answers only to 127.0.0.1, [::1] and \
+             localhost, not to host {name:?}: use one of those, or set serve_token"
+        )
+    })
 }
 
 async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, Infallible> {
@@ -256,7 +332,9 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, Infa
         _ => "other",
     }
     .to_owned();
-    let response = if !matches!(*req.method(), Method::GET | Method::HEAD) {
+    let response = if let Some(problem) = misdirected(&state, &req) {
+        json_error(StatusCode::MISDIRECTED_REQUEST, &problem)
+    } else if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET or HEAD");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -608,6 +686,41 @@ mod tests {
         assert_eq!(q["x"], "a b");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%C3%A9"), "é");
+    }
+
+    #[test]
+    fn only_loopback_names_pass_without_a_token() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "localhost",
+            "LocalHost:80",
+            "[::1]",
+            "[::1]:65535",
+            "127.0.0.2:1",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "localhost.",
+            "127.0.0.1.nip.io",
+            "10.0.0.1",
+            "0.0.0.0",
+            "[::]",
+            "[::ffff:127.0.0.1]",
+            "::1",
+            "[::1",
+            "127.0.0.1:",
+            "127.0.0.1:80x",
+            "127.0.0.1:123456",
+            "localhost:80:81",
+            "",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
     }
 
     #[test]

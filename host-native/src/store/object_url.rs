@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 
+use crate::secret::Secret;
+
 /// Where and how to reach the bucket.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct S3Settings {
@@ -19,7 +21,7 @@ pub struct S3Settings {
     /// Static credentials from the configuration (the environment is preferred).
     pub access_key_id: Option<String>,
     /// See `access_key_id`.
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<Secret>,
     /// Force path-style (`endpoint/bucket/key`) or virtual-hosted-style requests.
     pub path_style: Option<bool>,
     /// Objects larger than this are uploaded in parts.
@@ -38,10 +40,7 @@ impl std::fmt::Debug for S3Settings {
             .field("region", &self.region)
             .field("profile", &self.profile)
             .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "***"),
-            )
+            .field("secret_access_key", &self.secret_access_key)
             .finish_non_exhaustive()
     }
 }

@@ -83,7 +83,9 @@ impl S3Store {
                 }
                 match (&settings.access_key_id, &settings.secret_access_key) {
                     (Some(id), Some(secret)) => {
-                        b = b.with_access_key_id(id).with_secret_access_key(secret);
+                        b = b
+                            .with_access_key_id(id)
+                            .with_secret_access_key(secret.expose());
                     }
                     (Some(_), None) | (None, Some(_)) => bail!(
                         "set both access_key_id and secret_access_key, or neither (and use the \
