@@ -1,6 +1,7 @@
 //! `walvault serve`: the dashboard in headless Chromium over an archive a real archive run
 //! made (with a known gap and a known duplicate), `/metrics` through the Prometheus project's
-//! own parser, the API's pages and errors, the bearer token, and clients that misbehave.
+//! own parser, the API's pages and errors, the bearer token, the Host check that stands in for
+//! it on loopback, and clients that misbehave.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -322,7 +323,7 @@ fn api_pages_metrics_and_bad_clients() {
     {
         // Gone in the middle of a large response (the dashboard's wasm).
         let mut s = TcpStream::connect(addr).expect("connect");
-        s.write_all(b"GET /walvault_web_ui_bg.wasm HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(b"GET /walvault_web_ui_bg.wasm HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .expect("write");
         let mut first = [0u8; 1024];
         s.read_exact(&mut first).expect("the start of the response");
@@ -386,9 +387,9 @@ fn a_non_loopback_bind_needs_a_token_and_the_api_then_requires_it() {
     let served = serve(
         &world,
         &["--listen", "0.0.0.0:0"],
-        &[("WALVAULT_SERVE_TOKEN", "s3cret-from-env")],
+        &[("WALVAULT_SERVE_TOKEN", "s3cret-from-env-0123")],
     );
-    check(served.addr, "s3cret-from-env");
+    check(served.addr, "s3cret-from-env-0123");
     drop(served);
 
     let text = fs::read_to_string(&world.config).expect("config");
@@ -406,4 +407,163 @@ fn a_non_loopback_bind_needs_a_token_and_the_api_then_requires_it() {
     // A token also guards a loopback bind once it is configured.
     let served = serve(&world, &["--listen", "127.0.0.1:0"], &[]);
     assert_eq!(get(served.addr, "/api/status").status, 401);
+}
+
+/// `GET path` with this `Host` line (none when `None`) and an optional bearer token; returns
+/// the status code and the body.
+fn get_as_host(
+    addr: SocketAddr,
+    path: &str,
+    host: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if let Some(host) = host {
+        request.push_str(&format!("Host: {host}\r\n"));
+    }
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    let answer = raw_exchange(addr, request.as_bytes());
+    let code = answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {answer:.200}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (code, body)
+}
+
+#[test]
+fn without_a_token_only_loopback_host_names_are_answered() {
+    let world = World::new("");
+    let served = serve(&world, &["--listen", "127.0.0.1:0"], &[]);
+    let addr = served.addr;
+    let port = addr.port();
+    // A page on evil.example whose name now resolves to 127.0.0.1 (DNS rebinding) sends its
+    // own name.
+    for host in [
+        "evil.example".to_owned(),
+        format!("evil.example:{port}"),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+    ] {
+        for path in ["/api/status", "/metrics", "/api/wals", "/"] {
+            let (code, body) = get_as_host(addr, path, Some(&host), None);
+            assert_eq!(code, 421, "{path} for Host: {host}: {body}");
+            assert!(
+                body.contains("answers only to 127.0.0.1, [::1] and localhost")
+                    && body.contains("serve_token"),
+                "{body}"
+            );
+        }
+    }
+    let (code, body) = get_as_host(addr, "/api/status", None, None);
+    assert_eq!(code, 421, "no Host at all: {body}");
+    for host in [
+        "127.0.0.1".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "localhost".to_owned(),
+        format!("LOCALHOST:{port}"),
+        "[::1]".to_owned(),
+        format!("[::1]:{port}"),
+    ] {
+        let (code, body) = get_as_host(addr, "/api/status", Some(&host), None);
+        assert_eq!(code, 200, "Host: {host}: {body}");
+    }
+    drop(served);
+
+    // With a token, the token is the guard, whatever name the client used.
+    let token = "a-token-of-24-characters";
+    let served = serve(
+        &world,
+        &["--listen", "127.0.0.1:0"],
+        &[("WALVAULT_SERVE_TOKEN", token)],
+    );
+    let host = Some("walvault.example.internal");
+    assert_eq!(get_as_host(served.addr, "/api/status", host, None).0, 401);
+    assert_eq!(
+        get_as_host(served.addr, "/api/status", host, Some(token)).0,
+        200
+    );
+}
+
+/// Runs `walvault serve` and waits at most 20 s for it to exit (a serve that starts is
+/// killed, and reported as no exit code).
+fn serve_exit(world: &World, envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = Command::new(&world.bin)
+        .arg("-c")
+        .arg(&world.config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("WALVAULT_SERVE_TOKEN")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start walvault serve");
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr);
+    (code, stderr)
+}
+
+#[test]
+fn short_or_blank_serve_tokens_are_refused() {
+    let world = World::new("");
+    for token in [
+        "",
+        "short",
+        "fifteen-chars!!",
+        "                    ",
+        " \t \n ",
+    ] {
+        let (code, stderr) = serve_exit(&world, &[("WALVAULT_SERVE_TOKEN", token)]);
+        assert_eq!(code, Some(2), "WALVAULT_SERVE_TOKEN={token:?}: {stderr}");
+        assert!(
+            stderr.contains("WALVAULT_SERVE_TOKEN: the token"),
+            "{stderr}"
+        );
+    }
+    let (_, stderr) = serve_exit(&world, &[("WALVAULT_SERVE_TOKEN", "short")]);
+    assert!(stderr.contains("use at least 16"), "{stderr}");
+
+    let text = fs::read_to_string(&world.config).expect("config");
+    for token in ["short", "                    ", "fifteen-chars!!"] {
+        fs::write(
+            &world.config,
+            text.replacen(
+                "[walvault]\n",
+                &format!("[walvault]\nserve_token = \"{token}\"\n"),
+                1,
+            ),
+        )
+        .expect("config");
+        let (code, stderr) = serve_exit(&world, &[]);
+        assert_eq!(code, Some(2), "serve_token = {token:?}: {stderr}");
+        assert!(
+            stderr.contains("[walvault] serve_token: the token"),
+            "{stderr}"
+        );
+        let check = world.walvault(&["config", "check"]);
+        assert_eq!(check.status.code(), Some(2), "{}", describe(&check));
+    }
 }

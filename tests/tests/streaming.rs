@@ -483,3 +483,61 @@ fn misuse_gets_clear_errors() {
         "0"
     );
 }
+
+#[test]
+fn the_streaming_password_reaches_pg_receivewal_out_of_band() {
+    const PASSWORD: &str = "hunter2 streaming";
+    let world = World::new("compression = \"zstd\"");
+    let mut primary = world.cluster("primary");
+    primary
+        .configure("wal_level = replica\nmax_wal_size = 64MB")
+        .expect("configure");
+    // Replication connections need the password; SQL ones stay on trust.
+    let hba = primary.data.join("pg_hba.conf");
+    let rules: String = fs::read_to_string(&hba)
+        .expect("pg_hba.conf")
+        .lines()
+        .map(|l| {
+            if l.contains("replication") && !l.trim_start().starts_with('#') {
+                l.replace("trust", "scram-sha-256")
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    fs::write(&hba, rules).expect("pg_hba.conf");
+    primary.start().expect("start");
+    primary
+        .execute(&format!("ALTER ROLE postgres PASSWORD '{PASSWORD}'"))
+        .expect("password");
+    world.add_config(&format!(
+        "streaming_archiver = true\narchiver = false\nslot_name = \"{SLOT}\"\n\
+         conninfo = \"{} password = '{PASSWORD}'\"",
+        primary.conninfo()
+    ));
+    // The slot is created over a replication connection, so with the password too.
+    create_slot(&world);
+    let receiver = world.start_receive_wal();
+    let pid = receiver.pg_receivewal_pid().expect("pg_receivewal runs");
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("--dbname"), "{cmdline}");
+    assert!(
+        !cmdline.contains("hunter2"),
+        "the password is on the command line: {cmdline}"
+    );
+    let environ = fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == format!("PGPASSWORD={PASSWORD}").as_bytes()),
+        "the password is in pg_receivewal's environment"
+    );
+    let last = switch_and_wait_streamed(&world, &primary);
+    archive_wal(&world);
+    assert_contiguous(&world, &last);
+    let (code, log) = receiver.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("hunter2"), "{log}");
+}
