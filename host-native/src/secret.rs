@@ -80,9 +80,10 @@ impl Serialize for Secret {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Conninfo(String);
 
-/// Keywords whose values are hidden (`sslpassword` unlocks the client key).
+/// Keywords whose values are hidden (`sslpassword` unlocks the client key). libpq's keywords
+/// are lower-case; `PASSWORD=` is refused by it, but still not shown.
 fn is_password_key(key: &str) -> bool {
-    key == "password" || key == "sslpassword"
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword")
 }
 
 /// One `key=value` of a key/value conninfo: the value unescaped, and where the pair is in the
@@ -400,6 +401,7 @@ mod tests {
         );
         assert_eq!(shown(r"password=a\ b host=h"), "password=*** host=h");
         assert_eq!(shown("sslpassword='k e y'"), "sslpassword=***");
+        assert_eq!(shown("PassWord=hunter2"), "PassWord=***");
         assert_eq!(
             shown("host=/run/pg user=postgres"),
             "host=/run/pg user=postgres"
