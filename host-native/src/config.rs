@@ -296,6 +296,9 @@ pub struct Config {
     pub servers: BTreeMap<String, ServerConfig>,
     /// The bearer token `serve` requires (`serve_token` in `[walvault]`).
     pub serve_token: Option<Secret>,
+    /// `group_access` in `[walvault]`: what walvault creates is readable by its group too
+    /// (0640 files, 0750 directories) instead of private (see `fsutil::restrict_umask`).
+    pub group_access: bool,
 }
 
 /// Parses a duration such as `1 day`, `2 weeks`, `90 minutes`, `3600` (seconds).
@@ -375,6 +378,7 @@ impl Config {
         let mut home = PathBuf::from(DEFAULT_HOME);
         let mut lock_directory = None;
         let mut serve_token = None;
+        let mut group_access = false;
         let mut defaults = ServerSection::default();
         let mut sections = Vec::new();
         for (name, value) in table {
@@ -396,6 +400,11 @@ impl Config {
                     lock_directory = Some(v.as_str().map(PathBuf::from).ok_or_else(|| {
                         err("walvault", "lock_directory", "expected a path string")
                     })?);
+                }
+                if let Some(v) = section.remove("group_access") {
+                    group_access = v
+                        .as_bool()
+                        .ok_or_else(|| err("walvault", "group_access", "expected true or false"))?;
                 }
                 if let Some(v) = section.remove("serve_token") {
                     let token = v
@@ -424,6 +433,13 @@ impl Config {
                 format!("must be an absolute path, got {}", home.display()),
             ));
         }
+        if let Some(dir) = lock_directory.as_ref().filter(|d| !d.is_absolute()) {
+            return Err(err(
+                "walvault",
+                "lock_directory",
+                format!("must be an absolute path, got {}", dir.display()),
+            ));
+        }
         let lock_directory = lock_directory.unwrap_or_else(|| home.clone());
         let mut servers = BTreeMap::new();
         for (name, section) in sections {
@@ -440,6 +456,7 @@ impl Config {
             home,
             servers,
             serve_token,
+            group_access,
         })
     }
 
@@ -600,6 +617,38 @@ fn resolve(
             "streaming_archiver",
             "needs conninfo or streaming_conninfo",
         ));
+    }
+    // A relative directory would be taken from wherever walvault happens to run: put-wal
+    // (run by PostgreSQL in its data directory) would archive under PGDATA and get-wal from
+    // elsewhere would not find it, ending a recovery early.
+    let directories: [(&str, Option<&Path>); 6] = [
+        ("backup_directory", Some(backup_directory.as_path())),
+        (
+            "incoming_wals_directory",
+            s.incoming_wals_directory.as_deref(),
+        ),
+        (
+            "streaming_wals_directory",
+            s.streaming_wals_directory.as_deref(),
+        ),
+        ("errors_directory", s.errors_directory.as_deref()),
+        (
+            "wals_directory",
+            match &archive {
+                ArchiveLocation::Local(dir) => Some(dir.as_path()),
+                ArchiveLocation::Url(_) => None,
+            },
+        ),
+        ("xlogdb_directory", Some(xlogdb_directory.as_path())),
+    ];
+    for (key, dir) in directories {
+        if let Some(dir) = dir.filter(|d| !d.is_absolute()) {
+            return Err(err(
+                name,
+                key,
+                format!("must be an absolute path, got {}", dir.display()),
+            ));
+        }
     }
     Ok(ServerConfig {
         name: name.to_owned(),

@@ -13,6 +13,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// most of the time of an uncompressed archive run.
 pub const IO_BUF: usize = 128 << 10;
 
+/// Makes every file and directory this process creates private to its user (files 0600,
+/// directories 0700), or readable by its group too with `group_access` (0640 and 0750),
+/// whatever umask it was started with: archived WAL holds the whole database, and PostgreSQL
+/// keeps `pg_wal` the same way (its `--allow-group-access` is the group option). Child
+/// processes (hooks, `pg_receivewal`) inherit it. Called once at start-up, before any file is
+/// created.
+#[cfg(all(unix, feature = "native"))]
+pub fn restrict_umask(group_access: bool) {
+    let mask = if group_access { 0o027 } else { 0o077 };
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(mask));
+}
+
 /// Syncs a directory, making entries created, renamed or removed in it durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(target_os = "wasi")]

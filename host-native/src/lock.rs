@@ -64,6 +64,11 @@ impl LockFile {
     pub fn acquire(_path: &Path, _blocking: bool) -> Result<LockFile, LockError> {
         Ok(LockFile {})
     }
+
+    /// Nothing to record: the runner holds the lock for the guest's (bounded) lifetime.
+    pub fn touch(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Releases nothing: the runner holds the real lock (and callers drop locks explicitly to
@@ -123,6 +128,32 @@ impl LockFile {
         writeln!(file, "{}", std::process::id()).map_err(io_err)?;
         Ok(LockFile { file })
     }
+
+    /// Records progress: the lock file's modification time becomes now, so that a run stuck
+    /// while holding the lock can be told from a long one (see [`holder_info`]).
+    pub fn touch(&self) -> io::Result<()> {
+        self.file.set_modified(std::time::SystemTime::now())
+    }
+}
+
+/// A held lock as another process sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The holder's pid, as written in the file.
+    pub pid: Option<u32>,
+    /// When the holder last showed progress ([`LockFile::touch`]; taking the lock counts).
+    pub last_progress: Option<std::time::SystemTime>,
+}
+
+/// [`holder`] with the holder's last sign of progress: `Ok(None)` when free.
+pub fn holder_info(path: &Path) -> io::Result<Option<Holder>> {
+    let Some(pid) = holder(path)? else {
+        return Ok(None);
+    };
+    let last_progress = std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok();
+    Ok(Some(Holder { pid, last_progress }))
 }
 
 /// Whether a lock is held, and by which pid (as written in the file), without keeping it:

@@ -69,6 +69,9 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
         return cmd::demo::run(dir.clone(), pg_bin, os_user, compression, ui);
     }
     let config = load_config(&cli)?;
+    if config.group_access {
+        walvault::fsutil::restrict_umask(true);
+    }
     match &cli.command {
         Command::ArchiveWal { servers, jobs } => {
             let mut ok = true;

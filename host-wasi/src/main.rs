@@ -88,6 +88,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The guest's files are created by this process: private, as the native CLI's.
+    walvault::fsutil::restrict_umask(false);
     let cli = Cli::parse();
     let ui = Ui::new(cli.verbose, cli.quiet);
     let mut result = run(&cli, &ui);
@@ -110,6 +112,9 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
         message: format!("cannot read {}: {e}", config_path.display()),
     })?;
     let config = Config::parse(&text, &config_path)?;
+    if config.group_access {
+        walvault::fsutil::restrict_umask(true);
+    }
     let (server, command) = match &cli.command {
         Command::ArchiveWal { server } => (server, "archive-wal"),
         Command::GetWal { server, .. } => (server, "get-wal"),

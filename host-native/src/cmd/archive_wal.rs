@@ -53,8 +53,33 @@ pub struct Totals {
     pub failed: bool,
 }
 
+/// How long a run holding the archive-wal lock may go without finishing a file before it
+/// counts as stalled (a hung store or file system): later runs then fail loudly instead of
+/// skipping the server in silence, and `check` fails.
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Whether the run holding the archive-wal lock has stalled: `Some(description)` when it has
+/// shown no progress for [`STALLED_AFTER`].
+pub fn stalled_holder(cfg: &ServerConfig) -> Option<String> {
+    let path = lock_path(&cfg.lock_directory, &cfg.name, "archive-wal");
+    let holder = crate::lock::holder_info(&path).ok()??;
+    let idle = holder
+        .last_progress
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())?;
+    (idle > STALLED_AFTER).then(|| {
+        format!(
+            "archive-wal {}has held the lock of server {} ({}) for {} min without archiving a file: archiving is stalled;              find out what it waits for, or stop it",
+            holder.pid.map(|p| format!("(pid {p}) ")).unwrap_or_default(),
+            cfg.name,
+            path.display(),
+            idle.as_secs() / 60
+        )
+    })
+}
+
 /// Takes the server's archive-wal lock (Barman's), or says that another run holds it and
-/// returns `None`: a run that finds the lock taken skips the server, successfully.
+/// returns `None`: a run that finds the lock taken skips the server, successfully, unless the
+/// holder has stalled ([`stalled_holder`]): that is an error, so that cron reports it.
 pub fn take_lock(cfg: &ServerConfig, ui: &Ui) -> anyhow::Result<Option<LockFile>> {
     match LockFile::acquire(
         &lock_path(&cfg.lock_directory, &cfg.name, "archive-wal"),
@@ -62,6 +87,9 @@ pub fn take_lock(cfg: &ServerConfig, ui: &Ui) -> anyhow::Result<Option<LockFile>
     ) {
         Ok(lock) => Ok(Some(lock)),
         Err(LockError::Busy { holder, .. }) => {
+            if let Some(stalled) = stalled_holder(cfg) {
+                anyhow::bail!("{stalled}");
+            }
             let by = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
             ui.info(format_args!("Another archive-wal process is already running on server {}{by}. Skipping to the next server", cfg.name));
             Ok(None)
@@ -126,7 +154,13 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
             source_dir: dir.clone(),
             archive_root: ctx.archive_root(),
         };
-        let report = archive_batch(ctx, &settings, &batch, &mut queue, &hooks, jobs, ui);
+        // Each finished file is progress (see STALLED_AFTER).
+        let heartbeat = || {
+            let _ = lock.touch();
+        };
+        let report = archive_batch(
+            ctx, &settings, &batch, &mut queue, &hooks, jobs, &heartbeat, ui,
+        );
         summarise(ctx, &report, &mut totals, ui);
         if let Err(e) = queue.sync() {
             totals.failed = true;
@@ -302,6 +336,10 @@ const COMMIT_EVERY: usize = 16;
 /// release) every [`COMMIT_EVERY`] files in name order while the workers go on with the next
 /// files. The workers live for the whole batch: new threads per chunk would each grow their
 /// own allocator arenas (xz's encoder alone takes ~30 MiB).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the batch's parts, each a distinct concern; one engine in core will carry them"
+)]
 pub fn archive_batch(
     ctx: &ServerCtx<'_>,
     settings: &ArchiveSettings,
@@ -309,6 +347,7 @@ pub fn archive_batch(
     queue: &mut QueueDir,
     hooks: &(dyn ArchiveHooks + Sync),
     jobs: usize,
+    heartbeat: &(dyn Fn() + Sync),
     ui: &Ui,
 ) -> BatchReport {
     let archiver = Archiver {
@@ -365,6 +404,7 @@ pub fn archive_batch(
                 })
             });
             progress.inc(&candidate.file_name);
+            heartbeat();
             let mut st = lock();
             st.in_flight -= 1;
             match outcome {

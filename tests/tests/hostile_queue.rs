@@ -1,0 +1,505 @@
+//! Hostile and careless input in the queues, through the `walvault` binary: links and FIFOs
+//! named like WAL, names that are not UTF-8 or carry escape sequences, two rejects of one WAL,
+//! and what an archive must reproduce and clean up by itself (issue 15).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use walvault_core::wal::{SegmentSize, WalFileName, synthetic_page_header};
+use walvault_tests::{SERVER, World, describe, file_names};
+
+const S01: &str = "000000010000000000000001";
+const S02: &str = "000000010000000000000002";
+const S03: &str = "000000010000000000000003";
+const MIB: &str = "wal_segment_size = \"1MB\"";
+/// Streaming needs a conninfo; archive-wal never uses it.
+const STREAMING: &str =
+    "streaming_archiver = true\narchiver = true\nconninfo = \"host=/nonexistent user=nobody\"";
+
+/// A valid 1 MiB segment: its page header, then bytes that depend on `seed`.
+fn segment(name: &str, seed: u8) -> Vec<u8> {
+    let size = SegmentSize::new(1 << 20).expect("1 MiB");
+    let wal: WalFileName = name.parse().expect("name");
+    let mut data = synthetic_page_header(&wal, size, 42).to_vec();
+    data.extend((data.len()..1 << 20).map(|i| (i as u8).wrapping_mul(seed)));
+    data
+}
+
+/// Writes a queued file with an mtime an hour ago (settled, and distinct from "now").
+fn queue_file(path: &Path, data: &[u8]) {
+    fs::write(path, data).expect("queue file");
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(hour_ago))
+        .expect("mtime");
+}
+
+/// Runs walvault as the test user; fails the test if it has not exited within `limit` (it is
+/// killed first, so a hang fails instead of blocking the suite).
+fn walvault_within(world: &World, args: &[&str], limit: Duration) -> Output {
+    let mut cmd: Command = world.run_as.command(&world.bin);
+    cmd.arg("-c")
+        .arg(&world.config)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn walvault");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "walvault {args:?} still running after {limit:?} (killed)\n{}",
+                describe(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+fn error_reasons(world: &World) -> Vec<serde_json::Value> {
+    fs::read_to_string(world.home.join(SERVER).join("meta/errors.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("errors.jsonl line"))
+        .collect()
+}
+
+fn archived(world: &World) -> Vec<String> {
+    let dir = world.wals().join("0000000100000000");
+    if dir.exists() {
+        file_names(&dir)
+    } else {
+        Vec::new()
+    }
+}
+
+#[test]
+fn links_in_the_queue_are_refused_never_served_or_archived() {
+    let world = World::new(MIB);
+    let incoming = world.incoming();
+    fs::create_dir_all(&incoming).expect("incoming");
+    // Something the archiver's user can read, that must never reach the archive or a recovery.
+    let secret = world.path("secret");
+    fs::write(&secret, segment(S01, 3)).expect("secret");
+    symlink(&secret, incoming.join(S01)).expect("link");
+    let label = "000000010000000000000001.00000028.backup";
+    symlink(&secret, incoming.join(label)).expect("link");
+    world.own_all();
+
+    let dest = world.path("RECOVERYXLOG");
+    let out = walvault_within(
+        &world,
+        &["get-wal", SERVER, S01, dest.to_str().expect("utf-8")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(!dest.exists(), "the link's target was served to a recovery");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("symbolic link"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        archived(&world).is_empty(),
+        "nothing archived through a link"
+    );
+    let errors = file_names(&world.errors());
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for name in &errors {
+        let meta = fs::symlink_metadata(world.errors().join(name)).expect("moved");
+        assert!(meta.file_type().is_symlink(), "moved as the link it is");
+    }
+    let reasons = error_reasons(&world);
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r["reason"].as_str().unwrap_or("").contains("symbolic link")),
+        "{reasons:?}"
+    );
+    assert_eq!(fs::read(&secret).expect("secret"), segment(S01, 3));
+}
+
+#[test]
+fn a_fifo_named_like_wal_blocks_nothing() {
+    // No wal_segment_size: archive-wal detects it from the queued files, which opened the FIFO.
+    let world = World::new("");
+    let incoming = world.incoming();
+    fs::create_dir_all(&incoming).expect("incoming");
+    let made = Command::new("mkfifo")
+        .arg(incoming.join(S01))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    queue_file(&incoming.join(S02), &segment(S02, 5));
+    world.own_all();
+
+    let dest = world.path("RECOVERYXLOG");
+    let out = walvault_within(
+        &world,
+        &["get-wal", SERVER, S01, dest.to_str().expect("utf-8")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    let errors = file_names(&world.errors());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with(S01) && errors[0].ends_with(".unknown"));
+    assert_eq!(archived(&world), [S02], "the rest of the queue is archived");
+    // The lock was released: a second run works and has nothing to do.
+    let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("Another archive-wal"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn two_rejected_copies_of_one_wal_are_both_kept() {
+    let world = World::new(&format!("{MIB}\n{STREAMING}"));
+    fs::create_dir_all(world.incoming()).expect("incoming");
+    fs::create_dir_all(world.streaming()).expect("streaming");
+    queue_file(&world.incoming().join(S01), &segment(S01, 1));
+    world.own_all();
+    let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(archived(&world), [S01]);
+
+    // The same name twice more, each different from the archived copy and from each other,
+    // rejected in one run (one second: the same errors/ stamp).
+    queue_file(&world.streaming().join(S01), &segment(S01, 2));
+    queue_file(&world.incoming().join(S01), &segment(S01, 3));
+    // pg_receivewal's position file, held back.
+    queue_file(
+        &world.streaming().join(format!("{S02}.partial")),
+        b"partial",
+    );
+    world.own_all();
+    let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    let errors = file_names(&world.errors());
+    assert_eq!(errors.len(), 2, "both rejects kept: {errors:?}");
+    let mut kept: Vec<Vec<u8>> = errors
+        .iter()
+        .map(|n| fs::read(world.errors().join(n)).expect("read"))
+        .collect();
+    kept.sort();
+    let mut expected = vec![segment(S01, 2), segment(S01, 3)];
+    expected.sort();
+    assert!(kept == expected, "each reject kept byte for byte");
+}
+
+#[test]
+fn odd_names_go_to_errors_once_and_never_reach_the_terminal_raw() {
+    let world = World::new(MIB);
+    let incoming = world.incoming();
+    fs::create_dir_all(&incoming).expect("incoming");
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"bad\xff\xfename");
+    fs::write(incoming.join(not_utf8), b"junk").expect("not UTF-8");
+    let long = "x".repeat(250);
+    fs::write(incoming.join(&long), b"junk").expect("long");
+    let escape = "evil\x1b]0;owned\x07\x1b[2J";
+    fs::write(incoming.join(escape), b"junk").expect("escape");
+    queue_file(&incoming.join(S03), &segment(S03, 9));
+    world.own_all();
+
+    let out = walvault_within(
+        &world,
+        &["-v", "archive-wal", SERVER],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b),
+        "no escape character reaches the terminal: {}",
+        describe(&out)
+    );
+    assert!(file_names(&incoming).is_empty(), "all moved or archived");
+    let errors = file_names(&world.errors());
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors.iter().all(|n| n.len() < 255 && n.is_ascii()));
+    let reasons = error_reasons(&world);
+    assert_eq!(reasons.len(), 3);
+    let originals: Vec<&str> = reasons
+        .iter()
+        .map(|r| r["original"].as_str().expect("original"))
+        .collect();
+    assert!(originals.contains(&"bad\\xff\\xfename"), "{originals:?}");
+    assert!(originals.contains(&long.as_str()), "{originals:?}");
+
+    // A second run finds nothing to do: no new message, no new record.
+    let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(error_reasons(&world).len(), 3);
+
+    let out = walvault_within(&world, &["show-errors", SERVER], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!out.stdout.contains(&0x1b), "{}", describe(&out));
+}
+
+#[test]
+fn usage_errors_exit_2_and_bounded() {
+    let world = World::new(MIB);
+    let out = walvault_within(
+        &world,
+        &["put-wal", SERVER, "/etc/passwd"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let dest = world.path("RECOVERYXLOG");
+    let out = walvault_within(
+        &world,
+        &[
+            "get-wal",
+            SERVER,
+            S01,
+            dest.to_str().expect("utf-8"),
+            "--prefetch",
+            "100000000000",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    // put-wal refuses a link at %p (PostgreSQL's pg_wal holds regular files).
+    let secret = world.path("secret");
+    fs::write(&secret, segment(S01, 1)).expect("secret");
+    let pg_wal = world.path("pg_wal");
+    fs::create_dir_all(&pg_wal).expect("pg_wal");
+    symlink(&secret, pg_wal.join(S01)).expect("link");
+    world.own_all();
+    let out = walvault_within(
+        &world,
+        &["put-wal", SERVER, pg_wal.join(S01).to_str().expect("utf-8")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(archived(&world).is_empty());
+}
+
+#[test]
+fn archived_files_keep_their_time_so_a_rebuild_reproduces_the_catalogue() {
+    for codec in ["none", "gzip", "zstd", "lz4"] {
+        let world = World::new(&format!("{MIB}\ncompression = \"{codec}\""));
+        fs::create_dir_all(world.incoming()).expect("incoming");
+        fs::create_dir_all(world.streaming()).expect("streaming");
+        world.add_config(STREAMING);
+        // Streaming is archived first, then incoming: catalogue lines in name order.
+        queue_file(&world.streaming().join(S01), &segment(S01, 1));
+        queue_file(&world.streaming().join(format!("{S03}.partial")), b"p");
+        queue_file(&world.incoming().join(S02), &segment(S02, 2));
+        let pg_wal = world.path("pg_wal");
+        fs::create_dir_all(&pg_wal).expect("pg_wal");
+        queue_file(&pg_wal.join(S03), &segment(S03, 3));
+        world.own_all();
+        let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
+        assert!(out.status.success(), "{}", describe(&out));
+        let out = walvault_within(
+            &world,
+            &["put-wal", SERVER, pg_wal.join(S03).to_str().expect("utf-8")],
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+        let catalogue = world.wals().join(format!("{SERVER}-xlog.db"));
+        let before = fs::read(&catalogue).expect("catalogue");
+        assert_eq!(before.iter().filter(|b| **b == b'\n').count(), 3);
+        let out = walvault_within(&world, &["rebuild-xlogdb", SERVER], Duration::from_secs(30));
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&fs::read(&catalogue).expect("rebuilt")),
+            String::from_utf8_lossy(&before),
+            "{codec}: the rebuilt catalogue is the same, byte for byte"
+        );
+    }
+}
+
+#[test]
+fn temp_files_of_killed_writers_are_cleaned_by_put_wal_and_rebuild() {
+    let world = World::new(MIB);
+    let hash = world.wals().join("0000000100000000");
+    let other = world.wals().join("0000000100000001");
+    fs::create_dir_all(&hash).expect("hash dir");
+    fs::create_dir_all(&other).expect("hash dir");
+    // As a put-wal killed mid-write leaves them: no such process runs.
+    let dead = |dir: &Path, name: &str| {
+        let path = dir.join(format!(".{name}.999999999.0.tmp"));
+        fs::File::create(&path)
+            .and_then(|mut f| f.write_all(b"half"))
+            .expect("temp");
+        path
+    };
+    let first = dead(&hash, S01);
+    let second = dead(&other, "000000010000000100000001");
+    let pg_wal = world.path("pg_wal");
+    fs::create_dir_all(&pg_wal).expect("pg_wal");
+    queue_file(&pg_wal.join(S01), &segment(S01, 1));
+    world.own_all();
+    let out = walvault_within(
+        &world,
+        &["put-wal", SERVER, pg_wal.join(S01).to_str().expect("utf-8")],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!first.exists(), "put-wal cleans its own hash directory");
+    assert!(second.exists());
+    let out = walvault_within(&world, &["rebuild-xlogdb", SERVER], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!second.exists(), "rebuild-xlogdb cleans the whole archive");
+    assert_eq!(file_names(&hash), [S01]);
+}
+
+/// Every directory and file under `root` whose mode lets others in, as `path mode` lines.
+fn open_to_others(root: &Path, mask: u32) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).expect("stat");
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & mask != 0 {
+            found.push(format!("{} {mode:o}", path.display()));
+        }
+        if meta.is_dir() {
+            stack.extend(
+                fs::read_dir(&path)
+                    .expect("list")
+                    .map(|e| e.expect("entry").path()),
+            );
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn the_archive_is_private_whatever_the_umask() {
+    // The test runs walvault with the usual umask 022: what it creates must still be private.
+    let world = World::new(&format!("{MIB}\n{STREAMING}"));
+    let server = world.home.join(SERVER);
+    let pg_wal = world.path("pg_wal");
+    fs::create_dir_all(&pg_wal).expect("pg_wal");
+    queue_file(&pg_wal.join(S01), &segment(S01, 1));
+    world.own_all();
+    let out = walvault_within(
+        &world,
+        &["put-wal", SERVER, pg_wal.join(S01).to_str().expect("utf-8")],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    queue_file(&world.incoming().join(S02), &segment(S02, 2));
+    // As PostgreSQL's archive_command leaves them (its umask is 077); moved to errors/ as is.
+    let junk = world.incoming().join("junk");
+    fs::write(&junk, b"x").expect("junk");
+    fs::set_permissions(&junk, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    world.own_all();
+    for args in [
+        vec!["archive-wal", SERVER],
+        vec!["check", SERVER],
+        vec!["rebuild-xlogdb", SERVER],
+    ] {
+        let out = walvault_within(&world, &args, Duration::from_secs(60));
+        assert!(
+            out.status.code() == Some(0) || args[0] == "check",
+            "{}",
+            describe(&out)
+        );
+    }
+    let restore = world.path("restore");
+    fs::create_dir_all(&restore).expect("restore");
+    world.own_all();
+    let dest = restore.join("RECOVERYXLOG");
+    let out = walvault_within(
+        &world,
+        &[
+            "get-wal",
+            SERVER,
+            S01,
+            dest.to_str().expect("utf-8"),
+            "--prefetch",
+            "2",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    std::thread::sleep(Duration::from_secs(1)); // the prefetch worker's spool
+    // incoming/ and its files are the test's (umask 022); everything walvault made is private.
+    fs::remove_dir_all(world.incoming()).expect("rm incoming");
+    assert!(server.join("errors").exists() && server.join("wals").exists());
+    assert_eq!(open_to_others(&server, 0o077), Vec::<String>::new());
+}
+
+#[test]
+fn relative_directories_are_refused() {
+    for key in [
+        "wals_directory",
+        "backup_directory",
+        "incoming_wals_directory",
+        "errors_directory",
+        "xlogdb_directory",
+    ] {
+        let world = World::new(&format!("{MIB}\n{key} = \"relative/dir\""));
+        let pg_wal = world.path("pg_wal");
+        fs::create_dir_all(&pg_wal).expect("pg_wal");
+        queue_file(&pg_wal.join(S01), &segment(S01, 1));
+        world.own_all();
+        let out = walvault_within(
+            &world,
+            &["put-wal", SERVER, pg_wal.join(S01).to_str().expect("utf-8")],
+            Duration::from_secs(30),
+        );
+        assert_eq!(out.status.code(), Some(2), "{key}: {}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains(&format!("[pg] {key}: must be an absolute path")),
+            "{}",
+            describe(&out)
+        );
+        assert!(!world.path("relative").exists() && !pg_wal.join("relative").exists());
+    }
+}
+
+#[test]
+fn group_access_makes_the_archive_group_readable_and_no_more() {
+    let world = World::new(MIB);
+    let text = fs::read_to_string(&world.config).expect("config");
+    fs::write(
+        &world.config,
+        text.replacen("[walvault]\n", "[walvault]\ngroup_access = true\n", 1),
+    )
+    .expect("config");
+    let pg_wal = world.path("pg_wal");
+    fs::create_dir_all(&pg_wal).expect("pg_wal");
+    queue_file(&pg_wal.join(S01), &segment(S01, 1));
+    world.own_all();
+    let out = walvault_within(
+        &world,
+        &["put-wal", SERVER, pg_wal.join(S01).to_str().expect("utf-8")],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let server = world.home.join(SERVER);
+    assert_eq!(open_to_others(&server, 0o027), Vec::<String>::new());
+    let segment_file = world.wals().join("0000000100000000").join(S01);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(&segment_file).expect("archived").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o640, "group-readable");
+}
