@@ -388,6 +388,10 @@ pub struct ServerStatus {
     pub receive_wal: Option<ReceiveWalStatus>,
     /// The last `walvault check`, when one was recorded.
     pub last_check: Option<CheckRun>,
+    /// Why archiving is stalled, when a run has held the archive-wal lock without progress
+    /// for too long (later runs then cannot archive).
+    #[serde(default)]
+    pub archive_wal_stalled: Option<String>,
 }
 
 /// At most this many `errors/` entries are listed in a status (the counts cover all).
@@ -457,6 +461,9 @@ pub fn assess(status: &ServerStatus, now: f64) -> HealthVerdict {
                 ),
             );
         }
+    }
+    if let Some(stalled) = &status.archive_wal_stalled {
+        add(Health::Failing, stalled.clone());
     }
     if let Some(rw) = &status.receive_wal
         && !rw.running
@@ -1167,7 +1174,20 @@ mod tests {
             error_files: vec![],
             receive_wal: None,
             last_check: None,
+            archive_wal_stalled: None,
         }
+    }
+
+    #[test]
+    fn a_stalled_archive_wal_is_failing() {
+        let mut s = status();
+        s.archive_wal_stalled = Some("archive-wal (pid 7) has held the lock for 20 min".into());
+        let v = assess(&s, 1000.0);
+        assert_eq!(v.state, Health::Failing);
+        assert_eq!(
+            v.reasons,
+            ["archive-wal (pid 7) has held the lock for 20 min"]
+        );
     }
 
     #[test]

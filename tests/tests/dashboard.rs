@@ -567,3 +567,51 @@ fn short_or_blank_serve_tokens_are_refused() {
         assert_eq!(check.status.code(), Some(2), "{}", describe(&check));
     }
 }
+
+#[test]
+fn a_stalled_archive_wal_is_reported_not_skipped_in_silence() {
+    let world = World::new("wal_segment_size = \"1MB\"");
+    fs::create_dir_all(world.incoming()).expect("incoming");
+    world.own_all();
+    // A run that took the lock 20 minutes ago and has shown no progress since (as one blocked
+    // on a hung file system would).
+    let lock_path = world.home.join(format!(".{SERVER}-archive-wal.lock"));
+    let lock = fs::File::create(&lock_path).expect("lock file");
+    lock.lock().expect("flock");
+    writeln!(&lock, "4242").expect("pid");
+    lock.set_modified(std::time::SystemTime::now() - Duration::from_secs(20 * 60))
+        .expect("mtime");
+    world.own_all();
+
+    let out = world.walvault(&["archive-wal", SERVER]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(pid 4242)") && stderr.contains("stalled"),
+        "{}",
+        describe(&out)
+    );
+    let out = world.walvault(&["check", SERVER]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("archive-wal: FAILED"),
+        "{}",
+        describe(&out)
+    );
+    let served = serve(&world, &["--listen", "127.0.0.1:0"], &[]);
+    let doc = get(served.addr, "/api/status").json();
+    let pg = &doc["servers"][0];
+    assert_eq!(pg["health"]["state"], "failing", "{pg}");
+    assert!(
+        pg["health"]["reasons"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|r| r.as_str().unwrap_or("").contains("stalled"))),
+        "{pg}"
+    );
+    drop(served);
+
+    // Released (the run ended): archiving goes on.
+    drop(lock);
+    let out = world.walvault(&["archive-wal", SERVER]);
+    assert!(out.status.success(), "{}", describe(&out));
+}

@@ -503,3 +503,46 @@ fn group_access_makes_the_archive_group_readable_and_no_more() {
     );
     assert_eq!(mode & 0o777, 0o640, "group-readable");
 }
+
+#[test]
+fn check_fails_an_archive_or_a_secret_others_can_read() {
+    let world = World::new(&format!(
+        "{MIB}\nconninfo = \"host=/nonexistent user=nobody password=hunter2 connect_timeout=1\""
+    ));
+    // An archive made by hand or another tool under umask 022, and the config file 0644.
+    let server = world.home.join(SERVER);
+    fs::create_dir_all(world.wals()).expect("wals");
+    for dir in [&server, &world.wals()] {
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    fs::set_permissions(
+        &world.config,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
+    world.own_all();
+    let out = walvault_within(&world, &["check", SERVER], Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("permissions: FAILED"), "{}", describe(&out));
+    assert!(
+        text.contains("configuration file: FAILED") && text.contains("conninfo"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!text.contains("hunter2"), "{}", describe(&out));
+
+    // Private again: both checks pass.
+    for (path, mode) in [
+        (&server, 0o700),
+        (&world.wals(), 0o700),
+        (&world.config, 0o600),
+    ] {
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    }
+    let out = walvault_within(&world, &["check", SERVER], Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("permissions: OK"), "{}", describe(&out));
+    assert!(!text.contains("configuration file"), "{}", describe(&out));
+}

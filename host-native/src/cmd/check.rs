@@ -174,6 +174,17 @@ pub fn run_checks(ctx: &ServerCtx<'_>) -> CheckReport {
         cfg.last_wal_maximum_age,
     ));
     checks.push(status::check_temp_files(local.temp_files));
+    if let Some(stalled) = super::archive_wal::stalled_holder(cfg) {
+        checks.push(CheckResult {
+            name: "archive-wal".into(),
+            ok: false,
+            hint: Some(stalled),
+        });
+    }
+    checks.push(permissions_check(ctx));
+    if let Some(config) = config_file_check(ctx) {
+        checks.push(config);
+    }
     if let Some(hooks) = hook_check(cfg) {
         checks.push(hooks);
     }
@@ -195,6 +206,97 @@ pub fn run_checks(ctx: &ServerCtx<'_>) -> CheckReport {
         ok: checks.iter().all(|c| c.ok),
         checks,
     }
+}
+
+/// The `permissions` check: the server's directories must not let other users in (archived
+/// WAL holds every row of the database). walvault creates them private; an archive made by
+/// other tools or by hand may not be.
+fn permissions_check(ctx: &ServerCtx<'_>) -> CheckResult {
+    let cfg = ctx.cfg;
+    let mut dirs: Vec<&Path> = vec![
+        &cfg.backup_directory,
+        &cfg.incoming,
+        &cfg.errors,
+        &cfg.xlogdb_directory,
+    ];
+    if cfg.streaming_archiver {
+        dirs.push(&cfg.streaming);
+    }
+    if let Some(root) = ctx.local_archive_dir() {
+        dirs.push(root);
+    }
+    dirs.sort();
+    dirs.dedup();
+    let open: Vec<String> = dirs
+        .into_iter()
+        .filter_map(|dir| {
+            let mode = others_mode(dir)?;
+            Some(format!("{} ({mode:03o})", dir.display()))
+        })
+        .collect();
+    CheckResult {
+        name: "permissions".into(),
+        ok: open.is_empty(),
+        hint: (!open.is_empty()).then(|| {
+            format!(
+                "open to other users: {}; chmod o-rwx them (walvault creates them 0700)",
+                open.join(", ")
+            )
+        }),
+    }
+}
+
+/// The mode of `path` when other users can reach it and it lets them in (any of o+rwx, and
+/// every parent directory searchable by others); `None` otherwise or when it cannot be read.
+/// A 0755 `incoming/` inside a 0700 server directory is not open.
+fn others_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode_of = |p: &Path| fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o777);
+    let mode = mode_of(path)?;
+    let reachable = path
+        .ancestors()
+        .skip(1)
+        .all(|parent| mode_of(parent).is_some_and(|m| m & 0o001 != 0));
+    (mode & 0o007 != 0 && reachable).then_some(mode)
+}
+
+/// The `configuration file` check, when the file holds a secret (a password in a conninfo,
+/// an S3 secret key, the serve token) and other users can read it.
+fn config_file_check(ctx: &ServerCtx<'_>) -> Option<CheckResult> {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = ctx.cfg;
+    let has_password = |c: &Option<crate::secret::Conninfo>| {
+        c.as_ref()
+            .is_some_and(|c| c.split_password().map_or(true, |(_, p)| p.is_some()))
+    };
+    let mut secrets = Vec::new();
+    if has_password(&cfg.conninfo) {
+        secrets.push("conninfo");
+    }
+    if has_password(&cfg.streaming_conninfo) {
+        secrets.push("streaming_conninfo");
+    }
+    if cfg.object_store.secret_access_key.is_some() {
+        secrets.push("secret_access_key");
+    }
+    let text = fs::read_to_string(ctx.config_path).unwrap_or_default();
+    if text.parse::<toml::Table>().is_ok_and(|t| {
+        t.get("walvault")
+            .and_then(|w| w.get("serve_token"))
+            .is_some()
+    }) {
+        secrets.push("serve_token");
+    }
+    let mode = fs::metadata(ctx.config_path).ok()?.permissions().mode() & 0o777;
+    (!secrets.is_empty() && mode & 0o004 != 0).then(|| CheckResult {
+        name: "configuration file".into(),
+        ok: false,
+        hint: Some(format!(
+            "{} ({mode:03o}) holds secrets ({}) and every user can read it: chmod o-r it",
+            ctx.config_path.display(),
+            secrets.join(", ")
+        )),
+    })
 }
 
 /// The `hook scripts` check, when any is configured: each must be an executable program

@@ -634,6 +634,7 @@ fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> ServerStatus {
         error_files,
         receive_wal,
         last_check,
+        archive_wal_stalled: super::archive_wal::stalled_holder(cfg),
     };
     status.health = report::assess(&status, now);
     status
