@@ -6,6 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -50,12 +51,23 @@ fn walvault_within(world: &World, args: &[&str], limit: Duration) -> Output {
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Its own process group: runuser forks, and the hung walvault is its child.
+        .process_group(0);
     let mut child = cmd.spawn().expect("spawn walvault");
     let start = Instant::now();
     while child.try_wait().expect("wait").is_none() {
         if start.elapsed() > limit {
-            let _ = child.kill();
+            // Every process of this world's configuration (runuser's child may have left its
+            // process group).
+            let _ = Command::new("pkill")
+                .arg("-KILL")
+                .arg("-f")
+                .arg(&world.config)
+                .status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &format!("-{}", child.id())])
+                .status();
             let out = child.wait_with_output().expect("output");
             panic!(
                 "walvault {args:?} still running after {limit:?} (killed)\n{}",
