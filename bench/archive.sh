@@ -15,6 +15,7 @@
 # this VM shares its host, and single runs vary by up to 30%.
 #
 # Env: CORPUS (/tmp/peerbench/corpus)  OUT (/tmp/walvault-archive-bench)  CODECS (all)  REPEAT (3)
+#      WALVAULT (this tree's release build)
 # Usage: bash bench/archive.sh          (root: make-wal.sh needs it to create the corpus)
 set -euo pipefail
 
@@ -27,9 +28,13 @@ log() { printf '[archive %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 [[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
 mkdir -p "$OUT"
-log "building walvault (release)"
-(cd "$ROOT" && cargo build --release --locked -p walvault -q)
-WALVAULT=$ROOT/target/release/walvault
+# WALVAULT: a walvault binary to measure instead of this tree's release build (to compare two
+# versions on the same corpus and machine).
+if [[ -z ${WALVAULT:-} ]]; then
+  log "building walvault (release)"
+  (cd "$ROOT" && cargo build --release --locked -p walvault -q)
+  WALVAULT=$ROOT/target/release/walvault
+fi
 RAW=$(du -cb "$CORPUS"/* | tail -1 | cut -f1)
 NFILES=$(ls "$CORPUS" | wc -l)
 
