@@ -3,12 +3,13 @@
 //! Hosts drive it in two steps so they can parallelise the expensive part:
 //! 1. [`Archiver::archive_file`] per candidate (validate, detect duplicates, compress, put
 //!    create-if-absent). Independent per file; a host may run several at once.
-//! 2. [`commit_batch`] once, in name order: append the catalogue lines and make them durable,
+//! 2. The commit, in name order: make the copies durable, append the catalogue lines durably,
 //!    **then** release sources (delete archived/identical ones, move rejected ones to
 //!    `errors/`). A source is never deleted before its archived copy and its catalogue line are
 //!    durable; a failed file stays where it was for the next run.
 //!
-//! [`run_batch`] strings both together sequentially with hook points around each file.
+//! The batch policy (chunks, stops, commits, repairs) is [`crate::batch::BatchEngine`]'s;
+//! [`run_batch`] pumps it sequentially.
 
 use std::io::{self, Read, Write};
 
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::CatalogueEntry;
 use crate::compression::{Codec, DecodeLimits, Decoder, Encoder, Level, MAGIC_MAX_LEN};
-use crate::duplicate::{Duplicate, ErrorKind, error_file_names, read_full, same_content};
+use crate::duplicate::{Duplicate, ErrorKind, read_full, same_content};
 use crate::encryption::{Decrypt, looks_like_openpgp};
 use crate::layout::{Layout, StoredWal};
 use crate::queue::{Batch, Candidate};
@@ -207,7 +208,7 @@ struct Inspection {
 pub const MAX_HISTORY_BYTES: u64 = 16 << 20;
 
 impl<S: WalStore + ?Sized> Archiver<'_, S> {
-    /// Archives one candidate. Never deletes or moves the source: see [`commit_batch`].
+    /// Archives one candidate. Never deletes or moves the source: the batch commits (see [`crate::batch`]).
     pub fn archive_file(
         &self,
         candidate: &Candidate,
@@ -702,9 +703,9 @@ impl BatchReport {
     }
 }
 
-/// Archives a batch sequentially: per file hooks and [`Archiver::archive_file`], stopping at
-/// the first storage failure (the store is likely unavailable; the rest stays queued), then
-/// [`commit_batch`].
+/// Archives a batch sequentially, one file at a time: the [`crate::batch::BatchEngine`]
+/// pumped inline, with [`crate::batch::perform`] for its commit steps. The threaded host pumps
+/// the same engine.
 pub fn run_batch<S: WalStore + ?Sized>(
     archiver: &Archiver<'_, S>,
     batch: &Batch,
@@ -712,147 +713,27 @@ pub fn run_batch<S: WalStore + ?Sized>(
     catalogue: &mut dyn CatalogueSink,
     hooks: &dyn ArchiveHooks,
     now_unix: f64,
+    options: crate::batch::BatchOptions,
 ) -> BatchReport {
-    let mut outcomes = Vec::new();
-    let mut stopped = None;
-    let mut hook_stopped = false;
-    for candidate in &batch.files {
-        let source = queue.source(candidate);
-        let Some(outcome) = archiver.archive_with_hooks(candidate, &*source, hooks, now_unix)
-        else {
-            stopped = Some(format!(
-                "pre-archive hook stopped the run at {}",
-                candidate.file_name
-            ));
-            hook_stopped = true;
-            break;
-        };
-        let failed = matches!(outcome, FileOutcome::Failed { .. });
-        outcomes.push((candidate.clone(), outcome));
-        if failed {
-            stopped = Some(format!("stopped after {} failed", candidate.file_name));
+    let mut engine = crate::batch::BatchEngine::new(batch.clone(), now_unix, options);
+    loop {
+        while let Some(step) = engine.poll_commit() {
+            let result = crate::batch::perform(&step, archiver.store, queue, catalogue);
+            engine.step_done(result);
+        }
+        if engine.is_finished() {
             break;
         }
-    }
-    // As Barman: a run stopped by a pre hook does not move unknown files either.
-    let unknown = if hook_stopped {
-        &[][..]
-    } else {
-        &batch.unknown[..]
-    };
-    let mut report = commit_batch(
-        archiver.store,
-        &outcomes,
-        unknown,
-        queue,
-        catalogue,
-        now_unix as i64,
-    );
-    report.stopped = stopped;
-    report
-}
-
-/// Commits per-file outcomes (in the order given, which must be name order): makes the stored
-/// copies durable ([`WalStore::sync`]), writes the catalogue lines (durably), then releases
-/// sources and moves rejects to `errors/`, then unknown entries. When the sync or the
-/// catalogue write fails nothing is released: the files stay queued and the next run finds
-/// them already archived (identical duplicates).
-pub fn commit_batch<S: WalStore + ?Sized>(
-    store: &S,
-    outcomes: &[(Candidate, FileOutcome)],
-    unknown: &[crate::queue::Unknown],
-    queue: &mut dyn Queue,
-    catalogue: &mut dyn CatalogueSink,
-    now_unix: i64,
-) -> BatchReport {
-    let mut report = BatchReport::default();
-    let relies_on_store = outcomes.iter().any(|(_, o)| {
-        matches!(
-            o,
-            FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. }
-        )
-    });
-    if relies_on_store && let Err(e) = store.sync() {
-        report.catalogue_error = Some(format!(
-            "making the archived copies durable failed: {e}; sources kept"
-        ));
-    }
-    let mut entries: Vec<CatalogueEntry> = Vec::new();
-    let mut repairs: Vec<&CatalogueEntry> = Vec::new();
-    for (_, outcome) in outcomes {
-        match outcome {
-            FileOutcome::Archived { entry, .. } => entries.push(entry.clone()),
-            FileOutcome::IdenticalDuplicate { entry, .. } => repairs.push(entry),
-            _ => {}
-        }
-    }
-    if !repairs.is_empty() && report.catalogue_error.is_none() {
-        let names: Vec<String> = repairs.iter().map(|e| e.name.clone()).collect();
-        match catalogue.missing(&names) {
-            Ok(missing) => entries.extend(
-                repairs
-                    .into_iter()
-                    .filter(|e| missing.contains(&e.name))
-                    .cloned(),
-            ),
-            Err(e) => report.catalogue_error = Some(format!("reading the catalogue failed: {e}")),
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-    let catalogue_ok = report.catalogue_error.is_none()
-        && (entries.is_empty() || {
-            match catalogue.append(&entries) {
-                Ok(()) => true,
-                Err(e) => {
-                    report.catalogue_error =
-                        Some(format!("writing the catalogue failed: {e}; sources kept"));
-                    false
-                }
-            }
-        });
-    for (candidate, outcome) in outcomes {
-        let mut file = FileReport {
-            file_name: candidate.file_name.clone(),
-            name: Some(candidate.name),
-            outcome: outcome.clone(),
-            error_file: None,
-            source_error: None,
+        let Some((index, candidate)) = engine.next_file() else {
+            // Nothing to hand out and no commit due cannot happen inline (nothing is in
+            // flight); leave rather than spin.
+            break;
         };
-        let result = match outcome.disposition() {
-            Disposition::Release if catalogue_ok => queue.release(&candidate.file_name),
-            Disposition::ToErrors(kind) => {
-                let mut names = error_file_names(&candidate.file_name, now_unix, kind);
-                match queue.move_to_errors(&candidate.file_name, &mut names) {
-                    Ok(target) => {
-                        file.error_file = Some(target);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Disposition::Release | Disposition::Keep => Ok(()),
+        let outcome = {
+            let source = queue.source(&candidate);
+            archiver.archive_with_hooks(&candidate, &*source, hooks, now_unix)
         };
-        if let Err(e) = result {
-            file.source_error = Some(e.to_string());
-        }
-        report.files.push(file);
+        engine.file_done(index, outcome);
     }
-    for entry in unknown {
-        let mut names = error_file_names(&entry.file_name, now_unix, ErrorKind::Unknown);
-        let result = queue.move_to_errors(&entry.file_name, &mut names);
-        let (error_file, source_error) = match result {
-            Ok(target) => (Some(target), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
-        report.files.push(FileReport {
-            file_name: entry.file_name.clone(),
-            name: None,
-            outcome: FileOutcome::Unknown {
-                reason: entry.reason.to_string(),
-            },
-            error_file,
-            source_error,
-        });
-    }
-    report
+    engine.into_report()
 }

@@ -18,7 +18,8 @@
 //! - [`storage`]: the object-store-shaped storage trait, an in-memory store and the
 //!   conformance suite every backend runs.
 //! - [`layout`]: local and cloud key schemes.
-//! - [`archive`]: the archive flow over those traits; [`restore`]: serving WAL back.
+//! - [`archive`]: the archive flow over those traits; [`batch`]: the batch policy as a
+//!   state machine every host pumps; [`restore`]: serving WAL back.
 //! - [`encryption`]: recognising and opening encrypted copies.
 //! - [`streaming`]: partial repair, `--reset` planning and compatibility for `pg_receivewal`.
 //! - [`report`]: what `walvault serve` reports (status document, gaps, health, metrics) and
@@ -27,6 +28,7 @@
 //! - [`status`]: the checks and status model shared by the CLI, the HTTP API and the dashboard.
 
 pub mod archive;
+pub mod batch;
 pub mod catalogue;
 pub mod compression;
 pub mod duplicate;

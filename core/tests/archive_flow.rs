@@ -9,6 +9,7 @@ use walvault_core::archive::{
     ArchiveHooks, ArchiveSettings, Archiver, CatalogueSink, FileOutcome, HookVerdict, NoHooks,
     Queue, SourceFile, run_batch,
 };
+use walvault_core::batch::BatchOptions;
 use walvault_core::catalogue::CatalogueEntry;
 use walvault_core::compression::{Codec, DecodeLimits, Level, decode_all, encode_all};
 use walvault_core::encryption::Decrypt;
@@ -193,7 +194,15 @@ fn run(
         decryptor: None,
     };
     Run {
-        report: run_batch(&archiver, &batch, queue, catalogue, hooks, NOW),
+        report: run_batch(
+            &archiver,
+            &batch,
+            queue,
+            catalogue,
+            hooks,
+            NOW,
+            BatchOptions::default(),
+        ),
     }
 }
 

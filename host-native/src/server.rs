@@ -56,6 +56,7 @@ impl<'a> ServerCtx<'a> {
                 (Box::new(store), Layout::cloud(&prefix, &cfg.name))
             }
         };
+        let store = crate::faults::wrap_store(store)?;
         let catalogue = CatalogueFile::new(&cfg.xlogdb_directory, &cfg.lock_directory, &cfg.name);
         Ok(ServerCtx {
             cfg,

@@ -588,3 +588,66 @@ pub fn point_in_time_recovery_restoring_with(world: &World, codec: &str, restore
         "PostgreSQL stopped at the target:\n{log}"
     );
 }
+
+/// A valid 1 MiB segment (configure `wal_segment_size = "1MB"`): its page header, then bytes
+/// that depend on `seed` (two seeds: two different WAL under one name).
+pub fn small_segment(name: &str, seed: u8) -> Vec<u8> {
+    let size = SegmentSize::new(1 << 20).expect("1 MiB");
+    let wal: WalFileName = name.parse().expect("name");
+    let mut data = walvault_core::wal::synthetic_page_header(&wal, size, 42).to_vec();
+    data.extend((data.len()..1 << 20).map(|i| (i as u8).wrapping_mul(seed)));
+    data
+}
+
+/// Writes a queued file with an mtime an hour ago (settled, and distinct from "now").
+pub fn queue_file(path: &Path, data: &[u8]) {
+    fs::write(path, data).expect("queue file");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(hour_ago))
+        .expect("mtime");
+}
+
+/// A running `walvault serve`, killed on drop.
+#[derive(Debug)]
+pub struct Served {
+    child: Child,
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `walvault serve` with `args` (after `serve`) and `envs` (without any
+/// `WALVAULT_SERVE_TOKEN` of the test's own environment) and reads the address it printed.
+pub fn serve(world: &World, args: &[&str], envs: &[(&str, &str)]) -> Served {
+    use std::io::BufRead;
+    let mut child = Command::new(&world.bin)
+        .arg("-c")
+        .arg(&world.config)
+        .arg("serve")
+        .args(args)
+        .env_remove("WALVAULT_SERVE_TOKEN")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start walvault serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the address");
+    let addr = line
+        .trim()
+        .strip_prefix("walvault serve: listening on http://")
+        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    Served { child, addr }
+}

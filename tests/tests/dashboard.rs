@@ -4,53 +4,15 @@
 //! it on loopback, and clients that misbehave.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use walvault_tests::http::{self, get};
 use walvault_tests::webdriver::Browser;
-use walvault_tests::{SERVER, World, describe, file_names, profile_dir, s3};
-
-/// A running `walvault serve`, killed on drop.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `walvault serve` with `args` (after `serve`) and reads the address it printed.
-fn serve(world: &World, args: &[&str], envs: &[(&str, &str)]) -> Served {
-    let mut child = Command::new(&world.bin)
-        .arg("-c")
-        .arg(&world.config)
-        .arg("serve")
-        .args(args)
-        .env_remove("WALVAULT_SERVE_TOKEN")
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start walvault serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the address");
-    let addr = line
-        .trim()
-        .strip_prefix("walvault serve: listening on http://")
-        .and_then(|rest| rest.trim_end_matches('/').parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    Served { child, addr }
-}
+use walvault_tests::{SERVER, World, describe, file_names, profile_dir, s3, serve};
 
 /// The same address on loopback (a server bound to 0.0.0.0 is reached at 127.0.0.1).
 fn on_loopback(addr: SocketAddr) -> SocketAddr {

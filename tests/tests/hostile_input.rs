@@ -4,14 +4,12 @@
 //! `put-wal`.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use walvault_tests::http::get;
-use walvault_tests::{SERVER, World, describe};
+use walvault_tests::{SERVER, World, describe, serve};
 
 /// Everything a command printed.
 fn printed(out: &Output) -> String {
@@ -20,37 +18,6 @@ fn printed(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// A running `walvault serve` on loopback, killed on drop.
-struct Served(Child, SocketAddr);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(world: &World) -> Served {
-    let mut child = Command::new(&world.bin)
-        .arg("-c")
-        .arg(&world.config)
-        .args(["serve", "--listen", "127.0.0.1:0", "--refresh", "1"])
-        .env_remove("WALVAULT_SERVE_TOKEN")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start walvault serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the address");
-    let addr = line
-        .trim()
-        .strip_prefix("walvault serve: listening on http://")
-        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    Served(child, addr)
 }
 
 #[test]
@@ -97,10 +64,10 @@ fn conninfo_passwords_never_show() {
     no_secret("config check", &printed(&config));
 
     // serve: the recorded check and the streaming probe, which runs in the background.
-    let served = serve(&world);
+    let served = serve(&world, &["--listen", "127.0.0.1:0", "--refresh", "1"], &[]);
     let start = Instant::now();
     let doc = loop {
-        let doc = get(served.1, "/api/status").json();
+        let doc = get(served.addr, "/api/status").json();
         let probed = doc["servers"]
             .as_array()
             .expect("servers")
@@ -117,7 +84,7 @@ fn conninfo_passwords_never_show() {
         "the API shows the failures: {text}"
     );
     no_secret("GET /api/status", &text);
-    no_secret("GET /metrics", &get(served.1, "/metrics").text());
+    no_secret("GET /metrics", &get(served.addr, "/metrics").text());
 }
 
 #[test]

@@ -9,10 +9,9 @@ use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use walvault_core::wal::{SegmentSize, WalFileName, synthetic_page_header};
-use walvault_tests::{SERVER, World, describe, file_names};
+use walvault_tests::{SERVER, World, describe, file_names, queue_file, small_segment as segment};
 
 const S01: &str = "000000010000000000000001";
 const S02: &str = "000000010000000000000002";
@@ -21,26 +20,6 @@ const MIB: &str = "wal_segment_size = \"1MB\"";
 /// Streaming needs a conninfo; archive-wal never uses it.
 const STREAMING: &str =
     "streaming_archiver = true\narchiver = true\nconninfo = \"host=/nonexistent user=nobody\"";
-
-/// A valid 1 MiB segment: its page header, then bytes that depend on `seed`.
-fn segment(name: &str, seed: u8) -> Vec<u8> {
-    let size = SegmentSize::new(1 << 20).expect("1 MiB");
-    let wal: WalFileName = name.parse().expect("name");
-    let mut data = synthetic_page_header(&wal, size, 42).to_vec();
-    data.extend((data.len()..1 << 20).map(|i| (i as u8).wrapping_mul(seed)));
-    data
-}
-
-/// Writes a queued file with an mtime an hour ago (settled, and distinct from "now").
-fn queue_file(path: &Path, data: &[u8]) {
-    fs::write(path, data).expect("queue file");
-    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    fs::File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(hour_ago))
-        .expect("mtime");
-}
 
 /// Runs walvault as the test user; fails the test if it has not exited within `limit` (it is
 /// killed first, so a hang fails instead of blocking the suite).
@@ -77,6 +56,15 @@ fn walvault_within(world: &World, args: &[&str], limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(50));
     }
     child.wait_with_output().expect("output")
+}
+
+/// `put-wal` of `path`, within 30 s.
+fn put_wal(world: &World, path: &Path) -> Output {
+    walvault_within(
+        world,
+        &["put-wal", SERVER, path.to_str().expect("utf-8")],
+        Duration::from_secs(30),
+    )
 }
 
 fn error_reasons(world: &World) -> Vec<serde_json::Value> {
@@ -295,11 +283,7 @@ fn usage_errors_exit_2_and_bounded() {
     fs::create_dir_all(&pg_wal).expect("pg_wal");
     symlink(&secret, pg_wal.join(S01)).expect("link");
     world.own_all();
-    let out = walvault_within(
-        &world,
-        &["put-wal", SERVER, pg_wal.join(S01).to_str().expect("utf-8")],
-        Duration::from_secs(30),
-    );
+    let out = put_wal(&world, &pg_wal.join(S01));
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(archived(&world).is_empty());
 }
@@ -321,11 +305,7 @@ fn archived_files_keep_their_time_so_a_rebuild_reproduces_the_catalogue() {
         world.own_all();
         let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
         assert!(out.status.success(), "{}", describe(&out));
-        let out = walvault_within(
-            &world,
-            &["put-wal", SERVER, pg_wal.join(S03).to_str().expect("utf-8")],
-            Duration::from_secs(30),
-        );
+        let out = put_wal(&world, &pg_wal.join(S03));
         assert!(out.status.success(), "{}", describe(&out));
         let catalogue = world.wals().join(format!("{SERVER}-xlog.db"));
         let before = fs::read(&catalogue).expect("catalogue");
@@ -361,11 +341,7 @@ fn temp_files_of_killed_writers_are_cleaned_by_put_wal_and_rebuild() {
     fs::create_dir_all(&pg_wal).expect("pg_wal");
     queue_file(&pg_wal.join(S01), &segment(S01, 1));
     world.own_all();
-    let out = walvault_within(
-        &world,
-        &["put-wal", SERVER, pg_wal.join(S01).to_str().expect("utf-8")],
-        Duration::from_secs(30),
-    );
+    let out = put_wal(&world, &pg_wal.join(S01));
     assert!(out.status.success(), "{}", describe(&out));
     assert!(!first.exists(), "put-wal cleans its own hash directory");
     assert!(second.exists());
@@ -410,11 +386,7 @@ fn the_archive_is_private_whatever_the_umask() {
     fs::create_dir_all(&pg_wal).expect("pg_wal");
     queue_file(&pg_wal.join(S01), &segment(S01, 1));
     world.own_all();
-    let out = walvault_within(
-        &world,
-        &["put-wal", SERVER, pg_wal.join(S01).to_str().expect("utf-8")],
-        Duration::from_secs(30),
-    );
+    let out = put_wal(&world, &pg_wal.join(S01));
     assert!(out.status.success(), "{}", describe(&out));
     queue_file(&world.incoming().join(S02), &segment(S02, 2));
     // As PostgreSQL's archive_command leaves them (its umask is 077); moved to errors/ as is.
@@ -472,11 +444,7 @@ fn relative_directories_are_refused() {
         fs::create_dir_all(&pg_wal).expect("pg_wal");
         queue_file(&pg_wal.join(S01), &segment(S01, 1));
         world.own_all();
-        let out = walvault_within(
-            &world,
-            &["put-wal", SERVER, pg_wal.join(S01).to_str().expect("utf-8")],
-            Duration::from_secs(30),
-        );
+        let out = put_wal(&world, &pg_wal.join(S01));
         assert_eq!(out.status.code(), Some(2), "{key}: {}", describe(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr)
@@ -501,11 +469,7 @@ fn group_access_makes_the_archive_group_readable_and_no_more() {
     fs::create_dir_all(&pg_wal).expect("pg_wal");
     queue_file(&pg_wal.join(S01), &segment(S01, 1));
     world.own_all();
-    let out = walvault_within(
-        &world,
-        &["put-wal", SERVER, pg_wal.join(S01).to_str().expect("utf-8")],
-        Duration::from_secs(30),
-    );
+    let out = put_wal(&world, &pg_wal.join(S01));
     assert!(out.status.success(), "{}", describe(&out));
     let server = world.home.join(SERVER);
     assert_eq!(open_to_others(&server, 0o027), Vec::<String>::new());

@@ -8,7 +8,12 @@
 //! Backends keep their own detailed errors and convert into [`StorageError`], whose
 //! [`StorageError::is_retryable`] tells callers whether trying again can help.
 
+// The conformance suite and the fault injector are for tests (here, in the hosts, and in
+// the test-only builds of the binaries): the `testing` feature, as object_store keeps its
+// integration suite.
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
 mod faults;
 mod memory;
 
@@ -17,6 +22,7 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(any(test, feature = "testing"))]
 pub use faults::{Fault, FaultyStore};
 pub use memory::MemoryStore;
 
@@ -282,6 +288,34 @@ pub trait WalStore {
     /// uses it to group directory fsyncs per batch.
     fn sync(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+}
+
+/// A boxed store is a store (hosts pick their backend at run time, and a decorator such as
+/// the fault injector of the `testing` feature wraps whichever it is).
+impl<S: WalStore + ?Sized> WalStore for Box<S> {
+    fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        (**self).head(key)
+    }
+    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+        (**self).get(key)
+    }
+    fn put(
+        &self,
+        key: &str,
+        mode: PutMode,
+        payload: &mut dyn Payload,
+    ) -> Result<ObjectMeta, StorageError> {
+        (**self).put(key, mode, payload)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        (**self).list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        (**self).delete(key)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        (**self).sync()
     }
 }
 

@@ -4,9 +4,10 @@ use std::sync::{Condvar, Mutex};
 
 use anyhow::Context;
 use walvault_core::archive::{
-    ArchiveHooks, ArchiveSettings, Archiver, BatchReport, FileOutcome, Queue, commit_batch,
+    ArchiveHooks, ArchiveSettings, Archiver, BatchReport, FileOutcome, Queue,
 };
-use walvault_core::queue::{Batch, Candidate, QueueKind, select_batch};
+use walvault_core::batch::{BatchEngine, BatchOptions, perform};
+use walvault_core::queue::{Batch, QueueKind, select_batch};
 
 use crate::config::ServerConfig;
 use crate::hooks::{ArchiveHookAdapter, HookRunner};
@@ -158,9 +159,19 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
         let heartbeat = || {
             let _ = lock.touch();
         };
-        let report = archive_batch(
-            ctx, &settings, &batch, &mut queue, &hooks, jobs, &heartbeat, ui,
-        );
+        let job = BatchJob {
+            settings: &settings,
+            hooks: &hooks,
+            jobs,
+            options: BatchOptions::default(),
+            heartbeat: &heartbeat,
+        };
+        let sources: Vec<_> = batch
+            .files
+            .iter()
+            .map(|c| queue.path_of(&c.file_name))
+            .collect();
+        let report = archive_batch(ctx, &job, &batch, &sources, &mut queue, ui);
         summarise(ctx, &report, &mut totals, ui);
         if let Err(e) = queue.sync() {
             totals.failed = true;
@@ -327,29 +338,52 @@ fn record_error_reasons(ctx: &ServerCtx<'_>, report: &BatchReport, ui: &Ui) {
     }
 }
 
-/// Files archived between two commits: bounds what a killed run redoes and how long sources
-/// wait for release (their removal then overlaps with the next files), while still grouping
-/// the catalogue fsync.
-const COMMIT_EVERY: usize = 16;
+/// How one batch runs, besides what it archives.
+pub struct BatchJob<'a> {
+    /// How to archive.
+    pub settings: &'a ArchiveSettings,
+    /// The pre- and post-archive hooks.
+    pub hooks: &'a (dyn ArchiveHooks + Sync),
+    /// Files in flight at most.
+    pub jobs: usize,
+    /// The engine's options (put-wal keeps its source).
+    pub options: BatchOptions,
+    /// Called whenever a file is done (progress for the lock's holder).
+    pub heartbeat: &'a (dyn Fn() + Sync),
+}
 
-/// Archives a batch with up to `jobs` files in flight, committing (catalogue, then source
-/// release) every [`COMMIT_EVERY`] files in name order while the workers go on with the next
-/// files. The workers live for the whole batch: new threads per chunk would each grow their
-/// own allocator arenas (xz's encoder alone takes ~30 MiB).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the batch's parts, each a distinct concern; one engine in core will carry them"
-)]
+impl std::fmt::Debug for BatchJob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchJob")
+            .field("settings", self.settings)
+            .field("jobs", &self.jobs)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Archives a batch with up to `job.jobs` files in flight by pumping the core's
+/// [`BatchEngine`]: workers take files from it (reading `sources[i]` for the i-th file) and
+/// report their outcomes; this thread carries out its commit steps on `queue`, the store and
+/// the catalogue while the workers go on with the next files. The workers live for the whole
+/// batch: new threads per chunk would each grow their own allocator arenas (xz's encoder alone
+/// takes ~30 MiB). Where threads cannot be started (the WASI guest), this thread archives the
+/// files itself, one at a time, through the same engine.
 pub fn archive_batch(
     ctx: &ServerCtx<'_>,
-    settings: &ArchiveSettings,
+    job: &BatchJob<'_>,
     batch: &Batch,
-    queue: &mut QueueDir,
-    hooks: &(dyn ArchiveHooks + Sync),
-    jobs: usize,
-    heartbeat: &(dyn Fn() + Sync),
+    sources: &[std::path::PathBuf],
+    queue: &mut dyn Queue,
     ui: &Ui,
 ) -> BatchReport {
+    let BatchJob {
+        settings,
+        hooks,
+        jobs,
+        options,
+        heartbeat,
+    } = *job;
     let archiver = Archiver {
         store: &*ctx.store,
         settings,
@@ -357,40 +391,25 @@ pub fn archive_batch(
     };
     let now = super::archive_wal::now();
     let progress = crate::ui::Progress::new(ui, batch.files.len());
-    let files = &batch.files;
-    let work = Mutex::new(WorkState {
-        results: files.iter().map(|_| None).collect(),
-        claimed: 0,
-        in_flight: 0,
-        stop: None,
-        hook_at: None,
-    });
+    let engine = Mutex::new(BatchEngine::new(batch.clone(), now, options));
     let changed = Condvar::new();
     let lock = || {
-        work.lock()
+        engine
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     };
-    // Workers read sources by path; the queue itself stays with the committer.
-    let paths: Vec<std::path::PathBuf> =
-        files.iter().map(|c| queue.path_of(&c.file_name)).collect();
-    let mut report = BatchReport::default();
+    let mut catalogue = ctx.catalogue.clone();
     std::thread::scope(|scope| {
         // Archives the next file; false when none is left to hand out.
         let step = || {
-            let i = {
-                let mut st = lock();
-                if st.stop.is_some() || st.claimed >= files.len() {
-                    return false;
-                }
-                st.claimed += 1;
-                st.in_flight += 1;
-                st.claimed - 1
+            let Some((i, candidate)) = lock().next_file() else {
+                return false;
             };
-            let candidate = &files[i];
-            let source = FileSource::new(&paths[i]);
+            // Workers read sources by path; the queue itself stays with the committer.
+            let source = FileSource::new(&sources[i]);
             // A panic (a codec bug) must not leave the committer waiting for this file.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                archiver.archive_with_hooks(candidate, &source, hooks, now)
+                archiver.archive_with_hooks(&candidate, &source, hooks, now)
             }))
             .unwrap_or_else(|panic| {
                 let what = panic
@@ -405,147 +424,46 @@ pub fn archive_batch(
             });
             progress.inc(&candidate.file_name);
             heartbeat();
-            let mut st = lock();
-            st.in_flight -= 1;
-            match outcome {
-                None => {
-                    st.stop = Some(Stop::Hook);
-                    st.hook_at = Some(st.hook_at.map_or(i, |h| h.min(i)));
-                }
-                Some(outcome) => {
-                    if matches!(outcome, FileOutcome::Failed { .. }) {
-                        st.stop.get_or_insert(Stop::Failure);
-                    }
-                    st.results[i] = Some(outcome);
-                }
-            }
-            drop(st);
+            lock().file_done(i, outcome);
             changed.notify_all();
             true
         };
-        // Where threads cannot be started (the WASI guest), the committer archives the files
-        // itself, one at a time, in the same order and with the same commits.
-        let spawned = (0..jobs.clamp(1, files.len().max(1)))
+        let spawned = (0..jobs.clamp(1, batch.files.len().max(1)))
             .filter(|_| {
                 std::thread::Builder::new()
                     .spawn_scoped(scope, move || while step() {})
                     .is_ok()
             })
             .count();
-        let mut start = 0;
         loop {
-            let end = (start + COMMIT_EVERY).min(files.len());
-            // Wait for the chunk; after a stop, for everything in flight (files finished
-            // beyond the chunk are committed now too: their copies are stored).
-            let (outcomes, stop) = {
-                let mut st = lock();
+            let next = {
+                let mut engine = lock();
                 loop {
-                    let chunk_done =
-                        st.claimed >= end && (start..end).all(|i| st.results[i].is_some());
-                    // After a stop, wait for every file in flight: their copies are stored
-                    // and get their catalogue lines in this commit.
-                    let settled = match st.stop {
-                        None => chunk_done,
-                        Some(_) => st.in_flight == 0,
-                    };
-                    if settled {
-                        break;
+                    if let Some(commit_step) = engine.poll_commit() {
+                        break Some(commit_step);
+                    }
+                    if engine.is_finished() {
+                        break None;
                     }
                     if spawned == 0 {
-                        // Inline: archive the next file. When none is left to hand out, every
-                        // claimed file has its result, so the state is settled.
-                        drop(st);
-                        let progressed = step();
-                        st = lock();
-                        if !progressed {
-                            break;
-                        }
+                        drop(engine);
+                        step();
+                        engine = lock();
                         continue;
                     }
-                    st = changed
-                        .wait(st)
+                    engine = changed
+                        .wait(engine)
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
-                // As Barman and the sequential flow: nothing after a file a hook stopped at is
-                // committed (those copies are found again, identical, by the next run).
-                let upto = match st.stop {
-                    None => end,
-                    Some(Stop::Hook) => st.hook_at.unwrap_or(end).max(start),
-                    Some(Stop::Failure) => files.len(),
-                };
-                let outcomes: Vec<(Candidate, FileOutcome)> = (start..upto)
-                    .filter_map(|i| st.results[i].take().map(|o| (files[i].clone(), o)))
-                    .collect();
-                (outcomes, st.stop)
             };
-            let last = end >= files.len() || stop.is_some();
-            // As Barman: a run stopped by a pre hook does not move unknown files either.
-            let unknown = if last && stop != Some(Stop::Hook) {
-                &batch.unknown[..]
-            } else {
-                &[][..]
-            };
-            let mut catalogue = ctx.catalogue.clone();
-            let part = commit_batch(
-                &*ctx.store,
-                &outcomes,
-                unknown,
-                queue as &mut dyn Queue,
-                &mut catalogue,
-                now as i64,
-            );
-            report.files.extend(part.files);
-            if report.catalogue_error.is_none() {
-                report.catalogue_error = part.catalogue_error;
-            }
-            let attempted = lock().claimed;
-            match stop {
-                Some(Stop::Hook) => {
-                    report.stopped = Some(
-                        "a pre-archive retry hook asked to stop (exit 63); the remaining files stay queued"
-                            .into(),
-                    );
-                }
-                Some(Stop::Failure) => {
-                    report.stopped = Some(format!(
-                        "stopped after a storage failure; {} file(s) not attempted stay queued",
-                        files.len() - attempted
-                    ));
-                }
-                None if report.catalogue_error.is_some() => {
-                    report.stopped = Some("stopped: the catalogue cannot be written".into());
-                }
-                None => {}
-            }
-            if last || report.stopped.is_some() {
-                // Workers finish their current file and exit (their copies are found as
-                // identical duplicates by the next run).
-                lock().stop.get_or_insert(Stop::Failure);
+            let Some(commit_step) = next else {
                 break;
-            }
-            start = end;
+            };
+            let result = perform(&commit_step, &*ctx.store, queue, &mut catalogue);
+            crate::faults::after_step(&commit_step);
+            lock().step_done(result);
         }
     });
     progress.finish();
-    report
-}
-
-/// What the workers and the committer share.
-struct WorkState {
-    /// Per file, its outcome once archived (taken by the committer).
-    results: Vec<Option<FileOutcome>>,
-    /// Files handed out so far (in name order).
-    claimed: usize,
-    /// Files being archived right now.
-    in_flight: usize,
-    /// Why no more files are handed out.
-    stop: Option<Stop>,
-    /// The file a pre-archive hook stopped at.
-    hook_at: Option<usize>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Hook,
-    Failure,
+    lock().report_so_far()
 }

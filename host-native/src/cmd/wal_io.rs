@@ -6,15 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use walvault_core::archive::{
-    ArchiveHooks, ArchiveSettings, Archiver, CatalogueSink, FileOutcome, HookVerdict,
-};
-use walvault_core::queue::Candidate;
+use walvault_core::archive::{ArchiveSettings, FileOutcome, Queue, SourceFile};
+use walvault_core::batch::BatchOptions;
+use walvault_core::queue::{Batch, Candidate};
 use walvault_core::restore::{RestoreError, decode_checked, header_segment_size, restore};
 use walvault_core::storage::StorageError;
 use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, check_segment_header};
 
-use super::archive_wal::{archive_settings, now};
+use super::archive_wal::{BatchJob, archive_batch, archive_settings};
 use crate::fsutil::TempFile;
 use crate::hooks::{ArchiveHookAdapter, HookRunner};
 use crate::queue_dir::{FileSource, mtime_of};
@@ -72,40 +71,37 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
         source_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         archive_root: ctx.archive_root(),
     };
-    if hooks.before(&candidate) == HookVerdict::Stop {
+    // A batch of one, through the same engine as archive-wal: the copy is made durable, then
+    // its catalogue line written (or repaired, when an earlier run stored the copy and died
+    // before cataloguing it). The file stays: it is PostgreSQL's, and the exit status says
+    // what happened.
+    let batch = Batch {
+        files: vec![candidate],
+        ..Batch::default()
+    };
+    let job = BatchJob {
+        settings: &settings,
+        hooks: &hooks,
+        jobs: 1,
+        options: BatchOptions {
+            own_sources: false,
+            ..BatchOptions::default()
+        },
+        heartbeat: &|| {},
+    };
+    let report = archive_batch(ctx, &job, &batch, &[path.to_owned()], &mut KeptSource, ui);
+    let Some(file) = report.files.first() else {
         ui.error(format_args!(
             "{file_name}: a pre-archive retry hook asked to stop; not archived"
         ));
         return Ok(1);
-    }
-    let archiver = Archiver {
-        store: &*ctx.store,
-        settings: &settings,
-        decryptor: None,
     };
-    let mut outcome = archiver.archive_file(&candidate, &FileSource::new(path), now());
-    if matches!(
-        outcome,
-        FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. }
-    ) && let Err(e) = ctx.store.sync()
-    {
-        // PostgreSQL may recycle the segment once we exit 0: the copy must be durable first.
-        outcome = FileOutcome::Failed {
-            error: format!("stored, but the copy could not be made durable: {e}"),
-            retryable: e.is_retryable(),
-        };
+    if let Some(e) = &report.catalogue_error {
+        // PostgreSQL may recycle the segment once we exit 0: copy and line must be durable.
+        ui.error(format_args!("{file_name} not archived: {e}"));
+        return Ok(1);
     }
-    if let FileOutcome::Archived { entry, .. } = &outcome {
-        let mut catalogue = ctx.catalogue.clone();
-        if let Err(e) = catalogue.append(std::slice::from_ref(entry)) {
-            outcome = FileOutcome::Failed {
-                error: format!("archived, but the catalogue could not be written: {e}"),
-                retryable: true,
-            };
-        }
-    }
-    hooks.after(&candidate, &outcome);
-    Ok(match outcome {
+    Ok(match &file.outcome {
         FileOutcome::Archived { key, .. } => {
             ui.verbose(format_args!(
                 "{file_name} archived as {}{key}",
@@ -139,6 +135,30 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
             1
         }
     })
+}
+
+/// put-wal's "queue": the one file PostgreSQL passed, which the batch never releases or moves
+/// (`BatchOptions::own_sources` is off) and reads by its path.
+struct KeptSource;
+
+impl Queue for KeptSource {
+    fn source<'a>(&'a self, candidate: &Candidate) -> Box<dyn SourceFile + 'a> {
+        Box::new(FileSource::new(&candidate.file_name))
+    }
+
+    fn release(&mut self, _file_name: &str) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn move_to_errors(
+        &mut self,
+        file_name: &str,
+        _names: &mut dyn Iterator<Item = String>,
+    ) -> io::Result<String> {
+        Err(io::Error::other(format!(
+            "{file_name}: put-wal never moves PostgreSQL's file"
+        )))
+    }
 }
 
 /// Runs `op`, retrying retryable storage errors with exponential backoff.
