@@ -13,6 +13,10 @@
 //!
 //! Without the feature both functions do nothing and read no environment.
 
+// A release build must never be able to fail on purpose.
+#[cfg(all(feature = "fault-injection", not(debug_assertions)))]
+compile_error!("the fault-injection feature is for test builds only (debug assertions on)");
+
 use walvault_core::batch::CommitStep;
 use walvault_core::storage::WalStore;
 
