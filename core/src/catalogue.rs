@@ -173,7 +173,8 @@ mod tests {
 
     #[test]
     fn writes_barman_lines() {
-        // Reference 8.C #32 and #33 (an integral time is written as Python writes a float).
+        // docs/barman-behaviours.md#B-KEEP-07 (an integral time is written as Python writes a
+        // float).
         assert_eq!(
             entry("000000000000000000000002", 42, 43.0, None, None).to_line(),
             "000000000000000000000002\t42\t43.0\tNone\tNone\n"
@@ -197,7 +198,7 @@ mod tests {
 
     #[test]
     fn reads_three_four_and_five_fields() {
-        // Reference 8.C #34.
+        // docs/barman-behaviours.md#B-KEEP-07: 3, 4 or 5 fields, any whitespace.
         assert_eq!(
             CatalogueEntry::parse_line("000000010000000000000001 42 43", 1),
             Ok(entry("000000010000000000000001", 42, 43.0, None, None))

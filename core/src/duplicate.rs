@@ -33,7 +33,8 @@ pub enum ErrorKind {
     /// Not a WAL file, or not a regular file (`.unknown`, as Barman).
     Unknown,
     /// A WAL name whose content is wrong: empty, wrong size, corrupt compression, a page
-    /// header that does not match (`.invalid`; Barman archives these silently, Q13).
+    /// header that does not match (`.invalid`; Barman archives these silently,
+    /// docs/barman-behaviours.md#B-CHANGE-03).
     Invalid,
 }
 
@@ -276,7 +277,7 @@ mod tests {
 
     #[test]
     fn summary_matches_barman_buckets() {
-        // Reference 8.D #57.
+        // docs/barman-behaviours.md#B-KEEP-14.
         let s = summarise_errors(&[
             "a.duplicate",
             "b.unknown",

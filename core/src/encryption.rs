@@ -3,7 +3,8 @@
 //! The archive flow never needs to know a cipher's format: it asks a [`Decrypt`] (supplied
 //! by the host when a key is configured) to recognise and open encrypted objects. Without one
 //! an encrypted copy cannot be compared, and the flow says so instead of guessing (Barman
-//! calls every re-delivery of an encrypted WAL a different duplicate; reference Q9).
+//! calls every re-delivery of an encrypted WAL a different duplicate;
+//! docs/barman-behaviours.md#B-CHANGE-04).
 
 use std::io::{self, Read};
 
@@ -19,7 +20,8 @@ pub trait Decrypt: Send + Sync {
 
 /// Whether bytes start like an OpenPGP message as gpg writes it (a public-key or symmetric-key
 /// encrypted session key packet, old or new packet format). Barman runs `file --brief` per
-/// WAL for this (Q14); reading the packet header in-process is enough.
+/// WAL for this; reading the packet header in-process is enough
+/// (docs/barman-behaviours.md#B-CHANGE-05).
 pub fn looks_like_openpgp(prefix: &[u8]) -> bool {
     const PKESK: u8 = 1;
     const SKESK: u8 = 3;

@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn cloud_keys_match_barman_cloud() {
-        // Reference 8.H #81–#83.
+        // docs/barman-behaviours.md#B-KEEP-15.
         let l = Layout::cloud("/path/to/dir", "srv");
         assert_eq!(
             l.key(&name("000000080000ABFF000000C1"), None),
@@ -267,7 +267,8 @@ mod tests {
             l.parse_key(&meta("p/s/wals/a/b/000000010000000000000001")),
             Err(KeyProblem::NotWal)
         );
-        // Reference 8.C #37: Barman accepts a segment in another hash dir; walvault reports it.
+        // docs/barman-behaviours.md#B-CHANGE-08: Barman accepts a segment in another hash dir;
+        // walvault reports it.
         assert_eq!(
             Layout::Local.parse_key(&meta("0000000200000000/000000010000000000000001")),
             Err(KeyProblem::Misplaced {

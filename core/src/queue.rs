@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn incoming_sorts_ignores_and_rejects() {
-        // Reference 8.D #47–#51.
+        // docs/barman-behaviours.md#B-KEEP-10.
         let entries = vec![
             file("00000002.history"),
             file(S02),
@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn incoming_limit_counts_only_candidates() {
-        // Reference 8.D #52, and Q10: non-WAL entries do not eat batch slots.
+        // docs/barman-behaviours.md#B-CHANGE-02: non-WAL entries do not eat batch slots.
         let entries = ["x.tmp", "junk", S01, S02, "000000010000000000000003"]
             .iter()
             .map(|n| file(n))
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn streaming_holds_back_position_file() {
-        // Reference 8.D #54.
+        // docs/barman-behaviours.md#B-KEEP-11.
         let b = streaming(&["01", "02"], 0);
         assert_eq!(
             (names(&b), b.held_back.clone()),
@@ -368,7 +368,8 @@ mod tests {
 
     #[test]
     fn streaming_limit_applies_after_hold_back() {
-        // Reference 8.D #56, with Barman's stall (Q2) fixed: a limit of 1 still makes progress.
+        // docs/barman-behaviours.md#B-CHANGE-01: Barman's stall fixed, a limit of 1 still
+        // makes progress.
         let b = streaming(&["F2", "F3", "F4.partial"], 1);
         assert_eq!(names(&b), [full("F2")]);
         assert_eq!(b.deferred, 1);

@@ -19,7 +19,7 @@ mod tests {
 
     #[test]
     fn barman_rule() {
-        // Reference 8.F #73.
+        // docs/barman-behaviours.md#B-KEEP-16.
         let keep: WalFileName = "000000010000000000000005".parse().expect("name");
         let gone = |n: &str| deleted_before(&n.parse().expect("name"), &keep);
         assert!(!gone("00000002.history"), "history files are kept");

@@ -185,6 +185,7 @@ fn get_wal_partial_is_served_decompressed() {
         "--partial",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // docs/barman-behaviours.md#B-CHANGE-07
     assert_eq!(
         fs::read(&dest).expect("served"),
         &segment(&seg(5), 5)[..200_000],
@@ -342,7 +343,8 @@ fn hooks_get_barman_environment_and_post_sees_errors() {
     assert_eq!(var(&post[0], "BARMAN_SIZE"), stored_size.to_string());
     assert_eq!(var(&post[0], "BARMAN_ERROR"), "");
     assert_eq!(var(&hook_env(&d, "postretry")[0], "BARMAN_RETRY"), "1");
-    // A different duplicate: both post scripts see the error (Barman's plain post script does not, Q6).
+    // A different duplicate: both post scripts see the error (Barman's plain post script does
+    // not: docs/barman-behaviours.md#B-CHANGE-06).
     fs::write(d.incoming().join(&name), segment(&name, 99)).expect("different");
     assert!(d.run(&["archive-wal", "pg"]).status.success());
     let post = hook_env(&d, "post");
@@ -460,8 +462,9 @@ fn rebuild_keeps_partials_and_reports_misplaced_files() {
 
 #[test]
 fn delete_wals_is_file_by_file_even_past_256_entries() {
-    // Barman removes a whole hash directory when asked to delete ≥256 entries from it (Q1),
-    // losing the segments that should stay. walvault deletes file by file.
+    // Barman removes a whole hash directory when asked to delete ≥256 entries from it,
+    // losing the segments that should stay. walvault deletes file by file
+    // (docs/barman-behaviours.md#B-CHANGE-09).
     let d = Dir::new("");
     let hash = d.wals().join("0000000100000000");
     fs::create_dir_all(&hash).expect("hash dir");

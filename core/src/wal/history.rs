@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn parses_reference_history() {
-        // Reference 8.B #30.
+        // docs/barman-behaviours.md#B-KEEP-05.
         let content = b"# Comment\n\n1\t2/83000168\tat restore point \"myrp\"\n";
         let entries = parse_history(TimelineId(2), content).expect("valid");
         assert_eq!(

@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn parses_reference_cases() {
-        // Reference 8.B #26.
+        // docs/barman-behaviours.md#B-KEEP-04.
         assert_eq!("2/8300168".parse::<Lsn>(), Ok(Lsn((2 << 32) + 0x830_0168)));
         assert_eq!("FFFFFFFF/FFFFFFFF".parse::<Lsn>(), Ok(Lsn(u64::MAX)));
         assert_eq!("0/0".parse::<Lsn>(), Ok(Lsn(0)));
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn distance_matches_reference() {
-        // Reference 8.B #27; a missing side gives no distance.
+        // docs/barman-behaviours.md#B-KEEP-04; a missing side gives no distance.
         let d = |a: &str, b: &str| -> Option<i128> {
             Some(a.parse::<Lsn>().ok()?.distance_from(b.parse().ok()?))
         };

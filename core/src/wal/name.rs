@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn decodes_reference_names() {
-        // Reference 8.A #1–#5.
+        // docs/barman-behaviours.md#B-KEEP-01: decoding.
         let parts = |n: &str| {
             let w = WalFileName::from_path(n).expect("valid");
             (w.timeline().0, w.segment().map(|s| (s.log, s.seg)))
@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn rejects_reference_bad_names() {
-        // Reference 8.A #6 and #10.
+        // docs/barman-behaviours.md#B-KEEP-01: names that are not WAL names.
         for bad in [
             "00000000000000000000000",
             "0000000000000000000000000",
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn encodes_upper_case() {
-        // Reference 8.A #7 and #8.
+        // docs/barman-behaviours.md#B-KEEP-01: names are written in upper case.
         assert_eq!(
             Segment::new(10, 10, 10).to_string(),
             "0000000A0000000A0000000A"
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn accepts_reference_good_names_and_paths() {
-        // Reference 8.A #9.
+        // docs/barman-behaviours.md#B-KEEP-01: accepted names, with a directory prefix too.
         for good in [
             "000000000000000200000001",
             "test1/000000000000000200000001",
@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn classification_is_exclusive() {
-        // Reference 8.A #11.
+        // docs/barman-behaviours.md#B-KEEP-01: each name is exactly one form.
         let flags = |n: &str| {
             let w = parse(n);
             (
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn hash_dirs() {
-        // Reference 8.A #12.
+        // docs/barman-behaviours.md#B-KEEP-02: hash directories.
         let hash = |n: &str| WalFileName::from_path(n).expect("valid").hash_dir();
         assert_eq!(
             hash("000000000000000200000001").as_deref(),
@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        // Reference 8.A #14.
+        // docs/barman-behaviours.md#B-KEEP-02: paths in the archive.
         for (name, rel) in [
             (
                 "000000000000000000000001",

@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn reference_cases() {
-        // Reference 8.B #31.
+        // docs/barman-behaviours.md#B-KEEP-06.
         let none: [&str; 0] = [];
         assert_eq!(check_archive_usable(&none, None), Ok(()));
         for lone in [

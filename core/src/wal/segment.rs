@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn max_seg_and_mask() {
-        // Reference 8.B #15 and #16.
+        // docs/barman-behaviours.md#B-KEEP-03: highest segment number and mask.
         let table = [
             (1, 4095),
             (4, 1023),
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn next_wraps_at_every_size() {
-        // Reference 8.B #17 and #18.
+        // docs/barman-behaviours.md#B-KEEP-03: next segment, at every size.
         let next = |n: &str, mib| seg(n).next(size(mib)).expect("has next").to_string();
         assert_eq!(
             next("0000000100000000000000FF", 16),
@@ -365,7 +365,8 @@ mod tests {
 
     #[test]
     fn prev_wraps_at_every_size() {
-        // Reference 8.B #19 (the invalid-name case is a parse error, see name.rs).
+        // docs/barman-behaviours.md#B-KEEP-03: previous segment (the invalid name is a parse error,
+        // see name.rs).
         let prev = |n: &str, mib| seg(n).prev(size(mib)).expect("has prev").to_string();
         assert_eq!(
             prev("000000010000000200000002", 16),
@@ -421,7 +422,7 @@ mod tests {
 
     #[test]
     fn ranges_skip_ff_before_93() {
-        // Reference 8.B #20 and #21.
+        // docs/barman-behaviours.md#B-KEEP-03: no …FF segment before PostgreSQL 9.3.
         let r = |a, b, v| {
             SegmentRange::new(seg(a), Some(seg(b)), Some(size(16)))
                 .expect("range")
@@ -462,7 +463,7 @@ mod tests {
 
     #[test]
     fn range_counts() {
-        // Reference 8.B #22.
+        // docs/barman-behaviours.md#B-KEEP-03: range lengths.
         let range = || {
             seg("000000040000000500000067")
                 .range_to(seg("000000040000000700000067"), size(16))
@@ -474,7 +475,7 @@ mod tests {
 
     #[test]
     fn open_ended_ranges() {
-        // Reference 8.B #23.
+        // docs/barman-behaviours.md#B-KEEP-03: open-ended ranges.
         let open = || {
             SegmentRange::new(seg("0000000300000004000000FD"), None, Some(size(16))).expect("range")
         };
@@ -509,7 +510,7 @@ mod tests {
 
     #[test]
     fn unknown_size_does_not_wrap_early() {
-        // Reference 8.B #24.
+        // docs/barman-behaviours.md#B-KEEP-03: ranges with an unknown segment size.
         let r = SegmentRange::new(
             seg("0000000100000001000000FD"),
             Some(seg("000000010000000100000102")),
@@ -550,7 +551,7 @@ mod tests {
 
     #[test]
     fn gigabyte_ranges_and_timeline_mismatch() {
-        // Reference 8.B #25.
+        // docs/barman-behaviours.md#B-KEEP-03: 1 GiB ranges; two timelines are refused.
         let r = seg("000000010000000000000002")
             .range_to(seg("000000010000000100000001"), size(1024))
             .expect("range");
@@ -578,7 +579,7 @@ mod tests {
 
     #[test]
     fn lsn_to_segment_and_back() {
-        // Reference 8.B #28 and #29.
+        // docs/barman-behaviours.md#B-KEEP-03: LSN to segment and offset, and back.
         let cases: [(u64, u32, &str, &str, u32); 8] = [
             (
                 1 << 24,
