@@ -189,7 +189,7 @@ fn get_wal_partial_is_served_decompressed() {
     assert_eq!(
         fs::read(&dest).expect("served"),
         &segment(&seg(5), 5)[..200_000],
-        "decompressed, unlike Barman (Q3)"
+        "decompressed, unlike Barman (docs/barman-behaviours.md#B-CHANGE-07)"
     );
 }
 
