@@ -174,3 +174,25 @@ fn header_segment_size<'r>(reader: Box<dyn Read + 'r>) -> Option<SegmentSize> {
     decoder.read_exact(&mut head).ok()?;
     walvault_core::restore::header_segment_size(&head)
 }
+
+#[cfg(all(test, feature = "native"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_are_shown_under_the_bucket_not_the_prefix_twice() {
+        let text = "[walvault]\nhome = \"/srv/wv\"\n[pg]\nwals_directory = \"s3://wal/p\"\n";
+        let config =
+            crate::config::Config::parse(text, Path::new("/etc/walvault.toml")).expect("config");
+        let ctx = ServerCtx::open(config.server("pg").expect("pg"), &config.path).expect("open");
+        // Keys already carry the prefix (Barman's cloud layout: <prefix>/<server>/wals/…).
+        let key = ctx
+            .layout
+            .key(&"000000010000000000000001".parse().expect("name"), None);
+        assert_eq!(
+            format!("{}{key}", ctx.archive_root()),
+            "s3://wal/p/pg/wals/0000000100000000/000000010000000000000001"
+        );
+        assert_eq!(ctx.archive_location(), "s3://wal/p/");
+    }
+}
