@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::store::object_url::{ObjectUrl, S3Settings};
 use serde::Deserialize;
 use walvault_core::compression::{Codec, Level};
 use walvault_core::wal::SegmentSize;
@@ -212,8 +213,8 @@ pub struct HookScripts {
 pub enum ArchiveLocation {
     /// A local `wals/` directory.
     Local(PathBuf),
-    /// An object-store URL (`s3://bucket/prefix`).
-    Url(String),
+    /// An object store (`s3://bucket/prefix`) and how to reach it.
+    Object(Box<S3Settings>),
 }
 
 /// One server's resolved settings.
@@ -229,8 +230,6 @@ pub struct ServerConfig {
     pub backup_directory: PathBuf,
     /// Where WAL goes.
     pub archive: ArchiveLocation,
-    /// How to reach an object-storage archive (unused for a local one).
-    pub object_store: crate::store::object_url::S3Settings,
     /// `archive_command` drop zone.
     pub incoming: PathBuf,
     /// pg_receivewal target.
@@ -494,26 +493,66 @@ fn deserialize_section(name: &str, section: toml::Table) -> Result<ServerSection
     })
 }
 
+/// Reads the object-storage keys of a server section into `settings` (their defaults are
+/// `S3Settings::new`'s).
+fn set_object_store_keys(
+    name: &str,
+    s: &ServerSection,
+    settings: &mut S3Settings,
+) -> Result<(), ConfigError> {
+    if let Some(v) = &s.multipart_threshold {
+        let text = v.text();
+        settings.multipart_threshold =
+            parse_size(&text).filter(|n| *n >= 5 << 20).ok_or_else(|| {
+                err(
+                    name,
+                    "multipart_threshold",
+                    format!("{text:?} is not a size of at least 5MB (S3's smallest part)"),
+                )
+            })?;
+    }
+    settings.endpoint_url.clone_from(&s.endpoint_url);
+    settings.region.clone_from(&s.region);
+    settings.profile.clone_from(&s.aws_profile);
+    settings.access_key_id.clone_from(&s.access_key_id);
+    settings.secret_access_key = s.secret_access_key.clone().map(Secret::new);
+    settings.path_style = s.path_style;
+    if let Some(seconds) = s.request_timeout {
+        settings.timeout = std::time::Duration::from_secs(seconds.max(1));
+    }
+    if let Some(n) = s.max_retries {
+        settings.max_retries = n as usize;
+    }
+    Ok(())
+}
+
 fn resolve(
     name: &str,
     s: ServerSection,
     home: &Path,
     lock_directory: &Path,
 ) -> Result<ServerConfig, ConfigError> {
-    let backup_directory = s.backup_directory.unwrap_or_else(|| home.join(name));
-    let archive = match s.wals_directory {
+    // The object URL is parsed once, here; a local archive carries no object-store settings.
+    let object_store = match s.wals_directory.as_deref() {
         Some(url) if url.contains("://") => {
-            crate::store::object_url::split_url(&url)
-                .map_err(|e| err(name, "wals_directory", format!("{e:#}")))?;
-            ArchiveLocation::Url(url)
+            let url =
+                ObjectUrl::parse(url).map_err(|e| err(name, "wals_directory", format!("{e:#}")))?;
+            let mut settings = S3Settings::new(url);
+            set_object_store_keys(name, &s, &mut settings)?;
+            Some(Box::new(settings))
         }
-        Some(path) => ArchiveLocation::Local(PathBuf::from(path)),
-        None => ArchiveLocation::Local(backup_directory.join("wals")),
+        _ => None,
+    };
+    let backup_directory = s.backup_directory.unwrap_or_else(|| home.join(name));
+    let archive = match (object_store, s.wals_directory) {
+        (Some(settings), _) => ArchiveLocation::Object(settings),
+        (None, Some(path)) => ArchiveLocation::Local(PathBuf::from(path)),
+        (None, None) => ArchiveLocation::Local(backup_directory.join("wals")),
     };
     let xlogdb_directory = match (&s.xlogdb_directory, &archive) {
         (Some(dir), _) => dir.clone(),
         (None, ArchiveLocation::Local(wals)) => wals.clone(),
-        (None, ArchiveLocation::Url(_)) => backup_directory.join("meta"),
+        (None, ArchiveLocation::Object(_)) => backup_directory.join("meta"),
     };
     let compression = match s.compression.as_deref().map(str::trim) {
         None | Some("" | "none") => None,
@@ -552,19 +591,6 @@ fn resolve(
                 "expected the number pg_controldata prints",
             )
         })?),
-    };
-    let multipart_threshold = match &s.multipart_threshold {
-        None => 64 << 20,
-        Some(v) => {
-            let text = v.text();
-            parse_size(&text).filter(|n| *n >= 5 << 20).ok_or_else(|| {
-                err(
-                    name,
-                    "multipart_threshold",
-                    format!("{text:?} is not a size of at least 5MB (S3's smallest part)"),
-                )
-            })?
-        }
     };
     if let Some(slot) = &s.slot_name
         && !valid_slot_name(slot)
@@ -636,7 +662,7 @@ fn resolve(
             "wals_directory",
             match &archive {
                 ArchiveLocation::Local(dir) => Some(dir.as_path()),
-                ArchiveLocation::Url(_) => None,
+                ArchiveLocation::Object(_) => None,
             },
         ),
         ("xlogdb_directory", Some(xlogdb_directory.as_path())),
@@ -664,21 +690,6 @@ fn resolve(
             .errors_directory
             .unwrap_or_else(|| backup_directory.join("errors")),
         backup_directory,
-        object_store: crate::store::object_url::S3Settings {
-            endpoint_url: s.endpoint_url,
-            region: s.region,
-            profile: s.aws_profile,
-            access_key_id: s.access_key_id,
-            secret_access_key: s.secret_access_key.map(Secret::new),
-            path_style: s.path_style,
-            multipart_threshold,
-            timeout: std::time::Duration::from_secs(s.request_timeout.unwrap_or(60).max(1)),
-            max_retries: s.max_retries.map_or(5, |n| n as usize),
-            ..crate::store::object_url::S3Settings::new(match &archive {
-                ArchiveLocation::Url(url) => url,
-                ArchiveLocation::Local(_) => "",
-            })
-        },
         archive,
         xlogdb_directory,
         lock_directory: lock_directory.to_owned(),
@@ -798,7 +809,19 @@ mod tests {
         let c = parse("[pg]\nwals_directory = \"s3://b/p\"\nendpoint_url = \"http://127.0.0.1:9000\"\nsecret_access_key = \"s\"\n")
             .expect("s3");
         let pg = c.server("pg").expect("pg");
-        assert_eq!(pg.object_store.url, "s3://b/p");
+        let ArchiveLocation::Object(settings) = &pg.archive else {
+            panic!("an object store: {:?}", pg.archive);
+        };
+        assert_eq!(settings.url.to_string(), "s3://b/p");
+        assert_eq!(
+            settings.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            settings.timeout,
+            std::time::Duration::from_secs(60),
+            "the default"
+        );
         assert!(
             !format!("{pg:?}").contains("\"s\""),
             "secrets are not printed"

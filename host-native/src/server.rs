@@ -44,16 +44,19 @@ impl<'a> ServerCtx<'a> {
         let (store, layout): (Box<dyn WalStore + Sync>, Layout) = match &cfg.archive {
             ArchiveLocation::Local(dir) => (Box::new(LocalStore::new(dir.clone())), Layout::Local),
             #[cfg(not(feature = "native"))]
-            ArchiveLocation::Url(url) => anyhow::bail!(
-                "server '{}': {url}: object storage needs the native walvault (this build has no network)",
-                cfg.name
+            ArchiveLocation::Object(settings) => anyhow::bail!(
+                "server '{}': {}: object storage needs the native walvault (this build has no network)",
+                cfg.name,
+                settings.url
             ),
             #[cfg(feature = "native")]
-            ArchiveLocation::Url(url) => {
-                let (_, _, prefix) = crate::store::object_url::split_url(url)?;
-                let store = LazyS3Store::new(&cfg.object_store)
-                    .with_context(|| format!("server '{}': {url}", cfg.name))?;
-                (Box::new(store), Layout::cloud(&prefix, &cfg.name))
+            ArchiveLocation::Object(settings) => {
+                let store = LazyS3Store::new(settings)
+                    .with_context(|| format!("server '{}': {}", cfg.name, settings.url))?;
+                (
+                    Box::new(store),
+                    Layout::cloud(&settings.url.prefix, &cfg.name),
+                )
             }
         };
         let store = crate::faults::wrap_store(store)?;
@@ -72,12 +75,7 @@ impl<'a> ServerCtx<'a> {
     pub fn archive_root(&self) -> String {
         match &self.cfg.archive {
             ArchiveLocation::Local(dir) => format!("{}/", dir.display()),
-            ArchiveLocation::Url(url) => match url.split_once("://") {
-                Some((scheme, rest)) => {
-                    format!("{scheme}://{}/", rest.split('/').next().unwrap_or(rest))
-                }
-                None => format!("{}/", url.trim_end_matches('/')),
-            },
+            ArchiveLocation::Object(settings) => settings.url.bucket_root(),
         }
     }
 
@@ -85,7 +83,7 @@ impl<'a> ServerCtx<'a> {
     pub fn archive_location(&self) -> String {
         match &self.cfg.archive {
             ArchiveLocation::Local(dir) => format!("{}/", dir.display()),
-            ArchiveLocation::Url(url) => format!("{}/", url.trim_end_matches('/')),
+            ArchiveLocation::Object(settings) => format!("{}/", settings.url),
         }
     }
 
@@ -93,7 +91,7 @@ impl<'a> ServerCtx<'a> {
     pub fn local_archive_dir(&self) -> Option<&Path> {
         match &self.cfg.archive {
             ArchiveLocation::Local(dir) => Some(dir),
-            ArchiveLocation::Url(_) => None,
+            ArchiveLocation::Object(_) => None,
         }
     }
 

@@ -5,7 +5,10 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use walvault::store::{S3Store, s3::S3Settings};
+use walvault::store::{
+    S3Store,
+    s3::{ObjectUrl, S3Settings},
+};
 use walvault_core::storage::conformance;
 use walvault_core::wal::{SegmentSize, WalFileName, synthetic_page_header};
 use walvault_tests::s3::{ACCESS_KEY, FlakyProxy, S3Server, SECRET_KEY, python_venv, tool};
@@ -141,7 +144,7 @@ fn settings(server: &S3Server) -> S3Settings {
         secret_access_key: Some(SECRET_KEY.into()),
         max_retries: 2,
         timeout: Duration::from_secs(10),
-        ..S3Settings::new(&format!("s3://{BUCKET}"))
+        ..S3Settings::new(ObjectUrl::parse(&format!("s3://{BUCKET}")).expect("url"))
     }
 }
 

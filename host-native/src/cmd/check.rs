@@ -276,7 +276,8 @@ fn config_file_check(ctx: &ServerCtx<'_>) -> Option<CheckResult> {
     if has_password(&cfg.streaming_conninfo) {
         secrets.push("streaming_conninfo");
     }
-    if cfg.object_store.secret_access_key.is_some() {
+    if matches!(&cfg.archive, crate::config::ArchiveLocation::Object(s) if s.secret_access_key.is_some())
+    {
         secrets.push("secret_access_key");
     }
     let text = fs::read_to_string(ctx.config_path).unwrap_or_default();

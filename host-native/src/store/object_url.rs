@@ -7,11 +7,60 @@ use anyhow::bail;
 
 use crate::secret::Secret;
 
+/// An object-storage URL, parsed once when the configuration is read: `s3://bucket/prefix`
+/// (also `gs://`, `az://`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectUrl {
+    /// `s3`, `gs`, `az`, `azure` or `abfs`.
+    pub scheme: String,
+    /// The bucket (or container).
+    pub bucket: String,
+    /// The prefix inside it, without slashes around (may be empty).
+    pub prefix: String,
+}
+
+impl ObjectUrl {
+    /// Parses `scheme://bucket/prefix`.
+    pub fn parse(url: &str) -> anyhow::Result<ObjectUrl> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            bail!("{url:?} is not a URL (expected s3://bucket/prefix)");
+        };
+        if !matches!(scheme, "s3" | "gs" | "az" | "azure" | "abfs") {
+            bail!("{url:?}: unsupported scheme {scheme:?} (expected s3://, gs:// or az://)");
+        }
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("{url:?} names no bucket");
+        }
+        Ok(ObjectUrl {
+            scheme: scheme.to_owned(),
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+
+    /// `scheme://bucket/`: what an object's key (which starts with the prefix) is shown after.
+    pub fn bucket_root(&self) -> String {
+        format!("{}://{}/", self.scheme, self.bucket)
+    }
+}
+
+impl std::fmt::Display for ObjectUrl {
+    /// `scheme://bucket/prefix`, or `scheme://bucket` without a prefix.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.bucket)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
 /// Where and how to reach the bucket.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct S3Settings {
-    /// `s3://bucket/prefix` (also `gs://`, `az://`).
-    pub url: String,
+    /// The bucket and prefix.
+    pub url: ObjectUrl,
     /// A custom endpoint (MinIO, Ceph RGW, …); path-style requests by default there.
     pub endpoint_url: Option<String>,
     /// The region (`AWS_REGION` / profile otherwise; `us-east-1` as the last resort).
@@ -46,33 +95,20 @@ impl std::fmt::Debug for S3Settings {
 }
 
 impl S3Settings {
-    /// Defaults for `url`.
-    pub fn new(url: &str) -> Self {
+    /// The defaults for `url` (the one place they are set): 64 MiB parts, 60 s per request,
+    /// 5 retries, credentials and region from the environment.
+    pub fn new(url: ObjectUrl) -> Self {
         S3Settings {
-            url: url.to_owned(),
+            url,
+            endpoint_url: None,
+            region: None,
+            profile: None,
+            access_key_id: None,
+            secret_access_key: None,
+            path_style: None,
             multipart_threshold: 64 << 20,
             timeout: Duration::from_secs(60),
             max_retries: 5,
-            ..S3Settings::default()
         }
     }
-}
-
-/// Splits `s3://bucket/some/prefix` into the bucket URL and the prefix (no slashes around).
-pub fn split_url(url: &str) -> anyhow::Result<(String, String, String)> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        bail!("{url:?} is not a URL (expected s3://bucket/prefix)");
-    };
-    if !matches!(scheme, "s3" | "gs" | "az" | "azure" | "abfs") {
-        bail!("{url:?}: unsupported scheme {scheme:?} (expected s3://, gs:// or az://)");
-    }
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        bail!("{url:?} names no bucket");
-    }
-    Ok((
-        scheme.to_owned(),
-        bucket.to_owned(),
-        prefix.trim_matches('/').to_owned(),
-    ))
 }

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use super::object_url::{S3Settings, split_url};
+pub use super::object_url::{ObjectUrl, S3Settings};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -43,7 +43,7 @@ impl S3Store {
     /// Connects lazily (the first request opens the connection); fails only on settings
     /// that cannot work.
     pub fn open(settings: &S3Settings) -> anyhow::Result<S3Store> {
-        let (scheme, bucket, _) = split_url(&settings.url)?;
+        let (scheme, bucket) = (settings.url.scheme.clone(), settings.url.bucket.clone());
         // TLS through ring rather than reqwest's default aws-lc-rs: aws-lc seeds its random
         // generator with CPU-jitter entropy on first use, ~30 ms of every put-wal/get-wal
         // process (one per WAL) that talks HTTPS. Already installed is fine.
@@ -390,7 +390,6 @@ impl std::fmt::Debug for LazyS3Store {
 impl LazyS3Store {
     /// Checks the settings now; connects later.
     pub fn new(settings: &S3Settings) -> anyhow::Result<LazyS3Store> {
-        split_url(&settings.url)?;
         Ok(LazyS3Store {
             settings: settings.clone(),
             store: std::sync::OnceLock::new(),
