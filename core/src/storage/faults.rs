@@ -79,8 +79,18 @@ impl<S: WalStore> FaultyStore<S> {
         let key = key.to_owned();
         match fault {
             Fault::Pass => Ok(()),
-            Fault::Transient => Err(StorageError::Transient { op, key, message }),
-            Fault::Permanent => Err(StorageError::Permanent { op, key, message }),
+            Fault::Transient => Err(StorageError::Transient {
+                op,
+                key,
+                message,
+                source: None,
+            }),
+            Fault::Permanent => Err(StorageError::Permanent {
+                op,
+                key,
+                message,
+                source: None,
+            }),
         }
     }
 }

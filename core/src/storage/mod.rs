@@ -117,6 +117,9 @@ pub enum StorageError {
         key: String,
         /// The backend's explanation.
         message: String,
+        /// The backend's own error, when there is one (kept for its details and kind).
+        #[source]
+        source: Option<BackendError>,
     },
     /// A failure that retrying will not fix: permissions, missing bucket, bad credentials,
     /// full disk.
@@ -128,8 +131,14 @@ pub enum StorageError {
         key: String,
         /// The backend's explanation.
         message: String,
+        /// The backend's own error, when there is one (kept for its details and kind).
+        #[source]
+        source: Option<BackendError>,
     },
 }
+
+/// A backend's own error, kept inside a [`StorageError`].
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl StorageError {
     /// Whether the same call may succeed if tried again.
@@ -155,11 +164,13 @@ impl StorageError {
                 op,
                 key,
                 message: err.to_string(),
+                source: Some(Box::new(io::Error::new(err.kind(), err.to_string()))),
             },
             _ => StorageError::Permanent {
                 op,
                 key,
                 message: err.to_string(),
+                source: Some(Box::new(io::Error::new(err.kind(), err.to_string()))),
             },
         }
     }

@@ -162,7 +162,13 @@ impl S3Store {
     }
 }
 
-/// Maps an `object_store` error to the core's semantic error.
+/// Maps an `object_store` error to the core's semantic error, keeping it as the source.
+///
+/// By variant first (not found, exists, denied); a transport failure by the kind of
+/// object_store's `HttpError` in the source chain (connect, request, timeout, interrupted:
+/// transient). object_store 0.14 keeps the error that carries the HTTP status private, so a
+/// status left after its retries is read from that error's own status line ("status code:
+/// 5xx/429"), never from the URI or the body (WAL names contain digits such as "500").
 fn classify(op: Op, key: &str, err: object_store::Error) -> StorageError {
     use object_store::Error as E;
     let key = key.to_owned();
@@ -173,30 +179,66 @@ fn classify(op: Op, key: &str, err: object_store::Error) -> StorageError {
             op,
             key,
             message: format!("access denied: {err} (check the credentials and the bucket policy)"),
+            source: Some(Box::new(err)),
         },
         other => {
             let message = error_chain(&other);
-            // object_store already retried what can be retried; what is left after retries
-            // is still reported as transient when it looks like the server or the network.
-            // Look at the status and transport words, never at the URI (WAL names contain
-            // digits such as "500").
-            let transient = [
-                "status code: 5",
-                "status code: 429",
-                "SlowDown",
-                "timed out",
-                "error sending request",
-                "onnection",
-            ]
-            .iter()
-            .any(|needle| message.contains(needle));
+            let transient = transport_kind(&other).is_some_and(|kind| {
+                use object_store::client::HttpErrorKind as K;
+                matches!(kind, K::Connect | K::Request | K::Timeout | K::Interrupted)
+            }) || retryable_status(&other);
+            let source = Some(Box::new(other) as walvault_core::storage::BackendError);
             if transient {
-                StorageError::Transient { op, key, message }
+                StorageError::Transient {
+                    op,
+                    key,
+                    message,
+                    source,
+                }
             } else {
-                StorageError::Permanent { op, key, message }
+                StorageError::Permanent {
+                    op,
+                    key,
+                    message,
+                    source,
+                }
             }
         }
     }
+}
+
+/// The kind of the transport error in `err`'s source chain, if there is one.
+fn transport_kind(
+    err: &(dyn std::error::Error + 'static),
+) -> Option<object_store::client::HttpErrorKind> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(http) = e.downcast_ref::<object_store::client::HttpError>() {
+            return Some(http.kind());
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Whether the request error in `err`'s chain reports a 5xx or 429 status (throttling,
+/// SlowDown, an overloaded or failing server): the status line of object_store's request
+/// error, which starts "Server returned non-2xx status code: <code>".
+fn retryable_status(err: &dyn std::error::Error) -> bool {
+    let mut next: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if let Some(code) = text
+            .strip_prefix("Server returned non-2xx status code: ")
+            .or_else(|| text.strip_prefix("Server returned error response: "))
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok())
+        {
+            return code == 429 || (500..600).contains(&code);
+        }
+        next = e.source();
+    }
+    false
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -404,6 +446,7 @@ impl LazyS3Store {
                 op,
                 key: key.to_owned(),
                 message: message.clone(),
+                source: None,
             })
     }
 }
@@ -428,5 +471,85 @@ impl WalStore for LazyS3Store {
     }
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.store(Op::Delete, key)?.delete(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a given text and an optional source, as object_store nests them.
+    #[derive(Debug)]
+    struct Text(
+        &'static str,
+        Option<Box<dyn std::error::Error + Send + Sync>>,
+    );
+    impl std::fmt::Display for Text {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Text {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    fn generic(source: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(source),
+        }
+    }
+
+    #[test]
+    fn errors_are_classified_by_kind_and_status_and_keep_their_source() {
+        use object_store::client::{HttpError, HttpErrorKind};
+        let timeout = generic(HttpError::new(
+            HttpErrorKind::Timeout,
+            std::io::Error::other("deadline"),
+        ));
+        let e = classify(Op::Put, "k", timeout);
+        assert!(e.is_retryable(), "{e}");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the source is kept"
+        );
+        let status = |line: &'static str| {
+            // The retry error's own text names the URI; its source is the status line.
+            generic(Text(
+                "Error performing PUT http://h/b/000000010000000000000500 in 1s",
+                Some(Box::new(Text(line, None))),
+            ))
+        };
+        for (line, retryable) in [
+            (
+                "Server returned non-2xx status code: 503 Service Unavailable: SlowDown",
+                true,
+            ),
+            (
+                "Server returned non-2xx status code: 429 Too Many Requests: ",
+                true,
+            ),
+            (
+                "Server returned non-2xx status code: 400 Bad Request: ",
+                false,
+            ),
+            // A 500 in the URI is not a status.
+            (
+                "Server returned non-2xx status code: 403 Forbidden: ",
+                false,
+            ),
+        ] {
+            let e = classify(Op::Put, "k", status(line));
+            assert_eq!(e.is_retryable(), retryable, "{line}");
+        }
+        let denied = object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: Box::new(Text("403", None)),
+        };
+        assert!(!classify(Op::Get, "k", denied).is_retryable());
     }
 }
