@@ -4,8 +4,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use walvault_core::archive::ArchiveSettings;
 use walvault_core::compression::{DecodeLimits, Decoder};
 use walvault_core::layout::Layout;
+use walvault_core::queue::{QueueKind, select_batch};
 use walvault_core::storage::WalStore;
 use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize};
 
@@ -145,6 +147,40 @@ impl<'a> ServerCtx<'a> {
         names
     }
 
+    /// How archive-wal and put-wal archive this server's WAL.
+    pub fn archive_settings(&self, segment_size: SegmentSize) -> ArchiveSettings {
+        ArchiveSettings {
+            codec: self.cfg.compression,
+            level: self.cfg.compression_level,
+            segment_size,
+            check_page_header: self.cfg.check_page_header,
+            system_identifier: self.cfg.system_identifier,
+            layout: self.layout.clone(),
+            ..ArchiveSettings::default()
+        }
+    }
+
+    /// Where the reasons for files moved to errors/ are kept (errors/ itself holds only the
+    /// files, as Barman's `check` counts every entry there).
+    pub fn error_reasons_path(&self) -> PathBuf {
+        self.cfg.backup_directory.join("meta").join("errors.jsonl")
+    }
+
+    /// Where `check` records its last run for `serve` (`meta/last-check.json`).
+    pub fn last_check_path(&self) -> PathBuf {
+        self.cfg
+            .backup_directory
+            .join("meta")
+            .join("last-check.json")
+    }
+
+    /// Files a queue would archive now.
+    pub fn waiting(dir: &Path, kind: QueueKind) -> usize {
+        crate::queue_dir::list_queue(dir)
+            .map(|entries| select_batch(kind, entries, 0).total_candidates())
+            .unwrap_or(0)
+    }
+
     /// Creates the server's directories (incoming, streaming, errors, archive) if missing.
     pub fn ensure_dirs(&self) -> anyhow::Result<()> {
         let mut dirs = vec![
@@ -164,6 +200,37 @@ impl<'a> ServerCtx<'a> {
         }
         Ok(())
     }
+}
+
+/// How long a run holding the archive-wal lock may go without finishing a file before it
+/// counts as stalled (a hung store or file system): later runs then fail loudly instead of
+/// skipping the server in silence, and `check` fails.
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Whether the run holding the archive-wal lock has stalled: `Some(description)` when it has
+/// shown no progress for [`STALLED_AFTER`].
+pub fn stalled_archive_wal(cfg: &ServerConfig) -> Option<String> {
+    let path = crate::lock::lock_path(&cfg.lock_directory, &cfg.name, "archive-wal");
+    let holder = crate::lock::holder_info(&path).ok()??;
+    let idle = holder
+        .last_progress
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())?;
+    (idle > STALLED_AFTER).then(|| {
+        format!(
+            "archive-wal {}has held the lock of server {} ({}) for {} min without archiving a file: archiving is stalled;              find out what it waits for, or stop it",
+            holder.pid.map(|p| format!("(pid {p}) ")).unwrap_or_default(),
+            cfg.name,
+            path.display(),
+            idle.as_secs() / 60
+        )
+    })
+}
+
+/// The current time, seconds since the epoch (the host's clock, for the core's decisions).
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn header_segment_size<'r>(reader: Box<dyn Read + 'r>) -> Option<SegmentSize> {

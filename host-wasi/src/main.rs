@@ -153,7 +153,7 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
             locks.push(lock);
             let ctx = ServerCtx::open(cfg, &config.path)?;
             ctx.ensure_dirs()?;
-            let reasons = walvault::cmd::archive_wal::error_reasons_path(&ctx);
+            let reasons = ctx.error_reasons_path();
             let meta = reasons.parent().unwrap_or(&cfg.backup_directory);
             walvault::fsutil::create_dir_durable(meta)
                 .with_context(|| format!("creating {}", meta.display()))?;

@@ -16,29 +16,6 @@ use crate::queue_dir::{FileSource, QueueDir};
 use crate::server::ServerCtx;
 use crate::ui::Ui;
 
-/// The settings archive-wal and put-wal share.
-pub fn archive_settings(
-    ctx: &ServerCtx<'_>,
-    segment_size: walvault_core::wal::SegmentSize,
-) -> ArchiveSettings {
-    ArchiveSettings {
-        codec: ctx.cfg.compression,
-        level: ctx.cfg.compression_level,
-        segment_size,
-        check_page_header: ctx.cfg.check_page_header,
-        system_identifier: ctx.cfg.system_identifier,
-        layout: ctx.layout.clone(),
-        ..ArchiveSettings::default()
-    }
-}
-
-/// The current time, seconds since the epoch.
-pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// Totals over one server's run.
 #[derive(Debug, Default)]
 pub struct Totals {
@@ -54,33 +31,9 @@ pub struct Totals {
     pub failed: bool,
 }
 
-/// How long a run holding the archive-wal lock may go without finishing a file before it
-/// counts as stalled (a hung store or file system): later runs then fail loudly instead of
-/// skipping the server in silence, and `check` fails.
-pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-/// Whether the run holding the archive-wal lock has stalled: `Some(description)` when it has
-/// shown no progress for [`STALLED_AFTER`].
-pub fn stalled_holder(cfg: &ServerConfig) -> Option<String> {
-    let path = lock_path(&cfg.lock_directory, &cfg.name, "archive-wal");
-    let holder = crate::lock::holder_info(&path).ok()??;
-    let idle = holder
-        .last_progress
-        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())?;
-    (idle > STALLED_AFTER).then(|| {
-        format!(
-            "archive-wal {}has held the lock of server {} ({}) for {} min without archiving a file: archiving is stalled;              find out what it waits for, or stop it",
-            holder.pid.map(|p| format!("(pid {p}) ")).unwrap_or_default(),
-            cfg.name,
-            path.display(),
-            idle.as_secs() / 60
-        )
-    })
-}
-
 /// Takes the server's archive-wal lock (Barman's), or says that another run holds it and
 /// returns `None`: a run that finds the lock taken skips the server, successfully, unless the
-/// holder has stalled ([`stalled_holder`]): that is an error, so that cron reports it.
+/// holder has stalled ([`crate::server::stalled_archive_wal`]): that is an error, so that cron reports it.
 pub fn take_lock(cfg: &ServerConfig, ui: &Ui) -> anyhow::Result<Option<LockFile>> {
     match LockFile::acquire(
         &lock_path(&cfg.lock_directory, &cfg.name, "archive-wal"),
@@ -88,7 +41,7 @@ pub fn take_lock(cfg: &ServerConfig, ui: &Ui) -> anyhow::Result<Option<LockFile>
     ) {
         Ok(lock) => Ok(Some(lock)),
         Err(LockError::Busy { holder, .. }) => {
-            if let Some(stalled) = stalled_holder(cfg) {
+            if let Some(stalled) = crate::server::stalled_archive_wal(cfg) {
                 anyhow::bail!("{stalled}");
             }
             let by = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
@@ -108,7 +61,7 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
     ctx.ensure_dirs()?;
     let mut hints = ServerCtx::queue_hints(&cfg.streaming);
     hints.extend(ServerCtx::queue_hints(&cfg.incoming));
-    let settings = archive_settings(ctx, ctx.segment_size(&hints));
+    let settings = ctx.archive_settings(ctx.segment_size(&hints));
     let mut totals = Totals::default();
     let queues = [
         (
@@ -290,12 +243,6 @@ fn clean_dead_temp_files(ctx: &ServerCtx<'_>, batch: &Batch, ui: &Ui) {
     }
 }
 
-/// Where the reasons for files moved to errors/ are kept (errors/ itself holds only the files,
-/// as Barman's `check` counts every entry there).
-pub fn error_reasons_path(ctx: &ServerCtx<'_>) -> std::path::PathBuf {
-    ctx.cfg.backup_directory.join("meta").join("errors.jsonl")
-}
-
 /// Appends `{"file": …, "reason": …}` lines for the files this batch moved to errors/.
 fn record_error_reasons(ctx: &ServerCtx<'_>, report: &BatchReport, ui: &Ui) {
     let lines: String = report
@@ -318,7 +265,7 @@ fn record_error_reasons(ctx: &ServerCtx<'_>, report: &BatchReport, ui: &Ui) {
     if lines.is_empty() {
         return;
     }
-    let path = error_reasons_path(ctx);
+    let path = ctx.error_reasons_path();
     let result = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -389,7 +336,7 @@ pub fn archive_batch(
         settings,
         decryptor: None,
     };
-    let now = super::archive_wal::now();
+    let now = crate::server::now();
     let progress = crate::ui::Progress::new(ui, batch.files.len());
     let engine = Mutex::new(BatchEngine::new(batch.clone(), now, options));
     let changed = Condvar::new();

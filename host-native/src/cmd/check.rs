@@ -6,20 +6,19 @@ use std::path::Path;
 use serde::Serialize;
 use walvault_core::catalogue::CatalogueEntry;
 use walvault_core::duplicate::{ErrorSummary, summarise_errors};
-use walvault_core::queue::{QueueKind, select_batch};
+use walvault_core::queue::QueueKind;
 use walvault_core::report::CheckRun;
 use walvault_core::status::{self, CheckResult, human_bytes};
 use walvault_core::time::utc_iso8601;
 
-use super::archive_wal::now;
 use super::receive_wal;
 use crate::cli::Format;
 use crate::config::{Config, ServerConfig};
 use crate::fsutil::is_temp_name;
 use crate::hooks;
 use crate::pg::{self, PgFacts};
-use crate::queue_dir::list_queue;
 use crate::server::ServerCtx;
+use crate::server::now;
 use crate::ui::Ui;
 
 /// Facts gathered locally.
@@ -30,13 +29,6 @@ struct Local {
     incoming_waiting: usize,
     streaming_waiting: usize,
     temp_files: usize,
-}
-
-/// Files a queue would archive now.
-pub fn waiting(dir: &Path, kind: QueueKind) -> usize {
-    list_queue(dir)
-        .map(|entries| select_batch(kind, entries, 0).total_candidates())
-        .unwrap_or(0)
 }
 
 fn gather(ctx: &ServerCtx<'_>) -> Local {
@@ -88,9 +80,9 @@ fn gather(ctx: &ServerCtx<'_>) -> Local {
         catalogue,
         catalogue_problem,
         errors: summarise_errors(&error_names),
-        incoming_waiting: waiting(&ctx.cfg.incoming, QueueKind::Incoming),
+        incoming_waiting: ServerCtx::waiting(&ctx.cfg.incoming, QueueKind::Incoming),
         streaming_waiting: if ctx.cfg.streaming_archiver {
-            waiting(&ctx.cfg.streaming, QueueKind::Streaming)
+            ServerCtx::waiting(&ctx.cfg.streaming, QueueKind::Streaming)
         } else {
             0
         },
@@ -174,7 +166,7 @@ pub fn run_checks(ctx: &ServerCtx<'_>) -> CheckReport {
         cfg.last_wal_maximum_age,
     ));
     checks.push(status::check_temp_files(local.temp_files));
-    if let Some(stalled) = super::archive_wal::stalled_holder(cfg) {
+    if let Some(stalled) = crate::server::stalled_archive_wal(cfg) {
         checks.push(CheckResult {
             name: "archive-wal".into(),
             ok: false,
@@ -542,11 +534,6 @@ fn pg_checks(ctx: &ServerCtx<'_>, facts: &PgFacts) -> Vec<CheckResult> {
     checks
 }
 
-/// Where `check` records its last run for `serve` (`meta/last-check.json`).
-pub fn last_check_path(cfg: &crate::config::ServerConfig) -> std::path::PathBuf {
-    cfg.backup_directory.join("meta").join("last-check.json")
-}
-
 /// Records a run durably; a failure to record is a warning, never a failed check.
 fn record_check(ctx: &ServerCtx<'_>, report: &CheckReport, at: f64, ui: &Ui) {
     let run = CheckRun {
@@ -554,7 +541,7 @@ fn record_check(ctx: &ServerCtx<'_>, report: &CheckReport, at: f64, ui: &Ui) {
         ok: report.ok,
         checks: report.checks.clone(),
     };
-    let path = last_check_path(ctx.cfg);
+    let path = ctx.last_check_path();
     let result = path
         .parent()
         .map_or(Ok(false), crate::fsutil::create_dir_durable)

@@ -37,7 +37,7 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
         Some(root) => root.join(key).display().to_string(),
         None => format!("{}{key}", ctx.archive_root()),
     };
-    let rebuilt_at = super::archive_wal::now();
+    let rebuilt_at = crate::server::now();
     ui.info(format_args!(
         "Rebuilding xlogdb for server {}",
         ctx.cfg.name

@@ -109,7 +109,7 @@ pub fn error_entries(ctx: &ServerCtx<'_>, find_copies: bool) -> anyhow::Result<V
     }
     entries.sort_by(|a, b| a.file.cmp(&b.file));
     // The reason recorded by the run that moved the file, when there is one.
-    if let Ok(text) = fs::read_to_string(super::archive_wal::error_reasons_path(ctx)) {
+    if let Ok(text) = fs::read_to_string(ctx.error_reasons_path()) {
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;

@@ -32,11 +32,10 @@ use walvault_core::report::{
 };
 use walvault_core::wal::SegmentSize;
 
-use super::archive_wal::now;
-use super::check::{last_check_path, waiting};
 use super::{receive_wal, reports};
 use crate::config::{Config, ConfigError, Secret};
 use crate::server::ServerCtx;
+use crate::server::now;
 use crate::ui::Ui;
 
 /// The environment variable that can hold the bearer token (else `serve_token` in
@@ -607,7 +606,7 @@ fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> ServerStatus {
         st.pid = holder.flatten();
         st
     });
-    let last_check = fs::read(last_check_path(cfg))
+    let last_check = fs::read(ctx.last_check_path())
         .ok()
         .and_then(|bytes| serde_json::from_slice::<CheckRun>(&bytes).ok());
     let mut status = ServerStatus {
@@ -624,9 +623,9 @@ fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> ServerStatus {
         },
         catalogue: summary,
         catalogue_problem,
-        incoming_waiting: waiting(&cfg.incoming, QueueKind::Incoming),
+        incoming_waiting: ServerCtx::waiting(&cfg.incoming, QueueKind::Incoming),
         streaming_waiting: if cfg.streaming_archiver {
-            waiting(&cfg.streaming, QueueKind::Streaming)
+            ServerCtx::waiting(&cfg.streaming, QueueKind::Streaming)
         } else {
             0
         },
@@ -634,7 +633,7 @@ fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> ServerStatus {
         error_files,
         receive_wal,
         last_check,
-        archive_wal_stalled: super::archive_wal::stalled_holder(cfg),
+        archive_wal_stalled: crate::server::stalled_archive_wal(cfg),
     };
     status.health = report::assess(&status, now);
     status

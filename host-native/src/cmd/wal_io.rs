@@ -13,7 +13,7 @@ use walvault_core::restore::{RestoreError, decode_checked, header_segment_size, 
 use walvault_core::storage::StorageError;
 use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, check_segment_header};
 
-use super::archive_wal::{BatchJob, archive_batch, archive_settings};
+use super::archive_wal::{BatchJob, archive_batch};
 use crate::fsutil::TempFile;
 use crate::hooks::{ArchiveHookAdapter, HookRunner};
 use crate::queue_dir::{FileSource, mtime_of};
@@ -58,7 +58,7 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
     }
     let settings = ArchiveSettings {
         settle_seconds: 0.0,
-        ..archive_settings(ctx, ctx.segment_size(&[path.to_owned()]))
+        ..ctx.archive_settings(ctx.segment_size(&[path.to_owned()]))
     };
     let candidate = Candidate {
         name,
