@@ -169,6 +169,12 @@ fn parse_pairs(text: &str) -> Result<Vec<Pair>, String> {
 }
 
 fn percent_decode(text: &str) -> String {
+    percent_decode_with(text, false)
+}
+
+/// Decodes `%XX` escapes (and, with `plus_as_space`, `+` as a space, as in a form-encoded
+/// query string); invalid escapes stay as they are. For URIs here and `serve`'s queries.
+pub(crate) fn percent_decode_with(text: &str, plus_as_space: bool) -> String {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -183,7 +189,11 @@ fn percent_decode(text: &str) -> String {
             out.push(h * 16 + l);
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(if plus_as_space && bytes[i] == b'+' {
+                b' '
+            } else {
+                bytes[i]
+            });
             i += 1;
         }
     }

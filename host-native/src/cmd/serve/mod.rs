@@ -8,8 +8,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -23,19 +22,21 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use walvault_core::catalogue::{CatalogueEntry, CatalogueError};
-use walvault_core::duplicate::summarise_errors;
-use walvault_core::queue::QueueKind;
-use walvault_core::report::{
-    self, CheckRun, ErrorFileStatus, HealthVerdict, MAX_ERROR_FILES, ReceiveWalStatus,
-    ServeCounters, ServerStatus, StatusDocument,
-};
+use walvault_core::report::ReceiveWalStatus;
 use walvault_core::wal::SegmentSize;
 
-use super::{receive_wal, reports};
+mod facts;
+mod metrics;
+mod routes;
+
+use facts::{CatalogueCache, gather_in_background};
+pub use metrics::{ServeCounters, render_metrics};
+#[cfg(test)]
+use routes::percent_decode;
+use routes::{query_pairs, route_request};
+
 use crate::config::{Config, ConfigError, Secret};
 use crate::server::ServerCtx;
-use crate::server::now;
 use crate::ui::Ui;
 
 /// The environment variable that can hold the bearer token (else `serve_token` in
@@ -58,29 +59,14 @@ pub struct Options {
 
 /// The dashboard bundle, built from `web-ui/` by build.rs.
 mod assets {
-    pub const INDEX: &[u8] = include_bytes!("../../../web-ui/static/index.html");
-    pub const STYLE: &[u8] = include_bytes!("../../../web-ui/static/style.css");
-    pub const BOOT: &[u8] = include_bytes!("../../../web-ui/static/boot.js");
+    pub const INDEX: &[u8] = include_bytes!("../../../../web-ui/static/index.html");
+    pub const STYLE: &[u8] = include_bytes!("../../../../web-ui/static/style.css");
+    pub const BOOT: &[u8] = include_bytes!("../../../../web-ui/static/boot.js");
     pub const JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dashboard/walvault_web_ui.js"));
     pub const WASM: &[u8] = include_bytes!(concat!(
         env!("OUT_DIR"),
         "/dashboard/walvault_web_ui_bg.wasm"
     ));
-}
-
-/// What identifies one version of the catalogue file.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-/// The catalogue as read so far: lines up to `read_to` (always a line end), sorted by name.
-#[derive(Debug, Default)]
-struct CatalogueCache {
-    id: Option<FileId>,
-    read_to: u64,
-    entries: Arc<Vec<CatalogueEntry>>,
 }
 
 #[derive(Debug)]
@@ -365,311 +351,6 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, Infa
         .entry((route, response.status().as_u16()))
         .or_default() += 1;
     Ok(response)
-}
-
-fn route_request(state: &State, route: &str, query: &HashMap<String, String>) -> Reply {
-    let asset = |ct: &'static str, body: &'static [u8]| {
-        let mut r = reply(StatusCode::OK, ct, Bytes::from_static(body));
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        r.headers_mut().insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'",
-            ),
-        );
-        r
-    };
-    match route {
-        "/" => asset("text/html; charset=utf-8", assets::INDEX),
-        "/style.css" => asset("text/css; charset=utf-8", assets::STYLE),
-        "/boot.js" => asset("text/javascript; charset=utf-8", assets::BOOT),
-        "/walvault_web_ui.js" => asset("text/javascript; charset=utf-8", assets::JS),
-        "/walvault_web_ui_bg.wasm" => asset("application/wasm", assets::WASM),
-        "/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-        "/api/status" => match query.get("server") {
-            None => json(&status_document(state, None)),
-            Some(name) if state.servers.iter().any(|s| &s.cfg.name == name) => {
-                json(&status_document(state, Some(name)))
-            }
-            Some(name) => json_error(StatusCode::NOT_FOUND, &format!("no server '{name}'")),
-        },
-        "/api/wals" => wals(state, query),
-        "/metrics" => {
-            let doc = status_document(state, None);
-            let counters = locked(&state.counters).clone();
-            let mut r = reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                report::render_metrics(&doc, &counters),
-            );
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
-        _ => json_error(StatusCode::NOT_FOUND, "no such page"),
-    }
-}
-
-fn wals(state: &State, query: &HashMap<String, String>) -> Reply {
-    let ctx = match query.get("server") {
-        Some(name) => state.servers.iter().find(|s| &s.cfg.name == name),
-        None if state.servers.len() == 1 => state.servers.first(),
-        None => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "more than one server: say which with ?server=",
-            );
-        }
-    };
-    let Some(ctx) = ctx else {
-        return json_error(StatusCode::NOT_FOUND, "no such server");
-    };
-    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
-        None => 100,
-        Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
-        Some(_) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("limit must be a number from 1 to {MAX_PAGE}"),
-            );
-        }
-    };
-    match catalogue(state, ctx) {
-        Ok(entries) => json(&report::wal_page(
-            &ctx.cfg.name,
-            &entries,
-            query.get("after").map(String::as_str),
-            limit,
-        )),
-        Err(problem) => json_error(StatusCode::SERVICE_UNAVAILABLE, &problem),
-    }
-}
-
-/// `a=1&b=x%20y` → map; later keys win.
-fn query_pairs(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-                continue;
-            }
-            (b'+', _, _) => out.push(b' '),
-            (b, _, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn file_id(meta: &fs::Metadata) -> FileId {
-    use std::os::unix::fs::MetadataExt;
-    FileId {
-        dev: meta.dev(),
-        ino: meta.ino(),
-    }
-}
-
-/// The catalogue sorted by name, reading only what was appended since the last call (a new
-/// file, as `rebuild-xlogdb` and retention write, is read whole). A line still being written
-/// is left for the next call.
-fn catalogue(state: &State, ctx: &ServerCtx<'_>) -> Result<Arc<Vec<CatalogueEntry>>, String> {
-    let path = ctx.catalogue.path();
-    let mut caches = locked(&state.catalogues);
-    let cache = caches.entry(ctx.cfg.name.clone()).or_default();
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            *cache = CatalogueCache::default();
-            return Ok(Arc::clone(&cache.entries));
-        }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let id = file_id(&meta);
-    if cache.id != Some(id) || meta.len() < cache.read_to {
-        *cache = CatalogueCache {
-            id: Some(id),
-            ..CatalogueCache::default()
-        };
-    }
-    if meta.len() == cache.read_to {
-        return Ok(Arc::clone(&cache.entries));
-    }
-    let mut tail = Vec::with_capacity((meta.len() - cache.read_to) as usize);
-    file.seek(SeekFrom::Start(cache.read_to))
-        .and_then(|_| file.take(meta.len() - cache.read_to).read_to_end(&mut tail))
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let complete = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if complete == 0 {
-        return Ok(Arc::clone(&cache.entries));
-    }
-    let text = String::from_utf8_lossy(&tail[..complete]);
-    let first_line = 1 + cache.entries.len();
-    let mut added = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let entry =
-            CatalogueEntry::parse_line(line, first_line + i).map_err(|e: CatalogueError| {
-                format!("{e}: run 'walvault rebuild-xlogdb {}'", ctx.cfg.name)
-            })?;
-        added.push(entry);
-    }
-    added.sort_by(|a, b| a.name.cmp(&b.name));
-    let entries = Arc::make_mut(&mut cache.entries);
-    let in_order = match (entries.last(), added.first()) {
-        (Some(last), Some(first)) => last.name <= first.name,
-        _ => true,
-    };
-    entries.extend(added);
-    if !in_order {
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-    cache.read_to += complete as u64;
-    Ok(Arc::clone(&cache.entries))
-}
-
-fn segment_size(state: &State, ctx: &ServerCtx<'_>) -> SegmentSize {
-    if let Some(size) = ctx.cfg.wal_segment_size {
-        return size;
-    }
-    locked(&state.segment_sizes)
-        .get(&ctx.cfg.name)
-        .copied()
-        .unwrap_or_default()
-}
-
-fn status_document(state: &State, only: Option<&str>) -> StatusDocument {
-    let now = now();
-    StatusDocument {
-        generated_at: now,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        servers: state
-            .servers
-            .iter()
-            .filter(|s| only.is_none_or(|name| s.cfg.name == name))
-            .map(|ctx| server_status(state, ctx, now))
-            .collect(),
-    }
-}
-
-fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> ServerStatus {
-    let cfg = ctx.cfg;
-    let size = segment_size(state, ctx);
-    let (summary, catalogue_problem) = match catalogue(state, ctx) {
-        Ok(entries) => (Some(report::summarise_catalogue(&entries, size, now)), None),
-        Err(problem) => (None, Some(problem)),
-    };
-    let mut error_files: Vec<ErrorFileStatus> = reports::error_entries(ctx, false)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| ErrorFileStatus {
-            reason: e.recorded_reason.unwrap_or(e.reason),
-            file: e.file,
-            original: e.original,
-            kind: e.kind,
-            moved_at: e.moved_at,
-            size: e.size,
-        })
-        .collect();
-    let names: Vec<&str> = error_files.iter().map(|e| e.file.as_str()).collect();
-    let errors = summarise_errors(&names);
-    error_files.sort_by(|a, b| b.moved_at.cmp(&a.moved_at).then(a.file.cmp(&b.file)));
-    error_files.truncate(MAX_ERROR_FILES);
-    let receive_wal = cfg.streaming_archiver.then(|| {
-        let holder = receive_wal::holder(cfg);
-        let mut st = locked(&state.streaming)
-            .get(&cfg.name)
-            .cloned()
-            .unwrap_or_default();
-        st.running = holder.is_some();
-        st.pid = holder.flatten();
-        st
-    });
-    let last_check = fs::read(ctx.last_check_path())
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<CheckRun>(&bytes).ok());
-    let mut status = ServerStatus {
-        server: cfg.name.clone(),
-        description: cfg.description.clone(),
-        archive: ctx.archive_location(),
-        compression: cfg.compression.map(|c| c.name().to_owned()),
-        wal_segment_size: size.bytes(),
-        last_wal_maximum_age: cfg.last_wal_maximum_age,
-        max_incoming_wals_queue: cfg.max_incoming_wals_queue,
-        health: HealthVerdict {
-            state: report::Health::Healthy,
-            reasons: Vec::new(),
-        },
-        catalogue: summary,
-        catalogue_problem,
-        incoming_waiting: ServerCtx::waiting(&cfg.incoming, QueueKind::Incoming),
-        streaming_waiting: if cfg.streaming_archiver {
-            ServerCtx::waiting(&cfg.streaming, QueueKind::Streaming)
-        } else {
-            0
-        },
-        errors,
-        error_files,
-        receive_wal,
-        last_check,
-        archive_wal_stalled: crate::server::stalled_archive_wal(cfg),
-    };
-    status.health = report::assess(&status, now);
-    status
-}
-
-/// Detects segment sizes once, then asks PostgreSQL about streaming every `refresh`.
-fn gather_in_background(state: &State, refresh: Duration) {
-    for ctx in state.servers {
-        if ctx.cfg.wal_segment_size.is_none() {
-            // Local archives answer at once; object storage may take a listing.
-            let size = ctx.segment_size(&[]);
-            locked(&state.segment_sizes).insert(ctx.cfg.name.clone(), size);
-        }
-    }
-    loop {
-        for ctx in state.servers.iter().filter(|s| s.cfg.streaming_archiver) {
-            let mut st = ReceiveWalStatus {
-                observed_at: Some(now()),
-                ..ReceiveWalStatus::default()
-            };
-            match receive_wal::facts(ctx.cfg) {
-                Ok(f) => {
-                    st.slot_active = f.slot.as_ref().map(|s| s.active);
-                    st.slot_restart_lsn = f.slot.and_then(|s| s.restart_lsn);
-                    st.sender_state = f.receiver.as_ref().map(|r| r.state.clone());
-                    st.lag_bytes = f
-                        .receiver
-                        .and_then(|r| r.lag_bytes)
-                        .and_then(|b| u64::try_from(b).ok());
-                }
-                Err(e) => st.problem = Some(format!("{e:#}")),
-            }
-            locked(&state.streaming).insert(ctx.cfg.name.clone(), st);
-        }
-        std::thread::sleep(refresh);
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,270 @@
+//! The `/api/status` document, `/api/wals` pages and the health verdict.
+
+use serde::{Deserialize, Serialize};
+
+use super::catalogue::CatalogueSummary;
+use super::dashboard::format_age;
+use crate::catalogue::CatalogueEntry;
+use crate::duplicate::ErrorSummary;
+use crate::status::{CheckResult, human_duration};
+
+/// One file in `errors/`, with the reason it is there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFileStatus {
+    /// The name in `errors/`.
+    pub file: String,
+    /// The name it had in its queue.
+    pub original: String,
+    /// `duplicate`, `unknown`, `invalid`, `error` or another suffix.
+    pub kind: String,
+    /// When it was moved, `YYYYMMDDTHHMMSSZ`.
+    pub moved_at: Option<String>,
+    /// Bytes.
+    pub size: u64,
+    /// The reason the run that moved it recorded, else what the kind means.
+    pub reason: String,
+}
+
+/// What an `errors/` suffix means and what to do about it.
+pub fn explain_error_kind(kind: &str) -> &'static str {
+    match kind {
+        "duplicate" => {
+            "a WAL with this name is already archived with different content; the archived copy was kept (compare them; a second cluster may archive to this server)"
+        }
+        "unknown" => "not a WAL file name, or not a regular file; it does not belong in the queue",
+        "invalid" => {
+            "a WAL name whose content is wrong (empty, wrong size, corrupt compression, or a page header that does not match the name); the log of the run that moved it says which"
+        }
+        "error" => "left by another tool; not relevant to archiving",
+        _ => "unrecognised entry",
+    }
+}
+
+/// The streaming archiver's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReceiveWalStatus {
+    /// A `receive-wal` process holds the server's lock.
+    pub running: bool,
+    /// Its process id, when known.
+    pub pid: Option<u32>,
+    /// The replication slot exists and a client streams from it.
+    pub slot_active: Option<bool>,
+    /// The slot's `restart_lsn`.
+    pub slot_restart_lsn: Option<String>,
+    /// The walsender's state (`streaming`, `catchup`, …), when PostgreSQL shows a receiver.
+    pub sender_state: Option<String>,
+    /// Bytes between PostgreSQL's current WAL position and what the receiver flushed.
+    pub lag_bytes: Option<u64>,
+    /// When PostgreSQL was last asked, seconds since the epoch.
+    pub observed_at: Option<f64>,
+    /// Why PostgreSQL's view is missing.
+    pub problem: Option<String>,
+}
+
+/// The last `walvault check` run, as it recorded itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckRun {
+    /// When it ran, seconds since the epoch.
+    pub at: f64,
+    /// All checks passed.
+    pub ok: bool,
+    /// Each check.
+    pub checks: Vec<CheckResult>,
+}
+
+/// Healthy, warning or failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Nothing needs attention.
+    Healthy,
+    /// Something needs a look; WAL is still being archived.
+    Warning,
+    /// Archiving is broken or the archive cannot be used for recovery as it is.
+    Failing,
+}
+
+impl Health {
+    /// `healthy`, `warning`, `failing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Warning => "warning",
+            Health::Failing => "failing",
+        }
+    }
+}
+
+/// A health state with every reason for it, worst first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthVerdict {
+    /// The worst state found.
+    pub state: Health,
+    /// Why, worst first; empty when healthy.
+    pub reasons: Vec<String>,
+}
+
+/// Everything `/api/status` reports about one server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// The server (its configuration section).
+    pub server: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// Where its WAL is archived.
+    pub archive: String,
+    /// Compression for new WAL.
+    pub compression: Option<String>,
+    /// The segment size gaps are computed with, bytes.
+    pub wal_segment_size: u64,
+    /// `last_wal_maximum_age` in seconds, when configured.
+    pub last_wal_maximum_age: Option<u64>,
+    /// `max_incoming_wals_queue`, when configured.
+    pub max_incoming_wals_queue: Option<u64>,
+    /// Healthy, warning or failing, and why.
+    pub health: HealthVerdict,
+    /// The catalogue, summarised; `None` when it cannot be read.
+    pub catalogue: Option<CatalogueSummary>,
+    /// Why the catalogue cannot be read.
+    pub catalogue_problem: Option<String>,
+    /// Files waiting in `incoming/`.
+    pub incoming_waiting: usize,
+    /// Files waiting in `streaming/`.
+    pub streaming_waiting: usize,
+    /// `errors/` by kind.
+    pub errors: ErrorSummary,
+    /// `errors/`, newest first (at most [`MAX_ERROR_FILES`]).
+    pub error_files: Vec<ErrorFileStatus>,
+    /// The streaming archiver, when it is configured.
+    pub receive_wal: Option<ReceiveWalStatus>,
+    /// The last `walvault check`, when one was recorded.
+    pub last_check: Option<CheckRun>,
+    /// Why archiving is stalled, when a run has held the archive-wal lock without progress
+    /// for too long (later runs then cannot archive).
+    #[serde(default)]
+    pub archive_wal_stalled: Option<String>,
+}
+
+/// At most this many `errors/` entries are listed in a status (the counts cover all).
+pub const MAX_ERROR_FILES: usize = 200;
+
+/// The `/api/status` document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusDocument {
+    /// When it was computed, seconds since the epoch.
+    pub generated_at: f64,
+    /// walvault's version.
+    pub version: String,
+    /// Every configured server, by name.
+    pub servers: Vec<ServerStatus>,
+}
+
+/// One `/api/wals` page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WalPage {
+    /// The server.
+    pub server: String,
+    /// Lines in the catalogue.
+    pub total: usize,
+    /// The lines after `after` in name order, at most `limit`.
+    pub wals: Vec<CatalogueEntry>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_after: Option<String>,
+}
+
+/// A page of catalogue lines in name order: those named after `after`, at most `limit`.
+/// `sorted` must be sorted by name.
+pub fn wal_page(
+    server: &str,
+    sorted: &[CatalogueEntry],
+    after: Option<&str>,
+    limit: usize,
+) -> WalPage {
+    let start = after.map_or(0, |a| sorted.partition_point(|e| e.name.as_str() <= a));
+    let end = start.saturating_add(limit).min(sorted.len());
+    let wals = sorted[start..end].to_vec();
+    WalPage {
+        server: server.to_owned(),
+        total: sorted.len(),
+        next_after: (end < sorted.len())
+            .then(|| wals.last().map(|e| e.name.clone()))
+            .flatten(),
+        wals,
+    }
+}
+
+/// The health of a server from its status (the `health` field is ignored).
+pub fn assess(status: &ServerStatus, now: f64) -> HealthVerdict {
+    let mut found: Vec<(Health, String)> = Vec::new();
+    let mut add = |h, reason: String| found.push((h, reason));
+    if let Some(problem) = &status.catalogue_problem {
+        add(Health::Failing, format!("catalogue: {problem}"));
+    }
+    if let Some(run) = &status.last_check {
+        for c in run.checks.iter().filter(|c| !c.ok) {
+            add(
+                Health::Failing,
+                format!(
+                    "check '{}' failed {}: {}",
+                    c.name,
+                    format_age(run.at, now),
+                    c.hint.as_deref().unwrap_or("no detail")
+                ),
+            );
+        }
+    }
+    if let Some(stalled) = &status.archive_wal_stalled {
+        add(Health::Failing, stalled.clone());
+    }
+    if let Some(rw) = &status.receive_wal
+        && !rw.running
+    {
+        add(Health::Failing, "receive-wal is not running".into());
+    }
+    if let Some(cat) = &status.catalogue {
+        match (cat.last_archived_time, status.last_wal_maximum_age) {
+            (Some(t), Some(max)) if now - t > max as f64 => add(
+                Health::Failing,
+                format!(
+                    "the last WAL is {} old, over last_wal_maximum_age ({})",
+                    human_duration((now - t) as u64),
+                    human_duration(max)
+                ),
+            ),
+            (None, _) => add(Health::Warning, "no WAL archived yet".into()),
+            _ => {}
+        }
+        let missing = cat.missing_segments();
+        if missing > 0 {
+            add(
+                Health::Failing,
+                format!(
+                    "{missing} segment(s) missing in {} gap(s): recovery cannot replay past the first",
+                    cat.gap_count()
+                ),
+            );
+        }
+    }
+    if status.errors.total() > 0 {
+        add(
+            Health::Warning,
+            format!("errors/: {}", status.errors.hint()),
+        );
+    }
+    if let Some(max) = status.max_incoming_wals_queue
+        && status.incoming_waiting as u64 > max
+    {
+        add(
+            Health::Warning,
+            format!(
+                "{} files waiting in incoming/, over max_incoming_wals_queue ({max})",
+                status.incoming_waiting
+            ),
+        );
+    }
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    HealthVerdict {
+        state: found.first().map_or(Health::Healthy, |f| f.0),
+        reasons: found.into_iter().map(|f| f.1).collect(),
+    }
+}
