@@ -58,6 +58,13 @@ fn walvault_within(world: &World, args: &[&str], limit: Duration) -> Output {
     child.wait_with_output().expect("output")
 }
 
+/// `get-wal` of `name` into `dest` with `extra` options, within 30 s.
+fn get_wal(world: &World, name: &str, dest: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["get-wal", SERVER, name, dest.to_str().expect("utf-8")];
+    args.extend_from_slice(extra);
+    walvault_within(world, &args, Duration::from_secs(30))
+}
+
 /// `put-wal` of `path`, within 30 s.
 fn put_wal(world: &World, path: &Path) -> Output {
     walvault_within(
@@ -98,11 +105,7 @@ fn links_in_the_queue_are_refused_never_served_or_archived() {
     world.own_all();
 
     let dest = world.path("RECOVERYXLOG");
-    let out = walvault_within(
-        &world,
-        &["get-wal", SERVER, S01, dest.to_str().expect("utf-8")],
-        Duration::from_secs(30),
-    );
+    let out = get_wal(&world, S01, &dest, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(!dest.exists(), "the link's target was served to a recovery");
     assert!(
@@ -148,11 +151,7 @@ fn a_fifo_named_like_wal_blocks_nothing() {
     world.own_all();
 
     let dest = world.path("RECOVERYXLOG");
-    let out = walvault_within(
-        &world,
-        &["get-wal", SERVER, S01, dest.to_str().expect("utf-8")],
-        Duration::from_secs(30),
-    );
+    let out = get_wal(&world, S01, &dest, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
     assert!(out.status.success(), "{}", describe(&out));
@@ -263,18 +262,7 @@ fn usage_errors_exit_2_and_bounded() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let dest = world.path("RECOVERYXLOG");
-    let out = walvault_within(
-        &world,
-        &[
-            "get-wal",
-            SERVER,
-            S01,
-            dest.to_str().expect("utf-8"),
-            "--prefetch",
-            "100000000000",
-        ],
-        Duration::from_secs(30),
-    );
+    let out = get_wal(&world, S01, &dest, &["--prefetch", "100000000000"]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     // put-wal refuses a link at %p (PostgreSQL's pg_wal holds regular files).
     let secret = world.path("secret");
@@ -410,18 +398,7 @@ fn the_archive_is_private_whatever_the_umask() {
     fs::create_dir_all(&restore).expect("restore");
     world.own_all();
     let dest = restore.join("RECOVERYXLOG");
-    let out = walvault_within(
-        &world,
-        &[
-            "get-wal",
-            SERVER,
-            S01,
-            dest.to_str().expect("utf-8"),
-            "--prefetch",
-            "2",
-        ],
-        Duration::from_secs(30),
-    );
+    let out = get_wal(&world, S01, &dest, &["--prefetch", "2"]);
     assert!(out.status.success(), "{}", describe(&out));
     std::thread::sleep(Duration::from_secs(1)); // the prefetch worker's spool
     // incoming/ and its files are the test's (umask 022); everything walvault made is private.

@@ -18,7 +18,6 @@ pub use status::*;
 mod tests {
     use super::*;
     use crate::catalogue::CatalogueEntry;
-    use crate::duplicate::ErrorSummary;
     use crate::status::CheckResult;
     use crate::wal::{Segment, SegmentSize, TimelineId};
 
@@ -173,32 +172,7 @@ mod tests {
     }
 
     fn status() -> ServerStatus {
-        ServerStatus {
-            server: "pg \"main\"".into(),
-            description: None,
-            archive: "/var/lib/walvault/pg/wals".into(),
-            compression: Some("zstd".into()),
-            wal_segment_size: MB16,
-            last_wal_maximum_age: Some(3600),
-            max_incoming_wals_queue: Some(10),
-            health: HealthVerdict {
-                state: Health::Healthy,
-                reasons: vec![],
-            },
-            catalogue: Some(summarise_catalogue(
-                &[entry(&seg(1, 0, 1), 100, 1000.0, Some("zstd"))],
-                SegmentSize::default(),
-                1000.0,
-            )),
-            catalogue_problem: None,
-            incoming_waiting: 0,
-            streaming_waiting: 0,
-            errors: ErrorSummary::default(),
-            error_files: vec![],
-            receive_wal: None,
-            last_check: None,
-            archive_wal_stalled: None,
-        }
+        sample_status()
     }
 
     #[test]

@@ -268,3 +268,43 @@ pub fn assess(status: &ServerStatus, now: f64) -> HealthVerdict {
         reasons: found.into_iter().map(|f| f.1).collect(),
     }
 }
+
+/// A server's status as a healthy local archive with one zstd segment reports it (at time
+/// 1000), for tests of what is built on the status document (here, in `serve`, the
+/// dashboard).
+#[cfg(any(test, feature = "testing"))]
+pub fn sample_status() -> ServerStatus {
+    let entry = CatalogueEntry {
+        name: "000000010000000000000001".into(),
+        size: 100,
+        time: 1000.0,
+        compression: Some("zstd".into()),
+        encryption: None,
+    };
+    ServerStatus {
+        server: "pg \"main\"".into(),
+        description: None,
+        archive: "/var/lib/walvault/pg/wals".into(),
+        compression: Some("zstd".into()),
+        wal_segment_size: 16 << 20,
+        last_wal_maximum_age: Some(3600),
+        max_incoming_wals_queue: Some(10),
+        health: HealthVerdict {
+            state: Health::Healthy,
+            reasons: vec![],
+        },
+        catalogue: Some(super::catalogue::summarise_catalogue(
+            &[entry],
+            crate::wal::SegmentSize::default(),
+            1000.0,
+        )),
+        catalogue_problem: None,
+        incoming_waiting: 0,
+        streaming_waiting: 0,
+        errors: ErrorSummary::default(),
+        error_files: vec![],
+        receive_wal: None,
+        last_check: None,
+        archive_wal_stalled: None,
+    }
+}

@@ -284,49 +284,7 @@ pub fn render_metrics(doc: &StatusDocument, counters: &ServeCounters) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use walvault_core::catalogue::CatalogueEntry;
-    use walvault_core::duplicate::ErrorSummary;
-    use walvault_core::report::{HealthVerdict, summarise_catalogue};
-    use walvault_core::report::{ReceiveWalStatus, assess};
-    use walvault_core::wal::SegmentSize;
-
-    const MB16: u64 = 16 << 20;
-
-    fn status() -> ServerStatus {
-        let entry = CatalogueEntry {
-            name: "000000010000000000000001".into(),
-            size: 100,
-            time: 1000.0,
-            compression: Some("zstd".into()),
-            encryption: None,
-        };
-        ServerStatus {
-            server: "pg \"main\"".into(),
-            description: None,
-            archive: "/var/lib/walvault/pg/wals".into(),
-            compression: Some("zstd".into()),
-            wal_segment_size: MB16,
-            last_wal_maximum_age: Some(3600),
-            max_incoming_wals_queue: Some(10),
-            health: HealthVerdict {
-                state: Health::Healthy,
-                reasons: vec![],
-            },
-            catalogue: Some(summarise_catalogue(
-                &[entry],
-                SegmentSize::default(),
-                1000.0,
-            )),
-            catalogue_problem: None,
-            incoming_waiting: 0,
-            streaming_waiting: 0,
-            errors: ErrorSummary::default(),
-            error_files: vec![],
-            receive_wal: None,
-            last_check: None,
-            archive_wal_stalled: None,
-        }
-    }
+    use walvault_core::report::{ReceiveWalStatus, assess, sample_status as status};
 
     #[test]
     fn metrics_text() {
