@@ -2,21 +2,22 @@
 //! `wasm32-unknown-unknown` and embedded in the `walvault` binary.
 //!
 //! It fetches `/api/status` every few seconds and draws it. Every decision and every number
-//! it shows comes from walvault-core, compiled into this module: the document type, health,
-//! gap strips (recomputed here from the WAL names), bar heights and the formatting. The only
-//! code here is layout.
+//! it shows comes from walvault-core, compiled into this module: the document type, health and
+//! the catalogue summary. The wording, gap strips (recomputed from the WAL names) and bar
+//! heights are [`wording`]'s, tested natively; the rest is layout.
 
 use std::time::Duration;
 
 use leptos::prelude::*;
 use walvault_core::report::{
-    self, CatalogueSummary, CheckRun, ErrorFileStatus, ServerStatus, StatusDocument,
-    TimelineSummary,
+    CatalogueSummary, CheckRun, ErrorFileStatus, ServerStatus, StatusDocument, TimelineSummary,
 };
 use walvault_core::wal::SegmentSize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen_futures::JsFuture;
+
+pub mod wording;
 
 /// How often the page asks for a fresh status.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -102,7 +103,7 @@ fn App() -> impl IntoView {
                 {move || doc.get().map(|d| format!(
                     "version {} · updated {}",
                     d.version,
-                    report::format_time(d.generated_at)
+                    wording::format_time(d.generated_at)
                 ))}
             </span>
         </header>
@@ -156,25 +157,25 @@ fn server_card(s: ServerStatus, now: f64) -> impl IntoView {
     let last_time = cat
         .as_ref()
         .and_then(|c| c.last_archived_time)
-        .map_or_else(|| "–".to_owned(), |t| report::describe_time(t, now));
+        .map_or_else(|| "–".to_owned(), |t| wording::describe_time(t, now));
     let facts = view! {
         <dl class="facts">
             {fact("Last archived WAL", "last-wal", last_wal)}
             {fact("WAL time", "last-time", last_time)}
             {fact("Archived, last hour / day", "rate",
-                cat.as_ref().map_or_else(|| "–".into(), report::describe_rates))}
+                cat.as_ref().map_or_else(|| "–".into(), wording::describe_rates))}
             {fact("Waiting in incoming / streaming", "queues",
                 format!("{} / {}", s.incoming_waiting, s.streaming_waiting))}
             {fact("Catalogue", "catalogue",
-                report::describe_catalogue(cat.as_ref(), s.catalogue_problem.as_deref()))}
+                wording::describe_catalogue(cat.as_ref(), s.catalogue_problem.as_deref()))}
             {fact("Compression", "ratio", format!(
                 "{} · {}",
                 s.compression.clone().unwrap_or_else(|| "none".into()),
-                report::format_ratio(cat.as_ref().and_then(|c| c.compression_ratio)),
+                wording::format_ratio(cat.as_ref().and_then(|c| c.compression_ratio)),
             ))}
             {fact("Archive", "archive", s.archive.clone())}
             {s.receive_wal.as_ref().map(|rw| fact("receive-wal", "receive-wal",
-                report::describe_receive_wal(rw)))}
+                wording::describe_receive_wal(rw)))}
         </dl>
     };
     view! {
@@ -196,7 +197,7 @@ fn server_card(s: ServerStatus, now: f64) -> impl IntoView {
 
 fn chart(cat: CatalogueSummary) -> impl IntoView {
     let counts: Vec<u64> = cat.per_hour.iter().map(|h| h.segments).collect();
-    let heights = report::bar_heights(&counts, CHART_HEIGHT);
+    let heights = wording::bar_heights(&counts, CHART_HEIGHT);
     let bars = cat
         .per_hour
         .iter()
@@ -204,7 +205,7 @@ fn chart(cat: CatalogueSummary) -> impl IntoView {
         .map(|(h, px)| {
             let title = format!(
                 "{}: {} segments",
-                report::hour_label(h.hour_start),
+                wording::hour_label(h.hour_start),
                 h.segments
             );
             view! {
@@ -220,7 +221,7 @@ fn chart(cat: CatalogueSummary) -> impl IntoView {
         .enumerate()
         .map(|(i, h)| {
             let text = if i % 6 == 0 {
-                report::hour_label(h.hour_start)
+                wording::hour_label(h.hour_start)
             } else {
                 String::new()
             };
@@ -247,7 +248,7 @@ fn timelines(cat: CatalogueSummary, size: SegmentSize) -> impl IntoView {
 }
 
 fn timeline_row(tl: TimelineSummary, size: SegmentSize) -> impl IntoView {
-    let cells = report::timeline_strip(&tl, size, MIN_GAP_SHARE)
+    let cells = wording::timeline_strip(&tl, size, MIN_GAP_SHARE)
         .into_iter()
         .map(|c| {
             let class = if c.missing { "missing" } else { "present" };
@@ -270,7 +271,7 @@ fn timeline_row(tl: TimelineSummary, size: SegmentSize) -> impl IntoView {
         .collect_view();
     view! {
         <div class="timeline" data-timeline=tl.timeline>
-            <div class="label">{report::timeline_label(&tl)}</div>
+            <div class="label">{wording::timeline_label(&tl)}</div>
             <div class="strip" data-test="strip">{cells}</div>
             <ul class="gaps">{gaps}</ul>
         </div>
@@ -297,7 +298,7 @@ fn errors(files: Vec<ErrorFileStatus>, total: usize) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <h3>{report::errors_heading(total, shown)}</h3>
+        <h3>{wording::errors_heading(total, shown)}</h3>
         <table data-test="errors">
             <thead><tr><th>"File"</th><th>"Kind"</th><th>"Moved"</th><th>"Reason"</th></tr></thead>
             <tbody>{rows}</tbody>
@@ -333,7 +334,7 @@ fn checks(last: Option<CheckRun>, now: f64) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <h3>{format!("Checks ({})", report::format_age(run.at, now))}</h3>
+        <h3>{format!("Checks ({})", wording::format_age(run.at, now))}</h3>
         <table data-test="checks">
             <tbody>{rows}</tbody>
         </table>

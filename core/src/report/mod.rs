@@ -1,17 +1,15 @@
 //! What `walvault serve` reports: the `/api/status` model ([`status`]), the catalogue summary
-//! behind it ([`catalogue`]: rates, per-hour counts, timelines and gaps), the health verdict,
-//! and the small layout and formatting functions the dashboard draws with ([`dashboard`]).
-//! The Prometheus text is rendered by `serve` itself, from the status document.
+//! behind it ([`catalogue`]: rates, per-hour counts, timelines and gaps) and the health
+//! verdict. The Prometheus text is rendered by `serve` itself, and the dashboard's wording
+//! lives with the dashboard (web-ui), both from the status document.
 //!
 //! Everything here is a pure function of facts the host gathered and the time it passes in,
 //! so the server and the browser (which runs this module compiled to wasm) agree.
 
 pub mod catalogue;
-pub mod dashboard;
 pub mod status;
 
 pub use catalogue::*;
-pub use dashboard::*;
 pub use status::*;
 
 #[cfg(test)]
@@ -278,110 +276,12 @@ mod tests {
     }
 
     #[test]
-    fn formatting() {
+    fn error_kinds_and_ages() {
+        assert!(explain_error_kind("duplicate").contains("archived copy was kept"));
+        assert_eq!(explain_error_kind("whatever"), "unrecognised entry");
         assert_eq!(format_age(100.0, 100.5), "just now");
         assert_eq!(format_age(100.0, 112.0), "12 seconds ago");
         assert_eq!(format_age(0.0, 90_061.0), "1 day, 1 hour ago");
         assert_eq!(format_age(100.0, 50.0), "in the future");
-        assert_eq!(format_ratio(Some(14.249)), "14.2×");
-        assert_eq!(format_ratio(None), "–");
-        assert_eq!(format_ratio(Some(f64::INFINITY)), "–");
-        assert_eq!(format_time(1_800_000_000.0), "2027-01-15 08:00 UTC");
-        assert_eq!(hour_label(1_800_000_000 + 5 * 3600), "13:00");
-        assert_eq!(bar_heights(&[0, 1, 50, 100], 40), vec![0, 1, 20, 40]);
-        assert_eq!(bar_heights(&[0, 0], 40), vec![0, 0]);
-        assert_eq!(bar_heights(&[], 40), Vec::<u32>::new());
-        assert!(explain_error_kind("duplicate").contains("archived copy was kept"));
-        assert_eq!(explain_error_kind("whatever"), "unrecognised entry");
-    }
-
-    #[test]
-    fn descriptions() {
-        let mut rw = ReceiveWalStatus {
-            running: true,
-            pid: Some(4242),
-            lag_bytes: Some(3 << 19),
-            slot_active: Some(true),
-            ..ReceiveWalStatus::default()
-        };
-        assert_eq!(
-            describe_receive_wal(&rw),
-            "running (process 4242), lag 1.5 MiB, slot active"
-        );
-        rw = ReceiveWalStatus {
-            problem: Some("cannot connect".into()),
-            ..ReceiveWalStatus::default()
-        };
-        assert_eq!(describe_receive_wal(&rw), "not running · cannot connect");
-        let cat = summarise_catalogue(
-            &[
-                entry(&seg(1, 0, 1), 1536, 100.0, None),
-                entry(&seg(1, 0, 3), 512, 100.0, None),
-            ],
-            SegmentSize::default(),
-            200.0,
-        );
-        assert_eq!(
-            describe_catalogue(Some(&cat), None),
-            "2 files, 2.0 KiB stored"
-        );
-        assert_eq!(describe_catalogue(Some(&cat), Some("damaged")), "damaged");
-        assert_eq!(describe_catalogue(None, None), "–");
-        assert_eq!(describe_rates(&cat), "2 / 2 segments");
-        assert_eq!(
-            timeline_label(&cat.timelines[0]),
-            format!(
-                "Timeline 1: {} – {}, 2 segments, 1 missing",
-                seg(1, 0, 1),
-                seg(1, 0, 3)
-            )
-        );
-        assert_eq!(
-            describe_time(1_800_000_000.0, 1_800_000_300.0),
-            "2027-01-15 08:00 UTC (5 minutes ago)"
-        );
-        assert_eq!(errors_heading(3, 3), "Errors (3 in errors/)");
-        assert_eq!(
-            errors_heading(500, 200),
-            "Errors (500 in errors/, newest 200 shown)"
-        );
-    }
-
-    #[test]
-    fn strips_show_gaps_in_place() {
-        let size = SegmentSize::default();
-        let entries: Vec<CatalogueEntry> = [1u32, 2, 3, 7, 8, 100]
-            .iter()
-            .map(|&i| entry(&seg(1, 0, i), 1, 0.0, None))
-            .collect();
-        let tl = &summarise_catalogue(&entries, size, 0.0).timelines[0];
-        let strip = timeline_strip(tl, size, 0.02);
-        let runs: Vec<(u64, bool)> = strip.iter().map(|c| (c.segments, c.missing)).collect();
-        assert_eq!(
-            runs,
-            vec![(3, false), (3, true), (2, false), (91, true), (1, false)]
-        );
-        assert_eq!(strip[1].first, seg(1, 0, 4));
-        assert_eq!(strip[1].last, seg(1, 0, 6));
-        assert!((strip.iter().map(|c| c.share).sum::<f64>() - 1.0).abs() < 1e-9);
-        // A one-segment gap in a long run stays visible.
-        let long: Vec<CatalogueEntry> = (0..10_000u32)
-            .filter(|&i| i != 5000)
-            .map(|i| {
-                entry(
-                    &segment_at(TimelineId(1), u64::from(i), size).to_string(),
-                    1,
-                    0.0,
-                    None,
-                )
-            })
-            .collect();
-        let tl = &summarise_catalogue(&long, size, 0.0).timelines[0];
-        let strip = timeline_strip(tl, size, 0.02);
-        assert_eq!(strip.len(), 3);
-        assert!(strip[1].missing && strip[1].share > 0.019);
-        // No gaps: one present run.
-        let tl = &summarise_catalogue(&entries[..3], size, 0.0).timelines[0];
-        assert_eq!(timeline_strip(tl, size, 0.02).len(), 1);
     }
 }

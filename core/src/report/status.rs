@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::catalogue::CatalogueSummary;
-use super::dashboard::format_age;
 use crate::catalogue::CatalogueEntry;
 use crate::duplicate::ErrorSummary;
 use crate::status::{CheckResult, human_duration};
@@ -306,5 +305,17 @@ pub fn sample_status() -> ServerStatus {
         receive_wal: None,
         last_check: None,
         archive_wal_stalled: None,
+    }
+}
+
+/// `just now`, `12 seconds ago`, `3 days, 4 hours ago`; `in the future` for clock skew.
+pub fn format_age(then: f64, now: f64) -> String {
+    let age = now - then;
+    if age < -1.0 {
+        "in the future".into()
+    } else if age < 1.0 {
+        "just now".into()
+    } else {
+        format!("{} ago", human_duration(age as u64))
     }
 }

@@ -1,27 +1,13 @@
-//! The dashboard's wording and layout: pure functions the browser runs (compiled to wasm) and
-//! the native tests check.
+//! The dashboard's wording and layout: small pure functions over the core's status document,
+//! tested natively (`cargo test -p walvault-web-ui`) and run in the browser.
 
-use serde::{Deserialize, Serialize};
+use walvault_core::report::{CatalogueSummary, ReceiveWalStatus, TimelineSummary, segment_at};
+use walvault_core::status::human_bytes;
+use walvault_core::time::utc_fields;
+use walvault_core::wal::{SegmentSize, TimelineId, WalFileName};
 
-use super::catalogue::{CatalogueSummary, TimelineSummary, segment_at};
-use super::status::ReceiveWalStatus;
-use crate::status::{human_bytes, human_duration};
-use crate::time::utc_fields;
-use crate::wal::{SegmentSize, TimelineId, WalFileName};
+pub use walvault_core::report::format_age;
 
-/// `just now`, `12 seconds ago`, `3 days, 4 hours ago`; `in the future` for clock skew.
-pub fn format_age(then: f64, now: f64) -> String {
-    let age = now - then;
-    if age < -1.0 {
-        "in the future".into()
-    } else if age < 1.0 {
-        "just now".into()
-    } else {
-        format!("{} ago", human_duration(age as u64))
-    }
-}
-
-/// `14.2×`; `–` when unknown.
 pub fn format_ratio(ratio: Option<f64>) -> String {
     match ratio {
         Some(r) if r.is_finite() => format!("{r:.1}×"),
@@ -133,7 +119,7 @@ pub fn errors_heading(total: usize, shown: usize) -> String {
 }
 
 /// One cell of a timeline strip: a run of segment positions, present or missing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StripCell {
     /// First segment of the run.
     pub first: String,
@@ -209,4 +195,132 @@ pub fn timeline_strip(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walvault_core::catalogue::CatalogueEntry;
+    use walvault_core::report::summarise_catalogue;
+    use walvault_core::wal::Segment;
+
+    fn entry(name: &str, size: u64, time: f64, compression: Option<&str>) -> CatalogueEntry {
+        CatalogueEntry {
+            name: name.into(),
+            size,
+            time,
+            compression: compression.map(Into::into),
+            encryption: None,
+        }
+    }
+
+    fn seg(tli: u32, log: u32, seg: u32) -> String {
+        Segment::new(tli, log, seg).to_string()
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_age(100.0, 100.5), "just now");
+        assert_eq!(format_age(100.0, 112.0), "12 seconds ago");
+        assert_eq!(format_age(0.0, 90_061.0), "1 day, 1 hour ago");
+        assert_eq!(format_age(100.0, 50.0), "in the future");
+        assert_eq!(format_ratio(Some(14.249)), "14.2×");
+        assert_eq!(format_ratio(None), "–");
+        assert_eq!(format_ratio(Some(f64::INFINITY)), "–");
+        assert_eq!(format_time(1_800_000_000.0), "2027-01-15 08:00 UTC");
+        assert_eq!(hour_label(1_800_000_000 + 5 * 3600), "13:00");
+        assert_eq!(bar_heights(&[0, 1, 50, 100], 40), vec![0, 1, 20, 40]);
+        assert_eq!(bar_heights(&[0, 0], 40), vec![0, 0]);
+        assert_eq!(bar_heights(&[], 40), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn descriptions() {
+        let mut rw = ReceiveWalStatus {
+            running: true,
+            pid: Some(4242),
+            lag_bytes: Some(3 << 19),
+            slot_active: Some(true),
+            ..ReceiveWalStatus::default()
+        };
+        assert_eq!(
+            describe_receive_wal(&rw),
+            "running (process 4242), lag 1.5 MiB, slot active"
+        );
+        rw = ReceiveWalStatus {
+            problem: Some("cannot connect".into()),
+            ..ReceiveWalStatus::default()
+        };
+        assert_eq!(describe_receive_wal(&rw), "not running · cannot connect");
+        let cat = summarise_catalogue(
+            &[
+                entry(&seg(1, 0, 1), 1536, 100.0, None),
+                entry(&seg(1, 0, 3), 512, 100.0, None),
+            ],
+            SegmentSize::default(),
+            200.0,
+        );
+        assert_eq!(
+            describe_catalogue(Some(&cat), None),
+            "2 files, 2.0 KiB stored"
+        );
+        assert_eq!(describe_catalogue(Some(&cat), Some("damaged")), "damaged");
+        assert_eq!(describe_catalogue(None, None), "–");
+        assert_eq!(describe_rates(&cat), "2 / 2 segments");
+        assert_eq!(
+            timeline_label(&cat.timelines[0]),
+            format!(
+                "Timeline 1: {} – {}, 2 segments, 1 missing",
+                seg(1, 0, 1),
+                seg(1, 0, 3)
+            )
+        );
+        assert_eq!(
+            describe_time(1_800_000_000.0, 1_800_000_300.0),
+            "2027-01-15 08:00 UTC (5 minutes ago)"
+        );
+        assert_eq!(errors_heading(3, 3), "Errors (3 in errors/)");
+        assert_eq!(
+            errors_heading(500, 200),
+            "Errors (500 in errors/, newest 200 shown)"
+        );
+    }
+
+    #[test]
+    fn strips_show_gaps_in_place() {
+        let size = SegmentSize::default();
+        let entries: Vec<CatalogueEntry> = [1u32, 2, 3, 7, 8, 100]
+            .iter()
+            .map(|&i| entry(&seg(1, 0, i), 1, 0.0, None))
+            .collect();
+        let tl = &summarise_catalogue(&entries, size, 0.0).timelines[0];
+        let strip = timeline_strip(tl, size, 0.02);
+        let runs: Vec<(u64, bool)> = strip.iter().map(|c| (c.segments, c.missing)).collect();
+        assert_eq!(
+            runs,
+            vec![(3, false), (3, true), (2, false), (91, true), (1, false)]
+        );
+        assert_eq!(strip[1].first, seg(1, 0, 4));
+        assert_eq!(strip[1].last, seg(1, 0, 6));
+        assert!((strip.iter().map(|c| c.share).sum::<f64>() - 1.0).abs() < 1e-9);
+        // A one-segment gap in a long run stays visible.
+        let long: Vec<CatalogueEntry> = (0..10_000u32)
+            .filter(|&i| i != 5000)
+            .map(|i| {
+                entry(
+                    &segment_at(TimelineId(1), u64::from(i), size).to_string(),
+                    1,
+                    0.0,
+                    None,
+                )
+            })
+            .collect();
+        let tl = &summarise_catalogue(&long, size, 0.0).timelines[0];
+        let strip = timeline_strip(tl, size, 0.02);
+        assert_eq!(strip.len(), 3);
+        assert!(strip[1].missing && strip[1].share > 0.019);
+        // No gaps: one present run.
+        let tl = &summarise_catalogue(&entries[..3], size, 0.0).timelines[0];
+        assert_eq!(timeline_strip(tl, size, 0.02).len(), 1);
+    }
 }
