@@ -201,22 +201,9 @@ pub fn timeline_strip(
 mod tests {
     use super::*;
     use walvault_core::catalogue::CatalogueEntry;
-    use walvault_core::report::summarise_catalogue;
-    use walvault_core::wal::Segment;
-
-    fn entry(name: &str, size: u64, time: f64, compression: Option<&str>) -> CatalogueEntry {
-        CatalogueEntry {
-            name: name.into(),
-            size,
-            time,
-            compression: compression.map(Into::into),
-            encryption: None,
-        }
-    }
-
-    fn seg(tli: u32, log: u32, seg: u32) -> String {
-        Segment::new(tli, log, seg).to_string()
-    }
+    use walvault_core::report::{
+        sample_entry as entry, sample_segment as seg, summarise_catalogue,
+    };
 
     #[test]
     fn formatting() {

@@ -21,19 +21,7 @@ mod tests {
 
     const MB16: u64 = 16 << 20;
 
-    fn entry(name: &str, size: u64, time: f64, compression: Option<&str>) -> CatalogueEntry {
-        CatalogueEntry {
-            name: name.into(),
-            size,
-            time,
-            compression: compression.map(Into::into),
-            encryption: None,
-        }
-    }
-
-    fn seg(tli: u32, log: u32, seg: u32) -> String {
-        Segment::new(tli, log, seg).to_string()
-    }
+    use super::status::{sample_entry as entry, sample_segment as seg};
 
     #[test]
     fn segment_at_inverts_segno() {

@@ -268,18 +268,30 @@ pub fn assess(status: &ServerStatus, now: f64) -> HealthVerdict {
     }
 }
 
+/// A catalogue line for tests: `name`, stored `size`, source `time`, `compression`.
+#[cfg(any(test, feature = "testing"))]
+pub fn sample_entry(name: &str, size: u64, time: f64, compression: Option<&str>) -> CatalogueEntry {
+    CatalogueEntry {
+        name: name.into(),
+        size,
+        time,
+        compression: compression.map(Into::into),
+        encryption: None,
+    }
+}
+
+/// The name of segment `seg` of log `log` on timeline `tli` (16 MiB segments), for tests.
+#[cfg(any(test, feature = "testing"))]
+pub fn sample_segment(tli: u32, log: u32, seg: u32) -> String {
+    crate::wal::Segment::new(tli, log, seg).to_string()
+}
+
 /// A server's status as a healthy local archive with one zstd segment reports it (at time
 /// 1000), for tests of what is built on the status document (here, in `serve`, the
 /// dashboard).
 #[cfg(any(test, feature = "testing"))]
 pub fn sample_status() -> ServerStatus {
-    let entry = CatalogueEntry {
-        name: "000000010000000000000001".into(),
-        size: 100,
-        time: 1000.0,
-        compression: Some("zstd".into()),
-        encryption: None,
-    };
+    let entry = sample_entry("000000010000000000000001", 100, 1000.0, Some("zstd"));
     ServerStatus {
         server: "pg \"main\"".into(),
         description: None,
