@@ -165,7 +165,7 @@ mod tests {
     fn a_stalled_archive_wal_is_failing() {
         let mut s = status();
         s.archive_wal_stalled = Some("archive-wal (pid 7) has held the lock for 20 min".into());
-        let v = assess(&s, 1000.0);
+        let v = assess(&s.health_facts(), 1000.0);
         assert_eq!(v.state, Health::Failing);
         assert_eq!(
             v.reasons,
@@ -177,7 +177,7 @@ mod tests {
     fn health_verdicts() {
         let mut s = status();
         assert_eq!(
-            assess(&s, 1000.0),
+            assess(&s.health_facts(), 1000.0),
             HealthVerdict {
                 state: Health::Healthy,
                 reasons: vec![]
@@ -185,7 +185,7 @@ mod tests {
         );
         s.errors.duplicates = 1;
         s.incoming_waiting = 11;
-        let v = assess(&s, 1000.0);
+        let v = assess(&s.health_facts(), 1000.0);
         assert_eq!(v.state, Health::Warning);
         assert_eq!(
             v.reasons,
@@ -194,7 +194,7 @@ mod tests {
                 "11 files waiting in incoming/, over max_incoming_wals_queue (10)".to_owned()
             ]
         );
-        let v = assess(&s, 1000.0 + 7200.0);
+        let v = assess(&s.health_facts(), 1000.0 + 7200.0);
         assert_eq!(v.state, Health::Failing);
         assert_eq!(
             v.reasons[0],
@@ -211,7 +211,7 @@ mod tests {
             }],
         });
         s.catalogue_problem = Some("line 3 is damaged".into());
-        let v = assess(&s, 1000.0);
+        let v = assess(&s.health_facts(), 1000.0);
         assert_eq!(v.state, Health::Failing);
         assert_eq!(
             &v.reasons[..3],
@@ -230,7 +230,7 @@ mod tests {
             SegmentSize::default(),
             1000.0,
         ));
-        let v = assess(&gap, 1000.0);
+        let v = assess(&gap.health_facts(), 1000.0);
         assert_eq!(v.state, Health::Failing);
         assert_eq!(
             v.reasons,
@@ -240,7 +240,7 @@ mod tests {
             ]
         );
         gap.catalogue = Some(summarise_catalogue(&[], SegmentSize::default(), 1000.0));
-        assert_eq!(assess(&gap, 1000.0).state, Health::Warning);
+        assert_eq!(assess(&gap.health_facts(), 1000.0).state, Health::Warning);
     }
 
     #[test]

@@ -192,14 +192,54 @@ pub fn wal_page(
     }
 }
 
-/// The health of a server from its status (the `health` field is ignored).
-pub fn assess(status: &ServerStatus, now: f64) -> HealthVerdict {
+/// What a server's health is judged from: the facts of its status, gathered by the host.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthFacts<'a> {
+    /// Why the catalogue cannot be read.
+    pub catalogue_problem: Option<&'a str>,
+    /// The catalogue, summarised.
+    pub catalogue: Option<&'a CatalogueSummary>,
+    /// The last recorded `walvault check`.
+    pub last_check: Option<&'a CheckRun>,
+    /// Why archiving is stalled (a lock held without progress).
+    pub archive_wal_stalled: Option<&'a str>,
+    /// The streaming archiver, when configured.
+    pub receive_wal: Option<&'a ReceiveWalStatus>,
+    /// `last_wal_maximum_age` in seconds.
+    pub last_wal_maximum_age: Option<u64>,
+    /// `errors/` by kind.
+    pub errors: &'a ErrorSummary,
+    /// `max_incoming_wals_queue`.
+    pub max_incoming_wals_queue: Option<u64>,
+    /// Files waiting in `incoming/`.
+    pub incoming_waiting: usize,
+}
+
+impl ServerStatus {
+    /// The facts of this status that its health is judged from.
+    pub fn health_facts(&self) -> HealthFacts<'_> {
+        HealthFacts {
+            catalogue_problem: self.catalogue_problem.as_deref(),
+            catalogue: self.catalogue.as_ref(),
+            last_check: self.last_check.as_ref(),
+            archive_wal_stalled: self.archive_wal_stalled.as_deref(),
+            receive_wal: self.receive_wal.as_ref(),
+            last_wal_maximum_age: self.last_wal_maximum_age,
+            errors: &self.errors,
+            max_incoming_wals_queue: self.max_incoming_wals_queue,
+            incoming_waiting: self.incoming_waiting,
+        }
+    }
+}
+
+/// A server's health from the facts of its status: the worst state found, with every reason.
+pub fn assess(facts: &HealthFacts<'_>, now: f64) -> HealthVerdict {
     let mut found: Vec<(Health, String)> = Vec::new();
     let mut add = |h, reason: String| found.push((h, reason));
-    if let Some(problem) = &status.catalogue_problem {
+    if let Some(problem) = facts.catalogue_problem {
         add(Health::Failing, format!("catalogue: {problem}"));
     }
-    if let Some(run) = &status.last_check {
+    if let Some(run) = facts.last_check {
         for c in run.checks.iter().filter(|c| !c.ok) {
             add(
                 Health::Failing,
@@ -212,16 +252,16 @@ pub fn assess(status: &ServerStatus, now: f64) -> HealthVerdict {
             );
         }
     }
-    if let Some(stalled) = &status.archive_wal_stalled {
-        add(Health::Failing, stalled.clone());
+    if let Some(stalled) = facts.archive_wal_stalled {
+        add(Health::Failing, stalled.to_owned());
     }
-    if let Some(rw) = &status.receive_wal
+    if let Some(rw) = facts.receive_wal
         && !rw.running
     {
         add(Health::Failing, "receive-wal is not running".into());
     }
-    if let Some(cat) = &status.catalogue {
-        match (cat.last_archived_time, status.last_wal_maximum_age) {
+    if let Some(cat) = facts.catalogue {
+        match (cat.last_archived_time, facts.last_wal_maximum_age) {
             (Some(t), Some(max)) if now - t > max as f64 => add(
                 Health::Failing,
                 format!(
@@ -244,20 +284,17 @@ pub fn assess(status: &ServerStatus, now: f64) -> HealthVerdict {
             );
         }
     }
-    if status.errors.total() > 0 {
-        add(
-            Health::Warning,
-            format!("errors/: {}", status.errors.hint()),
-        );
+    if facts.errors.total() > 0 {
+        add(Health::Warning, format!("errors/: {}", facts.errors.hint()));
     }
-    if let Some(max) = status.max_incoming_wals_queue
-        && status.incoming_waiting as u64 > max
+    if let Some(max) = facts.max_incoming_wals_queue
+        && facts.incoming_waiting as u64 > max
     {
         add(
             Health::Warning,
             format!(
                 "{} files waiting in incoming/, over max_incoming_wals_queue ({max})",
-                status.incoming_waiting
+                facts.incoming_waiting
             ),
         );
     }

@@ -10,8 +10,8 @@ use walvault_core::catalogue::{CatalogueEntry, CatalogueError};
 use walvault_core::duplicate::summarise_errors;
 use walvault_core::queue::QueueKind;
 use walvault_core::report::{
-    self, CheckRun, ErrorFileStatus, HealthVerdict, MAX_ERROR_FILES, ReceiveWalStatus,
-    ServerStatus, StatusDocument,
+    self, CheckRun, ErrorFileStatus, HealthFacts, MAX_ERROR_FILES, ReceiveWalStatus, ServerStatus,
+    StatusDocument,
 };
 use walvault_core::wal::SegmentSize;
 
@@ -168,7 +168,24 @@ pub(super) fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> Ser
     let last_check = fs::read(ctx.last_check_path())
         .ok()
         .and_then(|bytes| serde_json::from_slice::<CheckRun>(&bytes).ok());
-    let mut status = ServerStatus {
+    let incoming_waiting = ServerCtx::waiting(&cfg.incoming, QueueKind::Incoming);
+    let archive_wal_stalled = crate::server::stalled_archive_wal(cfg);
+    // The verdict from the facts, before they go into the document.
+    let health = report::assess(
+        &HealthFacts {
+            catalogue_problem: catalogue_problem.as_deref(),
+            catalogue: summary.as_ref(),
+            last_check: last_check.as_ref(),
+            archive_wal_stalled: archive_wal_stalled.as_deref(),
+            receive_wal: receive_wal.as_ref(),
+            last_wal_maximum_age: cfg.last_wal_maximum_age,
+            errors: &errors,
+            max_incoming_wals_queue: cfg.max_incoming_wals_queue,
+            incoming_waiting,
+        },
+        now,
+    );
+    ServerStatus {
         server: cfg.name.clone(),
         description: cfg.description.clone(),
         archive: ctx.archive_location(),
@@ -176,13 +193,10 @@ pub(super) fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> Ser
         wal_segment_size: size.bytes(),
         last_wal_maximum_age: cfg.last_wal_maximum_age,
         max_incoming_wals_queue: cfg.max_incoming_wals_queue,
-        health: HealthVerdict {
-            state: report::Health::Healthy,
-            reasons: Vec::new(),
-        },
+        health,
         catalogue: summary,
         catalogue_problem,
-        incoming_waiting: ServerCtx::waiting(&cfg.incoming, QueueKind::Incoming),
+        incoming_waiting,
         streaming_waiting: if cfg.streaming_archiver {
             ServerCtx::waiting(&cfg.streaming, QueueKind::Streaming)
         } else {
@@ -192,10 +206,8 @@ pub(super) fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> Ser
         error_files,
         receive_wal,
         last_check,
-        archive_wal_stalled: crate::server::stalled_archive_wal(cfg),
-    };
-    status.health = report::assess(&status, now);
-    status
+        archive_wal_stalled,
+    }
 }
 
 /// Detects segment sizes once, then asks PostgreSQL about streaming every `refresh`.

@@ -289,7 +289,7 @@ mod tests {
     #[test]
     fn metrics_text() {
         let mut s = status();
-        s.health = assess(&s, 1000.0);
+        s.health = assess(&s.health_facts(), 1000.0);
         s.errors.duplicates = 2;
         s.receive_wal = Some(ReceiveWalStatus {
             running: true,
