@@ -83,26 +83,7 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<bool> {
 /// In a WASI guest links are refused where the queue is listed (the listing does not follow
 /// them) and the runner's sandbox keeps every open inside the preopened directories.
 pub fn open_regular(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    let file = options.open(path).map_err(|e| {
-        #[cfg(unix)]
-        if e.raw_os_error() == Some(libc::ELOOP) {
-            return io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{}: a symbolic link, refused (walvault never follows one)",
-                    path.display()
-                ),
-            );
-        }
-        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-    })?;
+    let file = open_no_follow(OpenOptions::new().read(true), path, true)?;
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {
         return Err(io::Error::new(
@@ -115,6 +96,38 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
         ));
     }
     Ok(file)
+}
+
+/// Opens `path` with `options`, never through a symbolic link at its last component
+/// (`O_NOFOLLOW`), and with `nonblocking` without waiting on a FIFO (`O_NONBLOCK`): the
+/// refusal of a link names it, other errors name the path. (In a WASI guest only the
+/// sandbox's own rules apply.)
+pub fn open_no_follow(
+    options: &mut OpenOptions,
+    path: &Path,
+    nonblocking: bool,
+) -> io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let nonblock = if nonblocking { libc::O_NONBLOCK } else { 0 };
+        options.custom_flags(libc::O_NOFOLLOW | nonblock);
+    }
+    #[cfg(not(unix))]
+    let _ = nonblocking;
+    options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: a symbolic link, refused (walvault never follows one)",
+                    path.display()
+                ),
+            );
+        }
+        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    })
 }
 
 /// What a non-regular directory entry is, in words.

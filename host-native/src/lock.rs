@@ -98,8 +98,8 @@ impl LockFile {
         // replaced once the lock is ours.
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
-        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        let mut file = options.open(path).map_err(|e| io_err(no_link(e)))?;
+        options.mode(0o600);
+        let mut file = crate::fsutil::open_no_follow(&mut options, path, false).map_err(io_err)?;
         if !file.metadata().map_err(io_err)?.is_file() {
             return Err(io_err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -160,11 +160,7 @@ pub fn holder_info(path: &Path) -> io::Result<Option<Holder>> {
 /// `Ok(None)` when free or never created.
 #[cfg(not(target_os = "wasi"))]
 pub fn holder(path: &Path) -> io::Result<Option<Option<u32>>> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    let file = match options.open(path).map_err(no_link) {
+    let file = match crate::fsutil::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -181,20 +177,6 @@ pub fn holder(path: &Path) -> io::Result<Option<Option<u32>>> {
         )),
         Err(TryLockError::Error(e)) => Err(e),
     }
-}
-
-/// Names the refusal of a link at a lock's name (`ELOOP` says "too many levels of symbolic
-/// links").
-#[cfg(not(target_os = "wasi"))]
-fn no_link(e: io::Error) -> io::Error {
-    #[cfg(unix)]
-    if e.raw_os_error() == Some(libc::ELOOP) {
-        return io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a symbolic link is in the lock file's place: refused (remove it)",
-        );
-    }
-    e
 }
 
 #[cfg(not(target_os = "wasi"))]
