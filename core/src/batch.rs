@@ -300,8 +300,12 @@ impl BatchEngine {
                 }
                 commit.phase = Phase::Dispose(0);
             }
-            (Phase::Dispose(i), r) => {
-                let i = *i;
+            (Phase::Dispose(i), r) | (Phase::Unknown(i), r) => {
+                // Files are reported in step order: committed files, then unknown entries.
+                let (i, next) = match commit.phase {
+                    Phase::Unknown(_) => (commit.outcomes.len() + i, Phase::Unknown(i + 1)),
+                    _ => (*i, Phase::Dispose(i + 1)),
+                };
                 if let Some(file) = commit.files.get_mut(i) {
                     match r {
                         StepResult::Moved(name) => file.error_file = Some(name),
@@ -309,19 +313,7 @@ impl BatchEngine {
                         StepResult::Done | StepResult::Missing(_) => {}
                     }
                 }
-                commit.phase = Phase::Dispose(i + 1);
-            }
-            (Phase::Unknown(i), r) => {
-                let i = *i;
-                let base = commit.outcomes.len();
-                if let Some(file) = commit.files.get_mut(base + i) {
-                    match r {
-                        StepResult::Moved(name) => file.error_file = Some(name),
-                        StepResult::Failed(e) => file.source_error = Some(e),
-                        StepResult::Done | StepResult::Missing(_) => {}
-                    }
-                }
-                commit.phase = Phase::Unknown(i + 1);
+                commit.phase = next;
             }
         }
     }
@@ -329,16 +321,6 @@ impl BatchEngine {
     /// What happened, once finished (or so far).
     pub fn into_report(self) -> BatchReport {
         self.report
-    }
-
-    /// A copy of [`BatchEngine::into_report`]'s report, for a host that shares the engine.
-    pub fn report_so_far(&self) -> BatchReport {
-        self.report.clone()
-    }
-
-    /// Files handed out so far.
-    pub fn attempted(&self) -> usize {
-        self.claimed
     }
 
     /// A commit, when one is due.

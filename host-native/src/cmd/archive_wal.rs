@@ -412,5 +412,8 @@ pub fn archive_batch(
         }
     });
     progress.finish();
-    lock().report_so_far()
+    engine
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_report()
 }
