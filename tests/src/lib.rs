@@ -273,6 +273,16 @@ impl World {
         (stage, segments)
     }
 
+    /// Writes `data` as `pg_wal/<name>` in the work directory (settled, as PostgreSQL would
+    /// pass it to `archive_command`), gives it to the test user, and returns its path.
+    pub fn in_pg_wal(&self, name: &str, data: &[u8]) -> PathBuf {
+        let pg_wal = self.path("pg_wal");
+        fs::create_dir_all(&pg_wal).expect("pg_wal");
+        queue_file(&pg_wal.join(name), data);
+        self.own_all();
+        pg_wal.join(name)
+    }
+
     /// Gives the test user everything under the work directory (after the test wrote files).
     pub fn own_all(&self) {
         self.run_as.own(self.dir.path()).expect("chown");

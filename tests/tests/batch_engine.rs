@@ -187,11 +187,7 @@ fn archive_wal_killed_between_commit_steps_loses_nothing() {
 #[test]
 fn put_wal_through_faults_and_crashes_exits_0_only_when_durable() {
     let world = World::new("wal_segment_size = \"1MB\"\ncompression = \"gzip\"");
-    let pg_wal = world.path("pg_wal");
-    fs::create_dir_all(&pg_wal).expect("pg_wal");
-    queue_file(&pg_wal.join(S01), &small_segment(S01, 1));
-    world.own_all();
-    let path = pg_wal.join(S01);
+    let path = world.in_pg_wal(S01, &small_segment(S01, 1));
     let args = ["put-wal", SERVER, path.to_str().expect("utf-8")];
     for (env, value) in [
         ("WALVAULT_FAULTS", "put=transient"),

@@ -287,13 +287,10 @@ fn archived_files_keep_their_time_so_a_rebuild_reproduces_the_catalogue() {
         queue_file(&world.streaming().join(S01), &segment(S01, 1));
         queue_file(&world.streaming().join(format!("{S03}.partial")), b"p");
         queue_file(&world.incoming().join(S02), &segment(S02, 2));
-        let pg_wal = world.path("pg_wal");
-        fs::create_dir_all(&pg_wal).expect("pg_wal");
-        queue_file(&pg_wal.join(S03), &segment(S03, 3));
-        world.own_all();
+        let staged = world.in_pg_wal(S03, &segment(S03, 3));
         let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
         assert!(out.status.success(), "{}", describe(&out));
-        let out = put_wal(&world, &pg_wal.join(S03));
+        let out = put_wal(&world, &staged);
         assert!(out.status.success(), "{}", describe(&out));
         let catalogue = world.wals().join(format!("{SERVER}-xlog.db"));
         let before = fs::read(&catalogue).expect("catalogue");
@@ -325,11 +322,8 @@ fn temp_files_of_killed_writers_are_cleaned_by_put_wal_and_rebuild() {
     };
     let first = dead(&hash, S01);
     let second = dead(&other, "000000010000000100000001");
-    let pg_wal = world.path("pg_wal");
-    fs::create_dir_all(&pg_wal).expect("pg_wal");
-    queue_file(&pg_wal.join(S01), &segment(S01, 1));
-    world.own_all();
-    let out = put_wal(&world, &pg_wal.join(S01));
+    let staged = world.in_pg_wal(S01, &segment(S01, 1));
+    let out = put_wal(&world, &staged);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(!first.exists(), "put-wal cleans its own hash directory");
     assert!(second.exists());
@@ -370,11 +364,8 @@ fn the_archive_is_private_whatever_the_umask() {
     // The test runs walvault with the usual umask 022: what it creates must still be private.
     let world = World::new(&format!("{MIB}\n{STREAMING}"));
     let server = world.home.join(SERVER);
-    let pg_wal = world.path("pg_wal");
-    fs::create_dir_all(&pg_wal).expect("pg_wal");
-    queue_file(&pg_wal.join(S01), &segment(S01, 1));
-    world.own_all();
-    let out = put_wal(&world, &pg_wal.join(S01));
+    let staged = world.in_pg_wal(S01, &segment(S01, 1));
+    let out = put_wal(&world, &staged);
     assert!(out.status.success(), "{}", describe(&out));
     queue_file(&world.incoming().join(S02), &segment(S02, 2));
     // As PostgreSQL's archive_command leaves them (its umask is 077); moved to errors/ as is.
@@ -417,11 +408,9 @@ fn relative_directories_are_refused() {
         "xlogdb_directory",
     ] {
         let world = World::new(&format!("{MIB}\n{key} = \"relative/dir\""));
+        let staged = world.in_pg_wal(S01, &segment(S01, 1));
         let pg_wal = world.path("pg_wal");
-        fs::create_dir_all(&pg_wal).expect("pg_wal");
-        queue_file(&pg_wal.join(S01), &segment(S01, 1));
-        world.own_all();
-        let out = put_wal(&world, &pg_wal.join(S01));
+        let out = put_wal(&world, &staged);
         assert_eq!(out.status.code(), Some(2), "{key}: {}", describe(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr)
@@ -442,11 +431,8 @@ fn group_access_makes_the_archive_group_readable_and_no_more() {
         text.replacen("[walvault]\n", "[walvault]\ngroup_access = true\n", 1),
     )
     .expect("config");
-    let pg_wal = world.path("pg_wal");
-    fs::create_dir_all(&pg_wal).expect("pg_wal");
-    queue_file(&pg_wal.join(S01), &segment(S01, 1));
-    world.own_all();
-    let out = put_wal(&world, &pg_wal.join(S01));
+    let staged = world.in_pg_wal(S01, &segment(S01, 1));
+    let out = put_wal(&world, &staged);
     assert!(out.status.success(), "{}", describe(&out));
     let server = world.home.join(SERVER);
     assert_eq!(open_to_others(&server, 0o027), Vec::<String>::new());
