@@ -852,4 +852,19 @@ mod tests {
         assert_eq!(parse_size("16777216"), Some(16 << 20));
         assert_eq!(parse_size("16 parsecs"), None);
     }
+
+    #[test]
+    fn group_access_and_directories_refuse_what_they_cannot_mean() {
+        let e = parse("[walvault]\ngroup_access = \"yes\"\n").expect_err("not a boolean");
+        assert_eq!(e.key.as_deref(), Some("group_access"));
+        assert!(
+            parse("[walvault]\ngroup_access = true\n")
+                .expect("boolean")
+                .group_access
+        );
+        let e = parse("[walvault]\nlock_directory = \"locks\"\n").expect_err("relative");
+        assert_eq!(e.key.as_deref(), Some("lock_directory"));
+        let e = parse("[pg]\nwals_directory = \"../wals\"\n").expect_err("relative");
+        assert_eq!(e.key.as_deref(), Some("wals_directory"));
+    }
 }
