@@ -10,7 +10,7 @@ use walvault_core::catalogue::{
     CatalogueEntry, CatalogueError, CatalogueReader, catalogue_file_name, render_catalogue,
 };
 
-use crate::fsutil;
+use crate::fsutil::Fs;
 use crate::lock::{LockFile, lock_path};
 
 /// A server's catalogue file.
@@ -18,14 +18,16 @@ use crate::lock::{LockFile, lock_path};
 pub struct CatalogueFile {
     path: PathBuf,
     lock: PathBuf,
+    fs: Fs,
 }
 
 impl CatalogueFile {
     /// The catalogue of `server` in `dir`, locked through `lock_dir`.
-    pub fn new(dir: &Path, lock_dir: &Path, server: &str) -> Self {
+    pub fn new(fs: Fs, dir: &Path, lock_dir: &Path, server: &str) -> Self {
         CatalogueFile {
             path: dir.join(catalogue_file_name(server)),
             lock: lock_path(lock_dir, server, "xlogdb"),
+            fs,
         }
     }
 
@@ -36,7 +38,9 @@ impl CatalogueFile {
 
     /// Takes the catalogue lock (blocking).
     pub fn lock(&self) -> io::Result<LockFile> {
-        LockFile::acquire(&self.lock, true).map_err(|e| io::Error::other(e.to_string()))
+        self.fs
+            .lock(&self.lock, true)
+            .map_err(|e| io::Error::other(e.to_string()))
     }
 
     /// Reads every entry; a missing file is an empty catalogue.
@@ -62,7 +66,7 @@ impl CatalogueFile {
 
     fn rewrite_locked(&self, entries: &[CatalogueEntry]) -> io::Result<()> {
         if let Some(dir) = self.path.parent() {
-            fsutil::create_dir_durable(dir)?;
+            self.fs.create_dir_durable(dir)?;
         }
         let mut file = OpenOptions::new()
             .create(true)
@@ -76,7 +80,7 @@ impl CatalogueFile {
         file.set_len(text.len() as u64)?;
         file.sync_all()?;
         if let Some(dir) = self.path.parent() {
-            fsutil::fsync_dir(dir)?;
+            self.fs.sync_dir(dir)?;
         }
         Ok(())
     }
@@ -92,7 +96,7 @@ impl CatalogueSink for CatalogueFile {
         let _lock = self.lock()?;
         let created = !self.exists();
         if let Some(dir) = self.path.parent() {
-            fsutil::create_dir_durable(dir)?;
+            self.fs.create_dir_durable(dir)?;
         }
         let mut file = OpenOptions::new()
             .create(true)
@@ -101,7 +105,7 @@ impl CatalogueSink for CatalogueFile {
         file.write_all(render_catalogue(entries).as_bytes())?;
         file.sync_data()?;
         if created && let Some(dir) = self.path.parent() {
-            fsutil::fsync_dir(dir)?;
+            self.fs.sync_dir(dir)?;
         }
         Ok(())
     }
@@ -127,7 +131,7 @@ mod tests {
     #[test]
     fn append_read_rewrite() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cat = CatalogueFile::new(&dir.path().join("wals"), dir.path(), "pg");
+        let mut cat = CatalogueFile::new(Fs::native(), &dir.path().join("wals"), dir.path(), "pg");
         assert!(cat.read().expect("io").expect("parse").is_empty());
         let e = |n: &str| CatalogueEntry {
             name: n.into(),

@@ -8,6 +8,9 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::lock::{LockError, LockFile};
+use crate::platform::Platform;
+
 /// Buffer size for streaming WAL between files. Small enough that a chunk is still in the CPU
 /// cache when the kernel copies it into the page cache: with 1 MiB buffers that copy took
 /// most of the time of an uncompressed archive run.
@@ -25,53 +28,75 @@ pub fn restrict_umask(group_access: bool) {
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(mask));
 }
 
-/// Syncs a directory, making entries created, renamed or removed in it durable.
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(target_os = "wasi")]
-    if let Some(sync) = DIR_SYNC.get() {
-        return sync(dir);
-    }
-    File::open(dir)?.sync_all()
+/// The durable file-system operations, on one [`Platform`]: everything that syncs a
+/// directory, names a temporary file or takes a lock goes through it, so the same code
+/// serves the native CLI and the WASI guest. Cheap to copy; the server context carries one.
+#[derive(Clone, Copy, Debug)]
+pub struct Fs {
+    platform: &'static dyn Platform,
 }
 
-/// How a WASI guest syncs a directory. WASI preview 1, as wasmtime implements it, has no way:
-/// `fd_sync` on a directory is `EBADF`. The guest therefore asks its runner through an import
-/// and registers that call here at start-up.
-#[cfg(target_os = "wasi")]
-static DIR_SYNC: std::sync::OnceLock<fn(&Path) -> io::Result<()>> = std::sync::OnceLock::new();
-
-/// Sets how [`fsync_dir`] syncs a directory in a WASI guest (once; later calls are ignored).
-#[cfg(target_os = "wasi")]
-pub fn set_dir_sync(sync: fn(&Path) -> io::Result<()>) {
-    let _ = DIR_SYNC.set(sync);
+impl Default for Fs {
+    fn default() -> Self {
+        Fs::native()
+    }
 }
 
-/// Creates `dir` and any missing parents, syncing each new entry into its parent.
-/// Returns whether anything was created.
-pub fn create_dir_durable(dir: &Path) -> io::Result<bool> {
-    if dir.is_dir() {
-        return Ok(false);
-    }
-    let mut missing = Vec::new();
-    let mut cursor = dir;
-    while !cursor.exists() {
-        missing.push(cursor);
-        match cursor.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => cursor = parent,
-            _ => break,
+impl Fs {
+    /// On the native platform.
+    pub fn native() -> Fs {
+        Fs {
+            platform: &crate::platform::NATIVE,
         }
     }
-    for path in missing.into_iter().rev() {
-        match fs::create_dir(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => continue,
-            Err(e) => return Err(e),
-        }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsync_dir(parent)?;
-        }
+
+    /// On `platform`.
+    pub fn on(platform: &'static dyn Platform) -> Fs {
+        Fs { platform }
     }
-    Ok(true)
+
+    /// The platform.
+    pub fn platform(&self) -> &'static dyn Platform {
+        self.platform
+    }
+
+    /// Syncs a directory, making entries created, renamed or removed in it durable.
+    pub fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.platform.sync_dir(dir)
+    }
+
+    /// Takes the lock at `path` (see [`crate::lock`]).
+    pub fn lock(&self, path: &Path, blocking: bool) -> Result<LockFile, LockError> {
+        self.platform.lock(path, blocking)
+    }
+
+    /// Creates `dir` and any missing parents, syncing each new entry into its parent.
+    /// Returns whether anything was created.
+    pub fn create_dir_durable(&self, dir: &Path) -> io::Result<bool> {
+        if dir.is_dir() {
+            return Ok(false);
+        }
+        let mut missing = Vec::new();
+        let mut cursor = dir;
+        while !cursor.exists() {
+            missing.push(cursor);
+            match cursor.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => cursor = parent,
+                _ => break,
+            }
+        }
+        for path in missing.into_iter().rev() {
+            match fs::create_dir(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => continue,
+                Err(e) => return Err(e),
+            }
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                self.sync_dir(parent)?;
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Opens a file that must be a regular file, for reading, without following a symbolic link
@@ -156,33 +181,21 @@ pub fn describe_type(kind: fs::FileType) -> &'static str {
     }
 }
 
+/// EXDEV: a rename or link across file systems.
+const EXDEV: i32 = 18;
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-static GUEST_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// The pid temp names carry. A WASI guest has no process id of its own: it uses its runner's
-/// (see [`set_process_id`]), which lives exactly as long as the guest.
-pub fn process_id() -> u32 {
-    #[cfg(not(target_os = "wasi"))]
-    {
-        std::process::id()
+impl Fs {
+    /// A hidden temporary name next to `final_name` in `dir`: `.<final>.<pid>.<n>.tmp`.
+    /// Hidden and `.tmp`, so queue scans and catalogue rebuilds never mistake it for WAL.
+    pub fn temp_path(&self, dir: &Path, final_name: &str) -> PathBuf {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        dir.join(format!(
+            ".{final_name}.{}.{n}.tmp",
+            self.platform.process_id()
+        ))
     }
-    #[cfg(target_os = "wasi")]
-    {
-        GUEST_PID.load(Ordering::Relaxed)
-    }
-}
-
-/// Sets the pid [`process_id`] returns in a WASI guest (elsewhere the real one is used).
-pub fn set_process_id(pid: u32) {
-    GUEST_PID.store(pid, Ordering::Relaxed);
-}
-
-/// A hidden temporary name next to `final_name` in `dir`: `.<final>.<pid>.<n>.tmp`. Hidden and
-/// `.tmp`, so queue scans and catalogue rebuilds never mistake it for WAL.
-pub fn temp_path(dir: &Path, final_name: &str) -> PathBuf {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".{final_name}.{}.{n}.tmp", process_id()))
 }
 
 /// Whether a name is one of our temporary files.
@@ -198,61 +211,47 @@ fn temp_owner(name: &str) -> Option<u32> {
     parts.next()?.parse().ok()
 }
 
-/// Whether a process is running: it has a `/proc` entry that is not a zombie (a killed writer
-/// whose parent died stays a zombie where nothing reaps orphans, as in some containers).
-fn process_alive(pid: u32) -> bool {
-    // A WASI guest cannot see other processes: every writer counts as alive, so nothing in
-    // progress is ever removed (the native host cleans up after the dead).
-    if cfg!(target_os = "wasi") {
-        return true;
-    }
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_none_or(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
-}
-
 /// A temp file this old was left by a crash, not by a write in progress (a 1 GiB segment at
 /// xz's slowest takes under a minute); past it a temp file goes whatever its pid says, since
 /// the pid of a dead writer may have been reused by now.
 pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Removes our temp files in `dir` whose writer is no longer running (left by a crash or a
-/// kill), or that are older than [`STALE_TEMP_AGE`]. Returns how many were removed.
-pub fn remove_dead_temp_files(dir: &Path) -> io::Result<usize> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = temp_owner(&name).filter(|_| is_temp_name(&name)) else {
-            continue;
+impl Fs {
+    /// Removes our temp files in `dir` whose writer is no longer running (left by a crash or
+    /// a kill), or that are older than [`STALE_TEMP_AGE`]. Returns how many were removed.
+    pub fn remove_dead_temp_files(&self, dir: &Path) -> io::Result<usize> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
         };
-        let stale = || {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age > STALE_TEMP_AGE)
-        };
-        if pid != process_id() && (!process_alive(pid) || stale()) {
-            match fs::remove_file(entry.path()) {
-                Ok(()) => removed += 1,
-                // Its writer finished (linked and removed it) meanwhile.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = temp_owner(&name).filter(|_| is_temp_name(&name)) else {
+                continue;
+            };
+            let stale = || {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|age| age > STALE_TEMP_AGE)
+            };
+            let me = self.platform.process_id();
+            if pid != me && (!self.platform.process_alive(pid) || stale()) {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    // Its writer finished (linked and removed it) meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
+        Ok(removed)
     }
-    Ok(removed)
 }
 
 /// A temporary file removed on drop unless it was renamed into place.
@@ -260,11 +259,12 @@ pub fn remove_dead_temp_files(dir: &Path) -> io::Result<usize> {
 pub struct TempFile {
     path: PathBuf,
     armed: bool,
+    fs: Fs,
 }
 
 impl TempFile {
     /// Creates a new, empty temp file next to `final_path`.
-    pub fn create(final_path: &Path) -> io::Result<(TempFile, File)> {
+    pub fn create(fs: Fs, final_path: &Path) -> io::Result<(TempFile, File)> {
         let dir = final_path
             .parent()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -272,21 +272,29 @@ impl TempFile {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("file");
-        let path = temp_path(dir, name);
+        let path = fs.temp_path(dir, name);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)?;
-        Ok((TempFile { path, armed: true }, file))
+        Ok((
+            TempFile {
+                path,
+                armed: true,
+                fs,
+            },
+            file,
+        ))
     }
 
     /// Publishes the (already synced) temp file at `final_path` and syncs the directory. With
     /// `no_replace`, fails with `AlreadyExists` if something is there: a hard link is atomic
     /// create-if-absent.
     pub fn publish(self, final_path: &Path, no_replace: bool) -> io::Result<()> {
+        let fs = self.fs;
         self.link_into_place(final_path, no_replace)?;
         if let Some(dir) = final_path.parent() {
-            fsync_dir(dir)?;
+            fs.sync_dir(dir)?;
         }
         Ok(())
     }
@@ -314,100 +322,109 @@ impl Drop for TempFile {
     }
 }
 
-/// Writes a file durably through `fill`: temp file in the target directory, fsync, then
-/// link (`no_replace`) or rename into place, then fsync the directory. Returns `fill`'s value.
-pub fn write_durable<T>(
-    final_path: &Path,
-    no_replace: bool,
-    fill: impl FnOnce(&mut dyn Write) -> io::Result<T>,
-) -> io::Result<T> {
-    let (temp, file) = TempFile::create(final_path)?;
-    let mut writer = BufWriter::with_capacity(IO_BUF, file);
-    let value = fill(&mut writer)?;
-    let file = writer
-        .into_inner()
-        .map_err(io::IntoInnerError::into_error)?;
-    file.sync_all()?;
-    drop(file);
-    temp.publish(final_path, no_replace)?;
-    Ok(value)
-}
+impl Fs {
+    /// Writes a file durably through `fill`: temp file in the target directory, fsync, then
+    /// link (`no_replace`) or rename into place, then fsync the directory. Returns `fill`'s value.
+    pub fn write_durable<T>(
+        &self,
+        final_path: &Path,
+        no_replace: bool,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let (temp, file) = TempFile::create(*self, final_path)?;
+        let mut writer = BufWriter::with_capacity(IO_BUF, file);
+        let value = fill(&mut writer)?;
+        let file = writer
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        drop(file);
+        temp.publish(final_path, no_replace)?;
+        Ok(value)
+    }
 
-/// EXDEV: a rename or link across file systems.
-const EXDEV: i32 = 18;
-
-/// Moves the entry `src` to `dst` durably and only if `dst` does not exist
-/// (`AlreadyExists` otherwise: nothing is ever replaced). Whatever `src` is, it is moved as
-/// it is and never opened through: a symbolic link stays a link, a FIFO is not read. On one
-/// file system it is a hard link then an unlink (atomic create-if-absent); across file
-/// systems a regular file is copied to a temp name, synced and linked into place, and a link
-/// is re-created; a FIFO, socket or device cannot cross and is left where it is. Both
-/// directories are synced.
-pub fn move_no_replace(src: &Path, dst: &Path) -> io::Result<()> {
-    let meta = fs::symlink_metadata(src)?;
-    if meta.is_dir() {
-        // A directory cannot be hard-linked; nothing else renames into its place meanwhile
-        // (errors/ is walvault's, and the caller holds the server's lock).
-        if fs::symlink_metadata(dst).is_ok() {
-            return Err(io::ErrorKind::AlreadyExists.into());
-        }
-        fs::rename(src, dst)?;
-    } else {
-        match fs::hard_link(src, dst) {
-            Ok(()) => fs::remove_file(src)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
-            Err(e) if e.raw_os_error() == Some(EXDEV) => move_across(src, dst, &meta)?,
-            // A file system without hard links.
-            Err(_) if fs::symlink_metadata(dst).is_ok() => {
+    /// Moves the entry `src` to `dst` durably and only if `dst` does not exist
+    /// (`AlreadyExists` otherwise: nothing is ever replaced). Whatever `src` is, it is moved as
+    /// it is and never opened through: a symbolic link stays a link, a FIFO is not read. On one
+    /// file system it is a hard link then an unlink (atomic create-if-absent); across file
+    /// systems a regular file is copied to a temp name, synced and linked into place, and a link
+    /// is re-created; a FIFO, socket or device cannot cross and is left where it is. Both
+    /// directories are synced.
+    pub fn move_no_replace(&self, src: &Path, dst: &Path) -> io::Result<()> {
+        let meta = fs::symlink_metadata(src)?;
+        if meta.is_dir() {
+            // A directory cannot be hard-linked; nothing else renames into its place meanwhile
+            // (errors/ is walvault's, and the caller holds the server's lock).
+            if fs::symlink_metadata(dst).is_ok() {
                 return Err(io::ErrorKind::AlreadyExists.into());
             }
-            Err(_) => fs::rename(src, dst)?,
+            fs::rename(src, dst)?;
+        } else {
+            match fs::hard_link(src, dst) {
+                Ok(()) => fs::remove_file(src)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+                Err(e) if e.raw_os_error() == Some(EXDEV) => self.move_across(src, dst, &meta)?,
+                // A file system without hard links.
+                Err(_) if fs::symlink_metadata(dst).is_ok() => {
+                    return Err(io::ErrorKind::AlreadyExists.into());
+                }
+                Err(_) => fs::rename(src, dst)?,
+            }
         }
+        if let Some(dir) = dst.parent() {
+            self.sync_dir(dir)?;
+        }
+        if let Some(dir) = src.parent() {
+            self.sync_dir(dir)?;
+        }
+        Ok(())
     }
-    if let Some(dir) = dst.parent() {
-        fsync_dir(dir)?;
-    }
-    if let Some(dir) = src.parent() {
-        fsync_dir(dir)?;
-    }
-    Ok(())
-}
 
-fn move_across(src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    if meta.is_file() {
-        let mut input = open_regular(src)?;
-        write_durable(dst, true, |w| io::copy(&mut input, w))?;
-    } else if meta.file_type().is_symlink() {
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
-        #[cfg(not(unix))]
-        return Err(io::Error::other(
-            "cannot move a symbolic link to another file system",
-        ));
-    } else {
-        return Err(io::Error::other(format!(
-            "{} is {} and errors/ is on another file system: remove it by hand",
-            src.display(),
-            describe_type(meta.file_type())
-        )));
+    fn move_across(&self, src: &Path, dst: &Path, meta: &fs::Metadata) -> io::Result<()> {
+        if meta.is_file() {
+            let mut input = open_regular(src)?;
+            self.write_durable(dst, true, |w| io::copy(&mut input, w))?;
+        } else if meta.file_type().is_symlink() {
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+            #[cfg(not(unix))]
+            return Err(io::Error::other(
+                "cannot move a symbolic link to another file system",
+            ));
+        } else {
+            return Err(io::Error::other(format!(
+                "{} is {} and errors/ is on another file system: remove it by hand",
+                src.display(),
+                describe_type(meta.file_type())
+            )));
+        }
+        fs::remove_file(src)
     }
-    fs::remove_file(src)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const FS: Fs = Fs {
+        platform: &crate::platform::NATIVE,
+    };
+
     #[test]
     fn write_durable_creates_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let target = dir.path().join("a/b/file");
-        create_dir_durable(target.parent().expect("parent")).expect("mkdir");
-        write_durable(&target, true, |w| w.write_all(b"one")).expect("first");
-        let err = write_durable(&target, true, |w| w.write_all(b"two")).expect_err("exists");
+        FS.create_dir_durable(target.parent().expect("parent"))
+            .expect("mkdir");
+        FS.write_durable(&target, true, |w| w.write_all(b"one"))
+            .expect("first");
+        let err = FS
+            .write_durable(&target, true, |w| w.write_all(b"two"))
+            .expect_err("exists");
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&target).expect("read"), b"one");
-        write_durable(&target, false, |w| w.write_all(b"three")).expect("replace");
+        FS.write_durable(&target, false, |w| w.write_all(b"three"))
+            .expect("replace");
         assert_eq!(fs::read(&target).expect("read"), b"three");
         let names: Vec<_> = fs::read_dir(target.parent().expect("parent"))
             .expect("ls")
@@ -420,7 +437,7 @@ mod tests {
     fn failed_fill_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let target = dir.path().join("f");
-        let err = write_durable(&target, true, |w| {
+        let err = FS.write_durable(&target, true, |w| {
             w.write_all(b"partial")?;
             Err::<(), _>(io::Error::other("boom"))
         });
@@ -440,7 +457,7 @@ mod tests {
         let mine = format!(".000000010000000000000002.{}.0.tmp", std::process::id());
         fs::write(dir.path().join(&mine), b"x").expect("mine");
         fs::write(dir.path().join("000000010000000000000003"), b"x").expect("wal");
-        assert_eq!(remove_dead_temp_files(dir.path()).expect("clean"), 1);
+        assert_eq!(FS.remove_dead_temp_files(dir.path()).expect("clean"), 1);
         assert!(
             dir.path().join(&mine).exists() && dir.path().join("000000010000000000000003").exists()
         );
@@ -453,10 +470,10 @@ mod tests {
         fs::write(p("s"), b"x").expect("write");
         fs::write(p("s2"), b"y").expect("write");
         fs::create_dir(p("d")).expect("mkdir");
-        move_no_replace(&p("s"), &p("d/t")).expect("move");
+        FS.move_no_replace(&p("s"), &p("d/t")).expect("move");
         assert_eq!(fs::read(p("d/t")).expect("read"), b"x");
         assert!(!p("s").exists());
-        let err = move_no_replace(&p("s2"), &p("d/t")).expect_err("taken");
+        let err = FS.move_no_replace(&p("s2"), &p("d/t")).expect_err("taken");
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(p("d/t")).expect("read"), b"x", "not replaced");
         assert!(p("s2").exists(), "the source stays");
@@ -464,7 +481,8 @@ mod tests {
         {
             fs::write(p("secret"), b"s").expect("secret");
             std::os::unix::fs::symlink(p("secret"), p("link")).expect("symlink");
-            move_no_replace(&p("link"), &p("d/link")).expect("move link");
+            FS.move_no_replace(&p("link"), &p("d/link"))
+                .expect("move link");
             assert!(
                 fs::symlink_metadata(p("d/link"))
                     .expect("moved")

@@ -16,6 +16,7 @@ pub mod lock;
 pub mod pg;
 #[cfg(feature = "native")]
 pub mod pgcluster;
+pub mod platform;
 pub mod queue_dir;
 pub mod secret;
 pub mod server;

@@ -2,14 +2,15 @@
 //! `flock`ed exclusively, the holder's pid written inside, never deleted (Barman does not
 //! either, and deleting a lock file races with the next locker).
 //!
-//! WASI has no `flock`: the runner (`walvault-wasi`) takes the server's locks on the host
-//! before its guest starts and holds them until the guest exits, so in the guest build
-//! taking a lock is a no-op.
+//! Locks are taken through the [`crate::platform::Platform`]: natively with `flock`
+//! ([`LockFile::flock`]). WASI has no `flock`: the runner (`walvault-wasi`) takes the
+//! server's locks on the host before its guest starts and holds them until the guest exits,
+//! and the guest's platform hands out only those (any other lock is refused), recording
+//! progress through its runner.
 
-#[cfg(not(target_os = "wasi"))]
+use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-#[cfg(not(target_os = "wasi"))]
 use std::io::{Seek, SeekFrom, Write};
 #[cfg(unix)]
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,8 +19,13 @@ use std::path::{Path, PathBuf};
 /// A held lock; released on drop.
 #[derive(Debug)]
 pub struct LockFile {
-    #[cfg(not(target_os = "wasi"))]
-    file: File,
+    held: Box<dyn HeldLock>,
+}
+
+/// A lock as its platform holds it; dropping it releases the lock.
+pub trait HeldLock: Send + Sync + fmt::Debug {
+    /// Records progress (see [`LockFile::touch`]).
+    fn touch(&self) -> io::Result<()>;
 }
 
 /// Why a lock could not be taken.
@@ -58,36 +64,16 @@ pub fn lock_path(dir: &Path, server: &str, purpose: &str) -> PathBuf {
     dir.join(format!(".{server}-{purpose}.lock"))
 }
 
-#[cfg(target_os = "wasi")]
 impl LockFile {
-    /// In the WASI guest: the runner already holds the lock (see the module docs).
-    pub fn acquire(_path: &Path, _blocking: bool) -> Result<LockFile, LockError> {
-        Ok(LockFile {})
+    /// A lock held by other means than `flock` (a platform's own).
+    pub fn held(held: Box<dyn HeldLock>) -> LockFile {
+        LockFile { held }
     }
 
-    /// Nothing to record: the runner holds the lock for the guest's (bounded) lifetime.
-    pub fn touch(&self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Releases nothing: the runner holds the real lock (and callers drop locks explicitly to
-/// mark where they end, on every target alike).
-#[cfg(target_os = "wasi")]
-impl Drop for LockFile {
-    fn drop(&mut self) {}
-}
-
-/// The WASI guest cannot see other processes' locks.
-#[cfg(target_os = "wasi")]
-pub fn holder(_path: &Path) -> io::Result<Option<Option<u32>>> {
-    Err(io::ErrorKind::Unsupported.into())
-}
-
-#[cfg(not(target_os = "wasi"))]
-impl LockFile {
-    /// Takes the lock, waiting if `blocking`, else failing with [`LockError::Busy`].
-    pub fn acquire(path: &Path, blocking: bool) -> Result<LockFile, LockError> {
+    /// Takes the lock with `flock`, waiting if `blocking`, else failing with
+    /// [`LockError::Busy`]. (Code that has a server context takes locks through its
+    /// platform, [`crate::fsutil::Fs::lock`].)
+    pub fn flock(path: &Path, blocking: bool) -> Result<LockFile, LockError> {
         let io_err = |e| LockError::Io(path.to_owned(), e);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
@@ -126,13 +112,29 @@ impl LockFile {
         file.set_len(0).map_err(io_err)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         writeln!(file, "{}", std::process::id()).map_err(io_err)?;
-        Ok(LockFile { file })
+        Ok(LockFile::held(Box::new(Flock(file))))
     }
 
     /// Records progress: the lock file's modification time becomes now, so that a run stuck
     /// while holding the lock can be told from a long one (see [`holder_info`]).
     pub fn touch(&self) -> io::Result<()> {
-        self.file.set_modified(std::time::SystemTime::now())
+        self.held.touch()
+    }
+}
+
+/// A lock held with `flock` on its open file.
+#[derive(Debug)]
+struct Flock(File);
+
+impl HeldLock for Flock {
+    fn touch(&self) -> io::Result<()> {
+        self.0.set_modified(std::time::SystemTime::now())
+    }
+}
+
+impl Drop for Flock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
     }
 }
 
@@ -158,7 +160,6 @@ pub fn holder_info(path: &Path) -> io::Result<Option<Holder>> {
 
 /// Whether a lock is held, and by which pid (as written in the file), without keeping it:
 /// `Ok(None)` when free or never created.
-#[cfg(not(target_os = "wasi"))]
 pub fn holder(path: &Path) -> io::Result<Option<Option<u32>>> {
     let file = match crate::fsutil::open_regular(path) {
         Ok(f) => f,
@@ -179,13 +180,6 @@ pub fn holder(path: &Path) -> io::Result<Option<Option<u32>>> {
     }
 }
 
-#[cfg(not(target_os = "wasi"))]
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        let _ = self.file.unlock();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,8 +189,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = lock_path(dir.path(), "pg", "archive-wal");
         assert!(path.ends_with(".pg-archive-wal.lock"));
-        let held = LockFile::acquire(&path, false).expect("first");
-        match LockFile::acquire(&path, false) {
+        let held = LockFile::flock(&path, false).expect("first");
+        match LockFile::flock(&path, false) {
             Err(LockError::Busy { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
             other => panic!("expected Busy, got {other:?}"),
         }
@@ -206,7 +200,7 @@ mod tests {
         );
         drop(held);
         assert_eq!(holder(&path).expect("probe"), None);
-        LockFile::acquire(&path, false).expect("free again");
+        LockFile::flock(&path, false).expect("free again");
         assert!(path.exists(), "lock files are never deleted");
     }
 
@@ -217,7 +211,7 @@ mod tests {
         std::fs::write(&target, b"keep me").expect("target");
         let path = lock_path(dir.path(), "pg", "archive-wal");
         std::os::unix::fs::symlink(&target, &path).expect("symlink");
-        let err = LockFile::acquire(&path, false).expect_err("refused");
+        let err = LockFile::flock(&path, false).expect_err("refused");
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(holder(&path).is_err());
         assert_eq!(std::fs::read(&target).expect("read"), b"keep me");

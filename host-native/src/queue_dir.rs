@@ -11,7 +11,8 @@ use std::time::UNIX_EPOCH;
 use walvault_core::archive::{Queue, SourceFile};
 use walvault_core::queue::{Candidate, DirEntry, EntryKind};
 
-use crate::fsutil;
+use crate::fsutil::{self, Fs};
+use crate::platform::Removal;
 
 /// A file to archive, opened on demand: always through [`fsutil::open_regular`], so a link or
 /// a FIFO put in its place after the listing is refused, never followed or waited on.
@@ -110,47 +111,16 @@ pub fn list_queue_raw(dir: &Path) -> io::Result<Listing> {
 /// Released sources are removed in the background: freeing a 16 MiB file costs a few
 /// milliseconds of file-system work that then overlaps with archiving the next files instead
 /// of adding up at the end of the batch. Natively a thread does it; in the WASI guest, which
-/// has no threads, its runner (see [`set_background_removal`]). [`QueueDir::sync`] waits for
-/// it.
+/// has no threads, its runner (see [`crate::platform::Platform::start_removal`]).
+/// [`QueueDir::sync`] waits for it.
 #[derive(Debug)]
 pub struct QueueDir {
     dir: PathBuf,
     errors: PathBuf,
+    fs: Fs,
     released: usize,
-    remover: Option<Remover>,
+    remover: Option<Box<dyn Removal>>,
     raw_names: HashMap<String, OsString>,
-}
-
-#[derive(Debug)]
-enum Remover {
-    Thread(RemovalThread<PathBuf>),
-    #[cfg(target_os = "wasi")]
-    Host(&'static BackgroundRemoval),
-}
-
-impl Remover {
-    fn start() -> Option<Remover> {
-        let spawned = RemovalThread::spawn(|path: PathBuf| {
-            fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))
-        });
-        match spawned {
-            Ok(thread) => Some(Remover::Thread(thread)),
-            #[cfg(target_os = "wasi")]
-            Err(_) => BACKGROUND_REMOVAL.get().map(Remover::Host),
-            // Without threads or a runner to ask, sources are removed inline.
-            #[cfg(not(target_os = "wasi"))]
-            Err(_) => None,
-        }
-    }
-
-    /// Waits for every removal handed over; returns the ones that failed.
-    fn finish(self) -> Vec<String> {
-        match self {
-            Remover::Thread(thread) => thread.finish(),
-            #[cfg(target_os = "wasi")]
-            Remover::Host(host) => (host.finish)(),
-        }
-    }
 }
 
 /// A thread that removes the files handed to it while its owner goes on, and reports the
@@ -191,33 +161,13 @@ impl<J: Send + 'static> RemovalThread<J> {
     }
 }
 
-/// How a WASI guest removes released sources in the background: by its runner, which unlinks
-/// them on a host thread while the guest archives the next files.
-#[cfg(target_os = "wasi")]
-#[derive(Debug)]
-pub struct BackgroundRemoval {
-    /// Hands a file over for removal (an error when the runner refuses it outright).
-    pub queue: fn(&Path) -> io::Result<()>,
-    /// Waits for every file handed over; returns `path: error` for each that failed.
-    pub finish: fn() -> Vec<String>,
-}
-
-#[cfg(target_os = "wasi")]
-static BACKGROUND_REMOVAL: std::sync::OnceLock<BackgroundRemoval> = std::sync::OnceLock::new();
-
-/// Sets how a WASI guest's queues remove released sources (once; later calls are ignored).
-/// Without it they are removed inline.
-#[cfg(target_os = "wasi")]
-pub fn set_background_removal(removal: BackgroundRemoval) {
-    let _ = BACKGROUND_REMOVAL.set(removal);
-}
-
 impl QueueDir {
     /// The queue at `dir`, moving rejects to `errors`.
-    pub fn new(dir: &Path, errors: &Path) -> Self {
+    pub fn new(fs: Fs, dir: &Path, errors: &Path) -> Self {
         QueueDir {
             dir: dir.to_owned(),
             errors: errors.to_owned(),
+            fs,
             released: 0,
             remover: None,
             raw_names: HashMap::new(),
@@ -249,9 +199,13 @@ impl QueueDir {
     /// fsync per batch). A source that could not be removed is only a leftover: the next
     /// run finds it already archived and drops it.
     pub fn sync(&mut self) -> io::Result<()> {
-        let failures = self.remover.take().map(Remover::finish).unwrap_or_default();
+        let failures = self
+            .remover
+            .take()
+            .map(|remover| remover.finish())
+            .unwrap_or_default();
         if self.released > 0 {
-            fsutil::fsync_dir(&self.dir)?;
+            self.fs.sync_dir(&self.dir)?;
             self.released = 0;
         }
         if failures.is_empty() {
@@ -272,18 +226,16 @@ impl Queue for QueueDir {
 
     fn release(&mut self, file_name: &str) -> io::Result<()> {
         if self.remover.is_none() {
-            self.remover = Remover::start();
+            self.remover = self.fs.platform().start_removal();
         }
         self.released += 1;
         let path = self.path_of(file_name);
-        match &self.remover {
-            Some(Remover::Thread(thread)) => match thread.send(path) {
+        match &mut self.remover {
+            Some(remover) => match remover.remove_later(path) {
                 Ok(()) => Ok(()),
-                // The thread is gone: remove it here.
+                // The remover cannot take it: remove it here.
                 Err(path) => fs::remove_file(path),
             },
-            #[cfg(target_os = "wasi")]
-            Some(Remover::Host(host)) => (host.queue)(&path),
             None => fs::remove_file(path),
         }
     }
@@ -293,10 +245,10 @@ impl Queue for QueueDir {
         file_name: &str,
         names: &mut dyn Iterator<Item = String>,
     ) -> io::Result<String> {
-        fsutil::create_dir_durable(&self.errors)?;
+        self.fs.create_dir_durable(&self.errors)?;
         let source = self.path_of(file_name);
         for name in names {
-            match fsutil::move_no_replace(&source, &self.errors.join(&name)) {
+            match self.fs.move_no_replace(&source, &self.errors.join(&name)) {
                 Ok(()) => return Ok(name),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),

@@ -13,6 +13,7 @@ use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize};
 
 use crate::catalogue_file::CatalogueFile;
 use crate::config::{ArchiveLocation, ServerConfig};
+use crate::fsutil::Fs;
 use crate::store::LocalStore;
 #[cfg(feature = "native")]
 use crate::store::s3::LazyS3Store;
@@ -29,6 +30,8 @@ pub struct ServerCtx<'a> {
     pub layout: Layout,
     /// `<server>-xlog.db`.
     pub catalogue: CatalogueFile,
+    /// The file system, on this target's platform.
+    pub fs: Fs,
 }
 
 impl std::fmt::Debug for ServerCtx<'_> {
@@ -41,10 +44,17 @@ impl std::fmt::Debug for ServerCtx<'_> {
 }
 
 impl<'a> ServerCtx<'a> {
-    /// Opens the server's storage.
+    /// Opens the server's storage, natively.
     pub fn open(cfg: &'a ServerConfig, config_path: &'a Path) -> anyhow::Result<Self> {
+        Self::open_on(Fs::native(), cfg, config_path)
+    }
+
+    /// Opens the server's storage on the platform of `fs`.
+    pub fn open_on(fs: Fs, cfg: &'a ServerConfig, config_path: &'a Path) -> anyhow::Result<Self> {
         let (store, layout): (Box<dyn WalStore + Sync>, Layout) = match &cfg.archive {
-            ArchiveLocation::Local(dir) => (Box::new(LocalStore::new(dir.clone())), Layout::Local),
+            ArchiveLocation::Local(dir) => {
+                (Box::new(LocalStore::new(fs, dir.clone())), Layout::Local)
+            }
             #[cfg(not(feature = "native"))]
             ArchiveLocation::Object(settings) => anyhow::bail!(
                 "server '{}': {}: object storage needs the native walvault (this build has no network)",
@@ -62,13 +72,15 @@ impl<'a> ServerCtx<'a> {
             }
         };
         let store = crate::faults::wrap_store(store)?;
-        let catalogue = CatalogueFile::new(&cfg.xlogdb_directory, &cfg.lock_directory, &cfg.name);
+        let catalogue =
+            CatalogueFile::new(fs, &cfg.xlogdb_directory, &cfg.lock_directory, &cfg.name);
         Ok(ServerCtx {
             cfg,
             config_path,
             store,
             layout,
             catalogue,
+            fs,
         })
     }
 
@@ -195,7 +207,8 @@ impl<'a> ServerCtx<'a> {
             dirs.push(dir);
         }
         for dir in dirs {
-            crate::fsutil::create_dir_durable(dir)
+            self.fs
+                .create_dir_durable(dir)
                 .with_context(|| format!("creating {}", dir.display()))?;
         }
         Ok(())

@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 use walvault::config::{
     ArchiveLocation, Config, ConfigError, DEFAULT_CONFIG_PATH, HookScripts, ServerConfig,
 };
+use walvault::fsutil::Fs;
 use walvault::lock::{LockFile, lock_path};
 use walvault::server::ServerCtx;
 use walvault::ui::Ui;
@@ -147,15 +148,16 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
                     "hook scripts are programs the WASI sandbox cannot start: use walvault, or remove the archive hooks",
                 ));
             }
-            let Some(lock) = walvault::cmd::archive_wal::take_lock(cfg, ui)? else {
+            let Some(lock) = walvault::cmd::archive_wal::take_lock(Fs::native(), cfg, ui)? else {
                 return Ok(0);
             };
-            locks.push(lock);
+            locks.push((archive_wal_lock(cfg), lock));
             let ctx = ServerCtx::open(cfg, &config.path)?;
             ctx.ensure_dirs()?;
             let reasons = ctx.error_reasons_path();
             let meta = reasons.parent().unwrap_or(&cfg.backup_directory);
-            walvault::fsutil::create_dir_durable(meta)
+            Fs::native()
+                .create_dir_durable(meta)
                 .with_context(|| format!("creating {}", meta.display()))?;
             let mut dirs = vec![
                 Dir::read_write(&cfg.errors),
@@ -227,16 +229,24 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
         },
         clock: cli.clock.map(Duration::from_secs),
         random_seed: cli.random_seed,
+        locks: std::sync::Arc::new(locks),
     };
     let code = sandbox::run(&guest)?;
-    drop(locks);
+    // The locks go only now, after the guest and its removals have ended.
+    drop(guest);
     Ok(code)
 }
 
 /// The catalogue lock, held for the guest's whole run (it has no `flock` of its own).
-fn catalogue_lock(cfg: &ServerConfig) -> anyhow::Result<LockFile> {
-    LockFile::acquire(&lock_path(&cfg.lock_directory, &cfg.name, "xlogdb"), true)
-        .context("taking the catalogue lock")
+fn catalogue_lock(cfg: &ServerConfig) -> anyhow::Result<(PathBuf, LockFile)> {
+    let path = lock_path(&cfg.lock_directory, &cfg.name, "xlogdb");
+    let lock = LockFile::flock(&path, true).context("taking the catalogue lock")?;
+    Ok((path, lock))
+}
+
+/// The archive-wal lock's path (taken by [`walvault::cmd::archive_wal::take_lock`]).
+fn archive_wal_lock(cfg: &ServerConfig) -> PathBuf {
+    lock_path(&cfg.lock_directory, &cfg.name, "archive-wal")
 }
 
 fn unsupported(cfg: &ServerConfig, key: &str, message: &str) -> anyhow::Error {

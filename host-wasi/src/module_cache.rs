@@ -61,7 +61,7 @@ fn compile(engine: &Engine, wasm: &[u8]) -> anyhow::Result<Module> {
 /// removes the entries of other guests and settings (earlier builds) from `dir`.
 fn store(dir: &Path, entry: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    walvault::fsutil::write_durable(entry, false, |file| file.write_all(bytes))?;
+    walvault::fsutil::Fs::native().write_durable(entry, false, |file| file.write_all(bytes))?;
     for old in std::fs::read_dir(dir)?.filter_map(Result::ok) {
         let name = old.file_name();
         let name = name.to_string_lossy();

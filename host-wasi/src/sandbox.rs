@@ -11,12 +11,15 @@
 //!   native code in.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use wasmtime::{Caller, Engine, Extern, Linker, Module, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, HostWallClock, I32Exit, WasiCtxBuilder};
+
+use walvault::lock::LockFile;
 
 use crate::module_cache;
 use crate::removal::Removals;
@@ -82,6 +85,9 @@ pub struct Guest {
     pub clock: Option<Duration>,
     /// A fixed seed instead of the host's randomness.
     pub random_seed: Option<u64>,
+    /// The locks held for the guest, by path: the only locks it may use, and where it
+    /// records progress (`walvault.lock_progress`).
+    pub locks: Arc<Vec<(PathBuf, LockFile)>>,
 }
 
 struct State {
@@ -91,6 +97,8 @@ struct State {
     roots: Vec<PathBuf>,
     /// `walvault.remove_later`'s thread and directories.
     removals: Removals,
+    /// The locks held for the guest.
+    locks: Arc<Vec<(PathBuf, LockFile)>>,
 }
 
 struct MemoryLimit {
@@ -148,6 +156,12 @@ pub fn run(guest: &Guest) -> anyhow::Result<u8> {
     };
     let mut wasi = WasiCtxBuilder::new();
     let mut argv = vec!["walvault-guest".to_owned(), std::process::id().to_string()];
+    for (path, _) in guest.locks.iter() {
+        let path = path
+            .to_str()
+            .with_context(|| format!("{} is not UTF-8", path.display()))?;
+        argv.push(format!("--held-lock={path}"));
+    }
     argv.extend(guest.args.iter().cloned());
     wasi.args(&argv)
         .stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(
@@ -202,6 +216,7 @@ pub fn run(guest: &Guest) -> anyhow::Result<u8> {
             },
             roots: seen.iter().filter_map(|p| p.canonicalize().ok()).collect(),
             removals: Removals::new(&guest.dirs)?,
+            locks: Arc::clone(&guest.locks),
         },
     );
     store.limiter(|s| &mut s.memory);
@@ -223,6 +238,7 @@ pub fn run(guest: &Guest) -> anyhow::Result<u8> {
     wt(linker.func_wrap("walvault", "sync_dir", sync_dir))?;
     wt(linker.func_wrap("walvault", "remove_later", remove_later))?;
     wt(linker.func_wrap("walvault", "removals_finish", removals_finish))?;
+    wt(linker.func_wrap("walvault", "lock_progress", lock_progress))?;
     let instance = wt(linker.instantiate(&mut store, &module)).context("starting the guest")?;
     let start = wt(instance.get_typed_func::<(), ()>(&mut store, "_start"))?;
     let result = start.call(&mut store, ());
@@ -309,6 +325,27 @@ fn removals_finish(mut caller: Caller<'_, State>, ptr: u32, cap: u32) -> u32 {
     u32::try_from(text.len()).unwrap_or(u32::MAX)
 }
 
+/// `walvault.lock_progress(ptr, len) -> i32`: records progress in a lock held for the guest
+/// (see [`touch_held`]).
+fn lock_progress(mut caller: Caller<'_, State>, ptr: u32, len: u32) -> i32 {
+    match guest_path(&mut caller, ptr, len) {
+        Some(path) => touch_held(&caller.data().locks, &path),
+        None => -1,
+    }
+}
+
+/// Touches the lock at `path` if it is one of `locks`: 0, -1 when it is not, else the errno.
+/// The guest names the lock; only the runner's own handle on it is ever touched.
+pub fn touch_held(locks: &[(PathBuf, LockFile)], path: &Path) -> i32 {
+    match locks.iter().find(|(held, _)| held == path) {
+        Some((_, lock)) => match lock.touch() {
+            Ok(()) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(-1).max(1),
+        },
+        None => -1,
+    }
+}
+
 /// The UTF-8 path at `ptr..ptr + len` of the guest's memory; `None` when out of bounds or not
 /// UTF-8.
 fn guest_path(caller: &mut Caller<'_, State>, ptr: u32, len: u32) -> Option<PathBuf> {
@@ -323,4 +360,37 @@ fn guest_path(caller: &mut Caller<'_, State>, ptr: u32, len: u32) -> Option<Path
 /// wasmtime's errors as anyhow's.
 fn wt<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
     result.map_err(anyhow::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guest_records_progress_only_in_locks_held_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = dir.path().join(".pg-archive-wal.lock");
+        let other = dir.path().join(".pg-receive-wal.lock");
+        std::fs::write(&other, b"").expect("other");
+        let lock = LockFile::flock(&held, false).expect("lock");
+        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        for path in [&held, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_modified(old))
+                .expect("age");
+        }
+        let locks = vec![(held.clone(), lock)];
+        assert_eq!(touch_held(&locks, &held), 0);
+        let mtime = |p: &Path| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .expect("mtime")
+        };
+        assert!(mtime(&held) > old, "progress recorded");
+        assert_eq!(touch_held(&locks, &other), -1, "not held: refused");
+        assert_eq!(mtime(&other), old, "untouched");
+        assert_eq!(touch_held(&locks, &dir.path().join("../x.lock")), -1);
+    }
 }

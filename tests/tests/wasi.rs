@@ -9,6 +9,7 @@ use walvault_core::compression::{Codec, DecodeLimits, decode_all};
 use walvault_core::wal::{SegmentSize, WalFileName};
 use walvault_tests::{
     SERVER, World, describe, file_names, point_in_time_recovery_restoring_with, profile_dir,
+    queue_file, small_segment,
 };
 
 const CODECS: [&str; 7] = ["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"];
@@ -361,6 +362,8 @@ fn the_sandbox_refuses_every_way_out_and_stops_runaway_guests() {
         "remove through .. by the runner",
         "remove through a symlinked directory by the runner",
         "remove in another server's",
+        "take a lock the runner does not hold",
+        "record progress in a lock the runner does not hold",
     ] {
         assert!(
             stdout.contains(&format!("refused: {attempt}")),
@@ -443,6 +446,59 @@ fn the_sandbox_refuses_every_way_out_and_stops_runaway_guests() {
             .is_symlink()
     );
     assert_eq!(fs::read(outside.join("secret")).expect("secret"), b"secret");
+}
+
+/// A guest's archive-wal records its progress in the lock the runner holds, as the native
+/// one does: otherwise a run over 15 minutes (the guest may run an hour) would be taken for a
+/// stalled one by `check`, `serve` and the next archive-wal.
+#[test]
+fn a_wasi_archive_wal_records_its_progress_in_the_lock() {
+    let world = World::new("compression = \"xz\"\nwal_segment_size = \"1MB\"");
+    fs::create_dir_all(world.incoming()).expect("incoming");
+    for i in 1..=24u8 {
+        let name = format!("0000000100000000000000{i:02X}");
+        queue_file(&world.incoming().join(&name), &small_segment(&name, i));
+    }
+    world.own_all();
+    let lock = world.home.join(format!(".{SERVER}-archive-wal.lock"));
+    let mtime = || fs::metadata(&lock).and_then(|m| m.modified()).ok();
+    let before = SystemTime::now();
+    let mut child = world
+        .run_as
+        .command(world.install_wasi())
+        .arg("-c")
+        .arg(&world.config)
+        .arg("--cache-dir")
+        .arg(world.path("wasi-cache"))
+        .args(["archive-wal", SERVER])
+        .spawn()
+        .expect("start walvault-wasi");
+    // The runner writes its pid when it takes the lock; every later change of the lock's
+    // time is the guest's progress.
+    let mut taken = None;
+    let mut progress = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        let now = mtime().filter(|t| *t >= before);
+        let held = fs::read_to_string(&lock).is_ok_and(|s| !s.trim().is_empty());
+        match (taken, now) {
+            (None, Some(t)) if held => taken = Some(t),
+            (Some(last), Some(t)) if t > last => {
+                progress += 1;
+                taken = Some(t);
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = child.wait().expect("walvault-wasi");
+    assert!(status.success(), "archive-wal: {status}");
+    assert_eq!(world.catalogue().len(), 24, "all archived");
+    assert!(taken.is_some(), "the lock was seen taken");
+    assert!(
+        progress >= 2,
+        "the lock's time moved {progress} time(s) while 24 files were archived"
+    );
 }
 
 #[test]

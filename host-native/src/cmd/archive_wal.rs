@@ -10,6 +10,7 @@ use walvault_core::batch::{BatchEngine, BatchOptions, perform};
 use walvault_core::queue::{Batch, QueueKind, select_batch};
 
 use crate::config::ServerConfig;
+use crate::fsutil::Fs;
 use crate::hooks::{ArchiveHookAdapter, HookRunner};
 use crate::lock::{LockError, LockFile, lock_path};
 use crate::queue_dir::{FileSource, QueueDir};
@@ -34,8 +35,8 @@ pub struct Totals {
 /// Takes the server's archive-wal lock (Barman's), or says that another run holds it and
 /// returns `None`: a run that finds the lock taken skips the server, successfully, unless the
 /// holder has stalled ([`crate::server::stalled_archive_wal`]): that is an error, so that cron reports it.
-pub fn take_lock(cfg: &ServerConfig, ui: &Ui) -> anyhow::Result<Option<LockFile>> {
-    match LockFile::acquire(
+pub fn take_lock(fs: Fs, cfg: &ServerConfig, ui: &Ui) -> anyhow::Result<Option<LockFile>> {
+    match fs.lock(
         &lock_path(&cfg.lock_directory, &cfg.name, "archive-wal"),
         false,
     ) {
@@ -55,7 +56,7 @@ pub fn take_lock(cfg: &ServerConfig, ui: &Ui) -> anyhow::Result<Option<LockFile>
 /// Runs archive-wal for one server; returns whether it succeeded.
 pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
     let cfg = ctx.cfg;
-    let Some(lock) = take_lock(cfg, ui)? else {
+    let Some(lock) = take_lock(ctx.fs, cfg, ui)? else {
         return Ok(true);
     };
     ctx.ensure_dirs()?;
@@ -81,7 +82,7 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
         if !enabled {
             continue;
         }
-        let mut queue = QueueDir::new(dir, &cfg.errors);
+        let mut queue = QueueDir::new(ctx.fs, dir, &cfg.errors);
         let batch = select_batch(kind, queue.list()?, limit);
         let label = match kind {
             QueueKind::Streaming => "streaming",
@@ -229,7 +230,7 @@ fn clean_dead_temp_files(ctx: &ServerCtx<'_>, batch: &Batch, ui: &Ui) {
     dirs.dedup();
     for dir in dirs {
         let path = root.join(&dir);
-        match crate::fsutil::remove_dead_temp_files(&path) {
+        match ctx.fs.remove_dead_temp_files(&path) {
             Ok(0) => {}
             Ok(n) => ui.verbose(format_args!(
                 "removed {n} temporary file(s) left by an interrupted run in {}",

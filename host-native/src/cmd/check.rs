@@ -544,9 +544,9 @@ fn record_check(ctx: &ServerCtx<'_>, report: &CheckReport, at: f64, ui: &Ui) {
     let path = ctx.last_check_path();
     let result = path
         .parent()
-        .map_or(Ok(false), crate::fsutil::create_dir_durable)
+        .map_or(Ok(false), |dir| ctx.fs.create_dir_durable(dir))
         .and_then(|_| {
-            crate::fsutil::write_durable(&path, false, |w| {
+            ctx.fs.write_durable(&path, false, |w| {
                 serde_json::to_writer(&mut *w, &run).map_err(std::io::Error::other)?;
                 w.write_all(b"\n")
             })

@@ -11,6 +11,7 @@ use walvault_core::layout::KeyProblem;
 use walvault_core::retention::deleted_before;
 use walvault_core::wal::WalFileName;
 
+use crate::fsutil::Fs;
 use crate::hooks::{HookEnv, HookKind, HookRunner};
 use crate::queue_dir::mtime_of;
 use crate::server::ServerCtx;
@@ -44,7 +45,7 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
     ));
     if let Some(root) = root {
         // Temp files of killed writers (the store's listing never shows temp names).
-        let removed = remove_dead_temp_files_under(root)
+        let removed = remove_dead_temp_files_under(ctx.fs, root)
             .with_context(|| format!("cleaning temporary files in {}", root.display()))?;
         if removed > 0 {
             ui.warn(format_args!(
@@ -116,10 +117,9 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
     })
 }
 
-/// [`crate::fsutil::remove_dead_temp_files`] in an archive's root and each of its hash
-/// directories.
-fn remove_dead_temp_files_under(root: &std::path::Path) -> std::io::Result<usize> {
-    let mut removed = crate::fsutil::remove_dead_temp_files(root)?;
+/// [`Fs::remove_dead_temp_files`] in an archive's root and each of its hash directories.
+fn remove_dead_temp_files_under(fs: Fs, root: &std::path::Path) -> std::io::Result<usize> {
+    let mut removed = fs.remove_dead_temp_files(root)?;
     let entries = match fs::read_dir(root) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
@@ -128,7 +128,7 @@ fn remove_dead_temp_files_under(root: &std::path::Path) -> std::io::Result<usize
     for entry in entries {
         let entry = entry?;
         if entry.file_type()?.is_dir() {
-            removed += crate::fsutil::remove_dead_temp_files(&entry.path())?;
+            removed += fs.remove_dead_temp_files(&entry.path())?;
         }
     }
     Ok(removed)
@@ -228,7 +228,7 @@ pub fn delete_wals(
         for dir in dirs {
             // remove_dir fails on a non-empty directory: exactly the safety wanted.
             if fs::remove_dir(root.join(&dir)).is_ok() {
-                crate::fsutil::fsync_dir(root)?;
+                ctx.fs.sync_dir(root)?;
             }
         }
     }

@@ -20,7 +20,6 @@ use walvault_core::streaming::{
 use walvault_core::wal::{Lsn, SegmentSize, TimelineId};
 
 use crate::config::{Conninfo, CreateSlot, ServerConfig};
-use crate::fsutil;
 use crate::lock::{LockError, LockFile, lock_path};
 use crate::pg::{self, StreamingFacts};
 use crate::server::ServerCtx;
@@ -165,7 +164,7 @@ pub fn run(ctx: &ServerCtx<'_>, opts: Options, ui: &Ui) -> anyhow::Result<u8> {
         );
     }
     ctx.ensure_dirs()?;
-    let _lock = acquire_lock(cfg)?;
+    let _lock = acquire_lock(ctx, cfg)?;
     let tool = pg_receivewal(cfg)?;
     let facts = facts(cfg).context("checking the server before streaming")?;
     let server_version = u32::try_from(facts.version_num).unwrap_or(0);
@@ -174,7 +173,7 @@ pub fn run(ctx: &ServerCtx<'_>, opts: Options, ui: &Ui) -> anyhow::Result<u8> {
     }
     let size = segment_size(ctx, &facts);
     if opts.reset {
-        return reset(cfg, &facts, size, ui);
+        return reset(ctx, &facts, size, ui);
     }
     check_slot(cfg, &tool, &facts, ui)?;
     let synchronous = cfg.synchronous
@@ -215,11 +214,11 @@ pub fn holder(cfg: &ServerConfig) -> Option<Option<u32>> {
     crate::lock::holder(&receive_wal_lock(cfg)).ok().flatten()
 }
 
-fn acquire_lock(cfg: &ServerConfig) -> anyhow::Result<LockFile> {
+fn acquire_lock(ctx: &ServerCtx<'_>, cfg: &ServerConfig) -> anyhow::Result<LockFile> {
     let path = receive_wal_lock(cfg);
     let mut attempts = 0;
     loop {
-        match LockFile::acquire(&path, false) {
+        match ctx.fs.lock(&path, false) {
             Ok(lock) => return Ok(lock),
             Err(LockError::Busy { holder, .. }) if attempts >= 5 => bail!(
                 "receive-wal is already running for server '{}'{} ({})",
@@ -368,11 +367,12 @@ fn repair_partial(dir: &Path, size: SegmentSize, ui: &Ui) -> anyhow::Result<()> 
 }
 
 fn reset(
-    cfg: &ServerConfig,
+    ctx: &ServerCtx<'_>,
     facts: &StreamingFacts,
     size: SegmentSize,
     ui: &Ui,
 ) -> anyhow::Result<u8> {
+    let cfg = ctx.cfg;
     let parse = |s: &Option<String>| s.as_deref().and_then(|l| l.parse::<Lsn>().ok());
     let Some(current) = parse(&facts.current_lsn) else {
         bail!("the server reports no current WAL position to reset to");
@@ -405,12 +405,14 @@ fn reset(
                         target.display()
                     );
                 }
-                fsutil::create_dir_durable(&cfg.incoming)?;
-                fsutil::move_no_replace(&cfg.streaming.join(stale), &target)
+                ctx.fs.create_dir_durable(&cfg.incoming)?;
+                ctx.fs
+                    .move_no_replace(&cfg.streaming.join(stale), &target)
                     .with_context(|| format!("moving {stale} to {}", cfg.incoming.display()))?;
             }
             let path = cfg.streaming.join(&create);
-            fsutil::write_durable(&path, true, |_| Ok(()))
+            ctx.fs
+                .write_durable(&path, true, |_| Ok(()))
                 .with_context(|| format!("creating {}", path.display()))?;
             ui.info(format_args!(
                 "receive-wal of server '{}' will resume at {create}{}",

@@ -14,7 +14,7 @@ use walvault_core::storage::StorageError;
 use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, check_segment_header};
 
 use super::archive_wal::{BatchJob, archive_batch};
-use crate::fsutil::TempFile;
+use crate::fsutil::{Fs, TempFile};
 use crate::hooks::{ArchiveHookAdapter, HookRunner};
 use crate::queue_dir::{FileSource, mtime_of};
 use crate::server::ServerCtx;
@@ -49,7 +49,7 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
         // A killed put-wal leaves its temp file behind; nothing else would ever remove it in
         // an archive fed only by put-wal.
         let hash_dir = dir.join(name.hash_dir().unwrap_or_default());
-        if let Err(e) = crate::fsutil::remove_dead_temp_files(&hash_dir) {
+        if let Err(e) = ctx.fs.remove_dead_temp_files(&hash_dir) {
             ui.warn(format_args!(
                 "cannot clean temporary files in {}: {e}",
                 hash_dir.display()
@@ -318,6 +318,7 @@ fn get_wal_inner(
 /// flight, and exits shortly after it has caught up.
 struct Spool {
     dir: PathBuf,
+    fs: Fs,
 }
 
 /// How long a call waits for a segment the worker is downloading.
@@ -346,6 +347,7 @@ impl Spool {
                 .backup_directory
                 .join("spool")
                 .join(format!("{hash:016x}")),
+            fs: ctx.fs,
         }
     }
 
@@ -522,7 +524,8 @@ impl Spool {
         if fs::rename(&path, dest).is_err() {
             // Another file system: copy, then drop the spooled file.
             let mut input = fs::File::open(&path)?;
-            crate::fsutil::write_durable(dest, false, |w| io::copy(&mut input, w))
+            self.fs
+                .write_durable(dest, false, |w| io::copy(&mut input, w))
                 .with_context(|| format!("writing {}", dest.display()))?;
             let _ = fs::remove_file(&path);
         }
@@ -542,7 +545,7 @@ pub fn prefetch_worker(ctx: &ServerCtx<'_>, count: usize, dest: &Path) -> anyhow
 
     let spool = Spool::new(ctx, dest);
     fs::create_dir_all(&spool.dir)?;
-    let Ok(_lock) = crate::lock::LockFile::acquire(&spool.lock_path(), false) else {
+    let Ok(_lock) = ctx.fs.lock(&spool.lock_path(), false) else {
         return Ok(0); // another worker follows the window
     };
     let size = spool.segment_size(ctx);
@@ -602,7 +605,7 @@ fn fetch_into(
 ) -> bool {
     let name = WalFileName::Segment(segment);
     let target = dir.join(name.to_string());
-    let Ok((temp, file)) = TempFile::create(&target) else {
+    let Ok((temp, file)) = TempFile::create(ctx.fs, &target) else {
         return false;
     };
     let mut sink = io::BufWriter::with_capacity(crate::fsutil::IO_BUF, file);
@@ -689,7 +692,7 @@ fn get_one(
     attempts.push(Box::new(from_archive(false)));
 
     for attempt in &attempts {
-        let (temp, file) = TempFile::create(&dest_dir.join(wal))
+        let (temp, file) = TempFile::create(ctx.fs, &dest_dir.join(wal))
             .with_context(|| format!("cannot write in {}", dest_dir.display()))?;
         let mut sink = Capture {
             inner: io::BufWriter::with_capacity(crate::fsutil::IO_BUF, file),

@@ -11,7 +11,7 @@ use walvault_core::storage::{
     ObjectMeta, Op, Payload, PutMode, StorageError, WalStore, run_payload, validate_key,
 };
 
-use crate::fsutil::{self, TempFile};
+use crate::fsutil::{self, Fs, TempFile};
 
 /// A directory holding objects as files; keys are relative paths (at most `hash/name` deep in
 /// practice, but any depth works).
@@ -21,6 +21,7 @@ use crate::fsutil::{self, TempFile};
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
+    fs: Fs,
     /// Directories whose entries `sync` must make durable: those of every key put, or found
     /// existing (a killed run may have linked a file without syncing its directory).
     unsynced: Mutex<BTreeSet<PathBuf>>,
@@ -28,9 +29,10 @@ pub struct LocalStore {
 
 impl LocalStore {
     /// A store rooted at `root` (created on first write).
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    pub fn new(fs: Fs, root: impl Into<PathBuf>) -> Self {
         LocalStore {
             root: root.into(),
+            fs,
             unsynced: Mutex::new(BTreeSet::new()),
         }
     }
@@ -163,7 +165,7 @@ impl WalStore for LocalStore {
             key: key.to_owned(),
             reason: "no parent directory",
         })?;
-        fsutil::create_dir_durable(dir).map_err(io_err)?;
+        self.fs.create_dir_durable(dir).map_err(io_err)?;
         if mode == PutMode::Create && path.exists() {
             // Found, maybe linked by a killed run whose directory fsync never happened.
             self.remember_dir(&path);
@@ -171,7 +173,7 @@ impl WalStore for LocalStore {
                 key: key.to_owned(),
             });
         }
-        let (temp, file) = TempFile::create(&path).map_err(io_err)?;
+        let (temp, file) = TempFile::create(self.fs, &path).map_err(io_err)?;
         let (file, size) = match copy_verbatim(payload, &file).map_err(io_err)? {
             Some(size) => (file, size),
             None => {
@@ -219,7 +221,9 @@ impl WalStore for LocalStore {
         let path = self.path_of(key)?;
         fs::remove_file(&path).map_err(|e| StorageError::from_io(Op::Delete, key, &e))?;
         if let Some(dir) = path.parent() {
-            fsutil::fsync_dir(dir).map_err(|e| StorageError::from_io(Op::Delete, key, &e))?;
+            self.fs
+                .sync_dir(dir)
+                .map_err(|e| StorageError::from_io(Op::Delete, key, &e))?;
         }
         Ok(())
     }
@@ -239,7 +243,7 @@ impl WalStore for LocalStore {
             }
         }
         for dir in dirs.iter().chain(parents.difference(&dirs)) {
-            if let Err(e) = fsutil::fsync_dir(dir) {
+            if let Err(e) = self.fs.sync_dir(dir) {
                 let key = dir
                     .strip_prefix(&self.root)
                     .unwrap_or(dir)
@@ -265,13 +269,16 @@ mod tests {
     #[test]
     fn passes_conformance() {
         let dir = tempfile::tempdir().expect("tempdir");
-        conformance::run_all(&LocalStore::new(dir.path().join("wals")), "suite");
+        conformance::run_all(
+            &LocalStore::new(Fs::native(), dir.path().join("wals")),
+            "suite",
+        );
     }
 
     #[test]
     fn temp_files_are_not_listed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::new(dir.path());
+        let store = LocalStore::new(Fs::native(), dir.path());
         fs::create_dir(dir.path().join("0000000100000000")).expect("mkdir");
         fs::write(
             dir.path()
@@ -286,7 +293,7 @@ mod tests {
     fn sync_covers_directories_written_or_found_and_retries_failures() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("wals");
-        let store = LocalStore::new(&root);
+        let store = LocalStore::new(Fs::native(), &root);
         let pending = |s: &LocalStore| s.unsynced.lock().expect("lock").clone();
         store
             .put("0000000100000000/A", PutMode::Create, &mut &b"x"[..])

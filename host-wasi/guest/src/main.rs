@@ -2,16 +2,21 @@
 //! `rebuild-xlogdb` for one server, by the native host's own code over the WASI file system.
 //!
 //! The runner hands it, and nothing else:
-//! - argv: its own pid (temp names carry it), then a `walvault` command line for one server;
+//! - argv: its own pid (temp names carry it), a `--held-lock=PATH` for each lock it holds for
+//!   the guest, then a `walvault` command line for one server;
 //! - stdin: the configuration file's text (the guest cannot open the file itself);
 //! - preopens: the server's directories, at the same paths as on the host, so paths and
 //!   messages read exactly as the native CLI's;
 //! - the locks: already held on the host (WASI has no `flock`).
+//!
+//! All of it reaches the shared code as the guest's platform (`host::Runner`), passed in the
+//! server context.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use walvault::cli::Cli;
+use walvault::fsutil::Fs;
 
 fn main() -> ExitCode {
     let mut args = std::env::args();
@@ -20,32 +25,45 @@ fn main() -> ExitCode {
         eprintln!("error: walvault-guest is run by walvault-wasi, not by hand");
         return ExitCode::from(2);
     };
-    walvault::fsutil::set_process_id(pid);
-    #[cfg(target_os = "wasi")]
-    walvault::fsutil::set_dir_sync(host::fsync_dir);
-    #[cfg(target_os = "wasi")]
-    walvault::queue_dir::set_background_removal(walvault::queue_dir::BackgroundRemoval {
-        queue: host::queue_removal,
-        finish: host::finish_removals,
-    });
+    let mut args = args.peekable();
+    let mut locks = Vec::new();
+    while let Some(lock) = args.next_if(|a| a.starts_with(HELD_LOCK)) {
+        locks.push(std::path::PathBuf::from(&lock[HELD_LOCK.len()..]));
+    }
+    let fs = platform(pid, locks);
     let cli = Cli::parse_from(std::iter::once("walvault".to_owned()).chain(args));
     // WASI's proc_exit takes statuses below 126 only: 255 travels as 125, which the runner
     // turns back into 255 (the guest never exits 125 otherwise).
-    ExitCode::from(match dispatch(&cli) {
+    ExitCode::from(match dispatch(fs, &cli) {
         255 => 125,
         code => code,
     })
 }
 
+/// How the runner names a lock it holds for the guest.
+const HELD_LOCK: &str = "--held-lock=";
+
+/// The guest's platform: its runner (natively, where this program is only compiled to be
+/// checked, the native one).
+fn platform(pid: u32, locks: Vec<std::path::PathBuf>) -> Fs {
+    #[cfg(target_os = "wasi")]
+    return Fs::on(Box::leak(Box::new(host::Runner { pid, locks })));
+    #[cfg(not(target_os = "wasi"))]
+    {
+        let _ = (pid, locks);
+        Fs::native()
+    }
+}
+
 #[cfg(feature = "sandbox-probe")]
-fn dispatch(cli: &Cli) -> u8 {
-    probe::run(cli)
+fn dispatch(fs: Fs, cli: &Cli) -> u8 {
+    probe::run(fs, cli)
 }
 
 #[cfg(not(feature = "sandbox-probe"))]
-fn dispatch(cli: &Cli) -> u8 {
+fn dispatch(fs: Fs, cli: &Cli) -> u8 {
     let ui = walvault::ui::Ui::new(cli.verbose, cli.quiet);
-    walvault::cli::exit_code(commands::run(cli, &ui), &ui)
+    walvault::cli::exit_code(commands::run(fs, cli, &ui), &ui)
 }
 
 #[cfg(target_os = "wasi")]
@@ -61,11 +79,12 @@ mod commands {
     use walvault::cli::{Cli, Command};
     use walvault::cmd;
     use walvault::config::{Config, DEFAULT_CONFIG_PATH};
+    use walvault::fsutil::Fs;
     use walvault::server::ServerCtx;
     use walvault::ui::Ui;
 
     /// Runs the one command the runner asked for.
-    pub fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
+    pub fn run(fs: Fs, cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
         let path = cli
             .config
             .clone()
@@ -74,7 +93,7 @@ mod commands {
         std::io::stdin().read_to_string(&mut text)?;
         let config = Config::parse(&text, &path)?;
         let one = |name: &str| -> anyhow::Result<ServerCtx<'_>> {
-            ServerCtx::open(config.server(name)?, &config.path)
+            ServerCtx::open_on(fs, config.server(name)?, &config.path)
         };
         match &cli.command {
             Command::ArchiveWal { servers, .. } => {

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use walvault::cli::{Cli, Command};
 use walvault::config::Config;
+use walvault::fsutil::Fs;
 
 /// Runs the probe the command line asks for; returns the exit code.
-pub fn run(cli: &Cli) -> u8 {
+pub fn run(fs: Fs, cli: &Cli) -> u8 {
     match &cli.command {
         Command::RebuildXlogdb { .. } => {
             let mut n: u64 = 0;
@@ -28,12 +29,12 @@ pub fn run(cli: &Cli) -> u8 {
                 std::hint::black_box(&hoard);
             }
         }
-        Command::ArchiveWal { servers, .. } => escape(servers.server.as_deref().unwrap_or("")),
+        Command::ArchiveWal { servers, .. } => escape(fs, servers.server.as_deref().unwrap_or("")),
         _ => 2,
     }
 }
 
-fn escape(server: &str) -> u8 {
+fn escape(fs: Fs, server: &str) -> u8 {
     let mut text = String::new();
     if std::io::stdin().read_to_string(&mut text).is_err() {
         return 2;
@@ -82,6 +83,20 @@ fn escape(server: &str) -> u8 {
             create(&me.backup_directory.join("../probe-was-here")),
         ),
     ];
+    // The runner holds this server's archive-wal and catalogue locks, not its receive-wal
+    // lock: the guest's platform must not pretend to take it.
+    let not_held = walvault::lock::lock_path(&me.lock_directory, &me.name, "receive-wal");
+    attempts.push((
+        "take a lock the runner does not hold".into(),
+        fs.lock(&not_held, false)
+            .map(drop)
+            .map_err(std::io::Error::other),
+    ));
+    #[cfg(target_os = "wasi")]
+    attempts.push((
+        "record progress in a lock the runner does not hold".into(),
+        crate::host::touch_lock(&not_held),
+    ));
     #[cfg(target_os = "wasi")]
     attempts.extend(runner_removals(inside, &others));
     for dir in others {
