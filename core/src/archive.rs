@@ -17,14 +17,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::CatalogueEntry;
 use crate::compression::{Codec, DecodeLimits, Decoder, Encoder, Level, MAGIC_MAX_LEN};
-use crate::duplicate::{Duplicate, ErrorKind, read_full, same_content};
+use crate::duplicate::{DifferenceReason, Duplicate, ErrorKind, read_full, same_content};
 use crate::encryption::{Decrypt, looks_like_openpgp};
 use crate::layout::{Layout, StoredWal};
-use crate::queue::{Batch, Candidate};
+use crate::queue::{Batch, Candidate, UnknownReason};
 use crate::storage::{Payload, PutMode, StorageError, WalStore};
 use crate::wal::{
-    HeaderError, LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, check_segment_header,
-    parse_history,
+    HeaderError, HistoryError, LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName,
+    check_segment_header, parse_history,
 };
 
 /// A file waiting in a queue, as the host exposes it.
@@ -97,23 +97,26 @@ pub enum FileOutcome {
     DifferentDuplicate {
         /// The archived copy.
         key: String,
-        /// Why the copies differ (or cannot be compared).
-        reason: String,
+        /// Why it differs from each archived copy (one per codec it is stored under, in
+        /// practice one).
+        reasons: Vec<DifferenceReason>,
     },
     /// The content is not a valid WAL file of its kind.
     Invalid {
         /// What is wrong.
-        reason: String,
+        reason: InvalidReason,
     },
     /// Not a WAL file, or not a regular file (from the queue listing).
     Unknown {
         /// Why.
-        reason: String,
+        reason: UnknownReason,
     },
     /// Left in place for a later run (probably still being written).
     Deferred {
-        /// Why.
-        reason: String,
+        /// What is wrong with it now.
+        problem: InvalidReason,
+        /// How long ago it was last modified, in seconds.
+        modified_seconds_ago: u64,
     },
     /// The source could not be read (permissions, I/O error); left in place, the batch goes on.
     SourceError {
@@ -127,6 +130,64 @@ pub enum FileOutcome {
         /// Whether a retry may succeed (storage outage) or needs attention.
         retryable: bool,
     },
+}
+
+/// Why a file with a WAL name is not valid WAL of its kind (it goes to `errors/` as
+/// `.invalid`; docs/barman-behaviours.md#B-CHANGE-03).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum InvalidReason {
+    /// No bytes at all.
+    #[error("empty file")]
+    Empty,
+    /// Encrypted by someone else: walvault archives what PostgreSQL wrote.
+    #[error("source is encrypted (OpenPGP); walvault archives plain or compressed WAL")]
+    Encrypted,
+    /// Compressed data whose stream cannot even be opened.
+    #[error("unreadable {codec} data: {error}")]
+    Undecodable {
+        /// `plain` or the codec's name.
+        codec: String,
+        /// The decoder's error.
+        error: String,
+    },
+    /// Data that fails while being decoded.
+    #[error("corrupt {what}: {error}")]
+    Corrupt {
+        /// `file` or `<codec> data`.
+        what: String,
+        /// The decoder's error.
+        error: String,
+    },
+    /// A full segment of the wrong size.
+    #[error("segment is {size} bytes, expected {} ({segment_size} segments)", segment_size.bytes())]
+    WrongSize {
+        /// Its (decompressed) size.
+        size: u64,
+        /// The server's segment size.
+        segment_size: SegmentSize,
+    },
+    /// A `.partial` larger than a segment.
+    #[error("partial segment is {size} bytes, larger than a {segment_size} segment")]
+    PartialTooLarge {
+        /// Its (decompressed) size.
+        size: u64,
+        /// The server's segment size.
+        segment_size: SegmentSize,
+    },
+    /// The first page header does not match the name.
+    #[error("bad page header: {0}")]
+    PageHeader(HeaderError),
+    /// WAL of another cluster.
+    #[error("from another cluster: system identifier {found} (expected {expected})")]
+    ForeignCluster {
+        /// The header's system identifier.
+        found: u64,
+        /// The server's.
+        expected: u64,
+    },
+    /// A history file that does not parse.
+    #[error(transparent)]
+    History(HistoryError),
 }
 
 /// What the host must do with a source after the commit.
@@ -160,16 +221,45 @@ impl FileOutcome {
     pub fn error(&self) -> Option<String> {
         match self {
             FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. } => None,
-            FileOutcome::DifferentDuplicate { key, reason } => {
-                Some(format!("DuplicateWalFile: {key}: {reason}"))
-            }
+            FileOutcome::DifferentDuplicate { key, reasons } => Some(format!(
+                "DuplicateWalFile: {key}: {}",
+                join_reasons(reasons)
+            )),
             FileOutcome::Invalid { reason } => Some(format!("InvalidWalFile: {reason}")),
             FileOutcome::Unknown { reason } => Some(format!("UnknownFile: {reason}")),
-            FileOutcome::Deferred { reason } => Some(format!("Deferred: {reason}")),
+            FileOutcome::Deferred { .. } => Some(format!("Deferred: {}", self.reason_text())),
             FileOutcome::SourceError { error } => Some(format!("SourceUnreadable: {error}")),
             FileOutcome::Failed { error, .. } => Some(format!("ArchiveFailed: {error}")),
         }
     }
+}
+
+impl FileOutcome {
+    /// Why the file was not archived, in words (empty when it was, or was already): what
+    /// `archive-wal` prints after the file's name.
+    pub fn reason_text(&self) -> String {
+        match self {
+            FileOutcome::Archived { .. } | FileOutcome::IdenticalDuplicate { .. } => String::new(),
+            FileOutcome::DifferentDuplicate { reasons, .. } => join_reasons(reasons),
+            FileOutcome::Invalid { reason } => reason.to_string(),
+            FileOutcome::Unknown { reason } => reason.to_string(),
+            FileOutcome::Deferred {
+                problem,
+                modified_seconds_ago,
+            } => format!(
+                "{problem}; modified {modified_seconds_ago}s ago, may still be being written"
+            ),
+            FileOutcome::SourceError { error } | FileOutcome::Failed { error, .. } => error.clone(),
+        }
+    }
+}
+
+fn join_reasons(reasons: &[DifferenceReason]) -> String {
+    reasons
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The archiver for one store.
@@ -232,10 +322,9 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                 && inspection.raw_size < self.settings.segment_size.bytes();
             return if young && short {
                 FileOutcome::Deferred {
-                    reason: format!(
-                        "{reason}; modified {:.0}s ago, may still be being written",
-                        now_unix - candidate.mtime
-                    ),
+                    problem: reason,
+                    // Rounded, and never negative (a clock step back).
+                    modified_seconds_ago: (now_unix - candidate.mtime).max(0.0).round() as u64,
                 }
             } else {
                 FileOutcome::Invalid { reason }
@@ -320,9 +409,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
         let got = read_full(&mut *reader, &mut magic)?;
         let codec = Codec::identify(&magic[..got]);
         if codec.is_none() && looks_like_openpgp(&magic[..got]) {
-            return Err(InspectError::Invalid(
-                "source is encrypted (OpenPGP); walvault archives plain or compressed WAL".into(),
-            ));
+            return Err(InspectError::Invalid(InvalidReason::Encrypted));
         }
         let limit = if name.is_history() || name.is_backup_label() {
             MAX_HISTORY_BYTES
@@ -340,10 +427,10 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
             },
         )
         .map_err(|e| {
-            InspectError::Invalid(format!(
-                "unreadable {} data: {e}",
-                codec.map_or("plain", Codec::name)
-            ))
+            InspectError::Invalid(InvalidReason::Undecodable {
+                codec: codec.map_or("plain", Codec::name).to_owned(),
+                error: e.to_string(),
+            })
         })?;
         let keep_all = name.is_history();
         let mut head = Vec::with_capacity(LONG_PAGE_HEADER_LEN);
@@ -358,7 +445,10 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     let what =
                         codec.map_or_else(|| "file".to_owned(), |c| format!("{} data", c.name()));
-                    return Err(InspectError::Invalid(format!("corrupt {what}: {e}")));
+                    return Err(InspectError::Invalid(InvalidReason::Corrupt {
+                        what,
+                        error: e.to_string(),
+                    }));
                 }
                 Err(e) => return Err(InspectError::Io(e)),
             };
@@ -385,36 +475,35 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
         })
     }
 
-    fn validate(&self, name: &WalFileName, inspection: &Inspection) -> Result<(), String> {
+    fn validate(&self, name: &WalFileName, inspection: &Inspection) -> Result<(), InvalidReason> {
         let size = self.settings.segment_size;
         if inspection.raw_size == 0 {
-            return Err("empty file".into());
+            return Err(InvalidReason::Empty);
         }
         match name {
             WalFileName::Segment(segment) | WalFileName::Partial(segment) => {
                 if name.is_segment() && inspection.raw_size != size.bytes() {
-                    return Err(format!(
-                        "segment is {} bytes, expected {} ({size} segments)",
-                        inspection.raw_size,
-                        size.bytes()
-                    ));
+                    return Err(InvalidReason::WrongSize {
+                        size: inspection.raw_size,
+                        segment_size: size,
+                    });
                 }
                 if inspection.raw_size > size.bytes() {
-                    return Err(format!(
-                        "partial segment is {} bytes, larger than a {size} segment",
-                        inspection.raw_size
-                    ));
+                    return Err(InvalidReason::PartialTooLarge {
+                        size: inspection.raw_size,
+                        segment_size: size,
+                    });
                 }
                 if self.settings.check_page_header {
                     let header = check_segment_header(*segment, size, &inspection.head)
-                        .map_err(|e: HeaderError| format!("bad page header: {e}"))?;
+                        .map_err(InvalidReason::PageHeader)?;
                     if let Some(expected) = self.settings.system_identifier
                         && header.system_identifier != expected
                     {
-                        return Err(format!(
-                            "from another cluster: system identifier {} (expected {expected})",
-                            header.system_identifier
-                        ));
+                        return Err(InvalidReason::ForeignCluster {
+                            found: header.system_identifier,
+                            expected,
+                        });
                     }
                 }
                 Ok(())
@@ -423,7 +512,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                 let content = inspection.history.as_deref().unwrap_or_default();
                 parse_history(*tli, content)
                     .map(drop)
-                    .map_err(|e| e.to_string())
+                    .map_err(InvalidReason::History)
             }
             WalFileName::BackupLabel { .. } => Ok(()),
         }
@@ -456,10 +545,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
             }
         }
         let key = existing.first().map(|s| s.key.clone()).unwrap_or_default();
-        FileOutcome::DifferentDuplicate {
-            key,
-            reason: reasons.join("; "),
-        }
+        FileOutcome::DifferentDuplicate { key, reasons }
     }
 
     /// Compares the decompressed (and decrypted) archived copy with the decompressed source;
@@ -473,7 +559,8 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
             codec: stored.codec_from_key,
             encryption: None,
         };
-        let different = |reason: String| Ok((Duplicate::Different { reason }, StoredAs::default()));
+        let different =
+            |reason: DifferenceReason| Ok((Duplicate::Different { reason }, StoredAs::default()));
         let mut raw = self.store.get(&stored.key)?;
         let mut prefix = [0u8; 16];
         let got = read_full(&mut *raw, &mut prefix)
@@ -485,14 +572,14 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
             reader = match decryptor.decrypt(reader) {
                 Ok(r) => r,
                 Err(e) => {
-                    return different(format!(
-                        "archived copy is encrypted ({}) and could not be decrypted: {e}",
-                        decryptor.name()
-                    ));
+                    return different(DifferenceReason::Undecryptable {
+                        scheme: decryptor.name().to_owned(),
+                        error: e.to_string(),
+                    });
                 }
             };
         } else if Codec::identify(&prefix[..got]).is_none() && looks_like_openpgp(&prefix[..got]) {
-            return different("archived copy is encrypted and no decryption key is configured, so it cannot be proven identical".into());
+            return different(DifferenceReason::EncryptedWithoutKey);
         }
         let limits = DecodeLimits {
             max_output: self.settings.segment_size.bytes().max(MAX_HISTORY_BYTES),
@@ -504,16 +591,16 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                 stored_as.codec = d.codec();
                 d
             }
-            Err(e) => return different(format!("archived copy is unreadable: {e}")),
+            Err(e) => return different(DifferenceReason::ArchivedUnreadable(e.to_string())),
         };
         let mut source_plain = match source.open().and_then(|r| Decoder::auto(r, limits)) {
             Ok(d) => d,
-            Err(e) => return different(format!("source is unreadable: {e}")),
+            Err(e) => return different(DifferenceReason::SourceUnreadable(e.to_string())),
         };
         match same_content(&mut stored_plain, &mut source_plain) {
             Ok(true) => Ok((Duplicate::Identical, stored_as)),
-            Ok(false) => different("content differs from the archived copy".into()),
-            Err(e) => different(format!("archived copy could not be read in full: {e}")),
+            Ok(false) => different(DifferenceReason::ContentDiffers),
+            Err(e) => different(DifferenceReason::ReadFailed(e.to_string())),
         }
     }
 }
@@ -527,7 +614,7 @@ struct StoredAs {
 
 enum InspectError {
     Io(io::Error),
-    Invalid(String),
+    Invalid(InvalidReason),
 }
 
 impl From<io::Error> for InspectError {
@@ -736,4 +823,75 @@ pub fn run_batch<S: WalStore + ?Sized>(
         engine.file_done(index, outcome);
     }
     engine.into_report()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::{Lsn, TimelineId};
+
+    #[test]
+    fn outcomes_speak_barman_s_words_and_reasons_are_typed() {
+        let different = FileOutcome::DifferentDuplicate {
+            key: "0000000100000000/000000010000000000000001".into(),
+            reasons: vec![DifferenceReason::ContentDiffers],
+        };
+        assert_eq!(
+            different.error().as_deref(),
+            Some(
+                "DuplicateWalFile: 0000000100000000/000000010000000000000001: content differs from the archived copy"
+            )
+        );
+        assert_eq!(
+            different.disposition(),
+            Disposition::ToErrors(ErrorKind::Duplicate)
+        );
+        let header = InvalidReason::PageHeader(HeaderError::WrongAddress {
+            expected: Lsn(0x100_0000),
+            found: Lsn(0),
+        });
+        assert_eq!(
+            FileOutcome::Invalid {
+                reason: header.clone()
+            }
+            .error()
+            .as_deref(),
+            Some(
+                "InvalidWalFile: bad page header: page address 0/0 does not match the name, which starts at 0/1000000"
+            )
+        );
+        let deferred = FileOutcome::Deferred {
+            problem: InvalidReason::WrongSize {
+                size: 8192,
+                segment_size: SegmentSize::DEFAULT,
+            },
+            modified_seconds_ago: 3,
+        };
+        assert_eq!(
+            deferred.reason_text(),
+            "segment is 8192 bytes, expected 16777216 (16MB segments); modified 3s ago, may still be being written"
+        );
+        assert_eq!(deferred.disposition(), Disposition::Keep);
+        assert_eq!(
+            FileOutcome::Unknown {
+                reason: UnknownReason::Symlink
+            }
+            .error()
+            .as_deref(),
+            Some("UnknownFile: a symbolic link (walvault never follows links in a queue)")
+        );
+        // The reasons travel as data (reports, JSON), not as text to parse.
+        let json = serde_json::to_string(&FileOutcome::Invalid { reason: header }).expect("json");
+        let back: FileOutcome = serde_json::from_str(&json).expect("back");
+        assert!(matches!(
+            back,
+            FileOutcome::Invalid {
+                reason: InvalidReason::PageHeader(HeaderError::WrongAddress { .. })
+            }
+        ));
+        assert_eq!(
+            InvalidReason::History(crate::wal::HistoryError::Empty(TimelineId(2))).to_string(),
+            "history file for timeline 2 has no entries"
+        );
+    }
 }

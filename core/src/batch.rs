@@ -374,9 +374,7 @@ impl BatchEngine {
         files.extend(unknown.iter().map(|u| FileReport {
             file_name: u.file_name.clone(),
             name: None,
-            outcome: FileOutcome::Unknown {
-                reason: u.reason.to_string(),
-            },
+            outcome: FileOutcome::Unknown { reason: u.reason },
             error_file: None,
             source_error: None,
         }));
@@ -783,7 +781,7 @@ mod tests {
         e.file_done(
             a,
             Some(FileOutcome::Invalid {
-                reason: "empty".into(),
+                reason: crate::archive::InvalidReason::Empty,
             }),
         );
         assert!(drain(&mut e, ok).is_empty(), "a reject is not moved");

@@ -21,8 +21,39 @@ pub enum Duplicate {
     /// copy untouched, source to `errors/`.
     Different {
         /// Why (shown by `show-errors`, passed to post-archive hooks).
-        reason: String,
+        reason: DifferenceReason,
     },
+}
+
+/// Why a WAL is kept apart as a different duplicate: its content differs, or it cannot be
+/// proven identical (walvault never assumes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum DifferenceReason {
+    /// Both were read in full and differ.
+    #[error("content differs from the archived copy")]
+    ContentDiffers,
+    /// The archived copy is encrypted and the configured key cannot decrypt it.
+    #[error("archived copy is encrypted ({scheme}) and could not be decrypted: {error}")]
+    Undecryptable {
+        /// The encryption scheme.
+        scheme: String,
+        /// The decryption error.
+        error: String,
+    },
+    /// The archived copy is encrypted and no key is configured.
+    #[error(
+        "archived copy is encrypted and no decryption key is configured, so it cannot be proven identical"
+    )]
+    EncryptedWithoutKey,
+    /// The archived copy cannot be decoded.
+    #[error("archived copy is unreadable: {0}")]
+    ArchivedUnreadable(String),
+    /// The source cannot be decoded.
+    #[error("source is unreadable: {0}")]
+    SourceUnreadable(String),
+    /// A read failed part-way through the comparison.
+    #[error("archived copy could not be read in full: {0}")]
+    ReadFailed(String),
 }
 
 /// Why a file was moved to `errors/`, the suffix of its new name.

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use walvault_core::archive::{
-    ArchiveHooks, ArchiveSettings, Archiver, CatalogueSink, FileOutcome, HookVerdict, NoHooks,
-    Queue, SourceFile, run_batch,
+    ArchiveHooks, ArchiveSettings, Archiver, CatalogueSink, FileOutcome, HookVerdict,
+    InvalidReason, NoHooks, Queue, SourceFile, run_batch,
 };
 use walvault_core::batch::BatchOptions;
 use walvault_core::catalogue::CatalogueEntry;
 use walvault_core::compression::{Codec, DecodeLimits, Level, decode_all, encode_all};
+use walvault_core::duplicate::DifferenceReason;
 use walvault_core::encryption::Decrypt;
 use walvault_core::layout::Layout;
 use walvault_core::queue::{DirEntry, EntryKind, QueueKind, select_batch};
@@ -20,7 +21,7 @@ use walvault_core::storage::{
     Fault, FaultyStore, MemoryStore, ObjectMeta, Op, Payload, PutMode, StorageError, WalStore,
     get_bytes,
 };
-use walvault_core::wal::{SegmentSize, WalFileName, synthetic_page_header};
+use walvault_core::wal::{HeaderError, SegmentSize, WalFileName, synthetic_page_header};
 
 const NOW: f64 = 1_795_305_600.0; // 2026-11-22T00:00:00Z
 const OLD: f64 = NOW - 3600.0;
@@ -431,7 +432,7 @@ fn invalid_content_goes_to_errors_with_reason() {
         QueueKind::Incoming,
         &NoHooks,
     );
-    let reasons: Vec<String> = r
+    let reasons: Vec<InvalidReason> = r
         .report
         .files
         .iter()
@@ -440,12 +441,38 @@ fn invalid_content_goes_to_errors_with_reason() {
             other => panic!("{} should be invalid, got {other:?}", f.file_name),
         })
         .collect();
-    assert!(reasons[0].contains("empty"), "{}", reasons[0]);
-    assert!(reasons[1].contains("4096 bytes"), "{}", reasons[1]);
-    assert!(reasons[2].contains("page address"), "{}", reasons[2]);
-    assert!(reasons[3].contains("corrupt gzip"), "{}", reasons[3]);
-    assert!(reasons[4].contains("another cluster"), "{}", reasons[4]);
-    assert!(reasons[5].contains("history"), "{}", reasons[5]);
+    assert_eq!(reasons[0], InvalidReason::Empty);
+    assert!(
+        matches!(reasons[1], InvalidReason::WrongSize { size: 4096, .. }),
+        "{:?}",
+        reasons[1]
+    );
+    assert!(
+        matches!(
+            reasons[2],
+            InvalidReason::PageHeader(HeaderError::WrongAddress { .. })
+        ),
+        "{:?}",
+        reasons[2]
+    );
+    assert!(
+        matches!(&reasons[3], InvalidReason::Corrupt { what, .. } if what == "gzip data"),
+        "{:?}",
+        reasons[3]
+    );
+    assert!(
+        matches!(reasons[4], InvalidReason::ForeignCluster { .. }),
+        "{:?}",
+        reasons[4]
+    );
+    assert!(
+        matches!(reasons[5], InvalidReason::History(_)),
+        "{:?}",
+        reasons[5]
+    );
+    // The words, as archive-wal prints them.
+    assert_eq!(reasons[0].to_string(), "empty file");
+    assert!(reasons[3].to_string().starts_with("corrupt gzip data: "));
     assert_eq!(q.errors.len(), 6);
     assert!(
         q.errors
@@ -935,8 +962,13 @@ fn encrypted_copy_is_compared_after_decryption_when_a_key_is_available() {
         decryptor: None,
     };
     match no_key.archive_file(&candidate, &MemSource(data), NOW) {
-        FileOutcome::DifferentDuplicate { reason, .. } => {
-            assert!(reason.contains("no decryption key"), "{reason}")
+        FileOutcome::DifferentDuplicate { reasons, .. } => {
+            assert_eq!(reasons, [DifferenceReason::EncryptedWithoutKey]);
+            assert!(
+                reasons[0].to_string().contains("no decryption key"),
+                "{}",
+                reasons[0]
+            );
         }
         other => panic!("expected a different duplicate, got {other:?}"),
     }

@@ -57,7 +57,7 @@ impl PageHeader {
 }
 
 /// Why the start of a segment is not what its name promises.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum HeaderError {
     /// Fewer bytes than a long page header.
     #[error("too short for a WAL page header ({0} bytes)")]

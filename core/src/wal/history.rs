@@ -19,7 +19,7 @@ pub struct HistoryEntry {
 }
 
 /// Why a history file cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum HistoryError {
     /// No entry at all (blank and comment lines only).
     #[error("history file for timeline {0} has no entries")]

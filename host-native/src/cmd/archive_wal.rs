@@ -158,27 +158,30 @@ fn summarise(ctx: &ServerCtx<'_>, report: &BatchReport, totals: &mut Totals, ui:
                     file.file_name
                 ));
             }
-            FileOutcome::DifferentDuplicate { key, reason } => {
+            FileOutcome::DifferentDuplicate { key, .. } => {
                 totals.to_errors += 1;
                 ui.warn(format_args!(
-                    "{} is already present in server {server} ({key}) with different content ({reason}); not overwritten, file moved to errors/{}",
+                    "{} is already present in server {server} ({key}) with different content ({}); not overwritten, file moved to errors/{}",
                     file.file_name,
+                    file.outcome.reason_text(),
                     file.error_file.as_deref().unwrap_or("?")
                 ));
             }
-            FileOutcome::Invalid { reason } | FileOutcome::Unknown { reason } => {
+            FileOutcome::Invalid { .. } | FileOutcome::Unknown { .. } => {
                 totals.to_errors += 1;
                 ui.warn(format_args!(
-                    "{}: {reason}; moved to errors/{}",
+                    "{}: {}; moved to errors/{}",
                     file.file_name,
+                    file.outcome.reason_text(),
                     file.error_file.as_deref().unwrap_or("?")
                 ));
             }
-            FileOutcome::Deferred { reason } => {
+            FileOutcome::Deferred { .. } => {
                 totals.kept += 1;
                 ui.verbose(format_args!(
-                    "\t{} left for a later run: {reason}",
-                    file.file_name
+                    "\t{} left for a later run: {}",
+                    file.file_name,
+                    file.outcome.reason_text()
                 ));
             }
             FileOutcome::SourceError { error } => {

@@ -115,23 +115,25 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
             ));
             0
         }
-        FileOutcome::DifferentDuplicate { key, reason } => {
+        FileOutcome::DifferentDuplicate { key, .. } => {
             ui.error(format_args!(
-                "{file_name} is already archived at {}{key} with DIFFERENT content ({reason}); refusing to overwrite. \
+                "{file_name} is already archived at {}{key} with DIFFERENT content ({}); refusing to overwrite. \
                  Another cluster may be archiving to server '{}' (split brain or a re-initialised cluster).",
                 ctx.archive_root(),
+                file.outcome.reason_text(),
                 ctx.cfg.name
             ));
             1
         }
-        FileOutcome::Invalid { reason }
-        | FileOutcome::Unknown { reason }
-        | FileOutcome::Deferred { reason } => {
-            ui.error(format_args!("{file_name} not archived: {reason}"));
-            1
-        }
-        FileOutcome::Failed { error, .. } | FileOutcome::SourceError { error } => {
-            ui.error(format_args!("{file_name} not archived: {error}"));
+        FileOutcome::Invalid { .. }
+        | FileOutcome::Unknown { .. }
+        | FileOutcome::Deferred { .. }
+        | FileOutcome::Failed { .. }
+        | FileOutcome::SourceError { .. } => {
+            ui.error(format_args!(
+                "{file_name} not archived: {}",
+                file.outcome.reason_text()
+            ));
             1
         }
     })
