@@ -161,7 +161,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             servers,
             format,
             nagios,
-        } => cmd::check::check(&selected(&config, servers)?, *format, *nagios, ui),
+        } => cmd::check::check(&selected(&config, servers)?, &config, *format, *nagios, ui),
         Command::Status { servers, format } => {
             cmd::check::status(&selected(&config, servers)?, *format)
         }

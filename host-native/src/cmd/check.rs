@@ -121,8 +121,8 @@ pub struct CheckReport {
     pub checks: Vec<CheckResult>,
 }
 
-/// Runs every check for one server.
-pub fn run_checks(ctx: &ServerCtx<'_>) -> CheckReport {
+/// Runs every check for one server of `config`.
+pub fn run_checks(ctx: &ServerCtx<'_>, config: &Config) -> CheckReport {
     let cfg = ctx.cfg;
     let local = gather(ctx);
     let mut checks = Vec::new();
@@ -174,7 +174,7 @@ pub fn run_checks(ctx: &ServerCtx<'_>) -> CheckReport {
         });
     }
     checks.push(permissions_check(ctx));
-    if let Some(config) = config_file_check(ctx) {
+    if let Some(config) = config_file_check(config) {
         checks.push(config);
     }
     if let Some(hooks) = hook_check(cfg) {
@@ -253,43 +253,47 @@ fn others_mode(path: &Path) -> Option<u32> {
 }
 
 /// The `configuration file` check, when the file holds a secret (a password in a conninfo,
-/// an S3 secret key, the serve token) and other users can read it.
-fn config_file_check(ctx: &ServerCtx<'_>) -> Option<CheckResult> {
+/// an S3 secret key, the serve token: of any server, since whoever reads the file reads
+/// them all) and other users can read it. From the configuration as parsed, never read again.
+fn config_file_check(config: &Config) -> Option<CheckResult> {
     use std::os::unix::fs::PermissionsExt;
-    let cfg = ctx.cfg;
-    let has_password = |c: &Option<crate::secret::Conninfo>| {
-        c.as_ref()
-            .is_some_and(|c| c.split_password().map_or(true, |(_, p)| p.is_some()))
-    };
-    let mut secrets = Vec::new();
-    if has_password(&cfg.conninfo) {
-        secrets.push("conninfo");
-    }
-    if has_password(&cfg.streaming_conninfo) {
-        secrets.push("streaming_conninfo");
-    }
-    if matches!(&cfg.archive, crate::config::ArchiveLocation::Object(s) if s.secret_access_key.is_some())
-    {
-        secrets.push("secret_access_key");
-    }
-    let text = fs::read_to_string(ctx.config_path).unwrap_or_default();
-    if text.parse::<toml::Table>().is_ok_and(|t| {
-        t.get("walvault")
-            .and_then(|w| w.get("serve_token"))
-            .is_some()
-    }) {
-        secrets.push("serve_token");
-    }
-    let mode = fs::metadata(ctx.config_path).ok()?.permissions().mode() & 0o777;
+    let secrets = config_secrets(config);
+    let mode = fs::metadata(&config.path).ok()?.permissions().mode() & 0o777;
     (!secrets.is_empty() && mode & 0o004 != 0).then(|| CheckResult {
         name: "configuration file".into(),
         ok: false,
         hint: Some(format!(
             "{} ({mode:03o}) holds secrets ({}) and every user can read it: chmod o-r it",
-            ctx.config_path.display(),
+            config.path.display(),
             secrets.join(", ")
         )),
     })
+}
+
+/// The secrets a configuration holds, by key (`[server] key`, or `serve_token`).
+fn config_secrets(config: &Config) -> Vec<String> {
+    let has_password = |c: &Option<crate::secret::Conninfo>| {
+        c.as_ref()
+            .is_some_and(|c| c.split_password().map_or(true, |(_, p)| p.is_some()))
+    };
+    let mut secrets = Vec::new();
+    if config.serve_token.is_some() {
+        secrets.push("serve_token".to_owned());
+    }
+    for cfg in config.servers.values() {
+        if has_password(&cfg.conninfo) {
+            secrets.push(format!("[{}] conninfo", cfg.name));
+        }
+        // streaming_conninfo defaults to conninfo: the same secret, named once.
+        if has_password(&cfg.streaming_conninfo) && cfg.streaming_conninfo != cfg.conninfo {
+            secrets.push(format!("[{}] streaming_conninfo", cfg.name));
+        }
+        if matches!(&cfg.archive, crate::config::ArchiveLocation::Object(s) if s.secret_access_key.is_some())
+        {
+            secrets.push(format!("[{}] secret_access_key", cfg.name));
+        }
+    }
+    secrets
 }
 
 /// The `hook scripts` check, when any is configured: each must be an executable program
@@ -561,8 +565,14 @@ fn record_check(ctx: &ServerCtx<'_>, report: &CheckReport, at: f64, ui: &Ui) {
 
 /// `check`: prints and returns the exit code (1 if anything failed). Each server's results
 /// are also recorded for `serve`.
-pub fn check(ctxs: &[ServerCtx<'_>], format: Format, nagios: bool, ui: &Ui) -> anyhow::Result<u8> {
-    let reports: Vec<CheckReport> = ctxs.iter().map(run_checks).collect();
+pub fn check(
+    ctxs: &[ServerCtx<'_>],
+    config: &Config,
+    format: Format,
+    nagios: bool,
+    ui: &Ui,
+) -> anyhow::Result<u8> {
+    let reports: Vec<CheckReport> = ctxs.iter().map(|ctx| run_checks(ctx, config)).collect();
     let at = now();
     for (ctx, report) in ctxs.iter().zip(&reports) {
         record_check(ctx, report, at, ui);
@@ -752,4 +762,29 @@ pub fn status(ctxs: &[ServerCtx<'_>], format: Format) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_s_secrets_are_found_in_every_server_and_the_token() {
+        let text = "[walvault]\nserve_token = \"a-long-enough-token-1234\"\n\
+            [pg]\nwals_directory = \"/srv/pg/wals\"\nconninfo = \"host=db password=x\"\n\
+            [other]\nwals_directory = \"s3://b/p\"\nendpoint_url = \"http://127.0.0.1:9000\"\n\
+            access_key_id = \"k\"\nsecret_access_key = \"s\"\n\
+            [plain]\nwals_directory = \"/srv/plain/wals\"\nconninfo = \"host=db user=u\"\n";
+        let config = Config::parse(text, Path::new("/etc/walvault.toml")).expect("config");
+        assert_eq!(
+            config_secrets(&config),
+            ["serve_token", "[other] secret_access_key", "[pg] conninfo"]
+        );
+        let none = Config::parse(
+            "[plain]\nwals_directory = \"/srv/plain/wals\"\n",
+            Path::new("/etc/walvault.toml"),
+        )
+        .expect("config");
+        assert!(config_secrets(&none).is_empty());
+    }
 }
