@@ -17,7 +17,8 @@
 # packages pgbackrest and stunnel4 (installed here when missing). Every figure is the fastest
 # of $REPEAT runs.
 # Env: CORPUS (/tmp/peerbench/corpus)  PGDATA ($CORPUS/../pgdata)  OUT (/tmp/walvault-s3-bench)
-#      REPEAT (3)  CODECS ("zstd lz4")
+#      REPEAT (3)  CODECS ("zstd lz4")  WALVAULT (a binary to measure instead of this tree's
+#      release build, to compare two versions on the same machine and corpus)
 set -euo pipefail
 shopt -s inherit_errexit  # a failing run inside $(best_of …) stops the benchmark
 
@@ -39,8 +40,10 @@ pgbackrest_install
 command -v stunnel >/dev/null \
   || apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends stunnel4 >/dev/null
 [[ -x $S3S_FS && -x $VENV/bin/barman-cloud-wal-archive ]] || { log "run .ci/setup first"; exit 1; }
-(cd "$ROOT" && cargo build --release --locked -p walvault -q)
-WALVAULT=$ROOT/target/release/walvault
+if [[ -z ${WALVAULT:-} ]]; then
+  (cd "$ROOT" && cargo build --release --locked -p walvault -q)
+  WALVAULT=$ROOT/target/release/walvault
+fi
 NFILES=$(ls "$CORPUS" | wc -l)
 
 rm -rf "$OUT"; mkdir -p "$OUT/s3/bench"

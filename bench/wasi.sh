@@ -18,7 +18,8 @@
 # Every figure is the fastest of $REPEAT runs (peak RSS the largest seen).
 #
 # Env: CORPUS (/tmp/peerbench/corpus)  PGDATA ($CORPUS/../pgdata)  OUT (/tmp/walvault-wasi-bench)
-#      CODECS (all)  REPEAT (3)
+#      CODECS (all)  REPEAT (3)  WALVAULT and WASI (binaries to measure instead of this tree's
+#      release builds, to compare two versions on the same machine and corpus)
 # Usage: bash bench/wasi.sh
 set -euo pipefail
 
@@ -32,10 +33,12 @@ log() { printf '[wasi %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 [[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
 PGDATA=${PGDATA:-$(dirname "$CORPUS")/pgdata}
 mkdir -p "$OUT"
-log "building walvault and walvault-wasi (release)"
-(cd "$ROOT" && cargo build --release --locked -p walvault -p walvault-wasi -q)
-WALVAULT=$ROOT/target/release/walvault
-WASI=$ROOT/target/release/walvault-wasi
+if [[ -z ${WALVAULT:-} || -z ${WASI:-} ]]; then
+  log "building walvault and walvault-wasi (release)"
+  (cd "$ROOT" && cargo build --release --locked -p walvault -p walvault-wasi -q)
+  WALVAULT=$ROOT/target/release/walvault
+  WASI=$ROOT/target/release/walvault-wasi
+fi
 CACHE=$OUT/wasi-cache
 RAW=$(du -cb "$CORPUS"/* | tail -1 | cut -f1)
 NFILES=$(ls "$CORPUS" | wc -l)
