@@ -29,3 +29,12 @@ bench-codecs:
 # /api/status, /metrics and /api/wals over a 100,000-line catalogue (see bench/RESULTS.md).
 bench-serve:
     bench/serve.sh
+
+# Crash trials, long run: 200 per command (archive-wal, put-wal, streaming, delete-wals), each
+# stopped at a commit failpoint or killed at random, half with a power cut, then rerun; the
+# table goes to bench/results/ (see bench/RESULTS.md). The suite runs 20 per command.
+crash-trials trials="200" seed="2026":
+    cargo build --locked -p walvault --features walvault/fault-injection
+    WALVAULT_CRASH_TRIALS={{trials}} WALVAULT_CRASH_SEED={{seed}} \
+    WALVAULT_CRASH_REPORT=bench/results/crash-trials-{{trials}}-seed{{seed}}.md \
+    cargo test --locked -p walvault-tests --test crash_trials -- --nocapture

@@ -10,6 +10,7 @@ use walvault_core::catalogue::{
     CatalogueEntry, CatalogueError, CatalogueReader, catalogue_file_name, render_catalogue,
 };
 
+use crate::faults::{FsEvent, journal};
 use crate::fsutil::Fs;
 use crate::lock::{LockFile, lock_path};
 
@@ -98,15 +99,21 @@ impl CatalogueSink for CatalogueFile {
         if let Some(dir) = self.path.parent() {
             self.fs.create_dir_durable(dir)?;
         }
+        if created {
+            journal(FsEvent::Create(&self.path));
+        }
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
+        journal(FsEvent::Append(&self.path, file.metadata()?.len()));
         file.write_all(render_catalogue(entries).as_bytes())?;
         file.sync_data()?;
+        journal(FsEvent::SyncFile(&self.path));
         if created && let Some(dir) = self.path.parent() {
             self.fs.sync_dir(dir)?;
         }
+        crate::faults::failpoint("catalogue-appended");
         Ok(())
     }
 

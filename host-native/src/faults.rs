@@ -10,6 +10,11 @@
 //! - `WALVAULT_CRASH_AFTER`: the process aborts right after the first commit step of that
 //!   kind is carried out (`sync`, `catalogue`, `release`, `errors`), as a kill or a power cut
 //!   between two steps would leave it.
+//! - `WALVAULT_CRASH_AT=POINT[:N]`: the process aborts the N-th time (default the first) it
+//!   reaches a [`failpoint`], the finer points inside those steps where a crash trial stops it.
+//! - `WALVAULT_FS_JOURNAL=FILE`: every file-system change that durability depends on, and
+//!   every sync, is appended to FILE as it happens ([`journal`]), so that a crash trial can
+//!   work out what a power cut at the moment the process died would have kept.
 //!
 //! Without the feature both functions do nothing and read no environment.
 
@@ -55,6 +60,113 @@ pub fn after_step(step: &CommitStep) {
     }
     #[cfg(not(feature = "fault-injection"))]
     let _ = step;
+}
+
+/// The points a crash trial can stop a run at ([`failpoint`]), in the order a WAL meets them.
+pub const FAILPOINTS: &[&str] = &[
+    // The archived copy: written to its temp file, synced, linked under its name.
+    "temp-written",
+    "file-synced",
+    "linked",
+    // The commit: the store's directories synced, the catalogue lines appended and synced,
+    // a source handed over for removal, the queue directory synced after the removals.
+    "dir-synced",
+    "catalogue-appended",
+    "before-release",
+    "after-release",
+    // delete-wals: one archived file removed; the catalogue rewritten.
+    "wal-deleted",
+    "catalogue-rewritten",
+];
+
+/// A point where a test-only build can crash: with `WALVAULT_CRASH_AT=POINT[:N]`, the process
+/// aborts the N-th time it gets here (no destructor, no flush: as a `kill -9` would stop
+/// it). Nothing at all without the feature.
+pub fn failpoint(point: &'static str) {
+    #[cfg(feature = "fault-injection")]
+    {
+        debug_assert!(FAILPOINTS.contains(&point), "{point} is not in FAILPOINTS");
+        let Ok(spec) = std::env::var("WALVAULT_CRASH_AT") else {
+            return;
+        };
+        let (wanted, nth) = match spec.split_once(':') {
+            Some((w, n)) => (w, n.parse::<u32>().unwrap_or(1)),
+            None => (spec.as_str(), 1),
+        };
+        if wanted != point {
+            return;
+        }
+        static HITS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        if HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == nth {
+            eprintln!("walvault: WALVAULT_CRASH_AT={spec}: aborting");
+            std::process::abort();
+        }
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = point;
+}
+
+/// A file-system change or sync, as [`journal`] records it.
+#[derive(Debug, Clone, Copy)]
+pub enum FsEvent<'a> {
+    /// A new file (its data is lost in a power cut until it is synced).
+    Create(&'a std::path::Path),
+    /// Bytes appended to a file of this length.
+    Append(&'a std::path::Path, u64),
+    /// A file's data synced (`fsync`/`fdatasync` returned).
+    SyncFile(&'a std::path::Path),
+    /// A hard link made.
+    Link(&'a std::path::Path, &'a std::path::Path),
+    /// A rename.
+    Rename(&'a std::path::Path, &'a std::path::Path),
+    /// A name removed.
+    Unlink(&'a std::path::Path),
+    /// A directory made.
+    Mkdir(&'a std::path::Path),
+    /// A directory synced (its entries are durable).
+    SyncDir(&'a std::path::Path),
+}
+
+/// Records a file-system event in `WALVAULT_FS_JOURNAL` (with the feature). Changes are
+/// recorded before they are made and syncs after they succeed, so the journal never claims
+/// more durability than there was.
+pub fn journal(event: FsEvent<'_>) {
+    #[cfg(feature = "fault-injection")]
+    {
+        use std::io::Write;
+        use std::sync::{Mutex, OnceLock, PoisonError};
+        static FILE: OnceLock<Option<Mutex<std::fs::File>>> = OnceLock::new();
+        let file = FILE.get_or_init(|| {
+            let path = std::env::var_os("WALVAULT_FS_JOURNAL")?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+                .map(Mutex::new)
+        });
+        let Some(file) = file else {
+            return;
+        };
+        let p = |path: &std::path::Path| path.display().to_string();
+        let line = match event {
+            FsEvent::Create(a) => format!("create\t{}\n", p(a)),
+            FsEvent::Append(a, len) => format!("append\t{}\t{len}\n", p(a)),
+            FsEvent::SyncFile(a) => format!("syncfile\t{}\n", p(a)),
+            FsEvent::Link(a, b) => format!("link\t{}\t{}\n", p(a), p(b)),
+            FsEvent::Rename(a, b) => format!("rename\t{}\t{}\n", p(a), p(b)),
+            FsEvent::Unlink(a) => format!("unlink\t{}\n", p(a)),
+            FsEvent::Mkdir(a) => format!("mkdir\t{}\n", p(a)),
+            FsEvent::SyncDir(a) => format!("syncdir\t{}\n", p(a)),
+        };
+        // One write per line on an O_APPEND file: whole lines, whatever the threads do.
+        let _ = file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_all(line.as_bytes());
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = event;
 }
 
 #[cfg(feature = "fault-injection")]

@@ -8,6 +8,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::faults::{FsEvent, journal};
 use crate::lock::{LockError, LockFile};
 use crate::platform::Platform;
 
@@ -62,7 +63,9 @@ impl Fs {
 
     /// Syncs a directory, making entries created, renamed or removed in it durable.
     pub fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.platform.sync_dir(dir)
+        self.platform.sync_dir(dir)?;
+        journal(FsEvent::SyncDir(dir));
+        Ok(())
     }
 
     /// Takes the lock at `path` (see [`crate::lock`]).
@@ -86,6 +89,7 @@ impl Fs {
             }
         }
         for path in missing.into_iter().rev() {
+            journal(FsEvent::Mkdir(path));
             match fs::create_dir(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => continue,
@@ -242,6 +246,7 @@ impl Fs {
             };
             let me = self.platform.process_id();
             if pid != me && (!self.platform.process_alive(pid) || stale()) {
+                journal(FsEvent::Unlink(&entry.path()));
                 match fs::remove_file(entry.path()) {
                     Ok(()) => removed += 1,
                     // Its writer finished (linked and removed it) meanwhile.
@@ -273,6 +278,7 @@ impl TempFile {
             .and_then(|n| n.to_str())
             .unwrap_or("file");
         let path = fs.temp_path(dir, name);
+        journal(FsEvent::Create(&path));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -299,14 +305,22 @@ impl TempFile {
         Ok(())
     }
 
+    /// The temporary file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// [`TempFile::publish`] without the directory sync, for callers that sync the directory
     /// once for many files before relying on them.
     pub fn link_into_place(mut self, final_path: &Path, no_replace: bool) -> io::Result<()> {
         if no_replace {
+            journal(FsEvent::Link(&self.path, final_path));
             fs::hard_link(&self.path, final_path)?;
             // The link is in place; the temp name is just a second name to drop.
+            journal(FsEvent::Unlink(&self.path));
             let _ = fs::remove_file(&self.path);
         } else {
+            journal(FsEvent::Rename(&self.path, final_path));
             fs::rename(&self.path, final_path)?;
         }
         self.armed = false;
@@ -317,6 +331,7 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         if self.armed {
+            journal(FsEvent::Unlink(&self.path));
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -338,6 +353,7 @@ impl Fs {
             .into_inner()
             .map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
+        journal(FsEvent::SyncFile(temp.path()));
         drop(file);
         temp.publish(final_path, no_replace)?;
         Ok(value)
@@ -358,17 +374,25 @@ impl Fs {
             if fs::symlink_metadata(dst).is_ok() {
                 return Err(io::ErrorKind::AlreadyExists.into());
             }
+            journal(FsEvent::Rename(src, dst));
             fs::rename(src, dst)?;
         } else {
+            journal(FsEvent::Link(src, dst));
             match fs::hard_link(src, dst) {
-                Ok(()) => fs::remove_file(src)?,
+                Ok(()) => {
+                    journal(FsEvent::Unlink(src));
+                    fs::remove_file(src)?;
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
                 Err(e) if e.raw_os_error() == Some(EXDEV) => self.move_across(src, dst, &meta)?,
                 // A file system without hard links.
                 Err(_) if fs::symlink_metadata(dst).is_ok() => {
                     return Err(io::ErrorKind::AlreadyExists.into());
                 }
-                Err(_) => fs::rename(src, dst)?,
+                Err(_) => {
+                    journal(FsEvent::Rename(src, dst));
+                    fs::rename(src, dst)?;
+                }
             }
         }
         if let Some(dir) = dst.parent() {
@@ -385,6 +409,7 @@ impl Fs {
             let mut input = open_regular(src)?;
             self.write_durable(dst, true, |w| io::copy(&mut input, w))?;
         } else if meta.file_type().is_symlink() {
+            journal(FsEvent::Create(dst));
             #[cfg(unix)]
             std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
             #[cfg(not(unix))]
@@ -398,6 +423,7 @@ impl Fs {
                 describe_type(meta.file_type())
             )));
         }
+        journal(FsEvent::Unlink(src));
         fs::remove_file(src)
     }
 }

@@ -207,6 +207,7 @@ impl QueueDir {
         if self.released > 0 {
             self.fs.sync_dir(&self.dir)?;
             self.released = 0;
+            crate::faults::failpoint("after-release");
         }
         if failures.is_empty() {
             Ok(())
@@ -225,11 +226,13 @@ impl Queue for QueueDir {
     }
 
     fn release(&mut self, file_name: &str) -> io::Result<()> {
+        crate::faults::failpoint("before-release");
         if self.remover.is_none() {
             self.remover = self.fs.platform().start_removal();
         }
         self.released += 1;
         let path = self.path_of(file_name);
+        crate::faults::journal(crate::faults::FsEvent::Unlink(&path));
         match &mut self.remover {
             Some(remover) => match remover.remove_later(path) {
                 Ok(()) => Ok(()),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod crash;
 pub mod http;
 pub mod s3;
 pub mod webdriver;

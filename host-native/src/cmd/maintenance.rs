@@ -210,14 +210,31 @@ pub fn delete_wals(
             }
         }
         let current = ctx.catalogue.read()?.map_err(std::io::Error::other)?;
+        // What is still archived, listed under the catalogue lock: a WAL archived meanwhile
+        // keeps its line.
+        let still: std::collections::HashSet<String> = ctx
+            .store
+            .list(ctx.layout.area_prefix())
+            .map_err(std::io::Error::other)?
+            .iter()
+            .filter_map(|m| ctx.layout.parse_key(m).ok())
+            .map(|s| s.name.to_string())
+            .collect();
         Ok((
             current
                 .into_iter()
-                .filter(|e| !deleted.contains(&e.name))
+                .filter(|e| {
+                    // Also the lines of WAL before the cut-off that are gone already: a run
+                    // killed between deleting them and rewriting the catalogue left them.
+                    let gone = !still.contains(&e.name)
+                        && e.wal_name().is_ok_and(|n| deleted_before(&n, &keep_from));
+                    !deleted.contains(&e.name) && !gone
+                })
                 .collect(),
             (),
         ))
     })?;
+    crate::faults::failpoint("catalogue-rewritten");
     if let Some(root) = ctx.local_archive_dir() {
         let mut dirs: Vec<_> = doomed
             .iter()

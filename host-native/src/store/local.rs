@@ -11,6 +11,7 @@ use walvault_core::storage::{
     ObjectMeta, Op, Payload, PutMode, StorageError, WalStore, run_payload, validate_key,
 };
 
+use crate::faults::{FsEvent, journal};
 use crate::fsutil::{self, Fs, TempFile};
 
 /// A directory holding objects as files; keys are relative paths (at most `hash/name` deep in
@@ -190,13 +191,17 @@ impl WalStore for LocalStore {
             file.set_times(fs::FileTimes::new().set_accessed(time).set_modified(time))
                 .map_err(io_err)?;
         }
+        crate::faults::failpoint("temp-written");
         file.sync_all().map_err(io_err)?;
+        journal(FsEvent::SyncFile(temp.path()));
+        crate::faults::failpoint("file-synced");
         drop(file);
         // Remembered only once linked: a `sync` running meanwhile (another chunk's commit)
         // must not consume the entry before the link exists.
         let linked = temp.link_into_place(&path, mode == PutMode::Create);
         self.remember_dir(&path);
         linked.map_err(io_err)?;
+        crate::faults::failpoint("linked");
         Ok(ObjectMeta {
             key: key.to_owned(),
             size,
@@ -219,12 +224,14 @@ impl WalStore for LocalStore {
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path_of(key)?;
+        journal(FsEvent::Unlink(&path));
         fs::remove_file(&path).map_err(|e| StorageError::from_io(Op::Delete, key, &e))?;
         if let Some(dir) = path.parent() {
             self.fs
                 .sync_dir(dir)
                 .map_err(|e| StorageError::from_io(Op::Delete, key, &e))?;
         }
+        crate::faults::failpoint("wal-deleted");
         Ok(())
     }
 
@@ -257,6 +264,7 @@ impl WalStore for LocalStore {
                 return Err(StorageError::from_io(Op::Sync, &key, &e));
             }
         }
+        crate::faults::failpoint("dir-synced");
         Ok(())
     }
 }
