@@ -86,6 +86,19 @@ pub enum HeaderError {
         /// The header's size.
         found: u32,
     },
+    /// The name's segment number does not exist with this segment size, so no page belongs
+    /// to it (its start would be another segment's, or past the end of the LSN space).
+    #[error(
+        "segment number {seg:08X} does not exist with {segment_size}-byte segments (the last of a log is {last:08X})"
+    )]
+    NoSuchSegment {
+        /// The name's segment number.
+        seg: u32,
+        /// The highest segment number of a log at this size.
+        last: u32,
+        /// The segment size.
+        segment_size: u64,
+    },
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -126,13 +139,24 @@ pub fn check_segment_header(
     first_page: &[u8],
 ) -> Result<PageHeader, HeaderError> {
     let header = parse_page_header(first_page)?;
-    let expected = segment.lsn_at(0, size);
     if u64::from(header.segment_size) != size.bytes() {
         return Err(HeaderError::WrongSegmentSize {
             expected: size.bytes(),
             found: header.segment_size,
         });
     }
+    // Found by fuzzing: the start of a segment number past the last of its log is the start
+    // of a later log's segment (000000010000000000000100 at 16 MiB begins at 1/0, where
+    // 000000010000000100000000 does), so that segment's page passed under the wrong name;
+    // near the end of the LSN space the sum overflowed.
+    if !segment.fits(size) {
+        return Err(HeaderError::NoSuchSegment {
+            seg: segment.seg,
+            last: size.max_seg(),
+            segment_size: size.bytes(),
+        });
+    }
+    let expected = segment.lsn_at(0, size);
     if header.page_address != expected {
         return Err(HeaderError::WrongAddress {
             expected,
@@ -142,7 +166,8 @@ pub fn check_segment_header(
     Ok(header)
 }
 
-/// Builds a valid long page header for `name` (tests and simulations use it to make segments).
+/// Builds a valid long page header for `name` (tests and simulations use it to make segments);
+/// its segment must exist at `size` ([`Segment::fits`]).
 pub fn synthetic_page_header(
     name: &WalFileName,
     size: SegmentSize,
@@ -208,6 +233,37 @@ mod tests {
         let small = SegmentSize::new(1 << 20).expect("size");
         assert!(matches!(
             check_segment_header(other, small, &h),
+            Err(HeaderError::WrongSegmentSize { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_segment_numbers_the_size_does_not_have() {
+        // Found by fuzzing (fuzz/corpus/page_header/regression-*). At 16 MiB a log holds
+        // segments 00..FF: 000000010000000000000100 names none, and its page address would be
+        // 1/0, the start of 000000010000000100000000, whose header then passed under it.
+        let size = SegmentSize::DEFAULT;
+        let (real, _) = segment("000000010000000100000000");
+        let alias = synthetic_page_header(&real, size, 1);
+        let (_, impossible) = segment("000000010000000000000100");
+        assert_eq!(
+            check_segment_header(impossible, size, &alias),
+            Err(HeaderError::NoSuchSegment {
+                seg: 0x100,
+                last: 0xFF,
+                segment_size: 16 << 20
+            })
+        );
+        // At the end of the LSN space the start overflowed (a panic with overflow checks).
+        let (_, top) = segment("00000001FFFFFFFFFFFFFFFF");
+        assert!(matches!(
+            check_segment_header(top, size, &alias),
+            Err(HeaderError::NoSuchSegment { .. })
+        ));
+        // A different segment size in the header is still reported as such.
+        let small = SegmentSize::new(1 << 20).expect("size");
+        assert!(matches!(
+            check_segment_header(impossible, small, &alias),
             Err(HeaderError::WrongSegmentSize { .. })
         ));
     }

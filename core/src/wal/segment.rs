@@ -128,7 +128,8 @@ impl Segment {
         )
     }
 
-    /// The LSN at `offset` bytes into this segment (`offset` 0 is the segment's start).
+    /// The LSN at `offset` bytes into this segment (`offset` 0 is the segment's start), for a
+    /// segment that exists at `size` ([`Segment::fits`]) and an offset below `size`.
     pub fn lsn_at(self, offset: u32, size: SegmentSize) -> Lsn {
         Lsn((u64::from(self.log) << 32) + u64::from(self.seg) * size.bytes() + u64::from(offset))
     }
