@@ -26,6 +26,8 @@
 //!   the dashboard's layout and formatting functions.
 //! - [`text`]: untrusted names made safe to print and to reuse in `errors/`.
 //! - [`status`]: the checks and status model shared by the CLI, the HTTP API and the dashboard.
+//! - `fuzzing` (feature `testing`): the fuzz targets' bodies, shared by `fuzz/` and the
+//!   seed-corpus test.
 
 pub mod archive;
 pub mod batch;
@@ -33,6 +35,8 @@ pub mod catalogue;
 pub mod compression;
 pub mod duplicate;
 pub mod encryption;
+#[cfg(feature = "testing")]
+pub mod fuzzing;
 pub mod layout;
 pub mod queue;
 pub mod report;

@@ -10,6 +10,8 @@ pub mod cmd;
 pub mod config;
 pub mod faults;
 pub mod fsutil;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod hooks;
 pub mod lock;
 #[cfg(feature = "native")]
