@@ -16,7 +16,7 @@ use std::time::Duration;
 use walvault_core::compression::{DecodeLimits, Decoder};
 use walvault_core::wal::WalFileName;
 
-use crate::{SERVER, World, file_names, queue_file, small_segment};
+use crate::{SERVER, World, queue_file, small_segment};
 
 /// WAL per trial.
 pub const WAL_PER_TRIAL: usize = 8;
@@ -551,6 +551,21 @@ impl Bench {
         }
         counts
     }
+}
+
+/// The names in `dir`, sorted; none when it is missing (a power cut may take a directory
+/// whose creation was never synced: the check after it reports what is lost).
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 fn wal_name(i: usize) -> String {
