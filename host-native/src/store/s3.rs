@@ -31,6 +31,8 @@ pub struct S3Store {
     /// What messages show before a key.
     url: String,
     multipart_threshold: u64,
+    /// For the failures object_store does not retry itself ([`S3Store::retry_unretried`]).
+    max_retries: usize,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -59,8 +61,8 @@ impl S3Store {
             .with_connect_timeout(Duration::from_secs(10));
         let retry = RetryConfig {
             backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(200),
-                max_backoff: Duration::from_secs(10),
+                init_backoff: INIT_BACKOFF,
+                max_backoff: MAX_BACKOFF,
                 base: 2.0,
             },
             max_retries: settings.max_retries,
@@ -146,6 +148,7 @@ impl S3Store {
             runtime: Arc::new(runtime),
             url: format!("{scheme}://{bucket}"),
             multipart_threshold: settings.multipart_threshold,
+            max_retries: settings.max_retries,
         })
     }
 
@@ -160,6 +163,69 @@ impl S3Store {
     fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
     }
+
+    /// Runs `op`, and again up to `max_retries` times with a jittered exponential backoff
+    /// while it fails in a way `retry` accepts: one object_store passed on without retrying
+    /// ([`broken_body`], [`unanswered`]). It retries every other failure itself, within the
+    /// same budget.
+    fn retry_unretried<T>(
+        &self,
+        retry: impl Fn(&object_store::Error) -> bool,
+        mut op: impl FnMut() -> object_store::Result<T>,
+    ) -> object_store::Result<T> {
+        let mut ceiling = INIT_BACKOFF;
+        for attempt in 0..self.max_retries {
+            match op() {
+                Err(e) if retry(&e) => {
+                    std::thread::sleep(jittered(ceiling, attempt));
+                    ceiling = (ceiling * 2).min(MAX_BACKOFF);
+                }
+                other => return other,
+            }
+        }
+        op()
+    }
+}
+
+/// The backoff object_store uses too (see `S3Store::open`).
+const INIT_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A pause between [`INIT_BACKOFF`] and `ceiling`, so that clients failing together do not
+/// retry together.
+fn jittered(ceiling: Duration, salt: usize) -> Duration {
+    use std::hash::BuildHasher;
+    // RandomState is seeded randomly: a random number without a dependency for it.
+    let random = std::collections::hash_map::RandomState::new().hash_one(salt);
+    let spread = ceiling.saturating_sub(INIT_BACKOFF).as_millis() as u64;
+    INIT_BACKOFF + Duration::from_millis(random % (spread + 1))
+}
+
+/// Whether `err` is a response body broken after its head arrived (a reset, a short body),
+/// which object_store passes on unretried for listings (it retries downloads'): its backend
+/// error holds the transport error directly, where a request it retried holds its retry
+/// error, with the transport error below.
+fn broken_body(err: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind as K};
+    let object_store::Error::Generic { source, .. } = err else {
+        return false;
+    };
+    source
+        .source()
+        .and_then(|e| e.downcast_ref::<HttpError>())
+        .is_some_and(|e| {
+            matches!(
+                e.kind(),
+                K::Connect | K::Request | K::Timeout | K::Interrupted
+            )
+        })
+}
+
+/// Whether the request went out and no answer came back (a reset, a timeout): object_store
+/// retries that only for requests it deems idempotent.
+fn unanswered(err: &object_store::Error) -> bool {
+    use object_store::client::HttpErrorKind as K;
+    transport_kind(err).is_some_and(|kind| matches!(kind, K::Timeout | K::Interrupted))
 }
 
 /// Maps an `object_store` error to the core's semantic error, keeping it as the source.
@@ -295,15 +361,25 @@ impl WalStore for S3Store {
         if size > self.multipart_threshold {
             self.put_multipart(key, &path, mode, bytes)?;
         } else {
-            let opts = PutOptions {
-                mode: match mode {
-                    PutMode::Create => object_store::PutMode::Create,
-                    PutMode::Overwrite => object_store::PutMode::Overwrite,
-                },
-                ..PutOptions::default()
+            let put = || {
+                let opts = PutOptions {
+                    mode: match mode {
+                        PutMode::Create => object_store::PutMode::Create,
+                        PutMode::Overwrite => object_store::PutMode::Overwrite,
+                    },
+                    ..PutOptions::default()
+                };
+                let payload = PutPayload::from(bytes.clone());
+                self.block_on(self.store.put_opts(&path, payload, opts))
             };
-            self.block_on(self.store.put_opts(&path, PutPayload::from(bytes), opts))
-                .map_err(|e| classify(Op::Put, key, e))?;
+            match mode {
+                // object_store repeats only idempotent requests after a reset or a timeout, and
+                // a conditional put is not one to it. To walvault it is: a repeat of one that
+                // landed answers "already exists", and the archiver then compares contents.
+                PutMode::Create => self.retry_unretried(unanswered, put),
+                PutMode::Overwrite => put(),
+            }
+            .map_err(|e| classify(Op::Put, key, e))?;
         }
         Ok(ObjectMeta {
             key: key.to_owned(),
@@ -319,13 +395,15 @@ impl WalStore for S3Store {
             None => None,
         };
         let listed: Vec<object_store::ObjectMeta> = self
-            .block_on(async {
-                let mut out = Vec::new();
-                let mut stream = self.store.list(dir.as_ref());
-                while let Some(item) = stream.next().await {
-                    out.push(item?);
-                }
-                Ok::<_, object_store::Error>(out)
+            .retry_unretried(broken_body, || {
+                self.block_on(async {
+                    let mut out = Vec::new();
+                    let mut stream = self.store.list(dir.as_ref());
+                    while let Some(item) = stream.next().await {
+                        out.push(item?);
+                    }
+                    Ok(out)
+                })
             })
             .map_err(|e| classify(Op::List, prefix, e))?;
         let mut out: Vec<ObjectMeta> = listed
@@ -546,6 +624,28 @@ mod tests {
             let e = classify(Op::Put, "k", status(line));
             assert_eq!(e.is_retryable(), retryable, "{line}");
         }
+        // A listing's body broken after its head: object_store passes it on unretried (the
+        // transport error right under its own); a request it retried wraps it in its retry
+        // error. A reset or a timeout, wrapped or not, went unanswered; a refused connection
+        // was never sent.
+        let transport = |kind| {
+            Some(Box::new(HttpError::new(
+                kind,
+                std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            )) as Box<dyn std::error::Error + Send + Sync>)
+        };
+        let body_error = |kind| generic(Text("Error getting list response body", transport(kind)));
+        let retried = |kind| {
+            generic(Text(
+                "Error performing PUT",
+                Some(Box::new(Text("after 5 retries", transport(kind)))),
+            ))
+        };
+        assert!(broken_body(&body_error(HttpErrorKind::Interrupted)));
+        assert!(!broken_body(&retried(HttpErrorKind::Interrupted)));
+        assert!(unanswered(&retried(HttpErrorKind::Interrupted)));
+        assert!(unanswered(&retried(HttpErrorKind::Timeout)));
+        assert!(!unanswered(&retried(HttpErrorKind::Connect)));
         let denied = object_store::Error::PermissionDenied {
             path: "k".into(),
             source: Box::new(Text("403", None)),
