@@ -163,19 +163,49 @@ impl Queue for KeptSource {
     }
 }
 
-/// Runs `op`, retrying retryable storage errors with exponential backoff.
-fn with_retries<T>(mut op: impl FnMut() -> Result<T, RestoreError>) -> Result<T, RestoreError> {
+/// Runs `op` into `sink`, retrying a retryable storage error up to `retries` times with
+/// exponential backoff, but only while `op` has written nothing: a retry appends to the sink,
+/// so after a partial write it would serve a spliced file.
+fn with_retries<T>(
+    retries: u32,
+    sink: &mut dyn Write,
+    mut op: impl FnMut(&mut dyn Write) -> Result<T, RestoreError>,
+) -> Result<T, RestoreError> {
     let mut delay = Duration::from_millis(500);
-    for _ in 0..3 {
-        match op() {
-            Err(RestoreError::Storage(e)) if e.is_retryable() => {
+    let mut left = retries;
+    loop {
+        let mut counted = Counted {
+            inner: &mut *sink,
+            written: 0,
+        };
+        match op(&mut counted) {
+            Err(RestoreError::Storage(e))
+                if e.is_retryable() && left > 0 && counted.written == 0 =>
+            {
                 std::thread::sleep(delay);
                 delay *= 2;
+                left -= 1;
             }
             other => return other,
         }
     }
-    op()
+}
+
+/// Counts the bytes written through it.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    written: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Keeps the first bytes written (to check a served segment's page header).
@@ -645,15 +675,22 @@ fn get_one(
     // --partial) partial segments, then the archive once more in case the archiver moved the
     // file meanwhile.
     let mut attempts: Vec<Attempt<'_>> = Vec::new();
+    // An object store's client retries every request within the configured budget itself:
+    // retrying here too multiplied it (a stalled store held recovery four budgets long).
+    let retries = if ctx.local_archive_dir().is_some() {
+        3
+    } else {
+        0
+    };
     let from_archive = move |allow_partial: bool| {
-        move |sink: &mut dyn Write| match with_retries(|| {
+        move |sink: &mut dyn Write| match with_retries(retries, sink, |sink| {
             restore(
                 &*ctx.store,
                 &ctx.layout,
                 &name,
                 allow_partial,
                 segment_size,
-                &mut *sink,
+                sink,
             )
         }) {
             Ok(r) => Ok(Served::Done(format!("{}{}", ctx.archive_root(), r.key))),
