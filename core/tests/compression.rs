@@ -362,6 +362,43 @@ fn decompression_bomb_stops_at_the_limit() {
 }
 
 #[test]
+fn zstd_frame_short_of_its_declared_size_is_corrupt() {
+    // Found by fuzzing (fuzz/corpus/decompress_zstd/regression-*): libzstd's streaming
+    // decoder skips the declared-size check when a frame's last block is empty, so these
+    // decoded to fewer bytes than declared without an error (unless the caller's buffer held
+    // the whole frame). Single-segment frames declaring 38 bytes (descriptor 0x20/0x24).
+    let mut empty_checksummed = vec![0x28, 0xb5, 0x2f, 0xfd, 0x24, 38];
+    // An empty raw last block, then the checksum of no content (XXH64 of "", low 32 bits).
+    empty_checksummed.extend_from_slice(&[0x01, 0x00, 0x00, 0x99, 0xe9, 0xd8, 0x51]);
+    let mut ten_of_38 = vec![0x28, 0xb5, 0x2f, 0xfd, 0x20, 38];
+    // A raw block of 10 bytes, then an empty raw last block; no checksum.
+    ten_of_38.extend_from_slice(&[10 << 3, 0x00, 0x00]);
+    ten_of_38.extend_from_slice(b"0123456789");
+    ten_of_38.extend_from_slice(&[0x01, 0x00, 0x00]);
+    for frame in [&empty_checksummed, &ten_of_38] {
+        assert!(
+            matches!(
+                decode(Some(Codec::Zstd), frame),
+                Err(DecodeError::Corrupt { .. })
+            ),
+            "{frame:02x?}"
+        );
+        // Read in small pieces too: the size of the caller's buffer must not matter.
+        let mut dec =
+            Decoder::new(Some(Codec::Zstd), &frame[..], DecodeLimits::default()).expect("decoder");
+        let mut buf = [0u8; 7];
+        let result = loop {
+            match dec.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        assert!(result.is_err(), "{frame:02x?} read without an error");
+    }
+}
+
+#[test]
 fn zstd_window_above_the_limit_is_refused() {
     // A frame header announcing a 1 GiB window (descriptor 0, window byte (30-10)<<3), then
     // nothing: the refusal must come from the header alone, before any allocation.

@@ -5,7 +5,6 @@ use std::io::{self, Read};
 
 use super::codec::{Codec, MAGIC_MAX_LEN};
 use super::error::DecodeError;
-use super::frames::{ZSTD_MAX_HEADER, zstd_frame_header};
 use super::lz4::Lz4Decoder;
 use super::source::Source;
 
@@ -77,7 +76,7 @@ enum Inner<R: Read> {
     #[cfg(not(feature = "native-codecs"))]
     Xz(Box<lzma_rust2::XzReader<Source<R>>>),
     #[cfg(feature = "native-codecs")]
-    Zstd(zstd::stream::read::Decoder<'static, Source<R>>),
+    Zstd(super::zstd_native::ZstdNativeDecoder<R>),
     #[cfg(not(feature = "native-codecs"))]
     Zstd(super::zstd_pure::ZstdPureDecoder<R>),
     Lz4(Lz4Decoder<R>),
@@ -135,9 +134,9 @@ trait ZstdSource<R> {
 }
 
 #[cfg(feature = "native-codecs")]
-impl<R: Read> ZstdSource<R> for zstd::stream::read::Decoder<'static, Source<R>> {
+impl<R: Read> ZstdSource<R> for super::zstd_native::ZstdNativeDecoder<R> {
     fn get_mut_source(&mut self) -> &mut Source<R> {
-        self.get_mut()
+        self.source_mut()
     }
 }
 
@@ -239,25 +238,6 @@ impl<R: Read> Decoder<R> {
         DecodeError::Corrupt { codec, detail }
     }
 
-    /// Gives the precise window error for the first frame (C zstd only says "too much
-    /// memory"); a malformed header is left for the decoder to report.
-    fn check_first_zstd_window(&mut self) -> Result<(), Stop> {
-        let head = match self.inner.source_mut().peek(ZSTD_MAX_HEADER) {
-            Ok(head) => head,
-            Err(e) => return Err(self.classify(e)),
-        };
-        if let Ok(header) = zstd_frame_header(head)
-            && header.window_size > self.limits.max_window
-        {
-            return Err(Stop::Data(DecodeError::WindowTooLarge {
-                codec: self.codec,
-                requested: Some(header.window_size),
-                limit: self.limits.max_window,
-            }));
-        }
-        Ok(())
-    }
-
     fn read_inner(&mut self, buf: &mut [u8]) -> Result<usize, Stop> {
         let codec = self.codec;
         if matches!(self.state, State::Start) {
@@ -266,9 +246,6 @@ impl<R: Read> Decoder<R> {
                     codec,
                     detail: "empty input".to_owned(),
                 }));
-            }
-            if codec == Some(Codec::Zstd) {
-                self.check_first_zstd_window()?;
             }
             self.state = State::Running;
         }
@@ -387,20 +364,12 @@ fn xz_mem_limit_kib(max_window: u64) -> u32 {
     u32::try_from((max_window / 1024).saturating_add(104)).unwrap_or(u32::MAX - 1)
 }
 
-/// C zstd decodes every frame itself; `window_log_max` makes it refuse larger windows
-/// before allocating (the first frame is also checked in `read_inner` for a precise error).
 #[cfg(feature = "native-codecs")]
 fn zstd_decoder<R: Read>(
     source: Source<R>,
     max_window: u64,
-) -> io::Result<zstd::stream::read::Decoder<'static, Source<R>>> {
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(source)?;
-    // floor(log2(max_window)), within what libzstd accepts (ZSTD_WINDOWLOG_ABSOLUTEMIN..MAX_64).
-    let log = 63u32
-        .saturating_sub(max_window.max(1).leading_zeros())
-        .clamp(10, 31);
-    decoder.window_log_max(log)?;
-    Ok(decoder)
+) -> io::Result<super::zstd_native::ZstdNativeDecoder<R>> {
+    super::zstd_native::ZstdNativeDecoder::new(source, max_window)
 }
 
 #[cfg(not(feature = "native-codecs"))]

@@ -1,5 +1,11 @@
 //! Frame-level facts of the zstd and lz4 formats that the decoders check themselves.
 
+use std::io::{self, Read};
+
+use super::Codec;
+use super::error::DecodeError;
+use super::source::Source;
+
 /// zstd and lz4 share the skippable-frame range: magic `0x184D2A50..=0x184D2A5F`, then a
 /// 4-byte little-endian length, then that many bytes to ignore.
 pub(super) fn skippable_frame_len(head: &[u8]) -> Option<Option<u32>> {
@@ -99,6 +105,95 @@ pub(super) fn zstd_frame_header(head: &[u8]) -> Result<ZstdFrameHeader, ZstdHead
         window_size,
         content_size,
     })
+}
+
+/// At a zstd frame boundary: skips skippable frames and reads the next frame's header
+/// without consuming it, refusing a window over `max_window` before anything is allocated
+/// for it. `None` at the end of the input.
+pub(super) fn next_zstd_frame<R: Read>(
+    src: &mut Source<R>,
+    max_window: u64,
+) -> io::Result<Option<ZstdFrameHeader>> {
+    loop {
+        let head = src.peek(ZSTD_MAX_HEADER)?;
+        if head.is_empty() {
+            return Ok(None);
+        }
+        match skippable_frame_len(head) {
+            Some(Some(len)) => {
+                src.skip(8 + u64::from(len))?;
+                continue;
+            }
+            Some(None) => return Err(eof("input ended inside a skippable frame header")),
+            None => {}
+        }
+        let header = match zstd_frame_header(head) {
+            Ok(h) => h,
+            Err(ZstdHeaderError::Short) => return Err(eof("input ended inside a frame header")),
+            Err(ZstdHeaderError::Invalid) => {
+                return Err(zstd_corrupt("invalid zstd frame header".to_owned()));
+            }
+        };
+        if header.window_size > max_window {
+            return Err(DecodeError::WindowTooLarge {
+                codec: Some(Codec::Zstd),
+                requested: Some(header.window_size),
+                limit: max_window,
+            }
+            .into());
+        }
+        return Ok(Some(header));
+    }
+}
+
+/// Bytes a zstd frame has produced, checked against the content size its header declares.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ZstdFrameOutput {
+    declared: Option<u64>,
+    produced: u64,
+}
+
+impl ZstdFrameOutput {
+    pub(super) fn new(header: &ZstdFrameHeader) -> Self {
+        ZstdFrameOutput {
+            declared: header.content_size,
+            produced: 0,
+        }
+    }
+
+    /// Counts `n` more bytes; more than declared is corruption.
+    pub(super) fn add(&mut self, n: usize) -> io::Result<()> {
+        self.produced += n as u64;
+        match self.declared {
+            Some(size) if self.produced > size => Err(zstd_corrupt(format!(
+                "frame holds more than its declared {size} bytes"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// At the frame's end: fewer bytes than declared is corruption.
+    pub(super) fn finish(&self) -> io::Result<()> {
+        match self.declared {
+            Some(size) if size != self.produced => Err(zstd_corrupt(format!(
+                "frame declares {size} bytes but holds {}",
+                self.produced
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub(super) fn eof(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, msg)
+}
+
+pub(super) fn zstd_corrupt(detail: String) -> io::Error {
+    DecodeError::Corrupt {
+        codec: Some(Codec::Zstd),
+        detail,
+    }
+    .into()
 }
 
 #[cfg(test)]

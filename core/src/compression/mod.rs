@@ -22,6 +22,8 @@ mod frames;
 mod level;
 mod lz4;
 mod source;
+#[cfg(feature = "native-codecs")]
+mod zstd_native;
 #[cfg(not(feature = "native-codecs"))]
 mod zstd_pure;
 

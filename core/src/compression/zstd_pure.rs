@@ -11,9 +11,7 @@ use ruzstd::decoding::errors::FrameDecoderError;
 use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 use ruzstd::encoding::{CompressionLevel, compress};
 
-use super::Codec;
-use super::error::DecodeError;
-use super::frames::{ZSTD_MAX_HEADER, ZstdHeaderError, skippable_frame_len, zstd_frame_header};
+use super::frames::{ZstdFrameOutput, next_zstd_frame, zstd_corrupt};
 use super::source::Source;
 
 /// Input compressed per frame. Frames are independent, so this bounds memory at about
@@ -85,10 +83,8 @@ pub(super) struct ZstdPureDecoder<R: Read> {
     src: Source<R>,
     // Boxed: the decoder state is large next to the other codecs' readers.
     frame: Box<FrameDecoder>,
-    in_frame: bool,
-    /// Bytes produced by the current frame, checked against its declared content size.
-    frame_out: u64,
-    frame_content_size: Option<u64>,
+    /// Inside a frame: what it has produced against what it declared.
+    output: Option<ZstdFrameOutput>,
     max_window: u64,
 }
 
@@ -99,9 +95,7 @@ impl<R: Read> ZstdPureDecoder<R> {
         ZstdPureDecoder {
             src,
             frame,
-            in_frame: false,
-            frame_out: 0,
-            frame_content_size: None,
+            output: None,
             max_window,
         }
     }
@@ -110,64 +104,24 @@ impl<R: Read> ZstdPureDecoder<R> {
         &mut self.src
     }
 
-    /// At a frame boundary: skips skippable frames and starts the next frame.
-    /// Returns false at the end of the input.
+    /// At a frame boundary: starts the next frame. Returns false at the end of the input.
     fn start_frame(&mut self) -> io::Result<bool> {
-        loop {
-            let head = self.src.peek(ZSTD_MAX_HEADER)?;
-            if head.is_empty() {
-                return Ok(false);
-            }
-            match skippable_frame_len(head) {
-                Some(Some(len)) => {
-                    self.src.skip(8 + u64::from(len))?;
-                    continue;
-                }
-                Some(None) => return Err(eof("input ended inside a skippable frame header")),
-                None => {}
-            }
-            let header = match zstd_frame_header(head) {
-                Ok(h) => h,
-                Err(ZstdHeaderError::Short) => {
-                    return Err(eof("input ended inside a frame header"));
-                }
-                Err(ZstdHeaderError::Invalid) => {
-                    return Err(corrupt("invalid zstd frame header".to_owned()));
-                }
-            };
-            if header.window_size > self.max_window {
-                return Err(DecodeError::WindowTooLarge {
-                    codec: Some(Codec::Zstd),
-                    requested: Some(header.window_size),
-                    limit: self.max_window,
-                }
-                .into());
-            }
-            self.frame.reset(&mut self.src).map_err(frame_error)?;
-            self.in_frame = true;
-            self.frame_out = 0;
-            self.frame_content_size = header.content_size;
-            return Ok(true);
-        }
+        let Some(header) = next_zstd_frame(&mut self.src, self.max_window)? else {
+            return Ok(false);
+        };
+        self.frame.reset(&mut self.src).map_err(frame_error)?;
+        self.output = Some(ZstdFrameOutput::new(&header));
+        Ok(true)
     }
 
     /// After the last block and every byte of the frame was handed out.
     fn end_frame(&mut self) -> io::Result<()> {
-        self.in_frame = false;
         if let Some(expected) = self.frame.get_checksum_from_data()
             && self.frame.get_calculated_checksum() != Some(expected)
         {
-            return Err(corrupt("frame content checksum mismatch".to_owned()));
+            return Err(zstd_corrupt("frame content checksum mismatch".to_owned()));
         }
-        if let Some(size) = self.frame_content_size
-            && size != self.frame_out
-        {
-            return Err(corrupt(format!(
-                "frame declares {size} bytes but holds {}",
-                self.frame_out
-            )));
-        }
-        Ok(())
+        self.output.take().map_or(Ok(()), |o| o.finish())
     }
 }
 
@@ -177,18 +131,13 @@ impl<R: Read> Read for ZstdPureDecoder<R> {
             return Ok(0);
         }
         loop {
-            if !self.in_frame && !self.start_frame()? {
+            if self.output.is_none() && !self.start_frame()? {
                 return Ok(0);
             }
             if self.frame.can_collect() > 0 {
                 let n = self.frame.read(buf)?;
-                self.frame_out += n as u64;
-                if let Some(size) = self.frame_content_size
-                    && self.frame_out > size
-                {
-                    return Err(corrupt(format!(
-                        "frame holds more than its declared {size} bytes"
-                    )));
+                if let Some(output) = &mut self.output {
+                    output.add(n)?;
                 }
                 return Ok(n);
             }
@@ -201,18 +150,6 @@ impl<R: Read> Read for ZstdPureDecoder<R> {
                 .map_err(frame_error)?;
         }
     }
-}
-
-fn eof(msg: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, msg)
-}
-
-fn corrupt(detail: String) -> io::Error {
-    DecodeError::Corrupt {
-        codec: Some(Codec::Zstd),
-        detail,
-    }
-    .into()
 }
 
 fn frame_error(e: FrameDecoderError) -> io::Error {
