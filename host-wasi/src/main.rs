@@ -190,6 +190,10 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
             vec![Dir::read_only(archive), Dir::read_write(&dest_dir)]
         }
         Command::RebuildXlogdb { .. } => {
+            // Archiving is excluded while the catalogue is rebuilt, as natively.
+            let path = archive_wal_lock(cfg);
+            let archiving = LockFile::flock(&path, true).context("taking the archive-wal lock")?;
+            locks.push((path, archiving));
             locks.push(catalogue_lock(cfg)?);
             vec![
                 Dir::read_write(archive),

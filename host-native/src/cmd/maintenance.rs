@@ -38,6 +38,7 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
         Some(root) => root.join(key).display().to_string(),
         None => format!("{}{key}", ctx.archive_root()),
     };
+    let _archiving = exclude_archiving(ctx, ui)?;
     let rebuilt_at = crate::server::now();
     ui.info(format_args!(
         "Rebuilding xlogdb for server {}",
@@ -134,6 +135,29 @@ fn remove_dead_temp_files_under(fs: Fs, root: &std::path::Path) -> std::io::Resu
     Ok(removed)
 }
 
+/// Takes the server's archive-wal lock for a maintenance run that rewrites the catalogue
+/// from the archive or deletes from it, waiting for a running archive-wal to finish (a cron
+/// run meanwhile skips the server, as it does for another archive-wal). Without it a
+/// deletion could remove the hash directory an archive-wal is about to write into, or take
+/// a WAL between its upload and its catalogue line, and a rebuild could write the line of a
+/// WAL whose own commit then appends it again.
+fn exclude_archiving(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<crate::lock::LockFile> {
+    let path = crate::lock::lock_path(&ctx.cfg.lock_directory, &ctx.cfg.name, "archive-wal");
+    match ctx.fs.lock(&path, false) {
+        Ok(lock) => Ok(lock),
+        Err(crate::lock::LockError::Busy { .. }) => {
+            ui.verbose(format_args!(
+                "waiting for the running archive-wal of server {}",
+                ctx.cfg.name
+            ));
+            ctx.fs
+                .lock(&path, true)
+                .with_context(|| format!("taking {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("taking {}", path.display())),
+    }
+}
+
 /// `delete-wals --before NAME`: removes older archived files one by one, with the WAL delete
 /// hooks, then removes hash directories that became empty (never a directory with files in
 /// it, unlike Barman's ≥256-entry rmtree).
@@ -149,6 +173,7 @@ pub fn delete_wals(
     if !keep_from.is_segment() {
         bail!("--before needs a WAL segment name, got {before}");
     }
+    let _archiving = (!dry_run).then(|| exclude_archiving(ctx, ui)).transpose()?;
     let runner = HookRunner::new(ctx.cfg, ctx.config_path, ui);
     let listing = ctx
         .store
