@@ -710,7 +710,8 @@ pub trait Queue {
 
 /// The host side of the catalogue.
 pub trait CatalogueSink {
-    /// Appends lines and makes them durable before returning.
+    /// Appends lines and makes them durable before returning. A host whose catalogue other
+    /// processes append to skips the lines another archiver of the same WAL appended since.
     fn append(&mut self, entries: &[CatalogueEntry]) -> io::Result<()>;
     /// Which of `names` the catalogue lacks (asked only when a batch found files already
     /// archived, to repair a crash between storing and cataloguing).

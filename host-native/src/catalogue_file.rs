@@ -2,7 +2,7 @@
 //! once per batch; rewrites in place (as Barman does since its issue #328).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use walvault_core::archive::CatalogueSink;
@@ -92,6 +92,29 @@ impl CatalogueFile {
     }
 }
 
+/// How much of the catalogue's end an append reads for lines appended meanwhile: some
+/// thousands of lines, far more than concurrent archivers append while one commits.
+const RECENT_TAIL: u64 = 256 << 10;
+
+/// The WAL names in the catalogue's last [`RECENT_TAIL`] bytes (whole lines only).
+fn recent_names(file: &mut File) -> io::Result<std::collections::HashSet<String>> {
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(RECENT_TAIL);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let text = String::from_utf8_lossy(&tail);
+    let mut lines = text.lines();
+    if start > 0 {
+        // Cut mid-line.
+        lines.next();
+    }
+    Ok(lines
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
 impl CatalogueSink for CatalogueFile {
     fn append(&mut self, entries: &[CatalogueEntry]) -> io::Result<()> {
         let _lock = self.lock()?;
@@ -105,9 +128,23 @@ impl CatalogueSink for CatalogueFile {
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&self.path)?;
+        // A line another process appended for the same WAL since this one decided to (two
+        // archivers of one identical WAL, such as a primary and its standby with
+        // archive_mode = always: one stores it, the other finds it stored and repairs its
+        // "missing" line) is not written twice. Such a line is recent: the tail is enough.
+        let recent = recent_names(&mut file)?;
+        let entries: Vec<CatalogueEntry> = entries
+            .iter()
+            .filter(|e| !recent.contains(&e.name))
+            .cloned()
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
         journal(FsEvent::Append(&self.path, file.metadata()?.len()));
-        file.write_all(render_catalogue(entries).as_bytes())?;
+        file.write_all(render_catalogue(&entries).as_bytes())?;
         file.sync_data()?;
         journal(FsEvent::SyncFile(&self.path));
         if created && let Some(dir) = self.path.parent() {

@@ -12,6 +12,8 @@
 //!   between two steps would leave it.
 //! - `WALVAULT_CRASH_AT=POINT[:N]`: the process aborts the N-th time (default the first) it
 //!   reaches a [`failpoint`], the finer points inside those steps where a crash trial stops it.
+//! - `WALVAULT_PAUSE_AT=POINT:MS`: the run sleeps MS milliseconds each time it reaches the
+//!   failpoint, to line up a race deterministically.
 //! - `WALVAULT_FS_JOURNAL=FILE`: every file-system change that durability depends on, and
 //!   every sync, is appended to FILE as it happens ([`journal`]), so that a crash trial can
 //!   work out what a power cut at the moment the process died would have kept.
@@ -86,6 +88,13 @@ pub fn failpoint(point: &'static str) {
     #[cfg(feature = "fault-injection")]
     {
         debug_assert!(FAILPOINTS.contains(&point), "{point} is not in FAILPOINTS");
+        // WALVAULT_PAUSE_AT=POINT:MS holds the run there, to line up a race.
+        if let Ok(pause) = std::env::var("WALVAULT_PAUSE_AT")
+            && let Some((wanted, ms)) = pause.split_once(':')
+            && wanted == point
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+        }
         let Ok(spec) = std::env::var("WALVAULT_CRASH_AT") else {
             return;
         };

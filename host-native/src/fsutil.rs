@@ -239,8 +239,8 @@ impl Fs {
             let stale = || {
                 entry
                     .metadata()
-                    .and_then(|m| m.modified())
                     .ok()
+                    .and_then(|m| last_change(&m))
                     .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
                     .is_some_and(|age| age > STALE_TEMP_AGE)
             };
@@ -257,6 +257,23 @@ impl Fs {
         }
         Ok(removed)
     }
+}
+
+/// When a file last changed in any way: its status-change time, which no one can set. Not its
+/// modification time: an archived copy is given its source's, so a copy being written of a
+/// WAL queued for an hour would look an hour old and be removed under its writer.
+fn last_change(meta: &fs::Metadata) -> Option<std::time::SystemTime> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let since = std::time::Duration::new(
+            u64::try_from(meta.ctime()).ok()?,
+            u32::try_from(meta.ctime_nsec()).ok()?,
+        );
+        std::time::UNIX_EPOCH.checked_add(since)
+    }
+    #[cfg(not(unix))]
+    meta.modified().ok()
 }
 
 /// A temporary file removed on drop unless it was renamed into place.
@@ -487,6 +504,22 @@ mod tests {
         assert!(
             dir.path().join(&mine).exists() && dir.path().join("000000010000000000000003").exists()
         );
+    }
+
+    #[test]
+    fn a_live_writers_temp_file_is_kept_whatever_its_modification_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Written by a live process (pid 1), with its source's mtime of two hours ago.
+        let temp = dir.path().join(".000000010000000000000001.1.0.tmp");
+        fs::write(&temp, b"x").expect("temp");
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        File::options()
+            .write(true)
+            .open(&temp)
+            .and_then(|f| f.set_modified(two_hours_ago))
+            .expect("mtime");
+        assert_eq!(FS.remove_dead_temp_files(dir.path()).expect("clean"), 0);
+        assert!(temp.exists(), "its writer may be about to link it");
     }
 
     #[test]

@@ -395,6 +395,18 @@ impl Bench {
                     .args(["-KILL", "-f", &world.config.display().to_string()])
                     .status();
                 let status = child.wait().expect("wait");
+                // runuser may be reaped before the walvault it started is gone, and the rerun
+                // must not find the dying run still holding its lock.
+                let gone = std::time::Instant::now() + Duration::from_secs(30);
+                while Command::new("pgrep")
+                    .args(["-f", &world.config.display().to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+                {
+                    assert!(std::time::Instant::now() < gone, "the killed run is gone");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 (status.success(), None)
             }
         }

@@ -184,6 +184,85 @@ fn archive_wal_racing_delete_wals_and_rebuild_xlogdb_loses_no_line() {
     assert!(file_names(&world.errors()).is_empty());
 }
 
+/// Two `put-wal` of one WAL at the same moment (a primary and its standby): one stores it, the
+/// other finds it stored, and both succeed with one catalogue line between them. (The finder's
+/// repair of a "missing" line wrote a second one when the storer's commit was still under way.)
+#[test]
+fn two_put_wal_of_one_wal_at_once_write_one_line() {
+    let world = World::new("wal_segment_size = \"1MB\"\ncompression = \"lz4\"");
+    const ROUNDS: usize = 24;
+    let pg_wal = world.path("pg_wal");
+    fs::create_dir_all(&pg_wal).expect("pg_wal");
+    for i in 1..=ROUNDS {
+        queue_file(&pg_wal.join(wal(i)), &small_segment(&wal(i), i as u8));
+    }
+    world.own_all();
+    for i in 1..=ROUNDS {
+        let path = pg_wal.join(wal(i));
+        let path = path.to_str().expect("utf-8");
+        let both: Vec<_> = (0..2)
+            .map(|_| {
+                world
+                    .run_as
+                    .command(&world.bin)
+                    .arg("-c")
+                    .arg(&world.config)
+                    .args(["put-wal", SERVER, path])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("put-wal")
+            })
+            .collect();
+        for child in both {
+            let out = child.wait_with_output().expect("put-wal");
+            assert!(out.status.success(), "{}", describe(&out));
+        }
+    }
+    let counts = lines(&world);
+    assert_eq!(counts.len(), ROUNDS);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "one line each: {counts:?}"
+    );
+}
+
+/// The same, lined up: the storer pauses after its copy is durable and before its catalogue
+/// line, while the other finds the copy and repairs the "missing" line; the storer's line
+/// must then not be written a second time.
+#[test]
+fn a_repaired_line_is_not_appended_again_by_the_storer() {
+    let world = World::new("wal_segment_size = \"1MB\"\ncompression = \"lz4\"");
+    let name = wal(1);
+    let path = world.in_pg_wal(&name, &small_segment(&name, 1));
+    let path = path.to_str().expect("utf-8");
+    let storer = world
+        .run_as
+        .command(&world.bin)
+        .arg("-c")
+        .arg(&world.config)
+        .args(["put-wal", SERVER, path])
+        .env("WALVAULT_PAUSE_AT", "dir-synced:1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("storer");
+    let stored = world.wals().join(&name[..16]).join(&name);
+    let start = Instant::now();
+    while !stored.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the copy appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let finder = world.walvault(&["put-wal", SERVER, path]);
+    assert!(finder.status.success(), "{}", describe(&finder));
+    let storer = storer.wait_with_output().expect("storer");
+    assert!(storer.status.success(), "{}", describe(&storer));
+    assert_eq!(lines(&world).get(&name), Some(&1), "{:?}", lines(&world));
+}
+
 /// A primary and its standby, both `archive_mode = always` with `put-wal` into one server:
 /// each segment arrives twice, identical, often at the same moment. Both succeed, the archive
 /// keeps one copy and one line of each; a different WAL under an archived name then fails
