@@ -399,6 +399,27 @@ fn zstd_frame_short_of_its_declared_size_is_corrupt() {
 }
 
 #[test]
+fn lz4_independent_frame_after_a_linked_one() {
+    // Found by fuzzing (fuzz/corpus/decompress_lz4/regression-*): one lz4_flex decoder for
+    // all frames kept a linked-block (or legacy) frame's larger buffers, and its debug
+    // assertion failed at the next independent-block frame: a panic in test builds.
+    use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+    let a = wal_like(100_000, 16);
+    let b = wal_like(50_000, 17);
+    let info = FrameInfo::new()
+        .block_size(BlockSize::Max4MB)
+        .block_mode(BlockMode::Linked);
+    let mut linked = FrameEncoder::with_frame_info(info, Vec::new());
+    linked.write_all(&a).expect("encode");
+    let mut packed = linked.finish().expect("finish");
+    // walvault writes independent 4 MiB blocks.
+    packed.extend(encode(Codec::Lz4, Level::Low, &b));
+    let mut expected = a;
+    expected.extend_from_slice(&b);
+    assert!(decode(Some(Codec::Lz4), &packed) == Ok(expected));
+}
+
+#[test]
 fn zstd_window_above_the_limit_is_refused() {
     // A frame header announcing a 1 GiB window (descriptor 0, window byte (30-10)<<3), then
     // nothing: the refusal must come from the header alone, before any allocation.

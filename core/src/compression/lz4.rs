@@ -44,21 +44,43 @@ pub(super) fn hc_encoder<W: Write>(w: W, level: i32) -> io::Result<lz4::Encoder<
 /// a block boundary; this wrapper tells the two apart with [`Source::starved`] and moves on
 /// to the next frame only when more input follows.
 pub(super) struct Lz4Decoder<R: Read> {
-    inner: FrameDecoder<Source<R>>,
+    /// `None` only while a fresh decoder takes the source over (see `next_frame`).
+    inner: Option<FrameDecoder<Source<R>>>,
     /// Between frames: the next bytes are a frame header, a skippable frame or the end.
     at_boundary: bool,
+    /// A frame was started: the next one gets a fresh decoder.
+    started: bool,
 }
 
 impl<R: Read> Lz4Decoder<R> {
     pub(super) fn new(source: Source<R>) -> Self {
         Lz4Decoder {
-            inner: FrameDecoder::new(source),
+            inner: Some(FrameDecoder::new(source)),
             at_boundary: true,
+            started: false,
         }
     }
 
+    fn decoder(&mut self) -> &mut FrameDecoder<Source<R>> {
+        self.inner
+            .as_mut()
+            .expect("the source is always in a decoder between calls")
+    }
+
     pub(super) fn source_mut(&mut self) -> &mut Source<R> {
-        self.inner.get_mut()
+        self.decoder().get_mut()
+    }
+
+    /// Each frame gets a fresh lz4_flex decoder. One decoder keeps its buffers from frame to
+    /// frame and asserts (with debug assertions) that an independent-block frame finds them
+    /// at exactly its block size, so a legacy or linked-block frame followed by an
+    /// independent one panicked in test builds. Found by fuzzing.
+    fn next_frame(&mut self) {
+        if std::mem::replace(&mut self.started, true)
+            && let Some(old) = self.inner.take()
+        {
+            self.inner = Some(FrameDecoder::new(old.into_inner()));
+        }
     }
 }
 
@@ -69,7 +91,7 @@ impl<R: Read> Read for Lz4Decoder<R> {
         }
         loop {
             if self.at_boundary {
-                let src = self.inner.get_mut();
+                let src = self.source_mut();
                 let head = src.peek(8)?;
                 if head.is_empty() {
                     return Ok(0);
@@ -85,14 +107,17 @@ impl<R: Read> Read for Lz4Decoder<R> {
                             "input ended inside a skippable frame header",
                         ));
                     }
-                    None => self.at_boundary = false,
+                    None => {
+                        self.at_boundary = false;
+                        self.next_frame();
+                    }
                 }
             }
-            let n = self.inner.read(buf)?;
+            let n = self.decoder().read(buf)?;
             if n > 0 {
                 return Ok(n);
             }
-            if self.inner.get_ref().starved() {
+            if self.decoder().get_ref().starved() {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "input ended inside an lz4 frame",
