@@ -44,26 +44,15 @@ impl Workload {
         Workload::DeleteWals,
     ];
 
-    /// The failpoints this workload passes (`walvault::faults::FAILPOINTS`).
+    /// The failpoints this workload passes: `walvault::faults::FAILPOINTS` lists them in the
+    /// order a WAL meets them, the archive's seven first (put-wal releases nothing, so it
+    /// passes the first five), then delete-wals' two.
     pub fn failpoints(self) -> &'static [&'static str] {
+        let points = walvault::faults::FAILPOINTS;
         match self {
-            Workload::ArchiveWal | Workload::Streaming => &[
-                "temp-written",
-                "file-synced",
-                "linked",
-                "dir-synced",
-                "catalogue-appended",
-                "before-release",
-                "after-release",
-            ],
-            Workload::PutWal => &[
-                "temp-written",
-                "file-synced",
-                "linked",
-                "dir-synced",
-                "catalogue-appended",
-            ],
-            Workload::DeleteWals => &["wal-deleted", "catalogue-rewritten"],
+            Workload::ArchiveWal | Workload::Streaming => &points[..7],
+            Workload::PutWal => &points[..5],
+            Workload::DeleteWals => &points[7..],
         }
     }
 
