@@ -39,8 +39,8 @@ crash-trials trials="200" seed="2026":
     WALVAULT_CRASH_REPORT=bench/results/crash-trials-{{trials}}-seed{{seed}}.md \
     cargo test --locked -p walvault-tests --test crash_trials -- --nocapture
 
-# Fuzzing, long run: every fuzz target (fuzz/) for `seconds` each, native and pure-Rust codec
-# builds; installs nightly and cargo-fuzz when missing. The table goes to bench/results/ (see
-# bench/RESULTS.md); the suite runs the targets over their seed corpus (core/tests/fuzz_corpus.rs).
+# Fuzzing, long run (installs nightly and cargo-fuzz when missing); the table goes to
+# bench/results/ (see bench/RESULTS.md). The suite runs the same targets over their seed corpus.
+# Every fuzz target (fuzz/) for `seconds` each, native and pure-Rust codec builds.
 fuzz seconds="60":
-    fuzz/run.sh {{seconds}} bench/results/fuzz-{{seconds}}s.md
+    fuzz/run.sh {{seconds}} bench/results/$(date -u +%F)-fuzz-{{seconds}}s.md
