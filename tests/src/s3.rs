@@ -156,6 +156,26 @@ impl S3Server {
         self.wait_ready();
     }
 
+    /// Every object key in `bucket` of an s3s-fs server, sorted (its hidden metadata files
+    /// left out).
+    pub fn object_keys(&self, bucket: &str) -> Vec<String> {
+        let root = self.root.as_ref().expect("s3s-fs root").join(bucket);
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else if !e.file_name().to_string_lossy().starts_with('.') {
+                    let key = e.path().strip_prefix(&root).expect("under root").to_owned();
+                    out.push(key.display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// The `[pg]` configuration lines for an archive at `s3://bucket/prefix` on this server.
     pub fn config(&self, bucket: &str, prefix: &str) -> String {
         format!(

@@ -37,31 +37,9 @@ fn s3_world(
     Some((world, server))
 }
 
-/// Every object under the server's WAL prefix, as `(key, size)`.
+/// Every object in the test bucket.
 fn objects(server: &S3Server) -> Vec<String> {
-    let root = server.root.as_ref().expect("s3s-fs root").join(BUCKET);
-    let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                let key = e
-                    .path()
-                    .strip_prefix(&root)
-                    .expect("under root")
-                    .display()
-                    .to_string();
-                // s3s-fs keeps metadata in hidden files next to objects.
-                if !key.rsplit('/').next().unwrap_or("").starts_with('.') {
-                    out.push(key);
-                }
-            }
-        }
-    }
-    out.sort();
-    out
+    server.object_keys(BUCKET)
 }
 
 fn pitr_s3(codec: &str) {

@@ -103,24 +103,9 @@ fn get_wal(world: &World, name: &str, dest_dir: &str) -> (Output, Duration, std:
     (out, took, dest)
 }
 
-/// Every WAL object in the bucket (s3s-fs keeps metadata in hidden files next to them).
+/// Every object in the test bucket.
 fn objects(server: &S3Server) -> Vec<String> {
-    let root = server.root.as_ref().expect("s3s-fs root").join(BUCKET);
-    let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else if !name.starts_with('.') {
-                let key = e.path().strip_prefix(&root).expect("under root").to_owned();
-                out.push(key.display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
+    server.object_keys(BUCKET)
 }
 
 /// The stored bytes of the one object holding `name`.
