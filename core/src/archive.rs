@@ -365,7 +365,26 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                     };
                     return FileOutcome::Archived { entry, key };
                 }
-                Err(StorageError::AlreadyExists { .. }) => continue,
+                // The key exists though the listing missed it (a concurrent archiver, or an
+                // object store whose listings lag behind writes): compare with that exact
+                // key, which a read sees at once, rather than trust the listing again.
+                Err(StorageError::AlreadyExists { .. }) => match self.store.head(&key) {
+                    Ok(meta) => {
+                        let stored = StoredWal {
+                            key,
+                            name,
+                            codec_from_key: match self.settings.layout {
+                                Layout::Local => None,
+                                Layout::Cloud { .. } => codec,
+                            },
+                            size: meta.size,
+                        };
+                        return self.on_existing(candidate, &[stored], source);
+                    }
+                    // Gone again (a concurrent delete-wals): look afresh.
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return failed(&e),
+                },
                 // The source, not the store, failed: keep it, and let the batch go on.
                 Err(StorageError::Payload { source, .. }) => {
                     return FileOutcome::SourceError {

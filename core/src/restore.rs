@@ -32,6 +32,23 @@ pub enum RestoreError {
     /// Writing the restored file failed.
     #[error("writing the restored file failed: {0}")]
     Write(io::Error),
+    /// The name is stored under several keys (another codec's extension) whose content is not
+    /// the same: serving either could replay the wrong history, so neither is served. Only an
+    /// eventually consistent object store (a listing that lagged behind a different writer)
+    /// or a writer other than walvault gets an archive there; see
+    /// docs/barman-behaviours.md#B-CHANGE-10.
+    #[error(
+        "{name} is stored under several keys whose content differs ({}): {problem}; recovery must not pick one",
+        keys.join(", ")
+    )]
+    Conflicting {
+        /// The WAL asked for.
+        name: WalFileName,
+        /// Every key that holds it.
+        keys: Vec<String>,
+        /// How they differ.
+        problem: String,
+    },
 }
 
 /// Finds the object to serve for `name`: any extension; the complete segment in preference to a
@@ -42,17 +59,73 @@ pub fn locate(
     name: &WalFileName,
     allow_partial: bool,
 ) -> Result<Option<StoredWal>, StorageError> {
+    Ok(locate_all(store, layout, name, allow_partial)?
+        .into_iter()
+        .next())
+}
+
+/// Every stored object for `name`, as [`locate`] chooses among them: the complete WAL under
+/// each extension it is stored with, else (with `allow_partial`) each `.partial` of it. More
+/// than one means the same name under several codecs' extensions.
+pub fn locate_all(
+    store: &dyn WalStore,
+    layout: &Layout,
+    name: &WalFileName,
+    allow_partial: bool,
+) -> Result<Vec<StoredWal>, StorageError> {
     let listing = store.list(&layout.lookup_prefix(name))?;
-    if let Some(found) = layout.find(name, &listing).into_iter().next() {
-        return Ok(Some(found));
+    let found = layout.find(name, &listing);
+    if !found.is_empty() {
+        return Ok(found);
     }
     match name {
-        WalFileName::Segment(segment) if allow_partial => Ok(layout
-            .find(&WalFileName::Partial(*segment), &listing)
-            .into_iter()
-            .next()),
-        _ => Ok(None),
+        WalFileName::Segment(segment) if allow_partial => {
+            Ok(layout.find(&WalFileName::Partial(*segment), &listing))
+        }
+        _ => Ok(Vec::new()),
     }
+}
+
+/// Checks that every copy of a name stored more than once decodes to the same bytes as the
+/// first, which is the one served.
+fn check_copies_agree(
+    store: &dyn WalStore,
+    name: &WalFileName,
+    copies: &[StoredWal],
+    segment_size: Option<SegmentSize>,
+) -> Result<(), RestoreError> {
+    let Some((first, others)) = copies.split_first() else {
+        return Ok(());
+    };
+    let limits = DecodeLimits {
+        max_output: segment_size
+            .unwrap_or(SegmentSize::MAX)
+            .bytes()
+            .max(crate::archive::MAX_HISTORY_BYTES),
+        ..DecodeLimits::default()
+    };
+    let conflict = |problem: String| RestoreError::Conflicting {
+        name: *name,
+        keys: copies.iter().map(|c| c.key.clone()).collect(),
+        problem,
+    };
+    for other in others {
+        let a = first
+            .decoder(store.get(&first.key)?, limits)
+            .map_err(|e| conflict(format!("{} is unreadable: {e}", first.key)))?;
+        let b = other
+            .decoder(store.get(&other.key)?, limits)
+            .map_err(|e| conflict(format!("{} is unreadable: {e}", other.key)))?;
+        let (mut a, mut b) = (a, b);
+        match crate::duplicate::same_content(&mut a, &mut b) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(conflict(format!("{} and {} differ", first.key, other.key)));
+            }
+            Err(e) => return Err(conflict(format!("comparing them failed: {e}"))),
+        }
+    }
+    Ok(())
 }
 
 /// What a restore produced.
@@ -79,8 +152,12 @@ pub fn restore(
     segment_size: Option<SegmentSize>,
     sink: &mut dyn Write,
 ) -> Result<Restored, RestoreError> {
-    let stored =
-        locate(store, layout, name, allow_partial)?.ok_or(RestoreError::NotFound(*name))?;
+    let copies = locate_all(store, layout, name, allow_partial)?;
+    check_copies_agree(store, name, &copies, segment_size)?;
+    let stored = copies
+        .into_iter()
+        .next()
+        .ok_or(RestoreError::NotFound(*name))?;
     let reader = store.get(&stored.key)?;
     let codec = stored.codec_from_key;
     let bytes = decode_checked(reader, codec, &stored.name, &stored.key, segment_size, sink)?;

@@ -905,6 +905,99 @@ fn create_if_absent_closes_the_race_with_another_archiver() {
     assert_eq!(outcomes(&r), [(S1.into(), "identical".into())]);
 }
 
+/// An object store whose listings never show anything (one that lags behind writes), while
+/// reads of an exact key see every object at once.
+struct BlindListing(MemoryStore);
+impl WalStore for BlindListing {
+    fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
+        self.0.head(key)
+    }
+    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+        self.0.get(key)
+    }
+    fn put(
+        &self,
+        key: &str,
+        mode: PutMode,
+        payload: &mut dyn Payload,
+    ) -> Result<ObjectMeta, StorageError> {
+        self.0.put(key, mode, payload)
+    }
+    fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        Ok(Vec::new())
+    }
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.0.delete(key)
+    }
+}
+
+#[test]
+fn a_listing_that_lags_still_gets_duplicates_decided_by_the_exact_key() {
+    // Before: the refused create sent the archiver back to the listing, which still showed
+    // nothing, and the file failed ("appeared and disappeared") until the listing caught up.
+    let layout = Layout::cloud("base", "pg");
+    let store = BlindListing(MemoryStore::new());
+    let data = segment(S1, 1);
+    store.0.insert(
+        &format!("base/pg/wals/0000000100000000/{S1}.gz"),
+        &encode_all(Some(Codec::Gzip), Level::Low, &data).expect("gzip"),
+    );
+    let s = ArchiveSettings {
+        layout,
+        ..settings(Some(Codec::Gzip))
+    };
+    let mut q = MemQueue::default();
+    q.add(S1, data, OLD);
+    let mut cat = MemCatalogue::default();
+    let r = run(&store, &s, &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
+    assert_eq!(outcomes(&r), [(S1.into(), "identical".into())]);
+    assert!(q.files.is_empty() && q.errors.is_empty());
+
+    let mut q = MemQueue::default();
+    q.add(S1, segment(S1, 2), OLD);
+    let r = run(&store, &s, &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
+    assert_eq!(outcomes(&r), [(S1.into(), "different".into())]);
+    assert_eq!(q.errors.len(), 1, "kept in errors/");
+    assert_eq!(store.0.keys().len(), 1, "nothing stored beside or over it");
+}
+
+#[test]
+fn a_name_stored_under_two_codecs_is_served_only_when_both_copies_agree() {
+    let store = MemoryStore::new();
+    let layout = Layout::cloud("base", "pg");
+    let name: WalFileName = S1.parse().expect("name");
+    let data = segment(S1, 1);
+    let gz = format!("base/pg/wals/0000000100000000/{S1}.gz");
+    let zst = format!("base/pg/wals/0000000100000000/{S1}.zst");
+    store.insert(
+        &gz,
+        &encode_all(Some(Codec::Gzip), Level::Low, &data).expect("gzip"),
+    );
+    store.insert(
+        &zst,
+        &encode_all(Some(Codec::Zstd), Level::Low, &data).expect("zstd"),
+    );
+    let mut out = Vec::new();
+    restore(&store, &layout, &name, false, Some(size()), &mut out).expect("identical copies");
+    assert!(out == data);
+
+    // A different WAL under the second extension (a writer whose listing lagged): before,
+    // the first key listed was served, whichever history it held.
+    store.insert(
+        &zst,
+        &encode_all(Some(Codec::Zstd), Level::Low, &segment(S1, 2)).expect("zstd"),
+    );
+    let mut out = Vec::new();
+    let err = restore(&store, &layout, &name, false, Some(size()), &mut out)
+        .expect_err("two histories under one name");
+    match &err {
+        RestoreError::Conflicting { keys, .. } => assert_eq!(keys.len(), 2, "{err}"),
+        other => panic!("{other}"),
+    }
+    assert!(out.is_empty(), "nothing served");
+    assert!(err.to_string().contains("must not pick"), "{err}");
+}
+
 /// A toy cipher for tests only: XOR with a fixed byte behind a 4-byte marker.
 struct XorCipher;
 impl Decrypt for XorCipher {

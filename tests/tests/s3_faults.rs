@@ -119,6 +119,17 @@ fn object_bytes(server: &S3Server, name: &str) -> Vec<u8> {
     fs::read(root.join(&keys[0])).expect("object")
 }
 
+/// The bytes of the one object whose file name is `file_name` (extension included).
+fn object_file(server: &S3Server, file_name: &str) -> Vec<u8> {
+    let keys: Vec<String> = objects(server)
+        .into_iter()
+        .filter(|k| k.rsplit('/').next() == Some(file_name))
+        .collect();
+    assert_eq!(keys.len(), 1, "one object {file_name}: {keys:?}");
+    let root = server.root.as_ref().expect("root").join(BUCKET);
+    fs::read(root.join(&keys[0])).expect("object")
+}
+
 /// Each name has exactly one catalogue line, and nothing else is catalogued.
 fn assert_catalogued_once(world: &World, names: &[&str]) {
     let mut catalogued: Vec<String> = world.catalogue().into_iter().map(|e| e.name).collect();
@@ -448,9 +459,9 @@ fn a_lagging_listing_never_makes_walvault_overwrite_or_lose_a_wal() {
         return;
     };
     // Objects stay out of listings for 4 s after their upload (an eventually consistent
-    // store): every step below until the wait runs inside that window. One codec throughout:
-    // the conditional create guards the one key; a copy under another codec's extension is
-    // a different key, which only the listing would have shown.
+    // store): every step below until the wait runs inside that window. The conditional
+    // create guards the one key; a copy under another codec's extension is a different key,
+    // which only the listing would have shown.
     let lag = Duration::from_secs(4);
     proxy.set_list_lag(lag);
     let name = segment_name(1);
@@ -464,44 +475,54 @@ fn a_lagging_listing_never_makes_walvault_overwrite_or_lose_a_wal() {
     // A different WAL under the same name, while the listing shows nothing: refused (the
     // conditional create), never stored over the first.
     let (out, _, path) = put_wal(&world, "split-brain", &name, &other);
-    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(stderr(&out).contains("DIFFERENT"), "{}", stderr(&out));
     assert!(Path::new(&path).exists());
     assert!(object_bytes(&server, &name) == stored, "not overwritten");
-    // The same WAL again (PostgreSQL retrying after a crash): whatever the exit, not lost
-    // (put-wal never removes %p) and not stored twice; archive-wal keeps it queued until the
-    // archive can be checked.
-    let (_, _, path) = put_wal(&world, "retry", &name, &first);
+    // The same WAL again (PostgreSQL retrying after a crash): the refused create is followed
+    // by a read of that exact key, which does not lag, so it is recognised as identical (it
+    // used to fail until the listing caught up).
+    let (out, _, path) = put_wal(&world, "retry", &name, &first);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(Path::new(&path).exists());
     queue_file(&world.incoming().join(&name), &first);
     world.own_all();
     let during = world.walvault(&["archive-wal", SERVER]);
+    assert_eq!(during.status.code(), Some(0), "{}", describe(&during));
+    assert!(
+        file_names(&world.incoming()).is_empty(),
+        "dropped as identical"
+    );
+    // A different WAL from a writer with another codec: its key is another one, which only the
+    // listing would have shown, so it is stored. Then the name has two histories, and get-wal
+    // refuses to pick one (255, which stops a recovery), rather than serve either.
+    let config = fs::read_to_string(&world.config).expect("config");
+    fs::write(
+        &world.config,
+        config.replace("compression = \"gzip\"", "compression = \"zstd\""),
+    )
+    .expect("config");
+    let (out, _, _) = put_wal(&world, "split-brain-zstd", &name, &other);
     assert!(
         stored_at.elapsed() < lag,
         "the steps above ran while the listing lagged: slow machine?"
     );
-    assert!(object_bytes(&server, &name) == stored, "not overwritten");
-    if during.status.success() {
-        assert!(file_names(&world.incoming()).is_empty());
-    } else {
-        assert_eq!(
-            file_names(&world.incoming()),
-            std::slice::from_ref(&name),
-            "kept"
-        );
-    }
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let gz = format!("{name}.gz");
+    assert!(object_file(&server, &gz) == stored, "not overwritten");
 
-    // The listing catches up: the queued copy is dropped as identical, a different one is
-    // refused, the archive holds the first WAL once.
+    // The listing catches up: two histories under one name. get-wal refuses to pick one and
+    // writes nothing; the first copy is untouched.
     std::thread::sleep(lag.saturating_sub(stored_at.elapsed()) + Duration::from_millis(200));
-    let out = world.walvault(&["archive-wal", SERVER]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert!(file_names(&world.incoming()).is_empty());
-    let (out, _, _) = put_wal(&world, "split-brain-2", &name, &other);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(stderr(&out).contains("DIFFERENT"), "{}", stderr(&out));
-    let (out, _, _) = put_wal(&world, "retry-2", &name, &first);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert!(object_bytes(&server, &name) == stored, "not overwritten");
-    assert_catalogued_once(&world, &[&name]);
-    assert_restores(&world, &name, &first);
+    assert_eq!(objects(&server).len(), 2, "{:?}", objects(&server));
+    assert!(object_file(&server, &gz) == stored, "not overwritten");
+    let dest = world.path("restored");
+    let out = world.walvault(&["get-wal", SERVER, &name, &dest.display().to_string()]);
+    assert_eq!(out.status.code(), Some(255), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("must not pick one"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dest.exists(), "nothing served");
 }
