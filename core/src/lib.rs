@@ -25,6 +25,8 @@
 //! - [`report`]: what `walvault serve` reports (status document, gaps, health, metrics) and
 //!   the dashboard's layout and formatting functions.
 //! - [`text`]: untrusted names made safe to print and to reuse in `errors/`.
+//! - [`verify`]: record-level WAL verification (page headers, records, CRC-32C, `xl_prev`)
+//!   of one file at a time, and the stitcher that joins files into one checked stream.
 //! - [`status`]: the checks and status model shared by the CLI, the HTTP API and the dashboard.
 //! - `fuzzing` (feature `testing`): the fuzz targets' bodies, shared by `fuzz/` and the
 //!   seed-corpus test.
@@ -47,4 +49,5 @@ pub mod storage;
 pub mod streaming;
 pub mod text;
 pub mod time;
+pub mod verify;
 pub mod wal;
