@@ -210,9 +210,9 @@ impl StreamVerifier {
             (Some(p), Some(c)) => {
                 let expected = p.total_len - p.got;
                 if c.rem_len != expected {
-                    self.chain_finding(
-                        s,
-                        0,
+                    // Named at the record's start: its length or the next file is wrong.
+                    self.record_finding(
+                        &p,
                         FindingKind::ContinuationLength {
                             expected,
                             found: c.rem_len,
@@ -225,9 +225,8 @@ impl StreamVerifier {
                 }
             }
             (Some(p), None) => {
-                self.chain_finding(
-                    s,
-                    0,
+                self.record_finding(
+                    &p,
                     FindingKind::MissingContinuation {
                         expected_rem: p.total_len - p.got,
                     },

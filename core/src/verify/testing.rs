@@ -22,7 +22,7 @@ pub struct WrittenRecord {
 }
 
 /// Writes a WAL stream from the start of a segment.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct WalWriter {
     first: Segment,
     size: SegmentSize,
@@ -119,17 +119,7 @@ impl WalWriter {
 
     /// Writes a record of resource manager `rmid` with `body` after the header; its start.
     pub fn record(&mut self, rmid: u8, info: u8, body: &[u8]) -> Lsn {
-        let total = RECORD_HEADER + body.len();
-        let mut rec = Vec::with_capacity(total);
-        rec.extend_from_slice(&(total as u32).to_le_bytes());
-        rec.extend_from_slice(&0x2A2Au32.to_le_bytes());
-        rec.extend_from_slice(&self.prev.0.to_le_bytes());
-        rec.push(info);
-        rec.push(rmid);
-        rec.extend_from_slice(&[0, 0]);
-        let crc = crc_append(crc_append(0, body), &rec[..CRC_OFFSET]);
-        rec.extend_from_slice(&crc.to_le_bytes());
-        rec.extend_from_slice(body);
+        let rec = record_bytes(self.prev, rmid, info, body);
         self.raw_record(&rec, rmid)
     }
 
@@ -212,4 +202,20 @@ impl WalWriter {
         bytes.resize(seg, 0);
         Some((segment, bytes))
     }
+}
+
+/// A record's bytes with a correct CRC: header (`xl_prev` = `prev`) and `body`.
+pub fn record_bytes(prev: Lsn, rmid: u8, info: u8, body: &[u8]) -> Vec<u8> {
+    let total = RECORD_HEADER + body.len();
+    let mut rec = Vec::with_capacity(total);
+    rec.extend_from_slice(&(total as u32).to_le_bytes());
+    rec.extend_from_slice(&0x2A2Au32.to_le_bytes());
+    rec.extend_from_slice(&prev.0.to_le_bytes());
+    rec.push(info);
+    rec.push(rmid);
+    rec.extend_from_slice(&[0, 0]);
+    let crc = crc_append(crc_append(0, body), &rec[..CRC_OFFSET]);
+    rec.extend_from_slice(&crc.to_le_bytes());
+    rec.extend_from_slice(body);
+    rec
 }
