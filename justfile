@@ -32,10 +32,11 @@ bench-serve:
 
 # Crash trials, long run: 200 per command (archive-wal, put-wal, streaming, delete-wals), each
 # stopped at a commit failpoint or killed at random, half with a power cut, then rerun; the
-# table goes to bench/results/ (see bench/RESULTS.md). The suite runs 20 per command.
-crash-trials trials="200" seed="2026":
+# table goes to bench/results/ (see bench/RESULTS.md). Then receive-wal with real PostgreSQL
+# killed `kills` times. The suite runs 20 per command and 4 kills.
+crash-trials trials="200" seed="2026" kills="40":
     cargo build --locked -p walvault --features walvault/fault-injection
-    WALVAULT_CRASH_TRIALS={{trials}} WALVAULT_CRASH_SEED={{seed}} \
+    WALVAULT_CRASH_TRIALS={{trials}} WALVAULT_CRASH_SEED={{seed}} WALVAULT_RECEIVE_KILLS={{kills}} \
     WALVAULT_CRASH_REPORT=bench/results/crash-trials-{{trials}}-seed{{seed}}.md \
     cargo test --locked -p walvault-tests --test crash_trials -- --nocapture
 

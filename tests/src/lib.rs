@@ -370,6 +370,19 @@ impl Receiver {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `kill -9` of walvault itself (not of its `pg_receivewal`), as an OOM killer or a
+    /// careless operator does; waits for it to be gone. Returns the pid killed.
+    pub fn kill_walvault(&mut self) -> u32 {
+        let pid = self.walvault_pid().expect("receive-wal holds its lock");
+        let killed = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let _ = self.child.wait();
+        pid
+    }
+
     /// SIGTERM, then waits for the exit; returns the exit code and the log.
     pub fn stop(mut self) -> (Option<i32>, String) {
         let code = self.terminate();
@@ -480,6 +493,11 @@ pub fn fingerprint(cluster: &Cluster) -> String {
 /// Every segment of `last`'s timeline from the first archived to `last` is in the catalogue,
 /// once, in order (and every catalogue line's size matches its file).
 pub fn assert_contiguous(world: &World, last: &str) {
+    assert_contiguous_sized(world, last, SegmentSize::DEFAULT);
+}
+
+/// [`assert_contiguous`] for a cluster whose segments are `size` bytes.
+pub fn assert_contiguous_sized(world: &World, last: &str, size: SegmentSize) {
     let last: WalFileName = last.parse().expect("name");
     let all: Vec<WalFileName> = world
         .catalogue()
@@ -500,7 +518,7 @@ pub fn assert_contiguous(world: &World, last: &str) {
         .segment()
         .expect("segment");
     let expected: Vec<WalFileName> = first
-        .range_to(last.segment().expect("segment"), SegmentSize::DEFAULT)
+        .range_to(last.segment().expect("segment"), size)
         .expect("range")
         .map(WalFileName::Segment)
         .collect();
@@ -523,6 +541,22 @@ pub fn assert_contiguous(world: &World, last: &str) {
             entry.name
         );
     }
+}
+
+/// Switches WAL and waits until pg_receivewal has completed the closed segment; returns its
+/// name.
+pub fn switch_and_wait_streamed(world: &World, cluster: &Cluster) -> String {
+    let closed = cluster
+        .query_text("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .expect("current wal");
+    cluster
+        .execute("CREATE TABLE IF NOT EXISTS walvault_marker(t timestamptz); INSERT INTO walvault_marker VALUES (now()); SELECT pg_switch_wal(); INSERT INTO walvault_marker VALUES (now());")
+        .expect("switch");
+    assert!(
+        wait_for_file(&world.streaming().join(&closed), Duration::from_secs(60)),
+        "{closed} was not streamed"
+    );
+    closed
 }
 
 /// `pg_stat_archiver.failed_count`.

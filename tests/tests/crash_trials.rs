@@ -5,10 +5,23 @@
 //! `walvault_tests::crash`). `just crash-trials` runs 200 per command; `WALVAULT_CRASH_TRIALS`
 //! and `WALVAULT_CRASH_SEED` set the count and the seed, `WALVAULT_CRASH_REPORT` a file for the
 //! table.
+//!
+//! Then `receive-wal` with a real PostgreSQL 15 and `pg_receivewal`, killed (SIGKILL) again
+//! and again while pgbench writes, with `archive-wal` stopped at a failpoint between the
+//! kills: every streamed segment ends up archived once, byte for byte what the server wrote
+//! (4 kills here, `WALVAULT_RECEIVE_KILLS` for more).
 
 use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
 
+use walvault::pgcluster::Cluster;
+use walvault_core::wal::SegmentSize;
 use walvault_tests::crash::{Bench, Stop, Workload, plan};
+use walvault_tests::{
+    PG_BIN, SERVER, World, assert_contiguous_sized, describe, file_names, switch_and_wait_streamed,
+};
 
 #[test]
 fn no_crash_or_power_cut_loses_a_wal() {
@@ -67,4 +80,157 @@ fn no_crash_or_power_cut_loses_a_wal() {
         std::fs::write(path, &table).expect("report");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_owned())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+#[test]
+fn killing_receive_wal_and_archive_wal_again_and_again_loses_no_streamed_wal() {
+    let kills: u32 = std::env::var("WALVAULT_RECEIVE_KILLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4);
+    let mut rng: u64 = std::env::var("WALVAULT_CRASH_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(17)
+        .max(1);
+    let mut next = move |below: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % below
+    };
+    // 1 MiB segments: many segments, and kills inside and between them.
+    let world = World::new("compression = \"zstd\"\njobs = 2\nwal_segment_size = \"1MB\"");
+    let mut primary = Cluster::init(
+        Path::new(PG_BIN),
+        &world.run_as,
+        &world.path("primary"),
+        &world.path("sock"),
+        &["--wal-segsize=1"],
+    )
+    .expect("initdb");
+    // wal_keep_size: the server keeps every segment, to compare the archive with.
+    primary
+        .configure("wal_level = replica\nmax_wal_size = 64MB\nwal_keep_size = '4GB'\n")
+        .expect("configure");
+    primary.start().expect("start");
+    world.add_config(&format!(
+        "streaming_archiver = true\narchiver = false\nslot_name = \"walvault\"\nconninfo = \"{}\"",
+        primary.conninfo()
+    ));
+    let out = world.walvault(&["receive-wal", SERVER, "--create-slot"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut receiver = world.start_receive_wal();
+    primary
+        .pgbench(&["-i", "-s", "1", "-q"])
+        .expect("pgbench -i");
+    let points = Workload::Streaming.failpoints();
+    let mut orphans_stopped = 0;
+    for round in 0..kills {
+        let load = {
+            let (bin, sock, port) = (
+                primary.bin.clone(),
+                primary.socket_dir.clone(),
+                primary.port,
+            );
+            let run_as = world.run_as.clone();
+            std::thread::spawn(move || {
+                let out = run_as
+                    .command(bin.join("pgbench"))
+                    .arg("-h")
+                    .arg(&sock)
+                    .args([
+                        "-p",
+                        &port.to_string(),
+                        "-U",
+                        "postgres",
+                        "-n",
+                        "-c",
+                        "2",
+                        "-T",
+                        "2",
+                    ])
+                    .arg("postgres")
+                    .output()
+                    .expect("pgbench");
+                assert!(out.status.success(), "{}", describe(&out));
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200 + next(1500)));
+        let child = receiver.pg_receivewal_pid();
+        receiver.kill_walvault();
+        // archive-wal over what streamed so far, stopped at one of its failpoints.
+        let point = points[next(points.len() as u64) as usize];
+        let mut cmd = world.run_as.command(&world.bin);
+        cmd.arg("-c")
+            .arg(&world.config)
+            .args(["archive-wal", SERVER])
+            .env("WALVAULT_CRASH_AT", format!("{point}:{}", 1 + next(3)));
+        let _ = cmd.output().expect("archive-wal");
+        // The next receive-wal stops the orphan its killed predecessor left streaming.
+        receiver = world.start_receive_wal();
+        if let Some(child) = child {
+            assert!(
+                !alive(child),
+                "round {round}: the killed receive-wal's pg_receivewal (pid {child}) still runs; \
+                 receive-wal log:\n{}",
+                receiver.log_text()
+            );
+            orphans_stopped += usize::from(receiver.log_text().contains("still runs unsupervised"));
+        }
+        load.join().expect("load");
+    }
+    assert!(orphans_stopped > 0, "no round left an orphan to stop");
+    let last = switch_and_wait_streamed(&world, &primary);
+    let out = world.walvault(&["archive-wal", SERVER]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_contiguous_sized(&world, &last, SegmentSize::new(1 << 20).expect("1 MiB"));
+    if world.errors().exists() {
+        assert!(
+            file_names(&world.errors()).is_empty(),
+            "{:?}",
+            file_names(&world.errors())
+        );
+    }
+    // Every archived segment is byte for byte what the server wrote.
+    let restored = world.path("restored");
+    fs::create_dir_all(&restored).expect("dir");
+    world.own_all();
+    let mut compared = 0;
+    for entry in world.catalogue() {
+        if entry.name.as_str() > last.as_str() || entry.name.len() != 24 {
+            continue;
+        }
+        let dest = restored.join(&entry.name);
+        let out = world.walvault(&["get-wal", SERVER, &entry.name, &dest.display().to_string()]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let server = fs::read(primary.data.join("pg_wal").join(&entry.name)).expect("pg_wal copy");
+        assert!(
+            fs::read(&dest).expect("restored") == server,
+            "{} differs",
+            entry.name
+        );
+        compared += 1;
+    }
+    assert!(compared >= 2, "only {compared} segments compared");
+    let check = world.walvault(&["check", SERVER]);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    for expected in ["archiver errors: OK", "temporary files: OK"] {
+        assert!(text.contains(expected), "missing {expected:?}:\n{text}");
+    }
+    eprintln!(
+        "{kills} kills of receive-wal, {orphans_stopped} orphans stopped, {compared} segments compared"
+    );
+    drop(receiver);
 }

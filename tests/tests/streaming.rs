@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use walvault::pgcluster::Cluster;
 use walvault_tests::{
     SERVER, World, assert_contiguous, describe, file_names, fingerprint, pgbench_load,
-    switch_and_wait_archived, wait_for_file,
+    switch_and_wait_archived, switch_and_wait_streamed,
 };
 
 const SLOT: &str = "walvault";
@@ -41,21 +41,6 @@ fn streaming_world(codec: &str, put_wal: bool, extra_pg: &str) -> (World, Cluste
 fn create_slot(world: &World) {
     let out = world.walvault(&["receive-wal", SERVER, "--create-slot"]);
     assert!(out.status.success(), "{}", describe(&out));
-}
-
-/// Switches WAL and waits until pg_receivewal has completed the closed segment.
-fn switch_and_wait_streamed(world: &World, cluster: &Cluster) -> String {
-    let closed = cluster
-        .query_text("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        .expect("current wal");
-    cluster
-        .execute("CREATE TABLE IF NOT EXISTS walvault_marker(t timestamptz); INSERT INTO walvault_marker VALUES (now()); SELECT pg_switch_wal(); INSERT INTO walvault_marker VALUES (now());")
-        .expect("switch");
-    assert!(
-        wait_for_file(&world.streaming().join(&closed), Duration::from_secs(60)),
-        "{closed} was not streamed"
-    );
-    closed
 }
 
 fn archive_wal(world: &World) {

@@ -3,7 +3,9 @@
 //! Before each start the newest `.partial` is repaired; when `pg_receivewal` exits the
 //! supervisor says why and starts it again with exponential backoff, until SIGTERM or SIGINT,
 //! which it forwards (as SIGINT, on which `pg_receivewal` flushes and exits cleanly). The
-//! Barman-compatible `.<server>-receive-wal.lock` holds our pid the whole time.
+//! Barman-compatible `.<server>-receive-wal.lock` holds our pid the whole time, and
+//! `.<server>-pg_receivewal.pid` the child's: a receive-wal killed with SIGKILL cannot stop
+//! its child, so the next one stops that orphan before it touches the streaming directory.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -165,6 +167,7 @@ pub fn run(ctx: &ServerCtx<'_>, opts: Options, ui: &Ui) -> anyhow::Result<u8> {
     }
     ctx.ensure_dirs()?;
     let _lock = acquire_lock(ctx, cfg)?;
+    stop_orphan(cfg, ui)?;
     let tool = pg_receivewal(cfg)?;
     let facts = facts(cfg).context("checking the server before streaming")?;
     let server_version = u32::try_from(facts.version_num).unwrap_or(0);
@@ -481,10 +484,15 @@ fn supervise(
         repair_partial(&cfg.streaming, size, ui)?;
         let mut command = streaming_command(cfg, &tool.path, synchronous)?;
         let started = Instant::now();
-        let mut child =
-            Supervised(Some(command.spawn().with_context(|| {
-                format!("cannot start {}", tool.path.display())
-            })?));
+        let mut child = Supervised {
+            child: Some(
+                command
+                    .spawn()
+                    .with_context(|| format!("cannot start {}", tool.path.display()))?,
+            ),
+            record: child_record(cfg),
+        };
+        child.record_start(ui);
         ui.info(format_args!(
             "receive-wal for server '{}': pg_receivewal (pid {}) streaming into {}{}{}",
             cfg.name,
@@ -510,7 +518,7 @@ fn supervise(
                 return Ok(0);
             }
             if let Some(status) = child.try_wait()? {
-                child.0 = None;
+                child.forget();
                 break status;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -548,33 +556,137 @@ fn supervise(
 }
 
 /// The running `pg_receivewal`: stopped when the supervisor leaves by any path (an error
-/// included), so no orphan keeps the slot busy and blocks the next start.
-struct Supervised(Option<Child>);
+/// included), so no orphan keeps the slot busy and blocks the next start. Its pid is recorded
+/// in `record` while it runs, for the case no destructor covers: SIGKILL.
+struct Supervised {
+    child: Option<Child>,
+    record: PathBuf,
+}
 
 impl Supervised {
     fn id(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Records the child's pid and start time. Without the record a later receive-wal cannot
+    /// stop an orphan: warn, but stream anyway.
+    fn record_start(&self, ui: &Ui) {
+        let written = proc_start_time(self.id())
+            .context("reading its start time")
+            .and_then(|start| {
+                fs::write(&self.record, format!("{} {start}\n", self.id()))
+                    .with_context(|| format!("writing {}", self.record.display()))
+            });
+        if let Err(e) = written {
+            ui.warn(format_args!(
+                "cannot record pg_receivewal's pid ({e:#}): if receive-wal is killed, stop \
+                 pg_receivewal (pid {}) by hand",
+                self.id()
+            ));
+        }
+    }
+
+    /// The child has exited and was reaped.
+    fn forget(&mut self) {
+        self.child = None;
+        let _ = fs::remove_file(&self.record);
     }
 
     fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        match &mut self.0 {
+        match &mut self.child {
             Some(child) => child.try_wait(),
             None => Ok(None),
         }
     }
 
     fn stop(&mut self) -> anyhow::Result<ExitStatus> {
-        let mut child = self.0.take().context("pg_receivewal already stopped")?;
-        stop_child(&mut child)
+        let mut child = self.child.take().context("pg_receivewal already stopped")?;
+        let status = stop_child(&mut child);
+        let _ = fs::remove_file(&self.record);
+        status
     }
 }
 
 impl Drop for Supervised {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = stop_child(&mut child);
+        if self.child.is_some() {
+            let _ = self.stop();
         }
     }
+}
+
+/// Where a receive-wal records the `pg_receivewal` it runs (pid and start time).
+fn child_record(cfg: &ServerConfig) -> PathBuf {
+    cfg.lock_directory
+        .join(format!(".{}-pg_receivewal.pid", cfg.name))
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat`, field 22), which with
+/// the pid names one process: a recycled pid has another start time. `None` when the process
+/// does not exist, is a zombie, or is not `pg_receivewal`.
+fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses; the last ')' ends it.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if comm != "pg_receivewal" || fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Stops a `pg_receivewal` an earlier receive-wal recorded and did not stop (it was killed):
+/// it would go on streaming unsupervised, hold the slot so that the new one cannot start, and
+/// write the `.partial` that the new one repairs. Same pid and start time, or it is not ours.
+fn stop_orphan(cfg: &ServerConfig, ui: &Ui) -> anyhow::Result<()> {
+    let record = child_record(cfg);
+    let text = match fs::read_to_string(&record) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", record.display())),
+    };
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    if let (Some(Ok(pid)), Some(Ok(start))) = (fields.next(), fields.next())
+        && let Ok(pid) = u32::try_from(pid)
+        && proc_start_time(pid) == Some(start)
+    {
+        ui.warn(format_args!(
+            "pg_receivewal (pid {pid}) started by an earlier receive-wal for server '{}' still \
+             runs unsupervised (was receive-wal killed?): stopping it before streaming again",
+            cfg.name
+        ));
+        let running = || proc_start_time(pid) == Some(start);
+        let target = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .context("not a pid")?;
+        for (signal, wait) in [
+            (rustix::process::Signal::INT, STOP_GRACE),
+            (rustix::process::Signal::KILL, Duration::from_secs(5)),
+        ] {
+            let _ = rustix::process::kill_process(target, signal);
+            let deadline = Instant::now() + wait;
+            while running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !running() {
+                break;
+            }
+        }
+        if running() {
+            bail!("cannot stop the earlier pg_receivewal (pid {pid}); stop it by hand");
+        }
+    }
+    fs::remove_file(&record)
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .with_context(|| format!("cannot remove {}", record.display()))
 }
 
 /// SIGINT (pg_receivewal flushes what it has and exits), then SIGKILL after a grace period.
