@@ -574,7 +574,16 @@ impl Supervised {
         let written = proc_start_time(self.id())
             .context("reading its start time")
             .and_then(|start| {
-                fs::write(&self.record, format!("{} {start}\n", self.id()))
+                // A fresh file, private, never written through a link planted at its name.
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let _ = fs::remove_file(&self.record);
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&self.record)
+                    .and_then(|mut f| writeln!(f, "{} {start}", self.id()))
                     .with_context(|| format!("writing {}", self.record.display()))
             });
         if let Err(e) = written {
@@ -641,7 +650,7 @@ fn proc_start_time(pid: u32) -> Option<u64> {
 /// write the `.partial` that the new one repairs. Same pid and start time, or it is not ours.
 fn stop_orphan(cfg: &ServerConfig, ui: &Ui) -> anyhow::Result<()> {
     let record = child_record(cfg);
-    let text = match fs::read_to_string(&record) {
+    let text = match crate::fsutil::open_regular(&record).and_then(std::io::read_to_string) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", record.display())),
