@@ -181,8 +181,11 @@ proptest! {
     }
 }
 
-fn flip_stream() -> &'static (WalWriter, Vec<(Segment, Vec<u8>)>) {
-    static STREAM: OnceLock<(WalWriter, Vec<(Segment, Vec<u8>)>)> = OnceLock::new();
+/// A writer and the complete segments it wrote.
+type Written = (WalWriter, Vec<(Segment, Vec<u8>)>);
+
+fn flip_stream() -> &'static Written {
+    static STREAM: OnceLock<Written> = OnceLock::new();
     STREAM.get_or_init(|| {
         let w = stream(
             &[40, 7000, 130, 20_000, 0, 900, 300_000, 64],
@@ -195,7 +198,7 @@ fn flip_stream() -> &'static (WalWriter, Vec<(Segment, Vec<u8>)>) {
     })
 }
 
-fn four_segments() -> (WalWriter, Vec<(Segment, Vec<u8>)>) {
+fn four_segments() -> Written {
     let w = stream(&[40, 7000, 130, 20_000, 0, 900, 64], 4 * SEG, None, SYSID);
     let files = w.segments();
     (w, files)
