@@ -106,7 +106,11 @@ fn record_offset(w: &WalWriter, i: usize) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    // Multi-MiB streams: few cases by default, PROPTEST_CASES=n for more.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
 
     /// Any stream verifies clean whatever the chunk sizes, from whichever file it starts, and
     /// the stitched totals are what the writer wrote.
@@ -223,7 +227,7 @@ fn records_larger_than_a_segment_and_split_headers_verify() {
         } else {
             target_seg
         };
-        land_at(&mut w, target);
+        w.land_at(target, 12);
         let before = w.len();
         w.record(11, 0, &body(300, i as usize));
         split_page |= before % PAGE > PAGE - 24;
@@ -237,31 +241,6 @@ fn records_larger_than_a_segment_and_split_headers_verify() {
     let (records, bytes) = expected_totals(&w, 0, files.len() as u64 * SEG);
     assert_eq!((r.stats.records, r.stats.bytes), (records, bytes));
     assert!(r.first_record.unwrap() < big);
-}
-
-/// Writes records until the next one starts at stream offset `target`, which lies at least
-/// a record header past the next record's start.
-fn land_at(w: &mut WalWriter, target: u64) {
-    while w.len() < target {
-        let pos = w.len();
-        // Where the next record starts: after the page header if one is due.
-        let p = match (pos % PAGE, pos % SEG) {
-            (0, 0) => pos + 40,
-            (0, _) => pos + 24,
-            _ => pos,
-        };
-        let page_end = (p / PAGE + 1) * PAGE;
-        if target < page_end {
-            assert!(target >= p + 24, "cannot land at {target} from {p}");
-            w.record(12, 0, &body((target - p - 24) as usize, 0));
-        } else if page_end - p >= 24 {
-            // Fill the page exactly.
-            w.record(12, 0, &body((page_end - p - 24) as usize, 0));
-        } else {
-            w.record(12, 0, &body(40, 0));
-        }
-    }
-    assert_eq!(w.len(), target);
 }
 
 #[test]

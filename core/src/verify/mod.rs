@@ -37,7 +37,12 @@
 //! one system identifier, page timelines never decreasing, the continuation length each file
 //! announces against what the previous one left unfinished, records spanning files (even
 //! several) checked by combining CRC-32C states, and the first record's `xl_prev` of each
-//! file against the last record of the previous one.
+//! file against the last record of the previous one. A record whose start is in no file
+//! given (the first file begins inside it) is not counted and only its remaining length is
+//! checked, as `pg_waldump` skips it; a record unfinished at the end of the last file is
+//! reported as [`StreamReport::unfinished`], not as a problem (its next segment may not be
+//! archived yet). Records are counted where they complete, so the totals match
+//! `pg_waldump --stats` over the same files.
 //!
 //! # What is not checked
 //! The contents of records (block references, full-page images, rmgr data) beyond their

@@ -77,6 +77,9 @@ pub struct StreamVerifier {
     /// The start of the last record of the chain.
     chain_prev: Option<Lsn>,
     sysid: Option<u64>,
+    /// Bytes still to come of a record whose start was in no file given (the first file
+    /// began inside it and it went on into the next one): only their count can be checked.
+    orphan_rem: Option<u32>,
 }
 
 impl StreamVerifier {
@@ -91,6 +94,7 @@ impl StreamVerifier {
         self.previous = None;
         self.pending = None;
         self.chain_prev = None;
+        self.orphan_rem = None;
     }
 
     /// Adds the next file's summary.
@@ -117,6 +121,7 @@ impl StreamVerifier {
         if !linked {
             self.pending = None;
             self.chain_prev = None;
+            self.orphan_rem = None;
             if clean {
                 self.sysid = s.system_identifier;
                 // Without the previous file only the record's start can be checked.
@@ -150,6 +155,12 @@ impl StreamVerifier {
                 self.chain_prev = s.last_record;
             }
         }
+        self.orphan_rem = match &s.continuation {
+            Some(c) if clean && self.pending.is_none() && !c.overwritten && c.len < c.rem_len => {
+                Some(c.rem_len - c.len)
+            }
+            _ => None,
+        };
         self.previous = Some(Previous {
             segment: s.segment,
             size: s.segment_size,
@@ -233,14 +244,28 @@ impl StreamVerifier {
                 );
                 return false;
             }
-            (None, Some(c)) if c.rem_len > 0 => {
-                self.chain_finding(
-                    s,
-                    0,
-                    FindingKind::UnexpectedContinuation { rem_len: c.rem_len },
-                );
-                return false;
-            }
+            (None, Some(c)) if c.rem_len > 0 => match self.orphan_rem {
+                Some(expected) if c.rem_len != expected => {
+                    self.chain_finding(
+                        s,
+                        0,
+                        FindingKind::ContinuationLength {
+                            expected,
+                            found: c.rem_len,
+                        },
+                    );
+                    return false;
+                }
+                Some(_) => {}
+                None => {
+                    self.chain_finding(
+                        s,
+                        0,
+                        FindingKind::UnexpectedContinuation { rem_len: c.rem_len },
+                    );
+                    return false;
+                }
+            },
             (None, _) => {
                 if s.end.reason == EndReason::SwitchContinued {
                     self.chain_finding(s, s.end.offset, FindingKind::RecordsEndEarly);

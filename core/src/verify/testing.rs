@@ -4,7 +4,7 @@
 
 use super::format::{
     CRC_OFFSET, LONG_PAGE_HEADER, RECORD_HEADER, SHORT_PAGE_HEADER, XLOG_SWITCH,
-    XLP_FIRST_IS_CONTRECORD, XLP_LONG_HEADER, align, crc_append,
+    XLP_FIRST_IS_CONTRECORD, XLP_FIRST_IS_OVERWRITE_CONTRECORD, XLP_LONG_HEADER, align, crc_append,
 };
 use crate::wal::{Lsn, Segment, SegmentSize};
 
@@ -91,9 +91,13 @@ impl WalWriter {
     }
 
     fn page_header(&mut self, rem: u32) {
+        let info = if rem > 0 { XLP_FIRST_IS_CONTRECORD } else { 0 };
+        self.page_header_with(rem, info);
+    }
+
+    fn page_header_with(&mut self, rem: u32, mut info: u16) {
         let off = self.buf.len() as u64;
         let long = off.is_multiple_of(self.size.bytes());
-        let mut info = if rem > 0 { XLP_FIRST_IS_CONTRECORD } else { 0 };
         if long {
             info |= XLP_LONG_HEADER;
         }
@@ -149,6 +153,50 @@ impl WalWriter {
             end,
         });
         lsn
+    }
+
+    /// Writes the start of a record of `total` bytes up to the end of the page and abandons
+    /// it, as a crash in the middle of writing it leaves it: the next page says it overwrites
+    /// the continuation (`XLP_FIRST_IS_OVERWRITE_CONTRECORD`) and the next record links to the
+    /// one before the abandoned one. Its start.
+    pub fn abandoned_record(&mut self, total: usize) -> Lsn {
+        if self.at_page_start() {
+            self.page_header(0);
+        }
+        let lsn = self.pos();
+        let page_left = (self.blcksz - self.buf.len() as u64 % self.blcksz) as usize;
+        assert!(total > page_left, "the record must cross the page");
+        let rec = record_bytes(self.prev, 10, 0, &vec![0x5A; total - RECORD_HEADER]);
+        self.buf.extend_from_slice(&rec[..page_left]);
+        self.page_header_with(0, XLP_FIRST_IS_OVERWRITE_CONTRECORD);
+        lsn
+    }
+
+    /// Writes filler records (of `rmid`) until the next record starts at stream offset
+    /// `target`, which must lie at least 128 bytes ahead: to put a record header across a page
+    /// or segment boundary.
+    pub fn land_at(&mut self, target: u64, rmid: u8) {
+        while self.len() < target {
+            let pos = self.len();
+            // Where the next record starts: after the page header if one is due.
+            let p = match (pos % self.blcksz, pos % self.size.bytes()) {
+                (0, 0) => pos + LONG_PAGE_HEADER as u64,
+                (0, _) => pos + SHORT_PAGE_HEADER as u64,
+                _ => pos,
+            };
+            let page_end = (p / self.blcksz + 1) * self.blcksz;
+            let total = if target < page_end {
+                assert!(target >= p + 24, "cannot land at {target} from {p}");
+                target - p
+            } else if page_end - p >= 24 {
+                // Fill the page exactly.
+                page_end - p
+            } else {
+                64
+            };
+            self.record(rmid, 0, &vec![0x33; total as usize - RECORD_HEADER]);
+        }
+        assert_eq!(self.len(), target);
     }
 
     /// Writes an `XLOG_SWITCH` record and pads the rest of the segment as PostgreSQL does.
