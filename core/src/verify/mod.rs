@@ -57,6 +57,7 @@
 //! magics and newer ones are refused with [`FindingKind::UnknownMagic`]. Pages are read
 //! little-endian, as PostgreSQL writes them on every platform walvault supports.
 
+pub mod archive;
 mod format;
 mod report;
 mod segment;
