@@ -165,6 +165,31 @@ pub enum Command {
         #[arg(long, conflicts_with = "format")]
         nagios: bool,
     },
+    /// Prove the archive replayable: read every archived file in range, decoded, and check
+    /// each page header, each record's CRC-32C and the chain of records across segments and
+    /// timeline switches, the history files, and which segments are missing (delayed or
+    /// lost). Exits 1 if anything would stop a recovery.
+    Verify {
+        #[command(flatten)]
+        servers: ServerSelection,
+        /// Start at this segment (default: the oldest archived).
+        #[arg(long, value_name = "WAL", conflicts_with = "from_backup")]
+        from: Option<String>,
+        /// Start at the start of a backup: its backup label file's name
+        /// (`<segment>.<offset>.backup`) or the LABEL recorded in it.
+        #[arg(long, value_name = "LABEL")]
+        from_backup: Option<String>,
+        /// Files verified in parallel (default: configuration `jobs`, else the number of
+        /// cores for a local archive and 8 for object storage).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Nagios plugin output (one line, exit 0/1/2).
+        #[arg(long, conflicts_with = "format")]
+        nagios: bool,
+    },
     /// Show the server's archiving status.
     Status {
         #[command(flatten)]

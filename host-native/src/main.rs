@@ -162,6 +162,31 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             format,
             nagios,
         } => cmd::check::check(&selected(&config, servers)?, &config, *format, *nagios, ui),
+        Command::Verify {
+            servers,
+            from,
+            from_backup,
+            jobs,
+            format,
+            nagios,
+        } => {
+            let ctxs = selected(&config, servers)?;
+            let jobs = jobs
+                .or_else(|| ctxs.first().and_then(|c| c.cfg.jobs))
+                .unwrap_or_else(|| {
+                    if ctxs.iter().all(|c| c.local_archive_dir().is_some()) {
+                        default_jobs()
+                    } else {
+                        8
+                    }
+                });
+            let opts = cmd::verify::Options {
+                from: from.clone(),
+                from_backup: from_backup.clone(),
+                jobs,
+            };
+            cmd::verify::verify(&ctxs, &opts, *format, *nagios, ui)
+        }
         Command::Status { servers, format } => {
             cmd::check::status(&selected(&config, servers)?, *format)
         }

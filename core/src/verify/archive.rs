@@ -544,7 +544,9 @@ impl ArchiveVerifier {
                 } else {
                     current.intact = false;
                 }
-                if self.wanted.contains(&segment) && !partial {
+                // A timeline's first file is kept too: where its pages change timeline is
+                // where it began, whatever its history file says.
+                if (self.wanted.contains(&segment) || current.files == 1) && !partial {
                     self.kept.insert(segment, *summary);
                 }
             }
@@ -645,7 +647,28 @@ impl ArchiveVerifier {
                     ),
                 ));
             } else if first > at_segno && self.from.is_none_or(|f| f.segno(size) <= at_segno) {
-                gaps.push((timeline, at_segno, first - 1));
+                // The first file's pages start on another timeline: the switch was there, and
+                // the history file is wrong; else segments are missing at the start.
+                let per_log = u64::from(size.max_seg()) + 1;
+                let first_segment = Segment {
+                    timeline,
+                    log: (first / per_log) as u32,
+                    seg: (first % per_log) as u32,
+                };
+                match self.kept.get(&first_segment).and_then(|s| s.first_page_tli) {
+                    Some(page_tli) if page_tli != timeline.0 => {
+                        self.broken_switch.insert(timeline.0);
+                        findings.push(ArchiveFinding::error(
+                            history.clone(),
+                            format!(
+                                "says timeline {timeline} began at {}, but {first_segment} is \
+                                 where its pages switch from timeline {page_tli}",
+                                switch.point
+                            ),
+                        ));
+                    }
+                    _ => gaps.push((timeline, at_segno, first - 1)),
+                }
             }
             // The parent's segments must reach the switch point.
             if let Some(&(p_first, p_last)) = firsts.get(&switch.parent.0)

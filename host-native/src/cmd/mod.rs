@@ -11,4 +11,6 @@ pub mod receive_wal;
 pub mod reports;
 #[cfg(feature = "native")]
 pub mod serve;
+#[cfg(feature = "native")]
+pub mod verify;
 pub mod wal_io;

@@ -1,0 +1,563 @@
+//! `verify`: reads every archived file in range, decoded, through walvault-core's record-level
+//! verifier, in parallel, and reports what would stop a recovery: damaged, foreign or misnamed
+//! files, a broken record chain, history files that do not match, missing segments (delayed or
+//! lost). The run is recorded in `meta/last-verify.json` for `serve`.
+//!
+//! Glue only: the plan, the verdict per file and the join are `walvault_core::verify`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use walvault_core::compression::DecodeLimits;
+use walvault_core::layout::{KeyProblem, StoredWal};
+use walvault_core::storage::get_bytes;
+use walvault_core::verify::archive::{
+    ArchiveFinding, ArchiveVerifier, FileResult, MissingClass, VerifyPlan, VerifyReport,
+    Whereabouts, plan,
+};
+use walvault_core::verify::{SegmentVerifier, Severity};
+use walvault_core::wal::{Lsn, Segment, SegmentSize, TimelineId, WalFileName, parse_history};
+
+use crate::cli::Format;
+use crate::server::{ServerCtx, now};
+use crate::ui::Ui;
+
+/// Decoded bytes handed to the verifier at a time: large enough to amortise the calls, small
+/// enough that a job's memory is the decoder's window plus this.
+const CHUNK: usize = 256 << 10;
+
+/// How far workers may run ahead of the oldest file not yet joined (summaries wait in memory
+/// until their turn).
+const AHEAD: usize = 64;
+
+/// What `verify` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Start at this WAL name.
+    pub from: Option<String>,
+    /// Start at the start of this backup (a `.backup` file name or the label it records).
+    pub from_backup: Option<String>,
+    /// Parallel jobs.
+    pub jobs: usize,
+}
+
+/// Verifies one server's archive and records the run; returns the report.
+pub fn verify_server(ctx: &ServerCtx<'_>, opts: &Options, ui: &Ui) -> anyhow::Result<VerifyReport> {
+    let started_at = now();
+    let listing = ctx
+        .store
+        .list(ctx.layout.area_prefix())
+        .context("listing the archive")?;
+    let mut stored = Vec::new();
+    let mut strays = Vec::new();
+    for meta in &listing {
+        match ctx.layout.parse_key(meta) {
+            Ok(s) => stored.push(s),
+            Err(KeyProblem::Temporary | KeyProblem::NotWal | KeyProblem::OutsidePrefix) => {}
+            Err(problem) => strays.push(ArchiveFinding {
+                file: meta.key.clone(),
+                offset: None,
+                lsn: None,
+                severity: Severity::Warning,
+                message: format!("not where a WAL file belongs: {problem}"),
+            }),
+        }
+    }
+    let size = ctx.segment_size(&[]);
+    let from = start_segment(ctx, &stored, opts)?;
+    let plan = plan(stored, size, from);
+    let histories = read_histories(ctx, &plan);
+    let mut joiner = ArchiveVerifier::new(&ctx.cfg.name, &plan, from, histories);
+    let bytes = run_jobs(ctx, &plan, opts.jobs.max(1), &mut joiner, ui);
+    let whereabouts = whereabouts(ctx, size, ui);
+    let mut report = joiner.finish(&whereabouts, started_at, now());
+    report.findings.extend(strays);
+    debug_assert!(bytes >= report.bytes);
+    record(ctx, &report, ui);
+    Ok(report)
+}
+
+/// The first segment to verify, from `--from` or `--from-backup`.
+fn start_segment(
+    ctx: &ServerCtx<'_>,
+    stored: &[StoredWal],
+    opts: &Options,
+) -> anyhow::Result<Option<Segment>> {
+    if let Some(from) = &opts.from {
+        let name: WalFileName = from.parse().map_err(|e| usage(format!("--from: {e}")))?;
+        return Ok(Some(name.segment().ok_or_else(|| {
+            usage(format!("--from: {from} names no segment"))
+        })?));
+    }
+    let Some(wanted) = &opts.from_backup else {
+        return Ok(None);
+    };
+    let labels: Vec<&StoredWal> = stored.iter().filter(|s| s.name.is_backup_label()).collect();
+    if let Some(found) = labels.iter().find(|s| s.name.to_string() == *wanted) {
+        return Ok(found.name.segment());
+    }
+    // Else the LABEL a backup file records (the newest backup with that label).
+    let mut best: Option<Segment> = None;
+    for label in labels {
+        let Ok(bytes) = get_bytes(&*ctx.store, &label.key) else {
+            continue;
+        };
+        let mut plain = Vec::new();
+        if label
+            .decoder(&bytes[..], DecodeLimits::default())
+            .and_then(|mut d| d.read_to_end(&mut plain))
+            .is_err()
+        {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&plain);
+        if text.lines().any(|l| {
+            l.strip_prefix("LABEL: ")
+                .is_some_and(|v| v.trim() == wanted)
+        }) && let Some(segment) = label.name.segment()
+        {
+            best = best.max(Some(segment));
+        }
+    }
+    match best {
+        Some(segment) => Ok(Some(segment)),
+        None => Err(usage(format!(
+            "--from-backup: no archived backup label file is named or labelled '{wanted}'"
+        ))),
+    }
+}
+
+/// A usage error: exit 2.
+fn usage(message: String) -> anyhow::Error {
+    crate::config::ConfigError {
+        section: None,
+        key: None,
+        message,
+    }
+    .into()
+}
+
+/// Each history file, parsed (or why not).
+fn read_histories(
+    ctx: &ServerCtx<'_>,
+    plan: &VerifyPlan,
+) -> Vec<(
+    TimelineId,
+    Result<Vec<walvault_core::wal::HistoryEntry>, String>,
+)> {
+    plan.histories
+        .iter()
+        .filter_map(|h| match h.name {
+            WalFileName::History(tli) => Some((tli, h)),
+            _ => None,
+        })
+        .map(|(tli, h)| {
+            let parsed = get_bytes(&*ctx.store, &h.key)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    let mut plain = Vec::new();
+                    h.decoder(
+                        &bytes[..],
+                        DecodeLimits {
+                            max_output: walvault_core::archive::MAX_HISTORY_BYTES,
+                            ..DecodeLimits::default()
+                        },
+                    )
+                    .and_then(|mut d| d.read_to_end(&mut plain))
+                    .map_err(|e| format!("cannot be decoded: {e}"))?;
+                    parse_history(tli, &plain).map_err(|e| e.to_string())
+                });
+            (tli, parsed)
+        })
+        .collect()
+}
+
+/// Reads and verifies one planned file.
+fn verify_file(
+    ctx: &ServerCtx<'_>,
+    file: &walvault_core::verify::archive::PlannedFile,
+    size: SegmentSize,
+) -> FileResult {
+    let reader = match ctx.store.get(&file.stored.key) {
+        Ok(r) => r,
+        Err(e) => return FileResult::Unreadable(e.to_string()),
+    };
+    let limits = DecodeLimits {
+        // A little over a segment, so an over-long file is seen as such by the verifier.
+        max_output: size.bytes() + CHUNK as u64,
+        ..DecodeLimits::default()
+    };
+    let mut decoder = match file.stored.decoder(reader, limits) {
+        Ok(d) => d,
+        Err(e) => return FileResult::Unreadable(format!("cannot be decoded: {e}")),
+    };
+    let mut verifier =
+        SegmentVerifier::new(file.segment, size, file.partial, ctx.cfg.system_identifier);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => verifier.feed(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return FileResult::Unreadable(format!("cannot be decoded: {e}")),
+        }
+    }
+    FileResult::Verified(Box::new(verifier.finish()))
+}
+
+/// Verifies the plan's files with `jobs` threads, joining results in order as they come;
+/// returns the decoded bytes.
+fn run_jobs(
+    ctx: &ServerCtx<'_>,
+    plan: &VerifyPlan,
+    jobs: usize,
+    joiner: &mut ArchiveVerifier,
+    ui: &Ui,
+) -> u64 {
+    let total = plan.files.len();
+    let next = AtomicUsize::new(0);
+    let joined = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let progress = crate::ui::Progress::new(ui, total);
+    let mut bytes = 0;
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(usize, FileResult)>();
+        for _ in 0..jobs.min(total.max(1)) {
+            let tx = tx.clone();
+            let (next, joined, stop) = (&next, &joined, &stop);
+            scope.spawn(move || {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= total || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    // Bounded memory: wait while far ahead of the oldest file not joined.
+                    while index >= joined.load(Ordering::Relaxed) + AHEAD
+                        && !stop.load(Ordering::Relaxed)
+                    {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    let result = verify_file(ctx, &plan.files[index], plan.size);
+                    if tx.send((index, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done: usize = 0;
+        for (index, result) in rx {
+            if let FileResult::Verified(summary) = &result {
+                bytes += summary.bytes;
+            }
+            joiner.push(index, result);
+            done += 1;
+            joined.store(done - joiner.waiting(), Ordering::Relaxed);
+            progress.inc(&plan.files[index].stored.name.to_string());
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    progress.finish();
+    bytes
+}
+
+/// What is known about WAL not in the archive: walvault's queues, the catalogue's times, and
+/// with a `conninfo` the server's position and (when its data directory is readable here)
+/// PostgreSQL's `.ready` files.
+fn whereabouts(ctx: &ServerCtx<'_>, size: SegmentSize, ui: &Ui) -> Whereabouts {
+    let mut w = Whereabouts::default();
+    for dir in [&ctx.cfg.incoming, &ctx.cfg.streaming] {
+        w.queued.extend(segments_named_in(dir, ""));
+    }
+    if let Ok(Ok(entries)) = ctx.catalogue.read() {
+        for e in entries {
+            if let Ok(name) = e.wal_name()
+                && name.is_segment()
+                && let Some(segment) = name.segment()
+            {
+                w.archived_at.insert(segment, e.time);
+            }
+        }
+    }
+    let Some(conninfo) = &ctx.cfg.conninfo else {
+        return w;
+    };
+    match server_position(conninfo) {
+        Ok((tli, lsn, data_directory)) => {
+            w.server = Some((tli, lsn));
+            let status = data_directory.join("pg_wal").join("archive_status");
+            if std::fs::read_dir(&status).is_ok() {
+                w.ready = Some(segments_named_in(&status, ".ready").collect());
+            } else {
+                ui.verbose(format_args!(
+                    "{} is not readable here: segments missing after the last archived one \
+                     cannot be confirmed as waiting in PostgreSQL",
+                    status.display()
+                ));
+            }
+        }
+        Err(e) => ui.warn(format_args!(
+            "cannot ask PostgreSQL where it is ({e:#}): missing segments are classified \
+             without it"
+        )),
+    }
+    let _ = size;
+    w
+}
+
+/// The segments of the WAL names in `dir` that end with `suffix` (after stripping it), a
+/// `.partial` counting for its segment. Links and other special files are skipped.
+fn segments_named_in(dir: &Path, suffix: &str) -> impl Iterator<Item = Segment> + use<> {
+    let names: Vec<Segment> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.to_owned();
+                    let base = name.strip_suffix(suffix)?.to_owned();
+                    let parsed: WalFileName = base.parse().ok()?;
+                    match parsed {
+                        WalFileName::Segment(s) | WalFileName::Partial(s) => Some(s),
+                        _ => None,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.into_iter()
+}
+
+/// The server's timeline, its WAL write (or, on a standby, receive/replay) position and its
+/// data directory.
+fn server_position(
+    conninfo: &crate::config::Conninfo,
+) -> anyhow::Result<(TimelineId, Lsn, PathBuf)> {
+    let mut client = crate::pg::connect(conninfo)?;
+    let row = client.query_one(
+        "SELECT CASE WHEN pg_is_in_recovery() \
+           THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text \
+           ELSE pg_current_wal_lsn()::text END, \
+         (SELECT timeline_id FROM pg_control_checkpoint())::int8, \
+         current_setting('data_directory', true)",
+        &[],
+    )?;
+    let lsn: String = row.get::<_, Option<String>>(0).unwrap_or_default();
+    let lsn: Lsn = lsn.parse().with_context(|| format!("LSN '{lsn}'"))?;
+    let tli: i64 = row.get(1);
+    let data: Option<String> = row.get(2);
+    Ok((
+        TimelineId(u32::try_from(tli).context("timeline")?),
+        lsn,
+        PathBuf::from(data.unwrap_or_default()),
+    ))
+}
+
+/// Where the last run is recorded (`meta/last-verify.json`), for `serve`.
+pub fn last_verify_path(ctx: &ServerCtx<'_>) -> PathBuf {
+    ctx.cfg
+        .backup_directory
+        .join("meta")
+        .join("last-verify.json")
+}
+
+/// Records the run durably; a failure to record is a warning.
+fn record(ctx: &ServerCtx<'_>, report: &VerifyReport, ui: &Ui) {
+    let path = last_verify_path(ctx);
+    let result = path
+        .parent()
+        .map_or(Ok(false), |dir| ctx.fs.create_dir_durable(dir))
+        .and_then(|_| {
+            ctx.fs.write_durable(&path, false, |w| {
+                serde_json::to_writer(&mut *w, report).map_err(std::io::Error::other)?;
+                w.write_all(b"\n")
+            })
+        });
+    if let Err(e) = result {
+        ui.warn(format_args!(
+            "cannot record the verification in {}: {e}",
+            path.display()
+        ));
+    }
+}
+
+/// `verify`: verifies each server, prints, and returns the exit code: 0 clean, 1 a problem
+/// (an error in a file or between files, or a lost segment); Nagios: 0 OK, 1 WARNING (only
+/// delayed segments or warnings), 2 CRITICAL.
+pub fn verify(
+    ctxs: &[ServerCtx<'_>],
+    opts: &Options,
+    format: Format,
+    nagios: bool,
+    ui: &Ui,
+) -> anyhow::Result<u8> {
+    if ctxs.is_empty() {
+        bail!("no active server to verify");
+    }
+    let mut reports = Vec::new();
+    for ctx in ctxs {
+        reports.push(
+            verify_server(ctx, opts, ui)
+                .with_context(|| format!("verifying server '{}'", ctx.cfg.name))?,
+        );
+    }
+    let clean = reports.iter().all(VerifyReport::is_clean);
+    if nagios {
+        let (state, code) = if !clean {
+            ("CRITICAL", 2)
+        } else if reports
+            .iter()
+            .any(|r| r.delayed() > 0 || !r.findings.is_empty())
+        {
+            ("WARNING", 1)
+        } else {
+            ("OK", 0)
+        };
+        let parts: Vec<String> = reports.iter().map(nagios_part).collect();
+        let perf: Vec<String> = reports
+            .iter()
+            .map(|r| {
+                format!(
+                    "'{0}_files'={1} '{0}_errors'={2} '{0}_lost'={3} '{0}_delayed'={4}",
+                    r.server,
+                    r.files,
+                    r.errors(),
+                    r.lost(),
+                    r.delayed()
+                )
+            })
+            .collect();
+        println!(
+            "WALVAULT VERIFY {state} - {} | {}",
+            parts.join("; "),
+            perf.join(" ")
+        );
+        return Ok(code);
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        Format::Text => {
+            for r in &reports {
+                print_text(r);
+            }
+        }
+    }
+    Ok(if clean { 0 } else { 1 })
+}
+
+fn nagios_part(r: &VerifyReport) -> String {
+    let first_problem = r
+        .findings
+        .iter()
+        .find(|f| f.severity == Severity::Error)
+        .map(ToString::to_string)
+        .or_else(|| {
+            r.missing
+                .iter()
+                .find(|m| m.class == MissingClass::Lost)
+                .map(|m| format!("{} to {} lost", m.first, m.last))
+        });
+    match first_problem {
+        Some(p) => format!(
+            "{}: {} error(s), {} segment(s) lost; first: {p}",
+            r.server,
+            r.errors(),
+            r.lost()
+        ),
+        None => format!(
+            "{}: {} files verified{}",
+            r.server,
+            r.files,
+            r.verified_up_to
+                .as_ref()
+                .map_or_else(String::new, |u| format!(", up to {}", u.file))
+        ),
+    }
+}
+
+fn print_text(r: &VerifyReport) {
+    use walvault_core::status::{human_bytes, human_duration};
+    println!("Server {}:", r.server);
+    println!(
+        "  verified: {} files, {} records, {} decoded in {}",
+        r.files,
+        r.stats.records,
+        human_bytes(r.bytes),
+        human_duration((r.finished_at - r.started_at).max(0.0).round() as u64)
+    );
+    for t in &r.timelines {
+        let branch = match (t.parent, t.switch_point) {
+            (Some(p), Some(at)) => format!(", branched from timeline {p} at {at}"),
+            _ => String::new(),
+        };
+        println!(
+            "  timeline {}: {} to {} ({} files){branch}",
+            t.timeline, t.first, t.last, t.files
+        );
+    }
+    match &r.verified_up_to {
+        Some(u) => println!(
+            "  replayable up to: {}{}",
+            u.file,
+            u.lsn
+                .map_or_else(String::new, |l| format!(" (last record at {l})"))
+        ),
+        None => println!("  replayable up to: nothing verified"),
+    }
+    let errors: Vec<&ArchiveFinding> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    let warnings: Vec<&ArchiveFinding> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .collect();
+    println!("  errors: {}", if errors.is_empty() { "none" } else { "" });
+    for f in errors {
+        println!("    {f}");
+    }
+    if !warnings.is_empty() {
+        println!("  warnings:");
+        for f in warnings {
+            println!("    {f}");
+        }
+    }
+    if r.missing.is_empty() {
+        println!("  missing: none");
+    } else {
+        println!("  missing:");
+        for m in &r.missing {
+            let class = match m.class {
+                MissingClass::Queued => "delayed: waiting in walvault's queue",
+                MissingClass::Ready => "delayed: PostgreSQL has it .ready to archive",
+                MissingClass::Unconfirmed => {
+                    "delayed (unconfirmed): after the last archived segment"
+                }
+                MissingClass::Lost => "LOST: a recovery cannot cross this",
+            };
+            let window = match (m.after_time, m.before_time) {
+                (Some(a), Some(b)) => format!(
+                    ", WAL written between {} and {}",
+                    walvault_core::time::utc_iso8601(a as i64),
+                    walvault_core::time::utc_iso8601(b as i64)
+                ),
+                _ => String::new(),
+            };
+            let range = if m.count == 1 {
+                m.first.clone()
+            } else {
+                format!("{} to {} ({} segments)", m.first, m.last, m.count)
+            };
+            println!(
+                "    {range}, LSN {} to {}{window}: {class}",
+                m.start_lsn, m.end_lsn
+            );
+        }
+    }
+    println!("  result: {}", if r.is_clean() { "OK" } else { "FAILED" });
+}
