@@ -53,6 +53,13 @@ fn archive_with_gap_and_duplicate(world: &World) -> Vec<String> {
         "errors/ fails the check: {}",
         describe(&out)
     );
+    let out = world.walvault(&["verify", SERVER]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the gap fails verify: {}",
+        describe(&out)
+    );
     segments
 }
 
@@ -88,6 +95,22 @@ fn the_dashboard_shows_the_last_wal_the_gap_and_the_duplicate_in_chromium() {
     assert!(
         checks.contains("archiver errors") && checks.contains("FAILED"),
         "the recorded check: {checks}"
+    );
+    // The recorded verify: how far the archive replays, and the lost segment.
+    let verify = browser.texts("[data-test=verify]").join("\n");
+    assert!(
+        verify.contains(&format!("verified up to {}", segments[1]))
+            && verify.contains("1 segment(s) lost"),
+        "{verify}"
+    );
+    let failures = browser.texts("[data-test=verify-failure]");
+    assert!(
+        failures.len() == 1 && failures[0].contains(&segments[2]),
+        "{failures:?}"
+    );
+    assert!(
+        reasons.contains("verify found 1 segment(s) lost"),
+        "{reasons}"
     );
     // The strip marks the gap in place: present, missing, present.
     let strip = browser.texts("[data-test=strip]");
@@ -188,6 +211,9 @@ fn api_pages_metrics_and_bad_clients() {
     assert_eq!(pg["errors"]["duplicates"], 1);
     assert_eq!(pg["error_files"][0]["kind"], "duplicate");
     assert_eq!(pg["last_check"]["ok"], false);
+    assert_eq!(pg["last_verify"]["lost"], 1);
+    assert_eq!(pg["last_verify"]["lost_ranges"][0]["first"], segments[2]);
+    assert_eq!(pg["last_verify"]["files"], segments.len() - 1);
     assert_eq!(
         get(addr, "/api/status?server=pg").json()["servers"][0]["server"],
         "pg"
@@ -255,6 +281,13 @@ fn api_pages_metrics_and_bad_clients() {
             1.0
         );
         assert_eq!(sample(&parsed, "walvault_check_ok", &pg), 0.0);
+        assert_eq!(sample(&parsed, "walvault_verify_ok", &pg), 0.0);
+        assert_eq!(sample(&parsed, "walvault_verify_lost_segments", &pg), 1.0);
+        assert_eq!(sample(&parsed, "walvault_verify_errors", &pg), 0.0);
+        assert_eq!(
+            sample(&parsed, "walvault_verify_files", &pg),
+            (segments.len() - 1) as f64
+        );
         assert!(
             sample(
                 &parsed,

@@ -9,7 +9,10 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use walvault::pgcluster::Cluster;
-use walvault_tests::{PG_BIN, SERVER, World, describe, file_names, switch_and_wait_archived};
+use walvault_tests::http::get;
+use walvault_tests::{
+    PG_BIN, SERVER, World, describe, file_names, serve, switch_and_wait_archived,
+};
 
 /// `walvault verify pg --format json`: the exit code and the report.
 fn verify_json(world: &World, extra: &[&str]) -> (Option<i32>, serde_json::Value, Output) {
@@ -264,6 +267,16 @@ fn verify_proves_a_real_archive_and_names_every_kind_of_damage() {
             .any(|e| e.starts_with(&format!("{victim} offset {at}:")) && e.contains("checksum")),
         "record at {at}: {errs:?}"
     );
+    // serve: the health fails on the corrupt record, which it names with its offset.
+    let served = serve(&world, &["--listen", "127.0.0.1:0"], &[]);
+    let doc = get(served.addr, "/api/status").json();
+    let pg = &doc["servers"][0];
+    assert_eq!(pg["health"]["state"], "failing", "{pg}");
+    let reasons = pg["health"]["reasons"].to_string();
+    assert!(reasons.contains("verify found 1 error(s)"), "{reasons}");
+    assert_eq!(pg["last_verify"]["failures"][0]["file"], victim.as_str());
+    assert_eq!(pg["last_verify"]["failures"][0]["offset"], at);
+    drop(served);
 
     // A segment of another cluster under one of ours.
     let mut other = primary_other(&world);

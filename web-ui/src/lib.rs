@@ -12,6 +12,7 @@ use leptos::prelude::*;
 use walvault_core::report::{
     CatalogueSummary, CheckRun, ErrorFileStatus, ServerStatus, StatusDocument, TimelineSummary,
 };
+use walvault_core::verify::archive::VerifySummary;
 use walvault_core::wal::SegmentSize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -191,6 +192,7 @@ fn server_card(s: ServerStatus, now: f64) -> impl IntoView {
             {cat.map(|c| timelines(c, size))}
             {errors(s.error_files.clone(), s.errors.total())}
             {checks(s.last_check.clone(), now)}
+            {verification(s.last_verify.clone(), now)}
         </section>
     }
 }
@@ -303,6 +305,60 @@ fn errors(files: Vec<ErrorFileStatus>, total: usize) -> impl IntoView {
             <thead><tr><th>"File"</th><th>"Kind"</th><th>"Moved"</th><th>"Reason"</th></tr></thead>
             <tbody>{rows}</tbody>
         </table>
+    }
+    .into_any()
+}
+
+fn verification(last: Option<VerifySummary>, now: f64) -> impl IntoView {
+    let Some(run) = last else {
+        return view! {
+            <h3>"Verification"</h3>
+            <p class="muted" data-test="verify">"No verification recorded yet: run 'walvault verify'."</p>
+        }
+        .into_any();
+    };
+    let class = if run.is_clean() { "ok" } else { "failed" };
+    let line = wording::describe_verify(&run, now);
+    let failures = run
+        .failures
+        .iter()
+        .map(|f| {
+            view! {
+                <tr data-test="verify-failure">
+                    <td><code>{f.file.clone()}</code></td>
+                    <td>{f.offset.map(|o| o.to_string()).unwrap_or_default()}</td>
+                    <td>{f.lsn.map(|l| l.to_string()).unwrap_or_default()}</td>
+                    <td>{f.message.clone()}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let lost = run
+        .lost_ranges
+        .iter()
+        .map(|m| {
+            view! {
+                <tr data-test="verify-failure">
+                    <td><code>{format!("{} – {}", m.first, m.last)}</code></td>
+                    <td></td>
+                    <td>{format!("{} – {}", m.start_lsn, m.end_lsn)}</td>
+                    <td>{format!("{} segment(s) lost", m.count)}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let table = (!run.failures.is_empty() || !run.lost_ranges.is_empty()).then(|| {
+        view! {
+            <table data-test="verify-failures">
+                <thead><tr><th>"File"</th><th>"Offset"</th><th>"LSN"</th><th>"Problem"</th></tr></thead>
+                <tbody>{failures}{lost}</tbody>
+            </table>
+        }
+    });
+    view! {
+        <h3>"Verification"</h3>
+        <p class=class data-test="verify">{line}</p>
+        {table}
     }
     .into_any()
 }

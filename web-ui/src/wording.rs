@@ -4,6 +4,7 @@
 use walvault_core::report::{CatalogueSummary, ReceiveWalStatus, TimelineSummary, segment_at};
 use walvault_core::status::human_bytes;
 use walvault_core::time::utc_fields;
+use walvault_core::verify::archive::VerifySummary;
 use walvault_core::wal::{SegmentSize, TimelineId, WalFileName};
 
 pub use walvault_core::report::format_age;
@@ -197,6 +198,36 @@ pub fn timeline_strip(
     out
 }
 
+/// The "verified up to" line of the last `walvault verify`: how far the archive is proven
+/// replayable, when, and what was found.
+pub fn describe_verify(v: &VerifySummary, now: f64) -> String {
+    let up_to = v.verified_up_to.as_ref().map_or_else(
+        || "nothing proven replayable".to_owned(),
+        |u| format!("verified up to {}", u.file),
+    );
+    let mut found = Vec::new();
+    if v.errors > 0 {
+        found.push(format!("{} error(s)", v.errors));
+    }
+    if v.lost > 0 {
+        found.push(format!("{} segment(s) lost", v.lost));
+    }
+    if v.delayed > 0 {
+        found.push(format!("{} delayed", v.delayed));
+    }
+    let found = if found.is_empty() {
+        "no problem".to_owned()
+    } else {
+        found.join(", ")
+    };
+    format!(
+        "{up_to} ({} files, {} records, {}; {found})",
+        v.files,
+        v.records,
+        walvault_core::report::format_age(v.at, now)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +340,32 @@ mod tests {
         // No gaps: one present run.
         let tl = &summarise_catalogue(&entries[..3], size, 0.0).timelines[0];
         assert_eq!(timeline_strip(tl, size, 0.02).len(), 1);
+    }
+
+    #[test]
+    fn the_verify_line_says_how_far_and_what_was_found() {
+        use walvault_core::verify::archive::{VerifiedUpTo, VerifySummary};
+        let mut v = VerifySummary {
+            at: 1000.0,
+            files: 64,
+            records: 1_460_109,
+            verified_up_to: Some(VerifiedUpTo {
+                timeline: 1,
+                file: "000000010000000000000050".into(),
+                lsn: None,
+            }),
+            ..VerifySummary::default()
+        };
+        assert_eq!(
+            describe_verify(&v, 1060.0),
+            "verified up to 000000010000000000000050 (64 files, 1460109 records, 1 minute ago; no problem)"
+        );
+        v.errors = 2;
+        v.lost = 1;
+        v.verified_up_to = None;
+        assert_eq!(
+            describe_verify(&v, 1000.0),
+            "nothing proven replayable (64 files, 1460109 records, just now; 2 error(s), 1 segment(s) lost)"
+        );
     }
 }

@@ -174,6 +174,41 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_record_or_a_lost_segment_found_by_verify_is_failing_a_delayed_one_is_not() {
+        use crate::verify::Severity;
+        use crate::verify::archive::{ArchiveFinding, VerifySummary};
+        let mut s = status();
+        s.last_verify = Some(VerifySummary {
+            at: 940.0,
+            files: 3,
+            delayed: 2,
+            ..VerifySummary::default()
+        });
+        assert_eq!(assess(&s.health_facts(), 1000.0).state, Health::Healthy);
+        s.last_verify = Some(VerifySummary {
+            at: 940.0,
+            files: 3,
+            errors: 1,
+            failures: vec![ArchiveFinding {
+                file: "000000010000000000000002".into(),
+                offset: Some(8232),
+                lsn: None,
+                severity: Severity::Error,
+                message: "incorrect record checksum".into(),
+            }],
+            ..VerifySummary::default()
+        });
+        let v = assess(&s.health_facts(), 1000.0);
+        assert_eq!(v.state, Health::Failing);
+        assert_eq!(
+            v.reasons,
+            [
+                "verify found 1 error(s) 1 minute ago, first: 000000010000000000000002 offset 8232: incorrect record checksum"
+            ]
+        );
+    }
+
+    #[test]
     fn health_verdicts() {
         let mut s = status();
         assert_eq!(

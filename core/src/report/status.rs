@@ -6,6 +6,7 @@ use super::catalogue::CatalogueSummary;
 use crate::catalogue::CatalogueEntry;
 use crate::duplicate::ErrorSummary;
 use crate::status::{CheckResult, human_duration};
+use crate::verify::archive::VerifySummary;
 
 /// One file in `errors/`, with the reason it is there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +139,9 @@ pub struct ServerStatus {
     pub receive_wal: Option<ReceiveWalStatus>,
     /// The last `walvault check`, when one was recorded.
     pub last_check: Option<CheckRun>,
+    /// The last `walvault verify`, when one was recorded.
+    #[serde(default)]
+    pub last_verify: Option<VerifySummary>,
     /// Why archiving is stalled, when a run has held the archive-wal lock without progress
     /// for too long (later runs then cannot archive).
     #[serde(default)]
@@ -201,6 +205,8 @@ pub struct HealthFacts<'a> {
     pub catalogue: Option<&'a CatalogueSummary>,
     /// The last recorded `walvault check`.
     pub last_check: Option<&'a CheckRun>,
+    /// The last recorded `walvault verify`.
+    pub last_verify: Option<&'a VerifySummary>,
     /// Why archiving is stalled (a lock held without progress).
     pub archive_wal_stalled: Option<&'a str>,
     /// The streaming archiver, when configured.
@@ -222,6 +228,7 @@ impl ServerStatus {
             catalogue_problem: self.catalogue_problem.as_deref(),
             catalogue: self.catalogue.as_ref(),
             last_check: self.last_check.as_ref(),
+            last_verify: self.last_verify.as_ref(),
             archive_wal_stalled: self.archive_wal_stalled.as_deref(),
             receive_wal: self.receive_wal.as_ref(),
             last_wal_maximum_age: self.last_wal_maximum_age,
@@ -248,6 +255,33 @@ pub fn assess(facts: &HealthFacts<'_>, now: f64) -> HealthVerdict {
                     c.name,
                     format_age(run.at, now),
                     c.hint.as_deref().unwrap_or("no detail")
+                ),
+            );
+        }
+    }
+    if let Some(run) = facts.last_verify {
+        if let Some(first) = run.failures.first() {
+            add(
+                Health::Failing,
+                format!(
+                    "verify found {} error(s) {}, first: {first}",
+                    run.errors,
+                    format_age(run.at, now)
+                ),
+            );
+        }
+        if let Some(range) = run.lost_ranges.first() {
+            let first = if range.first == range.last {
+                range.first.clone()
+            } else {
+                format!("{} to {}", range.first, range.last)
+            };
+            add(
+                Health::Failing,
+                format!(
+                    "verify found {} segment(s) lost {}, first: {first}",
+                    run.lost,
+                    format_age(run.at, now),
                 ),
             );
         }
@@ -353,6 +387,7 @@ pub fn sample_status() -> ServerStatus {
         error_files: vec![],
         receive_wal: None,
         last_check: None,
+        last_verify: None,
         archive_wal_stalled: None,
     }
 }

@@ -326,6 +326,76 @@ impl VerifyReport {
     }
 }
 
+/// At most this many failures and lost ranges are kept in a [`VerifySummary`] (the counts
+/// cover all).
+pub const MAX_SUMMARY_ITEMS: usize = 20;
+
+/// The last `walvault verify` of a server, as `serve` shows it (`/api/status`, the dashboard,
+/// `/metrics`) and judges health by.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerifySummary {
+    /// When the run finished (Unix seconds).
+    pub at: f64,
+    /// How long it took, in seconds.
+    pub seconds: f64,
+    /// Files verified.
+    pub files: u64,
+    /// Records verified.
+    pub records: u64,
+    /// Decoded bytes read.
+    pub bytes: u64,
+    /// Errors found.
+    pub errors: usize,
+    /// Segments lost.
+    pub lost: u64,
+    /// Segments missing but on their way.
+    pub delayed: u64,
+    /// How far the archive is proven replayable.
+    pub verified_up_to: Option<VerifiedUpTo>,
+    /// The first errors, in WAL order.
+    pub failures: Vec<ArchiveFinding>,
+    /// The first lost ranges.
+    pub lost_ranges: Vec<MissingRange>,
+}
+
+impl VerifySummary {
+    /// No error and nothing lost.
+    pub fn is_clean(&self) -> bool {
+        self.errors == 0 && self.lost == 0
+    }
+}
+
+impl VerifyReport {
+    /// The summary `serve` keeps of this run.
+    pub fn summary(&self) -> VerifySummary {
+        VerifySummary {
+            at: self.finished_at,
+            seconds: (self.finished_at - self.started_at).max(0.0),
+            files: self.files,
+            records: self.stats.records,
+            bytes: self.bytes,
+            errors: self.errors(),
+            lost: self.lost(),
+            delayed: self.delayed(),
+            verified_up_to: self.verified_up_to.clone(),
+            failures: self
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .take(MAX_SUMMARY_ITEMS)
+                .cloned()
+                .collect(),
+            lost_ranges: self
+                .missing
+                .iter()
+                .filter(|m| m.class == MissingClass::Lost)
+                .take(MAX_SUMMARY_ITEMS)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 /// What a planned file turned out to be.
 #[derive(Clone, Debug)]
 pub enum FileResult {

@@ -168,6 +168,12 @@ pub(super) fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> Ser
     let last_check = fs::read(ctx.last_check_path())
         .ok()
         .and_then(|bytes| serde_json::from_slice::<CheckRun>(&bytes).ok());
+    let last_verify = fs::read(crate::cmd::verify::last_verify_path(ctx))
+        .ok()
+        .and_then(|bytes| {
+            serde_json::from_slice::<walvault_core::verify::archive::VerifyReport>(&bytes).ok()
+        })
+        .map(|r| r.summary());
     let incoming_waiting = ServerCtx::waiting(&cfg.incoming, QueueKind::Incoming);
     let archive_wal_stalled = crate::server::stalled_archive_wal(cfg);
     // The verdict from the facts, before they go into the document.
@@ -176,6 +182,7 @@ pub(super) fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> Ser
             catalogue_problem: catalogue_problem.as_deref(),
             catalogue: summary.as_ref(),
             last_check: last_check.as_ref(),
+            last_verify: last_verify.as_ref(),
             archive_wal_stalled: archive_wal_stalled.as_deref(),
             receive_wal: receive_wal.as_ref(),
             last_wal_maximum_age: cfg.last_wal_maximum_age,
@@ -206,6 +213,7 @@ pub(super) fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> Ser
         error_files,
         receive_wal,
         last_check,
+        last_verify,
         archive_wal_stalled,
     }
 }

@@ -278,6 +278,70 @@ pub fn render_metrics(doc: &StatusDocument, counters: &ServeCounters) -> String 
         "When the last 'walvault check' ran.",
         |s| s.last_check.as_ref().map(|c| c.at),
     );
+    m.per_server(
+        doc,
+        "walvault_verify_ok",
+        "1 when the last recorded 'walvault verify' found no error and no lost segment.",
+        |s| {
+            s.last_verify
+                .as_ref()
+                .map(|v| if v.is_clean() { 1.0 } else { 0.0 })
+        },
+    );
+    m.per_server(
+        doc,
+        "walvault_verify_timestamp_seconds",
+        "When the last 'walvault verify' finished.",
+        |s| s.last_verify.as_ref().map(|v| v.at),
+    );
+    m.per_server(
+        doc,
+        "walvault_verify_duration_seconds",
+        "How long the last 'walvault verify' took.",
+        |s| s.last_verify.as_ref().map(|v| v.seconds),
+    );
+    m.per_server(
+        doc,
+        "walvault_verify_files",
+        "Files the last 'walvault verify' read and verified.",
+        |s| s.last_verify.as_ref().map(|v| v.files as f64),
+    );
+    m.per_server(
+        doc,
+        "walvault_verify_records",
+        "WAL records whose CRC-32C the last 'walvault verify' checked.",
+        |s| s.last_verify.as_ref().map(|v| v.records as f64),
+    );
+    m.per_server(
+        doc,
+        "walvault_verify_errors",
+        "Errors the last 'walvault verify' found (damaged, foreign or misnamed files, broken record chains, history files that do not match).",
+        |s| s.last_verify.as_ref().map(|v| v.errors as f64),
+    );
+    m.per_server(
+        doc,
+        "walvault_verify_lost_segments",
+        "Segments the last 'walvault verify' found missing and nowhere on their way.",
+        |s| s.last_verify.as_ref().map(|v| v.lost as f64),
+    );
+    m.per_server(
+        doc,
+        "walvault_verify_delayed_segments",
+        "Segments the last 'walvault verify' found missing but waiting to be archived.",
+        |s| s.last_verify.as_ref().map(|v| v.delayed as f64),
+    );
+    m.per_server(
+        doc,
+        "walvault_verify_verified_up_to_lsn",
+        "The WAL position (as a number) up to which the last 'walvault verify' proved the archive replayable.",
+        |s| {
+            s.last_verify
+                .as_ref()
+                .and_then(|v| v.verified_up_to.as_ref())
+                .and_then(|u| u.lsn)
+                .map(|l| l.0 as f64)
+        },
+    );
     m.text
 }
 
