@@ -375,3 +375,67 @@ fn primary_other(world: &World) -> Cluster {
     other.pgbench(&["-i", "-s", "1", "-q"]).expect("pgbench -i");
     other
 }
+
+#[test]
+fn missing_segments_are_delayed_while_postgresql_or_the_queue_holds_them_and_lost_otherwise() {
+    let world = World::new("compression = \"lz4\"\nwal_segment_size = \"1MB\"");
+    let primary = primary(&world, "primary", true);
+    world.add_config(&format!("conninfo = \"{}\"", primary.conninfo()));
+    primary
+        .pgbench(&["-i", "-s", "1", "-q"])
+        .expect("pgbench -i");
+    switch_and_wait_archived(&primary);
+    // Archiving fails from now on: PostgreSQL keeps the next segments .ready.
+    for sql in [
+        "ALTER SYSTEM SET archive_command = '/bin/false'",
+        "SELECT pg_reload_conf()",
+    ] {
+        primary.execute(sql).expect("break archiving");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..2 {
+        primary
+            .execute("CREATE TABLE IF NOT EXISTS t(x int); INSERT INTO t VALUES (1); SELECT pg_switch_wal();")
+            .expect("switch");
+    }
+    let (code, report, out) = verify_json(&world, &[]);
+    assert_eq!(code, Some(0), "delayed is not lost: {}", describe(&out));
+    let missing = report["missing"].as_array().expect("missing");
+    assert_eq!(missing.len(), 1, "{report}");
+    assert_eq!(missing[0]["class"], "ready", "{report}");
+    assert_eq!(missing[0]["count"], 2, "{report}");
+
+    // An archived segment removed: lost; back in incoming/, delayed again.
+    let tli1_dir = world.wals().join("0000000100000000");
+    let segments = plain_segments(&tli1_dir);
+    let victim = segments[segments.len() / 2].clone();
+    let bytes = fs::read(tli1_dir.join(&victim)).expect("read");
+    fs::remove_file(tli1_dir.join(&victim)).expect("remove");
+    let (code, report, out) = verify_json(&world, &[]);
+    assert_eq!(code, Some(1), "{}", describe(&out));
+    let lost: Vec<&serde_json::Value> = report["missing"]
+        .as_array()
+        .expect("missing")
+        .iter()
+        .filter(|m| m["class"] == "lost")
+        .collect();
+    assert_eq!(lost.len(), 1, "{report}");
+    assert_eq!(lost[0]["first"], victim.as_str());
+    assert!(
+        lost[0]["after_time"].is_f64() && lost[0]["before_time"].is_f64(),
+        "{report}"
+    );
+    fs::create_dir_all(world.incoming()).expect("incoming");
+    fs::write(world.incoming().join(&victim), bytes).expect("queue");
+    world.own_all();
+    let (code, report, out) = verify_json(&world, &[]);
+    assert_eq!(code, Some(0), "{}", describe(&out));
+    assert!(
+        report["missing"]
+            .as_array()
+            .expect("missing")
+            .iter()
+            .any(|m| m["first"] == victim.as_str() && m["class"] == "queued"),
+        "{report}"
+    );
+}
