@@ -30,6 +30,10 @@ bench-codecs:
 bench-serve:
     bench/serve.sh
 
+# walvault verify against pg_waldump on the 64-segment corpus (see bench/RESULTS.md).
+bench-verify:
+    bench/verify.sh
+
 # Crash trials, long run: 200 per command (archive-wal, put-wal, streaming, delete-wals), each
 # stopped at a commit failpoint or killed at random, half with a power cut, then rerun; the
 # table goes to bench/results/ (see bench/RESULTS.md). Then receive-wal with real PostgreSQL
