@@ -54,10 +54,12 @@ pub fn verify_server(ctx: &ServerCtx<'_>, opts: &Options, ui: &Ui) -> anyhow::Re
         .context("listing the archive")?;
     let mut stored = Vec::new();
     let mut strays = Vec::new();
+    let mut in_flight = Vec::new();
     for meta in &listing {
         match ctx.layout.parse_key(meta) {
             Ok(s) => stored.push(s),
-            Err(KeyProblem::Temporary | KeyProblem::NotWal | KeyProblem::OutsidePrefix) => {}
+            Err(KeyProblem::Temporary) => in_flight.extend(temp_segment(&meta.key)),
+            Err(KeyProblem::NotWal | KeyProblem::OutsidePrefix) => {}
             Err(problem) => strays.push(ArchiveFinding {
                 file: meta.key.clone(),
                 offset: None,
@@ -73,7 +75,9 @@ pub fn verify_server(ctx: &ServerCtx<'_>, opts: &Options, ui: &Ui) -> anyhow::Re
     let histories = read_histories(ctx, &plan);
     let mut joiner = ArchiveVerifier::new(&ctx.cfg.name, &plan, from, histories);
     let bytes = run_jobs(ctx, &plan, opts.jobs.max(1), &mut joiner, ui);
-    let whereabouts = whereabouts(ctx, size, ui);
+    let mut whereabouts = whereabouts(ctx, ui);
+    // A copy being written now (its temporary file) is on its way, as a queued one is.
+    whereabouts.queued.extend(in_flight);
     let mut report = joiner.finish(&whereabouts, started_at, now());
     report.findings.extend(strays);
     debug_assert!(bytes >= report.bytes);
@@ -268,7 +272,7 @@ fn run_jobs(
 /// What is known about WAL not in the archive: walvault's queues, the catalogue's times, and
 /// with a `conninfo` the server's position and (when its data directory is readable here)
 /// PostgreSQL's `.ready` files.
-fn whereabouts(ctx: &ServerCtx<'_>, size: SegmentSize, ui: &Ui) -> Whereabouts {
+fn whereabouts(ctx: &ServerCtx<'_>, ui: &Ui) -> Whereabouts {
     let mut w = Whereabouts::default();
     for dir in [&ctx.cfg.incoming, &ctx.cfg.streaming] {
         w.queued.extend(segments_named_in(dir, ""));
@@ -305,8 +309,20 @@ fn whereabouts(ctx: &ServerCtx<'_>, size: SegmentSize, ui: &Ui) -> Whereabouts {
              without it"
         )),
     }
-    let _ = size;
     w
+}
+
+/// The segment a temporary file in the archive is being written for: walvault's temporary
+/// names are `.<final name>.<pid>.<n>.tmp`.
+fn temp_segment(key: &str) -> Option<Segment> {
+    let file = key.rsplit('/').next()?;
+    let inner = file.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    let (_, _, name) = (parts.next()?, parts.next()?, parts.next()?);
+    match name.parse::<WalFileName>().ok()? {
+        WalFileName::Segment(s) | WalFileName::Partial(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// The segments of the WAL names in `dir` that end with `suffix` (after stripping it), a
@@ -560,4 +576,24 @@ fn print_text(r: &VerifyReport) {
         }
     }
     println!("  result: {}", if r.is_clean() { "OK" } else { "FAILED" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temporary_file_names_the_segment_it_is_written_for() {
+        assert_eq!(
+            temp_segment("0000000100000000/.000000010000000000000007.4242.3.tmp"),
+            Some(Segment::new(1, 0, 7))
+        );
+        assert_eq!(
+            temp_segment(".000000010000000000000007.partial.1.0.tmp"),
+            Some(Segment::new(1, 0, 7))
+        );
+        assert_eq!(temp_segment(".00000002.history.1.0.tmp"), None);
+        assert_eq!(temp_segment("000000010000000000000007"), None);
+        assert_eq!(temp_segment(".junk.tmp"), None);
+    }
 }
