@@ -854,11 +854,14 @@ fn streaming_partials_are_checked_against_the_segment_size() {
 }
 
 /// A store whose first listing misses an object that a concurrent archiver just wrote.
-struct RacingStore {
+/// An object store whose listings show nothing for the first `hidden` calls (another archiver
+/// stores meanwhile; an eventually consistent store), while reads of an exact key see every
+/// object at once.
+struct LaggingStore {
     inner: MemoryStore,
-    listed: RefCell<bool>,
+    hidden: RefCell<usize>,
 }
-impl WalStore for RacingStore {
+impl WalStore for LaggingStore {
     fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
         self.inner.head(key)
     }
@@ -874,7 +877,9 @@ impl WalStore for RacingStore {
         self.inner.put(key, mode, payload)
     }
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
-        if !self.listed.replace(true) {
+        let mut hidden = self.hidden.borrow_mut();
+        if *hidden > 0 {
+            *hidden -= 1;
             return Ok(Vec::new());
         }
         self.inner.list(prefix)
@@ -886,9 +891,9 @@ impl WalStore for RacingStore {
 
 #[test]
 fn create_if_absent_closes_the_race_with_another_archiver() {
-    let store = RacingStore {
+    let store = LaggingStore {
         inner: MemoryStore::new(),
-        listed: RefCell::new(false),
+        hidden: RefCell::new(1),
     };
     let data = segment(S1, 1);
     store.inner.insert(&format!("0000000100000000/{S1}"), &data);
@@ -905,40 +910,17 @@ fn create_if_absent_closes_the_race_with_another_archiver() {
     assert_eq!(outcomes(&r), [(S1.into(), "identical".into())]);
 }
 
-/// An object store whose listings never show anything (one that lags behind writes), while
-/// reads of an exact key see every object at once.
-struct BlindListing(MemoryStore);
-impl WalStore for BlindListing {
-    fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
-        self.0.head(key)
-    }
-    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
-        self.0.get(key)
-    }
-    fn put(
-        &self,
-        key: &str,
-        mode: PutMode,
-        payload: &mut dyn Payload,
-    ) -> Result<ObjectMeta, StorageError> {
-        self.0.put(key, mode, payload)
-    }
-    fn list(&self, _prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
-        Ok(Vec::new())
-    }
-    fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.0.delete(key)
-    }
-}
-
 #[test]
 fn a_listing_that_lags_still_gets_duplicates_decided_by_the_exact_key() {
     // Before: the refused create sent the archiver back to the listing, which still showed
     // nothing, and the file failed ("appeared and disappeared") until the listing caught up.
     let layout = Layout::cloud("base", "pg");
-    let store = BlindListing(MemoryStore::new());
+    let store = LaggingStore {
+        inner: MemoryStore::new(),
+        hidden: RefCell::new(usize::MAX),
+    };
     let data = segment(S1, 1);
-    store.0.insert(
+    store.inner.insert(
         &format!("base/pg/wals/0000000100000000/{S1}.gz"),
         &encode_all(Some(Codec::Gzip), Level::Low, &data).expect("gzip"),
     );
@@ -958,7 +940,11 @@ fn a_listing_that_lags_still_gets_duplicates_decided_by_the_exact_key() {
     let r = run(&store, &s, &mut q, &mut cat, QueueKind::Incoming, &NoHooks);
     assert_eq!(outcomes(&r), [(S1.into(), "different".into())]);
     assert_eq!(q.errors.len(), 1, "kept in errors/");
-    assert_eq!(store.0.keys().len(), 1, "nothing stored beside or over it");
+    assert_eq!(
+        store.inner.keys().len(),
+        1,
+        "nothing stored beside or over it"
+    );
 }
 
 #[test]

@@ -457,6 +457,42 @@ pub fn pgbench_load(cluster: &Cluster, scale: u32, transactions: u32) {
         .expect("pgbench");
 }
 
+/// Runs pgbench against `cluster` in a thread (as the test user), 2 clients for `seconds`, while
+/// the test does something else; join the handle to wait for it (it panics on a failure).
+pub fn pgbench_in_background(
+    world: &World,
+    cluster: &Cluster,
+    seconds: u32,
+) -> std::thread::JoinHandle<()> {
+    let (bin, sock, port) = (
+        cluster.bin.clone(),
+        cluster.socket_dir.clone(),
+        cluster.port,
+    );
+    let run_as = world.run_as.clone();
+    std::thread::spawn(move || {
+        let out = run_as
+            .command(bin.join("pgbench"))
+            .arg("-h")
+            .arg(&sock)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-n",
+                "-c",
+                "2",
+                "-T",
+            ])
+            .arg(seconds.to_string())
+            .arg("postgres")
+            .output()
+            .expect("pgbench");
+        assert!(out.status.success(), "{}", describe(&out));
+    })
+}
+
 /// Runs `pg_switch_wal()` and waits until PostgreSQL reports the closed segment archived.
 /// Returns the name of the last segment archived.
 pub fn switch_and_wait_archived(cluster: &Cluster) -> String {

@@ -20,7 +20,8 @@ use walvault::pgcluster::Cluster;
 use walvault_core::wal::SegmentSize;
 use walvault_tests::crash::{Bench, Stop, Workload, plan};
 use walvault_tests::{
-    PG_BIN, SERVER, World, assert_contiguous_sized, describe, file_names, switch_and_wait_streamed,
+    PG_BIN, SERVER, World, assert_contiguous_sized, describe, file_names, pgbench_in_background,
+    switch_and_wait_streamed,
 };
 
 #[test]
@@ -138,35 +139,7 @@ fn killing_receive_wal_and_archive_wal_again_and_again_loses_no_streamed_wal() {
     let points = Workload::Streaming.failpoints();
     let mut orphans_stopped = 0;
     for round in 0..kills {
-        let load = {
-            let (bin, sock, port) = (
-                primary.bin.clone(),
-                primary.socket_dir.clone(),
-                primary.port,
-            );
-            let run_as = world.run_as.clone();
-            std::thread::spawn(move || {
-                let out = run_as
-                    .command(bin.join("pgbench"))
-                    .arg("-h")
-                    .arg(&sock)
-                    .args([
-                        "-p",
-                        &port.to_string(),
-                        "-U",
-                        "postgres",
-                        "-n",
-                        "-c",
-                        "2",
-                        "-T",
-                        "2",
-                    ])
-                    .arg("postgres")
-                    .output()
-                    .expect("pgbench");
-                assert!(out.status.success(), "{}", describe(&out));
-            })
-        };
+        let load = pgbench_in_background(&world, &primary, 2);
         std::thread::sleep(Duration::from_millis(200 + next(1500)));
         let child = receiver.pg_receivewal_pid();
         receiver.kill_walvault();

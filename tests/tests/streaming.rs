@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use walvault::pgcluster::Cluster;
 use walvault_tests::{
-    SERVER, World, assert_contiguous, describe, file_names, fingerprint, pgbench_load,
-    switch_and_wait_archived, switch_and_wait_streamed,
+    SERVER, World, assert_contiguous, describe, file_names, fingerprint, pgbench_in_background,
+    pgbench_load, switch_and_wait_archived, switch_and_wait_streamed,
 };
 
 const SLOT: &str = "walvault";
@@ -137,34 +137,7 @@ fn a_killed_pg_receivewal_is_restarted_and_leaves_no_gap() {
         .expect("pgbench -i");
     let first = switch_and_wait_streamed(&world, &primary);
     // Load continues while pg_receivewal is killed mid-segment.
-    let conninfo_primary = (
-        primary.bin.clone(),
-        primary.socket_dir.clone(),
-        primary.port,
-    );
-    let run_as = world.run_as.clone();
-    let load = std::thread::spawn(move || {
-        let (bin, sock, port) = conninfo_primary;
-        let out = run_as
-            .command(bin.join("pgbench"))
-            .arg("-h")
-            .arg(&sock)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-n",
-                "-c",
-                "2",
-                "-T",
-                "8",
-            ])
-            .arg("postgres")
-            .output()
-            .expect("pgbench");
-        assert!(out.status.success(), "{}", describe(&out));
-    });
+    let load = pgbench_in_background(&world, &primary, 8);
     std::thread::sleep(Duration::from_secs(2));
     let before = receiver.pg_receivewal_pid().expect("pg_receivewal runs");
     let killed = Command::new("kill")
