@@ -28,7 +28,7 @@ if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" 
   cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
-CORE_TARGETS=(wal_name catalogue history page_header)
+CORE_TARGETS=(wal_name catalogue history page_header verify_segment)
 DECOMPRESSORS=(decompress_gzip decompress_bzip2 decompress_xz decompress_zstd decompress_lz4 decompress_snappy)
 NATIVE=()
 PURE=(--no-default-features --target-dir target/pure)
