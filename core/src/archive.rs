@@ -39,6 +39,13 @@ pub trait SourceFile {
     fn path(&self) -> Option<&std::path::Path> {
         None
     }
+
+    /// Whether a store may hard-link this file into the archive instead of copying it: only a
+    /// queued file that nobody writes again (`incoming/`, `streaming/`), never PostgreSQL's
+    /// `pg_wal`, whose segment files PostgreSQL recycles in place. `false` by default.
+    fn linkable(&self) -> bool {
+        false
+    }
 }
 
 /// How to archive.
@@ -668,6 +675,10 @@ impl Payload for ArchivePayload<'_> {
             (None, true) => Some((self.source.path()?, self.expected_size)),
             _ => None,
         }
+    }
+
+    fn linkable_file(&self) -> Option<(&std::path::Path, u64)> {
+        self.verbatim_file().filter(|_| self.source.linkable())
     }
 
     fn modified(&self) -> Option<f64> {

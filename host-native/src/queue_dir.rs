@@ -19,12 +19,26 @@ use crate::platform::Removal;
 #[derive(Debug, Clone)]
 pub struct FileSource {
     path: PathBuf,
+    queued: bool,
 }
 
 impl FileSource {
-    /// A source at `path`.
+    /// A source at `path` that must be copied (PostgreSQL's `pg_wal`: it recycles segment
+    /// files in place, so the archive may never share one).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileSource { path: path.into() }
+        FileSource {
+            path: path.into(),
+            queued: false,
+        }
+    }
+
+    /// A file in walvault's `incoming/` or `streaming/`: written once and released after it is
+    /// archived, so a store on the same file system may link it instead of copying it.
+    pub fn queued(path: impl Into<PathBuf>) -> Self {
+        FileSource {
+            path: path.into(),
+            queued: true,
+        }
     }
 }
 
@@ -36,6 +50,10 @@ impl SourceFile for FileSource {
 
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
+    }
+
+    fn linkable(&self) -> bool {
+        self.queued
     }
 }
 

@@ -26,6 +26,9 @@ pub const WAL_PER_TRIAL: usize = 8;
 pub enum Workload {
     /// `archive-wal --jobs 2` draining `incoming/`.
     ArchiveWal,
+    /// The same with `compression = "none"`: each queued file is hard-linked into the archive
+    /// rather than copied.
+    ArchiveWalLinked,
     /// `put-wal` of each WAL in turn, as PostgreSQL runs its `archive_command`.
     PutWal,
     /// `archive-wal` draining `streaming/` as `pg_receivewal` leaves it: complete segments
@@ -37,8 +40,9 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::ArchiveWal,
+        Workload::ArchiveWalLinked,
         Workload::PutWal,
         Workload::Streaming,
         Workload::DeleteWals,
@@ -50,7 +54,7 @@ impl Workload {
     pub fn failpoints(self) -> &'static [&'static str] {
         let points = walvault::faults::FAILPOINTS;
         match self {
-            Workload::ArchiveWal | Workload::Streaming => &points[..7],
+            Workload::ArchiveWal | Workload::ArchiveWalLinked | Workload::Streaming => &points[..7],
             Workload::PutWal => &points[..5],
             Workload::DeleteWals => &points[7..],
         }
@@ -62,6 +66,9 @@ impl Workload {
                 "wal_segment_size = \"1MB\"\ncompression = \"zstd\"\njobs = 2\n\
                  streaming_archiver = true\narchiver = false\n\
                  streaming_conninfo = \"host=/nonexistent dbname=none\""
+            }
+            Workload::ArchiveWalLinked => {
+                "wal_segment_size = \"1MB\"\ncompression = \"none\"\njobs = 2"
             }
             _ => "wal_segment_size = \"1MB\"\ncompression = \"zstd\"\njobs = 2",
         }
@@ -257,7 +264,7 @@ impl Bench {
                 let (finished, _) = self.run_stopped(&args, &envs(&trial.stop), trial.stop);
                 outcome.stopped = !finished;
             }
-            Workload::ArchiveWal | Workload::Streaming => {
+            Workload::ArchiveWal | Workload::ArchiveWalLinked | Workload::Streaming => {
                 let args = ["archive-wal", SERVER];
                 let (finished, _) = self.run_stopped(&args, &envs(&trial.stop), trial.stop);
                 outcome.stopped = !finished;
@@ -297,7 +304,7 @@ impl Bench {
                     ));
                 }
             }
-            Workload::ArchiveWal | Workload::Streaming => {
+            Workload::ArchiveWal | Workload::ArchiveWalLinked | Workload::Streaming => {
                 let out = world.walvault(&["archive-wal", SERVER]);
                 if !out.status.success() {
                     outcome.violations.push(format!(
@@ -327,7 +334,9 @@ impl Bench {
 
     fn source_dir(&self) -> PathBuf {
         match self.workload {
-            Workload::ArchiveWal | Workload::DeleteWals => self.world.incoming(),
+            Workload::ArchiveWal | Workload::ArchiveWalLinked | Workload::DeleteWals => {
+                self.world.incoming()
+            }
             Workload::Streaming => self.world.streaming(),
             Workload::PutWal => self.world.home.join("pg_wal"),
         }
@@ -414,7 +423,7 @@ impl Bench {
                 violations.push(format!("{name} has {lines} catalogue lines"));
             }
             match self.workload {
-                Workload::ArchiveWal | Workload::Streaming => {
+                Workload::ArchiveWal | Workload::ArchiveWalLinked | Workload::Streaming => {
                     let kept = in_source || (archived && lines == 1);
                     if !kept {
                         violations.push(format!(

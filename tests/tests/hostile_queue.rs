@@ -485,3 +485,58 @@ fn check_fails_an_archive_or_a_secret_others_can_read() {
     assert!(text.contains("permissions: OK"), "{}", describe(&out));
     assert!(!text.contains("configuration file"), "{}", describe(&out));
 }
+
+#[test]
+fn uncompressed_queued_files_are_linked_but_never_shared_with_another_name_or_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let world = World::new(&format!("{MIB}\ncompression = \"none\""));
+    fs::create_dir_all(world.incoming()).expect("incoming");
+    let data = [segment(S01, 1), segment(S02, 2), segment(S03, 3)];
+    // S01 is the queue's alone: linked. S02 has a second name elsewhere: copied, so writing
+    // through that name never reaches the archive. S03 belongs to another user: copied, so the
+    // archive's copy is walvault's and private.
+    queue_file(&world.incoming().join(S01), &data[0]);
+    queue_file(&world.incoming().join(S02), &data[1]);
+    world.own_all();
+    let elsewhere = world.path("elsewhere");
+    fs::hard_link(world.incoming().join(S02), &elsewhere).expect("a second name");
+    queue_file(&world.incoming().join(S03), &data[2]);
+    fs::set_permissions(
+        world.incoming().join(S03),
+        fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let queued_inode = fs::metadata(world.incoming().join(S01))
+        .expect("queued")
+        .ino();
+    let out = walvault_within(&world, &["archive-wal", SERVER], Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(file_names(&world.incoming()), Vec::<String>::new());
+
+    let dir = world.wals().join("0000000100000000");
+    let owner = fs::metadata(&dir).expect("archive").uid();
+    for (name, data) in [S01, S02, S03].iter().zip(&data) {
+        let meta = fs::metadata(dir.join(name)).expect("archived");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name} private");
+        assert_eq!(meta.uid(), owner, "{name} walvault's");
+        assert_eq!(meta.nlink(), 1, "{name}: one name, the archive's");
+        assert!(&fs::read(dir.join(name)).expect("read") == data, "{name}");
+    }
+    assert_eq!(
+        fs::metadata(dir.join(S01)).expect("archived").ino(),
+        queued_inode,
+        "linked, not copied"
+    );
+    fs::write(&elsewhere, b"written through the other name").expect("write");
+    assert!(
+        fs::read(dir.join(S02)).expect("read") == data[1],
+        "not shared"
+    );
+    let catalogue = world.catalogue();
+    assert_eq!(catalogue.len(), 3);
+    assert!(
+        catalogue
+            .iter()
+            .all(|e| e.size == 1 << 20 && e.compression.is_none())
+    );
+}

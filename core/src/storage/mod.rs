@@ -193,6 +193,13 @@ pub trait Payload {
         None
     }
 
+    /// A file whose bytes are exactly the payload and which the store may hard-link into place
+    /// instead of copying (a local store on the same file system): a queued, uncompressed WAL
+    /// that no one writes again. `None` (the default) for anything else.
+    fn linkable_file(&self) -> Option<(&std::path::Path, u64)> {
+        None
+    }
+
     /// The modification time the stored object should carry (seconds since the epoch), where
     /// the store can set one: an archived WAL keeps its source's time, as Barman's copy does,
     /// so a catalogue rebuilt from the files reproduces the catalogue line by line.

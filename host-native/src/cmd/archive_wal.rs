@@ -357,7 +357,7 @@ pub fn archive_batch(
                 return false;
             };
             // Workers read sources by path; the queue itself stays with the committer.
-            let source = FileSource::new(&sources[i]);
+            let source = FileSource::queued(&sources[i]);
             // A panic (a codec bug) must not leave the committer waiting for this file.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 archiver.archive_with_hooks(&candidate, &source, hooks, now)

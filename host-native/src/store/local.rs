@@ -120,6 +120,50 @@ fn copy_verbatim(payload: &dyn Payload, mut dest: &File) -> io::Result<Option<u6
     }
 }
 
+/// Links a queued, uncompressed WAL into place instead of copying it (Barman renames; this is
+/// as cheap and keeps the queue entry until the batch releases it): the same guarantees as a
+/// copy. `Ok(true)` once linked, its data synced; `Ok(false)` when a link is not possible or
+/// not safe, and the caller copies: another file system, a file this user does not own (its
+/// mode could not be made private), a file with other links (someone else's name for it), a
+/// size other than the validated one. An existing `dest` is `AlreadyExists`: never replaced.
+#[cfg(unix)]
+fn link_verbatim(source: &Path, size: u64, dest: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(file) = fsutil::open_regular(source) else {
+        return Ok(false);
+    };
+    let meta = file.metadata()?;
+    let Some(dir) = dest.parent().map(fs::metadata).transpose()? else {
+        return Ok(false);
+    };
+    // The archive directory is walvault's own: same file system, same owner.
+    if dir.dev() != meta.dev() || dir.uid() != meta.uid() || meta.len() != size || meta.nlink() != 1
+    {
+        return Ok(false);
+    }
+    // Private as a copy would be: the archive directory's mode without execute bits (0600, or
+    // 0640 with group_access).
+    let mode = dir.permissions().mode() & 0o750 & !0o111;
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    crate::faults::failpoint("temp-written");
+    // Whoever queued it may not have synced it: the archived name must not outlive its data.
+    file.sync_all()?;
+    journal(FsEvent::SyncFile(source));
+    crate::faults::failpoint("file-synced");
+    journal(FsEvent::Link(source, dest));
+    match fs::hard_link(source, dest) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        // EPERM (protected_hardlinks), EXDEV, EMLINK, a file system without links: copy.
+        Err(_) => Ok(false),
+    }
+}
+
+#[cfg(not(unix))]
+fn link_verbatim(_source: &Path, _size: u64, _dest: &Path) -> io::Result<bool> {
+    Ok(false)
+}
+
 /// Seconds since the epoch as a time (`None` for a time before the epoch or not finite).
 fn system_time(seconds: f64) -> Option<std::time::SystemTime> {
     let since = std::time::Duration::try_from_secs_f64(seconds).ok()?;
@@ -173,6 +217,28 @@ impl WalStore for LocalStore {
             return Err(StorageError::AlreadyExists {
                 key: key.to_owned(),
             });
+        }
+        if mode == PutMode::Create
+            && let Some((source, size)) = payload.linkable_file()
+        {
+            match link_verbatim(source, size, &path) {
+                Ok(true) => {
+                    self.remember_dir(&path);
+                    crate::faults::failpoint("linked");
+                    return Ok(ObjectMeta {
+                        key: key.to_owned(),
+                        size,
+                    });
+                }
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    self.remember_dir(&path);
+                    return Err(StorageError::AlreadyExists {
+                        key: key.to_owned(),
+                    });
+                }
+                Err(e) => return Err(io_err(e)),
+            }
         }
         let (temp, file) = TempFile::create(self.fs, &path).map_err(io_err)?;
         let (file, size) = match copy_verbatim(payload, &file).map_err(io_err)? {
