@@ -1,4 +1,5 @@
-//! Crash trials (issue 17), short mode: 20 trials per command (`archive-wal --jobs 2`,
+//! Crash trials (issue 17), short mode: 20 trials per command (`archive-wal --jobs 2`, the same
+//! uncompressed (queued files linked, not copied),
 //! `put-wal`, `archive-wal` over a streaming queue, `delete-wals`), each stopped at a failpoint
 //! of the commit or killed at a random moment, every other one followed by a power cut, then
 //! rerun to completion; zero violations of the archive contract allowed (see
