@@ -612,10 +612,13 @@ impl SegmentVerifier {
                                 self.drop_started(&p);
                                 self.rec = Rec::Boundary;
                                 self.zeros_at(p.offset, p.lsn);
-                                if p.header[4..p.hdr_len].iter().any(|&b| b != 0)
+                                // The first non-zero byte is the finding's offset, whatever
+                                // the chunking (found by fuzzing: it was the record's start
+                                // when the chunk held more than the length field).
+                                if let Some(j) = p.header[4..p.hdr_len].iter().position(|&b| b != 0)
                                     && let Rec::Ended(reason) = self.rec
                                 {
-                                    self.stale_after_end(p.offset, reason);
+                                    self.stale_after_end(p.offset + 4 + j as u64, reason);
                                 }
                                 continue;
                             }
