@@ -13,7 +13,8 @@
 //! - [`wal`]: WAL file names, LSNs, segment sizes and arithmetic, history files, page headers.
 //! - [`catalogue`]: Barman's `<server>-xlog.db` line format.
 //! - [`compression`]: gzip, bzip2, xz, zstd, lz4 and snappy as streaming codecs.
-//! - [`queue`]: which files of `incoming/` and `streaming/` to archive now.
+//! - [`queue`]: which files of `incoming/` and `streaming/` to archive now;
+//!   [`queue_limit`]: `archive_queue_max`, when PostgreSQL's ready WAL must be dropped.
 //! - [`duplicate`]: what to do when a WAL is already archived.
 //! - [`storage`]: the object-store-shaped storage trait, an in-memory store and the
 //!   conformance suite every backend runs.
@@ -41,6 +42,7 @@ pub mod encryption;
 pub mod fuzzing;
 pub mod layout;
 pub mod queue;
+pub mod queue_limit;
 pub mod report;
 pub mod restore;
 pub mod retention;

@@ -46,6 +46,24 @@ impl CheckResult {
     }
 }
 
+/// The segments `archive_queue_max` dropped: a known gap, failing until an operator moves the
+/// record aside after a new base backup. `None` when no limit is set and nothing was dropped.
+pub fn check_dropped(
+    dropped: &[crate::queue_limit::DroppedSegment],
+    limit: Option<u64>,
+) -> Option<CheckResult> {
+    const NAME: &str = "dropped segments";
+    match crate::queue_limit::describe_dropped(dropped) {
+        Some(text) => Some(CheckResult::fail(NAME, text)),
+        None => limit.map(|l| {
+            CheckResult::pass(
+                NAME,
+                Some(format!("none (archive_queue_max: {})", human_bytes(l))),
+            )
+        }),
+    }
+}
+
 /// `archive_mode` must be `on` or `always`.
 pub fn check_archive_mode(mode: &str) -> CheckResult {
     match mode {

@@ -106,6 +106,7 @@ struct ServerSection {
     check_page_header: Option<bool>,
     system_identifier: Option<NumberOrText>,
     max_incoming_wals_queue: Option<u64>,
+    archive_queue_max: Option<NumberOrText>,
     last_wal_maximum_age: Option<String>,
     path_prefix: Option<String>,
     pre_archive_script: Option<String>,
@@ -163,6 +164,7 @@ impl ServerSection {
             check_page_header,
             system_identifier,
             max_incoming_wals_queue,
+            archive_queue_max,
             last_wal_maximum_age,
             path_prefix,
             pre_archive_script,
@@ -274,6 +276,10 @@ pub struct ServerConfig {
     pub system_identifier: Option<u64>,
     /// Queue-size threshold for `check`.
     pub max_incoming_wals_queue: Option<u64>,
+    /// `archive_queue_max`: bytes of WAL PostgreSQL may hold ready to archive before
+    /// `put-wal` acknowledges the oldest without archiving them (see
+    /// `walvault_core::queue_limit`); `None`: never.
+    pub archive_queue_max: Option<u64>,
     /// Maximum age of the last archived WAL for `check`, in seconds.
     pub last_wal_maximum_age: Option<u64>,
     /// Prepended to PATH for hooks and pg_receivewal.
@@ -582,6 +588,19 @@ fn resolve(
             )
         }
     };
+    let archive_queue_max = match s.archive_queue_max {
+        None => None,
+        Some(v) => {
+            let text = v.text();
+            Some(parse_size(&text).filter(|&b| b > 0).ok_or_else(|| {
+                err(
+                    name,
+                    "archive_queue_max",
+                    format!("{text:?} is not a size (e.g. 4GB)"),
+                )
+            })?)
+        }
+    };
     let system_identifier = match s.system_identifier {
         None => None,
         Some(v) => Some(v.text().parse::<u64>().map_err(|_| {
@@ -715,6 +734,7 @@ fn resolve(
         check_page_header: s.check_page_header.unwrap_or(true),
         system_identifier,
         max_incoming_wals_queue: s.max_incoming_wals_queue,
+        archive_queue_max,
         last_wal_maximum_age,
         path_prefix: s.path_prefix,
         archive_hooks: HookScripts {

@@ -142,6 +142,13 @@ pub struct ServerStatus {
     /// The last `walvault verify`, when one was recorded.
     #[serde(default)]
     pub last_verify: Option<VerifySummary>,
+    /// Segments `archive_queue_max` acknowledged without archiving (known gaps), oldest first
+    /// (at most [`MAX_ERROR_FILES`]; `dropped_total` counts all).
+    #[serde(default)]
+    pub dropped: Vec<crate::queue_limit::DroppedSegment>,
+    /// How many segments were dropped.
+    #[serde(default)]
+    pub dropped_total: usize,
     /// Why archiving is stalled, when a run has held the archive-wal lock without progress
     /// for too long (later runs then cannot archive).
     #[serde(default)]
@@ -207,6 +214,8 @@ pub struct HealthFacts<'a> {
     pub last_check: Option<&'a CheckRun>,
     /// The last recorded `walvault verify`.
     pub last_verify: Option<&'a VerifySummary>,
+    /// Segments dropped by `archive_queue_max`.
+    pub dropped: &'a [crate::queue_limit::DroppedSegment],
     /// Why archiving is stalled (a lock held without progress).
     pub archive_wal_stalled: Option<&'a str>,
     /// The streaming archiver, when configured.
@@ -229,6 +238,7 @@ impl ServerStatus {
             catalogue: self.catalogue.as_ref(),
             last_check: self.last_check.as_ref(),
             last_verify: self.last_verify.as_ref(),
+            dropped: &self.dropped,
             archive_wal_stalled: self.archive_wal_stalled.as_deref(),
             receive_wal: self.receive_wal.as_ref(),
             last_wal_maximum_age: self.last_wal_maximum_age,
@@ -285,6 +295,9 @@ pub fn assess(facts: &HealthFacts<'_>, now: f64) -> HealthVerdict {
                 ),
             );
         }
+    }
+    if let Some(text) = crate::queue_limit::describe_dropped(facts.dropped) {
+        add(Health::Failing, text);
     }
     if let Some(stalled) = facts.archive_wal_stalled {
         add(Health::Failing, stalled.to_owned());
@@ -388,6 +401,8 @@ pub fn sample_status() -> ServerStatus {
         receive_wal: None,
         last_check: None,
         last_verify: None,
+        dropped: vec![],
+        dropped_total: 0,
         archive_wal_stalled: None,
     }
 }

@@ -184,6 +184,8 @@ pub struct Whereabouts {
     /// When each archived WAL was archived (its catalogue time), to bound a lost range in
     /// time.
     pub archived_at: BTreeMap<Segment, f64>,
+    /// Segments `archive_queue_max` acknowledged without archiving (`meta/dropped.jsonl`).
+    pub dropped: BTreeSet<Segment>,
 }
 
 /// Why a segment is missing.
@@ -197,6 +199,9 @@ pub enum MissingClass {
     /// After the last archived segment and before the server's current one, with no way to
     /// look into `archive_status/`: most likely on its way, but unconfirmed.
     Unconfirmed,
+    /// Acknowledged without archiving by `archive_queue_max`, on record: a known gap, which a
+    /// recovery cannot cross either.
+    Dropped,
     /// Nowhere: not archived, not queued, not waiting in PostgreSQL. A recovery cannot cross
     /// it.
     Lost,
@@ -205,7 +210,7 @@ pub enum MissingClass {
 impl MissingClass {
     /// A recovery could still get past it once archiving catches up.
     pub fn is_delayed(self) -> bool {
-        self != MissingClass::Lost
+        !matches!(self, MissingClass::Lost | MissingClass::Dropped)
     }
 }
 
@@ -311,6 +316,15 @@ impl VerifyReport {
             .sum()
     }
 
+    /// Segments dropped by `archive_queue_max` (known gaps).
+    pub fn dropped(&self) -> u64 {
+        self.missing
+            .iter()
+            .filter(|m| m.class == MissingClass::Dropped)
+            .map(|m| m.count)
+            .sum()
+    }
+
     /// Segments missing but on their way.
     pub fn delayed(&self) -> u64 {
         self.missing
@@ -320,9 +334,10 @@ impl VerifyReport {
             .sum()
     }
 
-    /// No error and nothing lost (delayed segments are not a problem of the archive).
+    /// No error, nothing lost and nothing dropped (delayed segments are not a problem of the
+    /// archive; dropped ones are known, but a recovery cannot cross them).
     pub fn is_clean(&self) -> bool {
-        self.errors() == 0 && self.lost() == 0
+        self.errors() == 0 && self.lost() == 0 && self.dropped() == 0
     }
 }
 
@@ -350,6 +365,9 @@ pub struct VerifySummary {
     pub lost: u64,
     /// Segments missing but on their way.
     pub delayed: u64,
+    /// Segments dropped by `archive_queue_max`.
+    #[serde(default)]
+    pub dropped: u64,
     /// How far the archive is proven replayable.
     pub verified_up_to: Option<VerifiedUpTo>,
     /// The first errors, in WAL order.
@@ -359,9 +377,9 @@ pub struct VerifySummary {
 }
 
 impl VerifySummary {
-    /// No error and nothing lost.
+    /// No error, nothing lost, nothing dropped.
     pub fn is_clean(&self) -> bool {
-        self.errors == 0 && self.lost == 0
+        self.errors == 0 && self.lost == 0 && self.dropped == 0
     }
 }
 
@@ -377,6 +395,7 @@ impl VerifyReport {
             errors: self.errors(),
             lost: self.lost(),
             delayed: self.delayed(),
+            dropped: self.dropped(),
             verified_up_to: self.verified_up_to.clone(),
             failures: self
                 .findings
@@ -883,7 +902,9 @@ fn classify(
     let newest_archived = archived.get(&timeline.0).map(|&(_, last)| last);
     let class_of = |segno: u64| {
         let segment = segment_of(segno);
-        if whereabouts.queued.contains(&segment) {
+        if whereabouts.dropped.contains(&segment) {
+            MissingClass::Dropped
+        } else if whereabouts.queued.contains(&segment) {
             MissingClass::Queued
         } else if let Some(ready) = &whereabouts.ready {
             if ready.contains(&segment) {

@@ -166,6 +166,12 @@ pub fn run_checks(ctx: &ServerCtx<'_>, config: &Config) -> CheckReport {
         cfg.last_wal_maximum_age,
     ));
     checks.push(status::check_temp_files(local.temp_files));
+    if let Some(dropped) = status::check_dropped(
+        &crate::dropped::read_dropped(cfg),
+        cfg.archive_queue_max,
+    ) {
+        checks.push(dropped);
+    }
     if let Some(stalled) = crate::server::stalled_archive_wal(cfg) {
         checks.push(CheckResult {
             name: "archive-wal".into(),
@@ -634,6 +640,8 @@ pub struct StatusReport {
     pub streaming_waiting: usize,
     /// errors/ by kind.
     pub errors: ErrorSummary,
+    /// Segments `archive_queue_max` acknowledged without archiving (known gaps).
+    pub dropped_segments: Vec<walvault_core::queue_limit::DroppedSegment>,
     /// PostgreSQL facts, when reachable.
     pub postgresql: Option<PgFacts>,
     /// Why PostgreSQL facts are missing.
@@ -667,6 +675,7 @@ pub fn status(ctxs: &[ServerCtx<'_>], format: Format) -> anyhow::Result<u8> {
             incoming_waiting: local.incoming_waiting,
             streaming_waiting: local.streaming_waiting,
             errors: local.errors,
+            dropped_segments: crate::dropped::read_dropped(ctx.cfg),
             postgresql,
             postgresql_error,
             streaming: ctx.cfg.streaming_archiver.then(|| streaming_status(ctx)),
@@ -706,6 +715,11 @@ pub fn status(ctxs: &[ServerCtx<'_>], format: Format) -> anyhow::Result<u8> {
                         r.errors.hint()
                     }
                 );
+                if let Some(text) =
+                    walvault_core::queue_limit::describe_dropped(&r.dropped_segments)
+                {
+                    println!("\tDropped segments: {text}");
+                }
                 match (&r.postgresql, &r.postgresql_error) {
                     (Some(pg), _) => {
                         println!(

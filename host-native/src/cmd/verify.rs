@@ -277,6 +277,10 @@ fn whereabouts(ctx: &ServerCtx<'_>, ui: &Ui) -> Whereabouts {
     for dir in [&ctx.cfg.incoming, &ctx.cfg.streaming] {
         w.queued.extend(segments_named_in(dir, ""));
     }
+    w.dropped = crate::dropped::read_dropped(ctx.cfg)
+        .iter()
+        .filter_map(|d| d.name.parse::<WalFileName>().ok()?.segment())
+        .collect();
     if let Ok(Ok(entries)) = ctx.catalogue.read() {
         for e in entries {
             if let Ok(name) = e.wal_name()
@@ -553,6 +557,9 @@ fn print_text(r: &VerifyReport) {
                 MissingClass::Ready => "delayed: PostgreSQL has it .ready to archive",
                 MissingClass::Unconfirmed => {
                     "delayed (unconfirmed): after the last archived segment"
+                }
+                MissingClass::Dropped => {
+                    "DROPPED by archive_queue_max (on record): a recovery cannot cross this"
                 }
                 MissingClass::Lost => "LOST: a recovery cannot cross this",
             };

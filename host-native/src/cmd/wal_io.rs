@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use walvault_core::archive::{ArchiveSettings, FileOutcome, Queue, SourceFile};
 use walvault_core::batch::BatchOptions;
 use walvault_core::queue::{Batch, Candidate};
+use walvault_core::queue_limit::{DroppedSegment, QueueVerdict, decide};
 use walvault_core::restore::{RestoreError, decode_checked, header_segment_size, restore};
 use walvault_core::storage::StorageError;
 use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, check_segment_header};
@@ -45,6 +46,69 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
         .and_then(|f| f.metadata())
         .with_context(|| format!("cannot archive {}", path.display()))?;
     ctx.ensure_dirs()?;
+    // archive_queue_max: over the limit, the oldest ready segments are acknowledged unarchived
+    // before anything else can fail or stall.
+    if let Some(code) = drop_if_over_limit(ctx, path, &name, "the archive is behind", ui)? {
+        return Ok(code);
+    }
+    let code = put_wal_archiving(ctx, path, file_name, name, &meta, ui)?;
+    if code != 0 {
+        // Archiving failed: while PostgreSQL's queue is over the limit, protect the primary.
+        if let Some(code) =
+            drop_if_over_limit(ctx, path, &name, "archiving it failed (see above)", ui)?
+        {
+            return Ok(code);
+        }
+    }
+    Ok(code)
+}
+
+/// With `archive_queue_max`, when PostgreSQL's ready WAL is over the limit and `name` is among
+/// the oldest segments that must go: records the drop durably and returns exit 0 (PostgreSQL
+/// may recycle the segment); `None` to archive as usual.
+fn drop_if_over_limit(
+    ctx: &ServerCtx<'_>,
+    path: &Path,
+    name: &WalFileName,
+    why: &str,
+    ui: &Ui,
+) -> anyhow::Result<Option<u8>> {
+    let Some(limit) = ctx.cfg.archive_queue_max else {
+        return Ok(None);
+    };
+    let ready = crate::dropped::ready_list(path);
+    let QueueVerdict::Drop { queue_bytes, limit } = decide(name, &ready, Some(limit)) else {
+        return Ok(None);
+    };
+    let dropped = DroppedSegment {
+        name: name.to_string(),
+        at: crate::server::now(),
+        reason: format!(
+            "{why}; {queue_bytes} bytes of WAL ready in PostgreSQL, over archive_queue_max ({limit})"
+        ),
+        queue_bytes,
+        limit,
+    };
+    crate::dropped::record_dropped(ctx.fs, ctx.cfg, &dropped)
+        .context("recording a segment dropped by archive_queue_max (so it is not dropped)")?;
+    ui.error(format_args!(
+        "{name} NOT ARCHIVED, dropped by archive_queue_max: {}; recorded in {}: no \
+         point-in-time recovery across it until the next base backup",
+        dropped.reason,
+        crate::dropped::dropped_path(ctx.cfg).display()
+    ));
+    Ok(Some(0))
+}
+
+/// put-wal's archiving proper: a batch of one through the archive engine.
+fn put_wal_archiving(
+    ctx: &ServerCtx<'_>,
+    path: &Path,
+    file_name: &str,
+    name: WalFileName,
+    meta: &std::fs::Metadata,
+    ui: &Ui,
+) -> anyhow::Result<u8> {
     if let Some(dir) = ctx.local_archive_dir() {
         // A killed put-wal leaves its temp file behind; nothing else would ever remove it in
         // an archive fed only by put-wal.
@@ -64,7 +128,7 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
         name,
         file_name: file_name.to_owned(),
         size: meta.len(),
-        mtime: mtime_of(&meta),
+        mtime: mtime_of(meta),
     };
     let hooks = ArchiveHookAdapter {
         runner: HookRunner::new(ctx.cfg, ctx.config_path, ui),

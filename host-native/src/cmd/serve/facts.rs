@@ -174,6 +174,9 @@ pub(super) fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> Ser
             serde_json::from_slice::<walvault_core::verify::archive::VerifyReport>(&bytes).ok()
         })
         .map(|r| r.summary());
+    let mut dropped = crate::dropped::read_dropped(cfg);
+    let dropped_total = dropped.len();
+    dropped.truncate(MAX_ERROR_FILES);
     let incoming_waiting = ServerCtx::waiting(&cfg.incoming, QueueKind::Incoming);
     let archive_wal_stalled = crate::server::stalled_archive_wal(cfg);
     // The verdict from the facts, before they go into the document.
@@ -183,6 +186,7 @@ pub(super) fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> Ser
             catalogue: summary.as_ref(),
             last_check: last_check.as_ref(),
             last_verify: last_verify.as_ref(),
+            dropped: &dropped,
             archive_wal_stalled: archive_wal_stalled.as_deref(),
             receive_wal: receive_wal.as_ref(),
             last_wal_maximum_age: cfg.last_wal_maximum_age,
@@ -214,6 +218,8 @@ pub(super) fn server_status(state: &State, ctx: &ServerCtx<'_>, now: f64) -> Ser
         receive_wal,
         last_check,
         last_verify,
+        dropped,
+        dropped_total,
         archive_wal_stalled,
     }
 }

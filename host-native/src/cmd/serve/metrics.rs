@@ -280,6 +280,12 @@ pub fn render_metrics(doc: &StatusDocument, counters: &ServeCounters) -> String 
     );
     m.per_server(
         doc,
+        "walvault_dropped_segments_total",
+        "Segments archive_queue_max acknowledged without archiving them (known gaps in the archive).",
+        |s| Some(s.dropped_total as f64),
+    );
+    m.per_server(
+        doc,
         "walvault_verify_ok",
         "1 when the last recorded 'walvault verify' found no error and no lost segment.",
         |s| {
