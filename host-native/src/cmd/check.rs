@@ -166,10 +166,9 @@ pub fn run_checks(ctx: &ServerCtx<'_>, config: &Config) -> CheckReport {
         cfg.last_wal_maximum_age,
     ));
     checks.push(status::check_temp_files(local.temp_files));
-    if let Some(dropped) = status::check_dropped(
-        &crate::dropped::read_dropped(cfg),
-        cfg.archive_queue_max,
-    ) {
+    if let Some(dropped) =
+        status::check_dropped(&crate::dropped::read_dropped(cfg), cfg.archive_queue_max)
+    {
         checks.push(dropped);
     }
     if let Some(stalled) = crate::server::stalled_archive_wal(cfg) {
