@@ -540,3 +540,26 @@ fn uncompressed_queued_files_are_linked_but_never_shared_with_another_name_or_ow
             .all(|e| e.size == 1 << 20 && e.compression.is_none())
     );
 }
+
+#[test]
+fn put_wal_never_links_postgresql_s_file_which_postgresql_recycles_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let world = World::new(&format!("{MIB}\ncompression = \"none\""));
+    let data = segment(S01, 1);
+    let staged = world.in_pg_wal(S01, &data);
+    world.own_all();
+    let out = put_wal(&world, &staged);
+    assert!(out.status.success(), "{}", describe(&out));
+    let archived = world.wals().join("0000000100000000").join(S01);
+    assert_ne!(
+        fs::metadata(&archived).expect("archived").ino(),
+        fs::metadata(&staged).expect("staged").ino(),
+        "a copy, not a second name for pg_wal's file"
+    );
+    // PostgreSQL recycles the segment file: renamed and overwritten in place.
+    fs::write(&staged, segment(S02, 2)).expect("recycle");
+    assert!(
+        fs::read(&archived).expect("read") == data,
+        "the archive keeps what was archived"
+    );
+}

@@ -356,8 +356,14 @@ pub fn archive_batch(
             let Some((i, candidate)) = lock().next_file() else {
                 return false;
             };
-            // Workers read sources by path; the queue itself stays with the committer.
-            let source = FileSource::queued(&sources[i]);
+            // Workers read sources by path; the queue itself stays with the committer. Only a
+            // queue's files may be linked into the archive: put-wal's source (the batch does
+            // not own it) is PostgreSQL's pg_wal, whose files PostgreSQL recycles in place.
+            let source = if options.own_sources {
+                FileSource::queued(&sources[i])
+            } else {
+                FileSource::new(&sources[i])
+            };
             // A panic (a codec bug) must not leave the committer waiting for this file.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 archiver.archive_with_hooks(&candidate, &source, hooks, now)
