@@ -212,6 +212,9 @@ pub fn describe_verify(v: &VerifySummary, now: f64) -> String {
     if v.lost > 0 {
         found.push(format!("{} segment(s) lost", v.lost));
     }
+    if v.dropped > 0 {
+        found.push(format!("{} dropped by archive_queue_max", v.dropped));
+    }
     if v.delayed > 0 {
         found.push(format!("{} delayed", v.delayed));
     }
@@ -362,10 +365,11 @@ mod tests {
         );
         v.errors = 2;
         v.lost = 1;
+        v.dropped = 3;
         v.verified_up_to = None;
         assert_eq!(
             describe_verify(&v, 1000.0),
-            "nothing proven replayable (64 files, 1460109 records, just now; 2 error(s), 1 segment(s) lost)"
+            "nothing proven replayable (64 files, 1460109 records, just now; 2 error(s), 1 segment(s) lost, 3 dropped by archive_queue_max)"
         );
     }
 }
