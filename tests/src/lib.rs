@@ -203,24 +203,40 @@ impl World {
 
     /// A new cluster (initdb) with its socket in the work directory.
     pub fn cluster(&self, name: &str) -> Cluster {
+        self.cluster_initdb(name, &[])
+    }
+
+    /// A new cluster with 1 MiB segments (`initdb --wal-segsize=1`): many segments from little
+    /// WAL. Configure `wal_segment_size = "1MB"` for walvault.
+    pub fn small_segment_cluster(&self, name: &str) -> Cluster {
+        self.cluster_initdb(name, &["--wal-segsize=1"])
+    }
+
+    fn cluster_initdb(&self, name: &str, extra_initdb: &[&str]) -> Cluster {
         Cluster::init(
             Path::new(PG_BIN),
             &self.run_as,
             &self.path(name),
             &self.path("sock"),
-            &[],
+            extra_initdb,
         )
         .expect("initdb")
+    }
+
+    /// The settings that make a cluster archive through `walvault put-wal` (a replica WAL
+    /// level, `archive_mode = on`, the `archive_command`).
+    pub fn put_wal_archiving(&self) -> String {
+        format!(
+            "wal_level = replica\narchive_mode = on\narchive_command = '{}'\n",
+            self.command_line(&format!("put-wal {SERVER} %p"))
+        )
     }
 
     /// A started primary whose `archive_command` is `walvault put-wal`.
     pub fn archiving_primary(&self) -> Cluster {
         let mut primary = self.cluster("primary");
         primary
-            .configure(&format!(
-                "wal_level = replica\narchive_mode = on\narchive_command = '{}'\nmax_wal_size = 64MB",
-                self.command_line(&format!("put-wal {SERVER} %p"))
-            ))
+            .configure(&format!("{}max_wal_size = 64MB", self.put_wal_archiving()))
             .expect("configure");
         primary.start().expect("start");
         primary

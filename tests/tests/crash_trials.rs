@@ -14,14 +14,12 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
-use walvault::pgcluster::Cluster;
 use walvault_core::wal::SegmentSize;
 use walvault_tests::crash::{Bench, Stop, Workload, plan};
 use walvault_tests::{
-    PG_BIN, SERVER, World, assert_contiguous_sized, describe, file_names, pgbench_in_background,
+    SERVER, World, assert_contiguous_sized, describe, file_names, pgbench_in_background,
     switch_and_wait_streamed,
 };
 
@@ -114,14 +112,7 @@ fn killing_receive_wal_and_archive_wal_again_and_again_loses_no_streamed_wal() {
     };
     // 1 MiB segments: many segments, and kills inside and between them.
     let world = World::new("compression = \"zstd\"\njobs = 2\nwal_segment_size = \"1MB\"");
-    let mut primary = Cluster::init(
-        Path::new(PG_BIN),
-        &world.run_as,
-        &world.path("primary"),
-        &world.path("sock"),
-        &["--wal-segsize=1"],
-    )
-    .expect("initdb");
+    let mut primary = world.small_segment_cluster("primary");
     // wal_keep_size: the server keeps every segment, to compare the archive with.
     primary
         .configure("wal_level = replica\nmax_wal_size = 64MB\nwal_keep_size = '4GB'\n")

@@ -5,29 +5,19 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use walvault::pgcluster::Cluster;
-use walvault_tests::{PG_BIN, SERVER, World, describe, switch_and_wait_archived};
+use walvault_tests::{SERVER, World, describe, switch_and_wait_archived};
 
 const MIB: u64 = 1 << 20;
 
 /// A 1 MiB-segment primary archiving with put-wal, some WAL archived already.
 fn primary(world: &World) -> Cluster {
-    let mut cluster = Cluster::init(
-        Path::new(PG_BIN),
-        &world.run_as,
-        &world.path("primary"),
-        &world.path("sock"),
-        &["--wal-segsize=1"],
-    )
-    .expect("initdb");
+    let mut cluster = world.small_segment_cluster("primary");
     cluster
-        .configure(&format!(
-            "wal_level = replica\narchive_mode = on\narchive_command = '{}'\n",
-            world.command_line(&format!("put-wal {SERVER} %p"))
-        ))
+        .configure(&world.put_wal_archiving())
         .expect("configure");
     cluster.start().expect("start");
     cluster

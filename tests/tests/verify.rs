@@ -44,25 +44,13 @@ fn errors(report: &serde_json::Value) -> Vec<String> {
 
 /// A 1 MiB-segment cluster archiving with put-wal.
 fn primary(world: &World, name: &str, archive: bool) -> Cluster {
-    let mut cluster = Cluster::init(
-        Path::new(PG_BIN),
-        &world.run_as,
-        &world.path(name),
-        &world.path("sock"),
-        &["--wal-segsize=1"],
-    )
-    .expect("initdb");
-    let archiving = if archive {
-        format!(
-            "archive_mode = on\narchive_command = '{}'\n",
-            world.command_line(&format!("put-wal {SERVER} %p"))
-        )
+    let mut cluster = world.small_segment_cluster(name);
+    let settings = if archive {
+        world.put_wal_archiving()
     } else {
-        String::new()
+        "wal_level = replica\n".to_owned()
     };
-    cluster
-        .configure(&format!("wal_level = replica\n{archiving}"))
-        .expect("configure");
+    cluster.configure(&settings).expect("configure");
     cluster.start().expect("start");
     cluster
 }

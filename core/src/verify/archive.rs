@@ -309,27 +309,24 @@ impl VerifyReport {
 
     /// Segments lost: missing and nowhere on their way.
     pub fn lost(&self) -> u64 {
-        self.missing
-            .iter()
-            .filter(|m| m.class == MissingClass::Lost)
-            .map(|m| m.count)
-            .sum()
+        self.missing_where(|c| c == MissingClass::Lost)
     }
 
     /// Segments dropped by `archive_queue_max` (known gaps).
     pub fn dropped(&self) -> u64 {
-        self.missing
-            .iter()
-            .filter(|m| m.class == MissingClass::Dropped)
-            .map(|m| m.count)
-            .sum()
+        self.missing_where(|c| c == MissingClass::Dropped)
     }
 
     /// Segments missing but on their way.
     pub fn delayed(&self) -> u64 {
+        self.missing_where(MissingClass::is_delayed)
+    }
+
+    /// Missing segments whose class passes `keep`.
+    fn missing_where(&self, keep: impl Fn(MissingClass) -> bool) -> u64 {
         self.missing
             .iter()
-            .filter(|m| m.class.is_delayed())
+            .filter(|m| keep(m.class))
             .map(|m| m.count)
             .sum()
     }
