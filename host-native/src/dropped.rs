@@ -54,13 +54,16 @@ pub fn record_dropped(fs: Fs, cfg: &ServerConfig, dropped: &DroppedSegment) -> i
 /// PostgreSQL's ready list in the `pg_wal` that holds `wal_path` (`archive_status/*.ready`),
 /// with each file's size; empty when it cannot be read (the limit is then never reached).
 pub fn ready_list(wal_path: &Path) -> Vec<ReadyWal> {
-    let Some(pg_wal) = wal_path.parent() else {
-        return Vec::new();
-    };
-    let Ok(entries) = fs::read_dir(pg_wal.join("archive_status")) else {
-        return Vec::new();
-    };
-    entries
+    wal_path
+        .parent()
+        .and_then(|pg_wal| ready_in(pg_wal).ok())
+        .unwrap_or_default()
+}
+
+/// The WAL `pg_wal/archive_status/` marks `.ready`, with each file's size (those whose file is
+/// gone are left out).
+pub fn ready_in(pg_wal: &Path) -> io::Result<Vec<ReadyWal>> {
+    Ok(fs::read_dir(pg_wal.join("archive_status"))?
         .filter_map(Result::ok)
         .filter_map(|e| {
             let file = e.file_name();
@@ -69,5 +72,5 @@ pub fn ready_list(wal_path: &Path) -> Vec<ReadyWal> {
             let bytes = fs::symlink_metadata(pg_wal.join(base)).ok()?.len();
             Some(ReadyWal { name, bytes })
         })
-        .collect()
+        .collect())
 }

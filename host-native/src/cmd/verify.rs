@@ -7,14 +7,13 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use walvault_core::compression::DecodeLimits;
 use walvault_core::layout::{KeyProblem, StoredWal};
-use walvault_core::storage::get_bytes;
 use walvault_core::verify::archive::{
     ArchiveFinding, ArchiveVerifier, FileResult, MissingClass, VerifyPlan, VerifyReport,
     Whereabouts, plan,
@@ -74,13 +73,12 @@ pub fn verify_server(ctx: &ServerCtx<'_>, opts: &Options, ui: &Ui) -> anyhow::Re
     let plan = plan(stored, size, from);
     let histories = read_histories(ctx, &plan);
     let mut joiner = ArchiveVerifier::new(&ctx.cfg.name, &plan, from, histories);
-    let bytes = run_jobs(ctx, &plan, opts.jobs.max(1), &mut joiner, ui);
+    run_jobs(ctx, &plan, opts.jobs.max(1), &mut joiner, ui);
     let mut whereabouts = whereabouts(ctx, ui);
     // A copy being written now (its temporary file) is on its way, as a queued one is.
     whereabouts.queued.extend(in_flight);
     let mut report = joiner.finish(&whereabouts, started_at, now());
     report.findings.extend(strays);
-    debug_assert!(bytes >= report.bytes);
     record(ctx, &report, ui);
     Ok(report)
 }
@@ -107,17 +105,9 @@ fn start_segment(
     // Else the LABEL a backup file records (the newest backup with that label).
     let mut best: Option<Segment> = None;
     for label in labels {
-        let Ok(bytes) = get_bytes(&*ctx.store, &label.key) else {
+        let Ok(plain) = read_small(ctx, label) else {
             continue;
         };
-        let mut plain = Vec::new();
-        if label
-            .decoder(&bytes[..], DecodeLimits::default())
-            .and_then(|mut d| d.read_to_end(&mut plain))
-            .is_err()
-        {
-            continue;
-        }
         let text = String::from_utf8_lossy(&plain);
         if text.lines().any(|l| {
             l.strip_prefix("LABEL: ")
@@ -160,24 +150,27 @@ fn read_histories(
             _ => None,
         })
         .map(|(tli, h)| {
-            let parsed = get_bytes(&*ctx.store, &h.key)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| {
-                    let mut plain = Vec::new();
-                    h.decoder(
-                        &bytes[..],
-                        DecodeLimits {
-                            max_output: walvault_core::archive::MAX_HISTORY_BYTES,
-                            ..DecodeLimits::default()
-                        },
-                    )
-                    .and_then(|mut d| d.read_to_end(&mut plain))
-                    .map_err(|e| format!("cannot be decoded: {e}"))?;
-                    parse_history(tli, &plain).map_err(|e| e.to_string())
-                });
+            let parsed = read_small(ctx, h)
+                .and_then(|plain| parse_history(tli, &plain).map_err(|e| e.to_string()));
             (tli, parsed)
         })
         .collect()
+}
+
+/// A small archived file (a history file, a backup label), decoded as it streams and capped
+/// as `get-wal` caps them: an object named like one never costs more memory than that.
+fn read_small(ctx: &ServerCtx<'_>, stored: &StoredWal) -> Result<Vec<u8>, String> {
+    let reader = ctx.store.get(&stored.key).map_err(|e| e.to_string())?;
+    let limits = DecodeLimits {
+        max_output: walvault_core::archive::MAX_HISTORY_BYTES,
+        ..DecodeLimits::default()
+    };
+    let mut plain = Vec::new();
+    stored
+        .decoder(reader, limits)
+        .and_then(|mut d| d.read_to_end(&mut plain))
+        .map_err(|e| format!("cannot be decoded: {e}"))?;
+    Ok(plain)
 }
 
 /// Reads and verifies one planned file.
@@ -213,36 +206,32 @@ fn verify_file(
     FileResult::Verified(Box::new(verifier.finish()))
 }
 
-/// Verifies the plan's files with `jobs` threads, joining results in order as they come;
-/// returns the decoded bytes.
+/// Verifies the plan's files with `jobs` threads, joining results in order as they come.
 fn run_jobs(
     ctx: &ServerCtx<'_>,
     plan: &VerifyPlan,
     jobs: usize,
     joiner: &mut ArchiveVerifier,
     ui: &Ui,
-) -> u64 {
+) {
     let total = plan.files.len();
     let next = AtomicUsize::new(0);
     let joined = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
     let progress = crate::ui::Progress::new(ui, total);
-    let mut bytes = 0;
     std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<(usize, FileResult)>();
         for _ in 0..jobs.min(total.max(1)) {
             let tx = tx.clone();
-            let (next, joined, stop) = (&next, &joined, &stop);
+            let (next, joined) = (&next, &joined);
             scope.spawn(move || {
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= total || stop.load(Ordering::Relaxed) {
+                    if index >= total {
                         break;
                     }
-                    // Bounded memory: wait while far ahead of the oldest file not joined.
-                    while index >= joined.load(Ordering::Relaxed) + AHEAD
-                        && !stop.load(Ordering::Relaxed)
-                    {
+                    // Bounded memory: wait while far ahead of the oldest file not joined (which
+                    // a worker with a smaller index is verifying, so this never waits for ever).
+                    while index >= joined.load(Ordering::Relaxed) + AHEAD {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                     let result = verify_file(ctx, &plan.files[index], plan.size);
@@ -255,18 +244,13 @@ fn run_jobs(
         drop(tx);
         let mut done: usize = 0;
         for (index, result) in rx {
-            if let FileResult::Verified(summary) = &result {
-                bytes += summary.bytes;
-            }
             joiner.push(index, result);
             done += 1;
             joined.store(done - joiner.waiting(), Ordering::Relaxed);
             progress.inc(&plan.files[index].stored.name.to_string());
         }
-        stop.store(true, Ordering::Relaxed);
     });
     progress.finish();
-    bytes
 }
 
 /// What is known about WAL not in the archive: walvault's queues, the catalogue's times, and
@@ -275,7 +259,7 @@ fn run_jobs(
 fn whereabouts(ctx: &ServerCtx<'_>, ui: &Ui) -> Whereabouts {
     let mut w = Whereabouts::default();
     for dir in [&ctx.cfg.incoming, &ctx.cfg.streaming] {
-        w.queued.extend(segments_named_in(dir, ""));
+        w.queued.extend(queued_segments(dir));
     }
     w.dropped = crate::dropped::read_dropped(ctx.cfg)
         .iter()
@@ -297,15 +281,16 @@ fn whereabouts(ctx: &ServerCtx<'_>, ui: &Ui) -> Whereabouts {
     match server_position(conninfo) {
         Ok((tli, lsn, data_directory)) => {
             w.server = Some((tli, lsn));
-            let status = data_directory.join("pg_wal").join("archive_status");
-            if std::fs::read_dir(&status).is_ok() {
-                w.ready = Some(segments_named_in(&status, ".ready").collect());
-            } else {
-                ui.verbose(format_args!(
-                    "{} is not readable here: segments missing after the last archived one \
-                     cannot be confirmed as waiting in PostgreSQL",
-                    status.display()
-                ));
+            let pg_wal = data_directory.join("pg_wal");
+            match crate::dropped::ready_in(&pg_wal) {
+                Ok(ready) => {
+                    w.ready = Some(ready.iter().filter_map(|r| r.name.segment()).collect());
+                }
+                Err(e) => ui.verbose(format_args!(
+                    "{}/archive_status is not readable here ({e}): segments missing after the \
+                     last archived one cannot be confirmed as waiting in PostgreSQL",
+                    pg_wal.display()
+                )),
             }
         }
         Err(e) => ui.warn(format_args!(
@@ -329,26 +314,18 @@ fn temp_segment(key: &str) -> Option<Segment> {
     }
 }
 
-/// The segments of the WAL names in `dir` that end with `suffix` (after stripping it), a
-/// `.partial` counting for its segment. Links and other special files are skipped.
-fn segments_named_in(dir: &Path, suffix: &str) -> impl Iterator<Item = Segment> + use<> {
-    let names: Vec<Segment> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .filter_map(|e| {
-                    let name = e.file_name().to_str()?.to_owned();
-                    let base = name.strip_suffix(suffix)?.to_owned();
-                    let parsed: WalFileName = base.parse().ok()?;
-                    match parsed {
-                        WalFileName::Segment(s) | WalFileName::Partial(s) => Some(s),
-                        _ => None,
-                    }
-                })
-                .collect()
+/// The segments waiting in a queue directory, as archive-wal lists it (a `.partial` counts for
+/// its segment; links and other special files are not queued WAL).
+fn queued_segments(dir: &Path) -> Vec<Segment> {
+    crate::queue_dir::list_queue(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.kind == walvault_core::queue::EntryKind::File)
+        .filter_map(|e| match e.file_name.parse().ok()? {
+            WalFileName::Segment(s) | WalFileName::Partial(s) => Some(s),
+            _ => None,
         })
-        .unwrap_or_default();
-    names.into_iter()
+        .collect()
 }
 
 /// The server's timeline, its WAL write (or, on a standby, receive/replay) position and its
