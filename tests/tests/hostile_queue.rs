@@ -563,3 +563,63 @@ fn put_wal_never_links_postgresql_s_file_which_postgresql_recycles_in_place() {
         "the archive keeps what was archived"
     );
 }
+
+#[test]
+fn verify_and_get_wal_never_follow_links_wait_on_fifos_or_print_odd_names_in_the_archive() {
+    let world = World::new(MIB);
+    let staged = world.in_pg_wal(S01, &segment(S01, 1));
+    let out = put_wal(&world, &staged);
+    assert!(out.status.success(), "{}", describe(&out));
+    let dir = world.wals().join("0000000100000000");
+    // A FIFO and a link named like segments, odd names, and a 32 MiB "backup label".
+    let fifo = Command::new("mkfifo")
+        .arg(dir.join(S02))
+        .status()
+        .expect("mkfifo");
+    assert!(fifo.success());
+    let outside = world.path("outside");
+    fs::write(&outside, segment(S03, 3)).expect("outside");
+    symlink(&outside, dir.join(S03)).expect("link");
+    fs::write(dir.join("\x1b[31mred"), b"x").expect("escape name");
+    fs::write(dir.join(std::ffi::OsStr::from_bytes(b"\xff\xfe")), b"x").expect("non-UTF-8");
+    fs::write(
+        dir.join(format!("{S01}.00000028.backup")),
+        b"LABEL: nightly\n".repeat(32 << 16),
+    )
+    .expect("label");
+    world.own_all();
+
+    let out = walvault_within(
+        &world,
+        &["verify", SERVER, "--format", "json"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let findings = report[0]["findings"].to_string();
+    assert!(
+        findings.contains(&format!("{S02}\",")) && findings.contains("not a regular file"),
+        "{findings}"
+    );
+    assert!(
+        findings.contains(&format!("{S03}\",")) && findings.contains("symbolic link"),
+        "{findings}"
+    );
+    let text = walvault_within(&world, &["verify", SERVER], Duration::from_secs(60));
+    for out in [&out, &text] {
+        assert!(!out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b));
+    }
+    // The oversized label is never read whole: it names no backup.
+    let out = walvault_within(
+        &world,
+        &["verify", SERVER, "--from-backup", "nightly"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    for name in [S02, S03] {
+        let dest = world.path(&format!("restored-{name}"));
+        let out = get_wal(&world, name, &dest, &[]);
+        assert_eq!(out.status.code(), Some(255), "{name}: {}", describe(&out));
+        assert!(!dest.exists());
+    }
+}

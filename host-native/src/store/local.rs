@@ -188,8 +188,21 @@ impl WalStore for LocalStore {
 
     fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
         let path = self.path_of(key)?;
-        let file = File::open(&path).map_err(|e| StorageError::from_io(Op::Get, key, &e))?;
-        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        // Never through a link, never waiting on a FIFO: listings name whatever is in the
+        // archive's directories, and get-wal and verify read every one of them.
+        let file = fsutil::open_no_follow(fs::OpenOptions::new().read(true), &path, true)
+            .map_err(|e| StorageError::from_io(Op::Get, key, &e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| StorageError::from_io(Op::Get, key, &e))?;
+        if !meta.is_file() && !meta.is_dir() {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a regular file: refused", path.display()),
+            );
+            return Err(StorageError::from_io(Op::Get, key, &e));
+        }
+        if meta.is_dir() {
             return Err(StorageError::NotFound {
                 key: key.to_owned(),
             });
