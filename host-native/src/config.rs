@@ -761,6 +761,27 @@ mod tests {
     }
 
     #[test]
+    fn archive_queue_max_is_a_size_or_a_clear_error() {
+        let c = parse("[pg]\narchive_queue_max = \"4GB\"\n[q]\narchive_queue_max = 1048576\n[r]\n")
+            .expect("valid");
+        assert_eq!(c.server("pg").expect("pg").archive_queue_max, Some(4 << 30));
+        assert_eq!(c.server("q").expect("q").archive_queue_max, Some(1 << 20));
+        assert_eq!(c.server("r").expect("r").archive_queue_max, None);
+        for bad in [
+            "\"0\"",
+            "\"lots\"",
+            "\"-4GB\"",
+            "\"99999999999999999999GB\"",
+        ] {
+            let err = parse(&format!("[pg]\narchive_queue_max = {bad}\n")).expect_err(bad);
+            assert!(
+                err.to_string().starts_with("[pg] archive_queue_max: "),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_follow_barman_layout() {
         let c = parse("[walvault]\nhome = \"/srv/wv\"\n[pg]\n").expect("valid");
         let pg = c.server("pg").expect("pg");

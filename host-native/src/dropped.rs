@@ -39,10 +39,12 @@ pub fn record_dropped(fs: Fs, cfg: &ServerConfig, dropped: &DroppedSegment) -> i
     let existed = path.exists();
     let mut line = serde_json::to_vec(dropped).map_err(io::Error::other)?;
     line.push(b'\n');
-    let mut file = fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)?;
+    // Never appended through a link planted at its name.
+    let mut file = crate::fsutil::open_no_follow(
+        fs::OpenOptions::new().append(true).create(true),
+        &path,
+        false,
+    )?;
     file.write_all(&line)?;
     file.sync_all()?;
     if !existed {

@@ -616,6 +616,13 @@ fn verify_and_get_wal_never_follow_links_wait_on_fifos_or_print_odd_names_in_the
         Duration::from_secs(60),
     );
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let out = walvault_within(
+        &world,
+        &["verify", SERVER, "--from", "\x1b[2Jnot-a-wal"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(!out.stderr.contains(&0x1b), "{}", describe(&out));
     for name in [S02, S03] {
         let dest = world.path(&format!("restored-{name}"));
         let out = get_wal(&world, name, &dest, &[]);
