@@ -34,6 +34,11 @@ bench-serve:
 bench-verify:
     bench/verify.sh
 
+# put-wal with and without archive_async, loopback and +20 ms, against pgBackRest 2.45
+# archive-async (see bench/RESULTS.md).
+bench-async:
+    bench/async.sh
+
 # Crash trials, long run: 200 per command (archive-wal, put-wal, streaming, delete-wals), each
 # stopped at a commit failpoint or killed at random, half with a power cut, then rerun; the
 # table goes to bench/results/ (see bench/RESULTS.md). Then receive-wal with real PostgreSQL

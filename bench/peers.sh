@@ -55,7 +55,9 @@ pgbackrest_config() {
     cat
     echo "compress-type=$type"
     [[ -z ${level:-} ]] || echo "compress-level=$level"
-    echo "archive-async=n"
+    # PGBR_ASYNC=y: archive-async with PGBR_PROCESS_MAX (async.sh).
+    echo "archive-async=${PGBR_ASYNC:-n}"
+    [[ ${PGBR_ASYNC:-n} == n ]] || echo "process-max=${PGBR_PROCESS_MAX:-4}"
     echo "log-level-console=warn"; echo "log-level-file=off"
     echo "lock-path=$OUT/pgbackrest/lock"; echo "spool-path=$OUT/pgbackrest/spool"
     echo "log-path=$OUT/pgbackrest/log"

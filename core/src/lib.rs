@@ -41,6 +41,7 @@ pub mod encryption;
 #[cfg(feature = "testing")]
 pub mod fuzzing;
 pub mod layout;
+pub mod push_ahead;
 pub mod queue;
 pub mod queue_limit;
 pub mod report;

@@ -98,6 +98,9 @@ pub enum Command {
         server: String,
         /// The WAL file (PostgreSQL's %p).
         path: PathBuf,
+        /// Internal: run as the background worker of `archive_async`.
+        #[arg(long, hide = true)]
+        push_ahead_worker: bool,
     },
     /// restore_command form: write a WAL file, decompressed, to a path.
     ///

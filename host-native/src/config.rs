@@ -107,6 +107,7 @@ struct ServerSection {
     system_identifier: Option<NumberOrText>,
     max_incoming_wals_queue: Option<u64>,
     archive_queue_max: Option<NumberOrText>,
+    archive_async: Option<bool>,
     last_wal_maximum_age: Option<String>,
     path_prefix: Option<String>,
     pre_archive_script: Option<String>,
@@ -165,6 +166,7 @@ impl ServerSection {
             system_identifier,
             max_incoming_wals_queue,
             archive_queue_max,
+            archive_async,
             last_wal_maximum_age,
             path_prefix,
             pre_archive_script,
@@ -280,6 +282,9 @@ pub struct ServerConfig {
     /// `put-wal` acknowledges the oldest without archiving them (see
     /// `walvault_core::queue_limit`); `None`: never.
     pub archive_queue_max: Option<u64>,
+    /// `archive_async`: a background worker pushes PostgreSQL's ready WAL ahead of the
+    /// `put-wal` calls (see `walvault_core::push_ahead`).
+    pub archive_async: bool,
     /// Maximum age of the last archived WAL for `check`, in seconds.
     pub last_wal_maximum_age: Option<u64>,
     /// Prepended to PATH for hooks and pg_receivewal.
@@ -735,6 +740,7 @@ fn resolve(
         system_identifier,
         max_incoming_wals_queue: s.max_incoming_wals_queue,
         archive_queue_max,
+        archive_async: s.archive_async.unwrap_or(false),
         last_wal_maximum_age,
         path_prefix: s.path_prefix,
         archive_hooks: HookScripts {

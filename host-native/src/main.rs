@@ -115,7 +115,26 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             },
             ui,
         ),
-        Command::PutWal { server, path } => cmd::wal_io::put_wal(&one(&config, server)?, path, ui),
+        Command::PutWal {
+            server,
+            path,
+            push_ahead_worker,
+        } => {
+            let ctx = one(&config, server)?;
+            if *push_ahead_worker {
+                // Object storage is latency-bound: more requests in flight than cores.
+                let jobs = ctx.cfg.jobs.unwrap_or_else(|| {
+                    if ctx.local_archive_dir().is_some() {
+                        default_jobs()
+                    } else {
+                        8
+                    }
+                });
+                cmd::push_ahead::worker(&ctx, path, jobs, ui)
+            } else {
+                cmd::wal_io::put_wal(&ctx, path, ui)
+            }
+        }
         Command::GetWal {
             server,
             wal,

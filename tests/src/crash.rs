@@ -31,6 +31,10 @@ pub enum Workload {
     ArchiveWalLinked,
     /// `put-wal` of each WAL in turn, as PostgreSQL runs its `archive_command`.
     PutWal,
+    /// The same with `archive_async`: the first call starts the background worker, which
+    /// pushes the rest ahead from `archive_status/*.ready`; the failpoint or the kill may hit
+    /// the worker or a call.
+    PutWalAsync,
     /// `archive-wal` draining `streaming/` as `pg_receivewal` leaves it: complete segments
     /// and the `.partial` it is writing (kept).
     Streaming,
@@ -40,10 +44,11 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::ArchiveWal,
         Workload::ArchiveWalLinked,
         Workload::PutWal,
+        Workload::PutWalAsync,
         Workload::Streaming,
         Workload::DeleteWals,
     ];
@@ -55,7 +60,7 @@ impl Workload {
         let points = walvault::faults::FAILPOINTS;
         match self {
             Workload::ArchiveWal | Workload::ArchiveWalLinked | Workload::Streaming => &points[..7],
-            Workload::PutWal => &points[..5],
+            Workload::PutWal | Workload::PutWalAsync => &points[..5],
             Workload::DeleteWals => &points[7..],
         }
     }
@@ -69,6 +74,9 @@ impl Workload {
             }
             Workload::ArchiveWalLinked => {
                 "wal_segment_size = \"1MB\"\ncompression = \"none\"\njobs = 2"
+            }
+            Workload::PutWalAsync => {
+                "wal_segment_size = \"1MB\"\ncompression = \"zstd\"\njobs = 2\narchive_async = true"
             }
             _ => "wal_segment_size = \"1MB\"\ncompression = \"zstd\"\njobs = 2",
         }
@@ -132,7 +140,7 @@ pub fn plan(per_workload: usize, seed: u64) -> Vec<Trial> {
             } else {
                 let k = i - i / 3;
                 let point = points[k % points.len()];
-                let hits = if workload == Workload::PutWal {
+                let hits = if matches!(workload, Workload::PutWal | Workload::PutWalAsync) {
                     WAL_PER_TRIAL as u64
                 } else {
                     max_hits(point)
@@ -203,6 +211,14 @@ impl Bench {
             queue_file(&source.join(name), data);
             originals.insert(source.join(name), data.clone());
         }
+        if self.workload == Workload::PutWalAsync {
+            // PostgreSQL's ready list, which the worker pushes ahead from.
+            let status = source.join("archive_status");
+            fs::create_dir_all(&status).expect("archive_status");
+            for (name, _) in &inputs {
+                fs::write(status.join(format!("{name}.ready")), b"").expect("ready");
+            }
+        }
         let mut partial = None;
         if self.workload == Workload::Streaming {
             // pg_receivewal's file in progress: newer than every complete segment, kept.
@@ -226,6 +242,7 @@ impl Bench {
                 journal.display().to_string(),
             )];
             if let Stop::At(point, nth) = stop {
+                // put-wal: one WAL per process (the async worker counts its own hits).
                 let nth = if self.workload == Workload::PutWal {
                     1
                 } else {
@@ -258,6 +275,51 @@ impl Bench {
                     break;
                 }
             }
+            Workload::PutWalAsync => {
+                // Every call carries the failpoint (and so does the worker the first call
+                // starts); the kill lands during the call for one WAL, and takes the worker.
+                // Calibration times the first call, which starts the worker.
+                let killed_at = match trial.stop {
+                    Stop::Kill(u32::MAX) => Some(0),
+                    Stop::Kill(n) => Some(n as usize % WAL_PER_TRIAL),
+                    Stop::At(..) => None,
+                };
+                for (i, (name, _)) in inputs.iter().enumerate() {
+                    let path = source.join(name);
+                    let args = ["put-wal", SERVER, path.to_str().expect("utf-8")];
+                    let (finished, out) = match trial.stop {
+                        Stop::Kill(_) if killed_at != Some(i) => {
+                            // Journaled too: the worker it may start runs on.
+                            let out = world
+                                .run_as
+                                .command(&world.bin)
+                                .arg("-c")
+                                .arg(&world.config)
+                                .args(args)
+                                .envs(envs(&trial.stop))
+                                .output()
+                                .expect("run walvault");
+                            (true, Some(out))
+                        }
+                        stop => self.run_stopped(&args, &envs(&stop), stop),
+                    };
+                    if !(finished && out.as_ref().is_some_and(|o| o.status.success())) {
+                        outcome.stopped = true;
+                        break;
+                    }
+                    put_done = i + 1;
+                    mark_done(&source, name);
+                    // A worker stopped at the failpoint says so in its log: the power cut
+                    // comes now, before later calls make its leftovers durable.
+                    if self.worker_crashed() {
+                        outcome.stopped = true;
+                        break;
+                    }
+                }
+                outcome.stopped |= self.worker_crashed();
+                // Whatever the worker was doing, it dies now (a crash takes it too).
+                self.kill_all();
+            }
             Workload::DeleteWals => {
                 let before = wal_name(6);
                 let args = ["delete-wals", SERVER, "--before", before.as_str()];
@@ -282,7 +344,7 @@ impl Bench {
 
         // The rerun: what cron, PostgreSQL's retry or the operator does next.
         match self.workload {
-            Workload::PutWal => {
+            Workload::PutWal | Workload::PutWalAsync => {
                 for (name, _) in inputs.iter().skip(put_done) {
                     let path = source.join(name);
                     let out = world.walvault(&["put-wal", SERVER, path.to_str().expect("utf-8")]);
@@ -291,8 +353,12 @@ impl Bench {
                             "the retry of put-wal {name} failed: {}",
                             crate::describe(&out)
                         ));
+                    } else if self.workload == Workload::PutWalAsync {
+                        mark_done(&source, name);
                     }
                 }
+                // The worker lingers for the next call; the checks below want it gone.
+                self.kill_all();
             }
             Workload::DeleteWals => {
                 let before = wal_name(6);
@@ -338,7 +404,7 @@ impl Bench {
                 self.world.incoming()
             }
             Workload::Streaming => self.world.streaming(),
-            Workload::PutWal => self.world.home.join("pg_wal"),
+            Workload::PutWal | Workload::PutWalAsync => self.world.home.join("pg_wal"),
         }
     }
 
@@ -388,25 +454,39 @@ impl Bench {
                     }
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                // runuser and the walvault it started both carry the configuration's path.
-                let _ = Command::new("pkill")
-                    .args(["-KILL", "-f", &world.config.display().to_string()])
-                    .status();
+                self.kill_all();
                 let status = child.wait().expect("wait");
-                // runuser may be reaped before the walvault it started is gone, and the rerun
-                // must not find the dying run still holding its lock.
-                let gone = std::time::Instant::now() + Duration::from_secs(30);
-                while Command::new("pgrep")
-                    .args(["-f", &world.config.display().to_string()])
-                    .stdout(std::process::Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-                {
-                    assert!(std::time::Instant::now() < gone, "the killed run is gone");
-                    std::thread::sleep(Duration::from_millis(5));
-                }
                 (status.success(), None)
             }
+        }
+    }
+
+    /// Whether an `archive_async` worker stopped at its failpoint.
+    fn worker_crashed(&self) -> bool {
+        let spools = self.world.home.join(SERVER).join("put-spool");
+        archive_files(&spools).iter().any(|p| {
+            p.ends_with("worker.log")
+                && fs::read_to_string(p).is_ok_and(|t| t.contains("WALVAULT_CRASH_AT"))
+        })
+    }
+
+    /// Kills every walvault process of this world (runuser and the walvault it started both
+    /// carry the configuration's path, and so does an `archive_async` worker) and waits until
+    /// they are gone: the rerun must not find a dying run still holding its lock.
+    fn kill_all(&self) {
+        let config = self.world.config.display().to_string();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &config])
+            .status();
+        let gone = std::time::Instant::now() + Duration::from_secs(30);
+        while Command::new("pgrep")
+            .args(["-f", &config])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(std::time::Instant::now() < gone, "the killed run is gone");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -431,7 +511,7 @@ impl Bench {
                         ));
                     }
                 }
-                Workload::PutWal => {
+                Workload::PutWal | Workload::PutWalAsync => {
                     if !in_source {
                         violations.push(format!("put-wal removed or changed its source {name}"));
                     }
@@ -492,7 +572,7 @@ impl Bench {
             .into_iter()
             .filter(|n| partial.is_none_or(|(p, _)| p != n))
             .collect();
-        let expect_sources = self.workload == Workload::PutWal;
+        let expect_sources = matches!(self.workload, Workload::PutWal | Workload::PutWalAsync);
         if !expect_sources && !left.is_empty() {
             violations.push(format!("left in {}: {left:?}", source.display()));
         }
@@ -576,6 +656,15 @@ fn file_names(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// What PostgreSQL's archiver does once `archive_command` succeeded for `name`.
+fn mark_done(pg_wal: &Path, name: &str) {
+    let status = pg_wal.join("archive_status");
+    let _ = fs::rename(
+        status.join(format!("{name}.ready")),
+        status.join(format!("{name}.done")),
+    );
 }
 
 fn wal_name(i: usize) -> String {

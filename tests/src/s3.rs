@@ -332,6 +332,8 @@ struct Shared {
     rules: Mutex<Vec<Rule>>,
     seen: Mutex<Vec<Seen>>,
     list_lag: Mutex<Duration>,
+    /// Added before every request is relayed (an object store's round trip).
+    latency: Mutex<Duration>,
     /// Objects stored through the proxy (request path) and when.
     puts: Mutex<Vec<(String, Instant)>>,
     stop: AtomicBool,
@@ -351,6 +353,7 @@ impl FaultProxy {
             rules: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
             list_lag: Mutex::new(Duration::ZERO),
+            latency: Mutex::new(Duration::ZERO),
             puts: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
@@ -388,6 +391,12 @@ impl FaultProxy {
     /// whose listing is eventually consistent); zero turns it off.
     pub fn set_list_lag(&self, lag: Duration) {
         *lock(&self.shared.list_lag) = lag;
+    }
+
+    /// Every request waits `latency` before it is relayed: the round trip of a real object
+    /// store, tens of milliseconds away, in front of a loopback server.
+    pub fn set_latency(&self, latency: Duration) {
+        *lock(&self.shared.latency) = latency;
     }
 
     /// Every request received so far, in order.
@@ -619,6 +628,10 @@ fn serve_client(mut client: TcpStream, shared: &Shared) {
             return;
         };
         let head_only = request.method == "HEAD";
+        let latency = *lock(&shared.latency);
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+        }
         match fault {
             Some(Fault::Status(code)) => {
                 if client

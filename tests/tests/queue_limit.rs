@@ -119,7 +119,12 @@ fn archive_queue_max_drops_the_oldest_on_record_and_reports_the_known_gap() {
         .iter()
         .map(|m| m["count"].as_u64().unwrap_or(0))
         .sum();
-    assert_eq!(counted, dropped.len() as u64);
+    // A call that records a drop while its upload is finishing (the upload watch) leaves a
+    // segment both recorded and archived: recorded drops bound the missing ones.
+    assert!(
+        counted >= 1 && counted <= dropped.len() as u64,
+        "{dropped_text}\n{missing:?}"
+    );
     let archived_last = report[0]["timelines"][0]["last"]
         .as_str()
         .unwrap_or_default();
@@ -138,4 +143,195 @@ fn without_a_limit_the_same_outage_keeps_every_segment() {
     assert!(!world.home.join(SERVER).join("meta/dropped.jsonl").exists());
     let out = world.walvault(&["verify", SERVER]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+/// A tmpfs of `mib` MiB mounted at `dir` for the test (unmounted on drop), or `None` where the
+/// test may not mount (it then says it is skipped; under CI, `WALVAULT_REQUIRE_TOOLS=1`, that
+/// fails the run).
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &std::path::Path, mib: u64) -> Option<SmallFs> {
+        fs::create_dir_all(dir).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        if !out.status.success() {
+            let why = format!(
+                "cannot mount a small file system for pg_wal: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            assert!(
+                std::env::var("WALVAULT_REQUIRE_TOOLS").as_deref() != Ok("1"),
+                "{why}"
+            );
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        Some(SmallFs(dir.to_owned()))
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .expect("df");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df output")
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn an_object_store_outage_with_pg_wal_on_a_small_file_system_never_stops_the_primary() {
+    const BUCKET: &str = "wal";
+    let world = World::new(
+        "compression = \"zstd\"\nwal_segment_size = \"1MB\"\nmax_retries = 1\nrequest_timeout = 20",
+    );
+    let Some(mut server) = walvault_tests::s3::S3Server::s3s_fs(&world.path("s3-root")) else {
+        return;
+    };
+    server.create_bucket(BUCKET);
+    // Through a proxy that can also stall every request (a store that hangs, not refuses).
+    let proxy = walvault_tests::s3::FaultProxy::start(server.port);
+    world.add_config(&proxy.config(&server, BUCKET, "prod"));
+    // pg_wal on 96 MiB, less than the outage below writes.
+    let Some(small) = SmallFs::mount(&world.path("walfs"), 96) else {
+        return;
+    };
+    world.own_all();
+    let mut primary = walvault::pgcluster::Cluster::init(
+        std::path::Path::new(walvault_tests::PG_BIN),
+        &world.run_as,
+        &world.path("primary"),
+        &world.path("sock"),
+        &[
+            "--wal-segsize=1",
+            &format!("--waldir={}", small.0.join("pg_wal").display()),
+        ],
+    )
+    .expect("initdb");
+    primary
+        .configure(&format!(
+            "{}max_wal_size = 8MB\nmin_wal_size = 2MB\n",
+            world.put_wal_archiving()
+        ))
+        .expect("configure");
+    primary.start().expect("start");
+    primary
+        .pgbench(&["-i", "-s", "1", "-q"])
+        .expect("pgbench -i");
+    switch_and_wait_archived(&primary);
+
+    // Without a limit the outage keeps every segment (as long as pg_wal has room).
+    server.kill();
+    write_wal(&primary, 6);
+    assert!(ready_count(&primary) >= 6, "PostgreSQL keeps them all");
+    assert!(!world.home.join(SERVER).join("meta/dropped.jsonl").exists());
+    server.restart();
+    switch_and_wait_archived(&primary);
+
+    // With the limit, outages writing more WAL than pg_wal can hold: the primary runs on.
+    world.add_config("archive_queue_max = \"8MB\"");
+    // A store that hangs: each request holds a call for 20 s, in which the primary writes
+    // twice what pg_wal holds; the call watches the queue and drops its segment in time.
+    proxy.add(walvault_tests::s3::Rule::new("", "", walvault_tests::s3::Fault::Stall).always());
+    let start_lsn = primary
+        .query_text("SELECT pg_current_wal_lsn()::text")
+        .expect("lsn");
+    for _ in 0..110 {
+        write_wal(&primary, 1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let written: u64 = primary
+        .query_text(&format!(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start_lsn}')::bigint::text"
+        ))
+        .expect("lsn diff")
+        .parse()
+        .expect("bytes");
+    assert!(
+        written > 96 * MIB,
+        "{written} bytes written while the store hung"
+    );
+    proxy.clear();
+    // A store that is down.
+    server.kill();
+    let start_lsn = primary
+        .query_text("SELECT pg_current_wal_lsn()::text")
+        .expect("lsn");
+    // About 10 MiB of WAL a second: a busy primary, but within what any archive_command can
+    // be called for (PostgreSQL starts one process per segment; at 1 MiB segments on tmpfs an
+    // unpaced loop writes faster than even `true` can acknowledge).
+    let load = walvault_tests::pgbench_in_background(&world, &primary, 12);
+    for _ in 0..110 {
+        write_wal(&primary, 1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    load.join()
+        .expect("pgbench ran to its end: the primary never stopped");
+    let written: u64 = primary
+        .query_text(&format!(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start_lsn}')::bigint::text"
+        ))
+        .expect("lsn diff")
+        .parse()
+        .expect("bytes");
+    assert!(
+        written > 96 * MIB,
+        "the outage wrote more WAL than pg_wal can hold ({written} bytes)"
+    );
+    assert_eq!(
+        primary.query_text("SELECT 1::text").expect("query"),
+        "1",
+        "the primary runs"
+    );
+    assert!(
+        small.free_bytes() > 4 * MIB,
+        "pg_wal kept room: {} bytes free",
+        small.free_bytes()
+    );
+    let dropped_text =
+        fs::read_to_string(world.home.join(SERVER).join("meta/dropped.jsonl")).expect("record");
+    let dropped = dropped_text.lines().count();
+    assert!(dropped >= 60, "{dropped}: {dropped_text}");
+
+    // The store is back: archiving resumes, and the gap stays known, never lost.
+    server.restart();
+    let last = switch_and_wait_archived(&primary);
+    let check = world.walvault(&["check", SERVER]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(text.contains("dropped segments: FAILED"), "{text}");
+    let out = world.walvault(&["verify", SERVER, "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let missing = report[0]["missing"].as_array().expect("missing");
+    assert!(
+        !missing.is_empty() && missing.iter().all(|m| m["class"] == "dropped"),
+        "dropped, never lost: {missing:?}"
+    );
+    let archived_last = report[0]["timelines"][0]["last"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(archived_last >= last.as_str(), "{archived_last} {last}");
+    primary.stop("immediate").expect("stop");
 }

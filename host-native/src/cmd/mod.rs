@@ -7,6 +7,8 @@ pub mod check;
 pub mod demo;
 pub mod maintenance;
 #[cfg(feature = "native")]
+pub mod push_ahead;
+#[cfg(feature = "native")]
 pub mod receive_wal;
 pub mod reports;
 #[cfg(feature = "native")]

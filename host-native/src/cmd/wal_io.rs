@@ -51,7 +51,29 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
     if let Some(code) = drop_if_over_limit(ctx, path, &name, "the archive is behind", ui)? {
         return Ok(code);
     }
-    let code = put_wal_archiving(ctx, path, file_name, name, &meta, ui)?;
+    // archive_async: the worker may have archived exactly this file already.
+    #[cfg(feature = "native")]
+    let mut _claim = None;
+    #[cfg(feature = "native")]
+    if ctx.cfg.archive_async {
+        let before = watching_the_limit(ctx, path, &name, ui, || {
+            super::push_ahead::before_put(ctx, path, file_name, ui)
+        })?;
+        match before {
+            Some(super::push_ahead::BeforePut::Done(record)) => {
+                ui.verbose(format_args!(
+                    "{file_name} was archived ahead by the archive_async worker ({}{})",
+                    record.archive, record.key
+                ));
+                return Ok(0);
+            }
+            Some(super::push_ahead::BeforePut::Claimed(claim)) => _claim = Some(claim),
+            None => {}
+        }
+    }
+    let (code, _) = watching_the_limit(ctx, path, &name, ui, || {
+        put_wal_archiving(ctx, path, file_name, name, &meta, ui)
+    })?;
     if code != 0 {
         // Archiving failed: while PostgreSQL's queue is over the limit, protect the primary.
         if let Some(code) =
@@ -62,6 +84,55 @@ pub fn put_wal(ctx: &ServerCtx<'_>, path: &Path, ui: &Ui) -> anyhow::Result<u8> 
     }
     Ok(code)
 }
+
+/// Runs `work` (archiving `name`, or waiting for the worker that archives it) while watching
+/// PostgreSQL's ready list: with `archive_queue_max`, once the queue grows over the limit and
+/// `name` must go, the drop is recorded and the process exits 0 at once, abandoning the upload.
+/// PostgreSQL archives one WAL at a time, so a slow or failing call would otherwise let a busy
+/// primary fill `pg_wal` before it returns. (An abandoned upload is a crash as far as the
+/// archive is concerned: nothing half-written is ever served, and a later delivery finds an
+/// identical copy or none.)
+fn watching_the_limit<T: Send>(
+    ctx: &ServerCtx<'_>,
+    path: &Path,
+    name: &WalFileName,
+    ui: &Ui,
+    work: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    #[cfg(feature = "native")]
+    if ctx.cfg.archive_queue_max.is_some() {
+        return std::thread::scope(|scope| {
+            let handle = scope.spawn(work);
+            let started = std::time::Instant::now();
+            while !handle.is_finished() {
+                std::thread::sleep(LIMIT_WATCH_INTERVAL);
+                // A healthy upload finishes first (a drop recorded as it completes would
+                // report a gap that is not there).
+                if handle.is_finished() || started.elapsed() < LIMIT_WATCH_GRACE {
+                    continue;
+                }
+                if let Some(code) =
+                    drop_if_over_limit(ctx, path, name, "archiving it is taking too long", ui)?
+                {
+                    let _ = io::stdout().flush();
+                    std::process::exit(i32::from(code));
+                }
+            }
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+    }
+    let _ = (ctx, path, name, ui);
+    work()
+}
+
+/// How often a call watches PostgreSQL's ready list while it archives (a directory listing).
+#[cfg(feature = "native")]
+const LIMIT_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a call archives before the watch may drop its segment.
+#[cfg(feature = "native")]
+const LIMIT_WATCH_GRACE: Duration = Duration::from_secs(1);
 
 /// With `archive_queue_max`, when PostgreSQL's ready WAL is over the limit and `name` is among
 /// the oldest segments that must go: records the drop durably and returns exit 0 (PostgreSQL
@@ -100,15 +171,16 @@ fn drop_if_over_limit(
     Ok(Some(0))
 }
 
-/// put-wal's archiving proper: a batch of one through the archive engine.
-fn put_wal_archiving(
+/// put-wal's archiving proper: a batch of one through the archive engine. Returns the exit
+/// status and, on success, the key the WAL is stored under.
+pub(crate) fn put_wal_archiving(
     ctx: &ServerCtx<'_>,
     path: &Path,
     file_name: &str,
     name: WalFileName,
     meta: &std::fs::Metadata,
     ui: &Ui,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<(u8, Option<String>)> {
     if let Some(dir) = ctx.local_archive_dir() {
         // A killed put-wal leaves its temp file behind; nothing else would ever remove it in
         // an archive fed only by put-wal.
@@ -158,26 +230,26 @@ fn put_wal_archiving(
         ui.error(format_args!(
             "{file_name}: a pre-archive retry hook asked to stop; not archived"
         ));
-        return Ok(1);
+        return Ok((1, None));
     };
     if let Some(e) = &report.catalogue_error {
         // PostgreSQL may recycle the segment once we exit 0: copy and line must be durable.
         ui.error(format_args!("{file_name} not archived: {e}"));
-        return Ok(1);
+        return Ok((1, None));
     }
-    Ok(match &file.outcome {
+    let code = match &file.outcome {
         FileOutcome::Archived { key, .. } => {
             ui.verbose(format_args!(
                 "{file_name} archived as {}{key}",
                 ctx.archive_root()
             ));
-            0
+            return Ok((0, Some(key.clone())));
         }
         FileOutcome::IdenticalDuplicate { key, .. } => {
             ui.verbose(format_args!(
                 "{file_name} was already archived with identical content ({key})"
             ));
-            0
+            return Ok((0, Some(key.clone())));
         }
         FileOutcome::DifferentDuplicate { key, .. } => {
             ui.error(format_args!(
@@ -200,7 +272,8 @@ fn put_wal_archiving(
             ));
             1
         }
-    })
+    };
+    Ok((code, None))
 }
 
 /// put-wal's "queue": the one file PostgreSQL passed, which the batch never releases or moves
@@ -532,7 +605,8 @@ impl Spool {
         let Ok(exe) = std::env::current_exe() else {
             return;
         };
-        let _ = std::process::Command::new(exe)
+        let mut command = std::process::Command::new(exe);
+        command
             .arg("-q")
             .arg("-c")
             .arg(ctx.config_path)
@@ -545,8 +619,11 @@ impl Spool {
             .args(["--prefetch", &count.to_string(), "--prefetch-worker"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
+            .stderr(std::process::Stdio::null());
+        // Its own process group: PostgreSQL signals the startup process's whole group.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let _ = command.spawn();
     }
 
     /// Waits while the worker downloads `segment`; true when it is there.

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# async.sh — PostgreSQL's archiving rate through put-wal, one call at a time as PostgreSQL's
+# archiver makes them, with the corpus's 64 real segments in a pg_wal whose
+# archive_status/*.ready marks them all (each call's success turns its .ready into .done, as
+# the archiver does): walvault put-wal synchronous and with archive_async (jobs $JOBS), to
+# s3s-fs 0.14.1 directly on loopback and through bench/latency_proxy.py adding ${LATENCY_MS:-20}
+# ms to every request (an object store's round trip); then, through the TLS front pgBackRest
+# needs (stunnel, a throw-away CA) and the same added latency, walvault archive_async against
+# pgBackRest 2.45 archive-push with archive-async and process-max $JOBS, the same parallelism,
+# both at zstd "medium" (level 4). Every figure is the fastest of $REPEAT runs.
+#
+# Needs .ci/setup (s3s-fs) and the corpus's stopped cluster ($PGDATA, kept by make-wal.sh):
+# pgBackRest checks every WAL's system identifier against it. Installs pgbackrest and
+# stunnel4 from Debian when missing.
+# Env: CORPUS (/tmp/peerbench/corpus)  PGDATA ($CORPUS/../pgdata)  OUT (/tmp/walvault-async-bench)
+#      REPEAT (3)  JOBS (4)  LATENCY_MS (20)  WALVAULT (a binary instead of this tree's release build)
+set -euo pipefail
+shopt -s inherit_errexit
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CORPUS=${CORPUS:-/tmp/peerbench/corpus}
+OUT=${OUT:-/tmp/walvault-async-bench}
+REPEAT=${REPEAT:-3}
+JOBS=${JOBS:-4}
+LATENCY_MS=${LATENCY_MS:-20}
+S3S_FS=${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs
+log() { printf '[async %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+[[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
+PGDATA=${PGDATA:-$(dirname "$CORPUS")/pgdata}
+[[ -f $PGDATA/global/pg_control ]] || { log "no cluster at $PGDATA (make-wal.sh keeps it): pgBackRest needs it"; exit 1; }
+# shellcheck source=bench/peers.sh
+source "$ROOT/bench/peers.sh"
+pgbackrest_install
+command -v stunnel >/dev/null \
+  || apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends stunnel4 >/dev/null
+[[ -x $S3S_FS ]] || { log "run .ci/setup first"; exit 1; }
+if [[ -z ${WALVAULT:-} ]]; then
+  (cd "$ROOT" && cargo build --release --locked -p walvault -q)
+  WALVAULT=$ROOT/target/release/walvault
+fi
+NFILES=$(ls "$CORPUS" | wc -l)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; }
+rm -rf "$OUT"; mkdir -p "$OUT/s3/bench"
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null' EXIT
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_DEFAULT_REGION=us-east-1
+PORT=$(free_port)
+"$S3S_FS" --host 127.0.0.1 --port "$PORT" --access-key bench --secret-key bench-secret "$OUT/s3" >/dev/null 2>&1 &
+PIDS+=($!); wait_port "$PORT"
+PROXY_PORT=$(free_port)
+python3 "$ROOT/bench/latency_proxy.py" "$PROXY_PORT" "$PORT" "$LATENCY_MS" &
+PIDS+=($!); wait_port "$PROXY_PORT"
+
+# The TLS front, in front of the latency proxy.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=walvault-bench-ca \
+  -keyout "$OUT/tls-ca-key.pem" -out "$OUT/tls-ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+  -keyout "$OUT/tls-key.pem" -out "$OUT/tls.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$OUT/tls-ext.cnf"
+openssl x509 -req -in "$OUT/tls.csr" -CA "$OUT/tls-ca.pem" -CAkey "$OUT/tls-ca-key.pem" -CAcreateserial \
+  -days 1 -extfile "$OUT/tls-ext.cnf" -out "$OUT/tls-cert.pem" 2>/dev/null
+TLS_PORT=$(free_port)
+cat > "$OUT/stunnel.conf" <<CONF
+foreground = yes
+pid =
+debug = 3
+[s3]
+accept = 127.0.0.1:$TLS_PORT
+connect = 127.0.0.1:$PROXY_PORT
+cert = $OUT/tls-cert.pem
+key = $OUT/tls-key.pem
+CONF
+stunnel "$OUT/stunnel.conf" >"$OUT/stunnel.log" 2>&1 &
+PIDS+=($!); wait_port "$TLS_PORT"
+
+# The pg_wal PostgreSQL's archiver works on: every segment ready.
+PGWAL=$OUT/pg_wal
+mkdir -p "$PGWAL/archive_status"
+cp "$CORPUS"/* "$PGWAL/"; sync
+reset_ready() {
+  rm -f "$PGWAL"/archive_status/*
+  for f in "$CORPUS"/*; do : > "$PGWAL/archive_status/$(basename "$f").ready"; done
+}
+# archiver CMD...: CMD PATH for each segment in order, as PostgreSQL's archiver calls it.
+archiver() {
+  local f name
+  for f in "$CORPUS"/*; do
+    name=$(basename "$f")
+    "$@" "$PGWAL/$name"
+    mv "$PGWAL/archive_status/$name.ready" "$PGWAL/archive_status/$name.done"
+  done
+}
+now() { date +%s.%N; }
+best_of() {  # PREPARE RUN [ARGS...]: the fastest wall time of RUN over $REPEAT runs
+  local best="" t0 t1 i
+  for ((i = 0; i < REPEAT; i++)); do
+    "$1"; t0=$(now); "${@:2}" >&2; t1=$(now)
+    best=$(printf '%s\n%s\n' "$best" "$(echo "$t1 - $t0" | bc)" | grep . | sort -g | head -1)
+  done
+  echo "$best"
+}
+# Waits for background archivers (walvault's worker, pgBackRest's async process) to exit, so
+# that no run overlaps the next (not timed).
+settle() {
+  while pgrep -f "$OUT/walvault.toml" >/dev/null || pgrep -x pgbackrest >/dev/null; do sleep 0.1; done
+}
+
+config() {  # PREFIX ENDPOINT ASYNC
+  cat > "$OUT/walvault.toml" <<TOML
+[walvault]
+home = "$OUT/home"
+[pg]
+compression = "zstd"
+compression_level = "medium"
+wal_segment_size = "16MB"
+wals_directory = "s3://bench/$1"
+endpoint_url = "$2"
+region = "us-east-1"
+archive_async = $3
+jobs = $JOBS
+TOML
+}
+RUN=0
+fresh_walvault() {  # uses $W_ENDPOINT $W_ASYNC
+  settle; RUN=$((RUN + 1)); rm -rf "$OUT/home"; reset_ready
+  config "wv-$RUN" "$W_ENDPOINT" "$W_ASYNC"
+}
+put_wal() { "$WALVAULT" -c "$OUT/walvault.toml" put-wal pg "$1"; }
+
+declare -A T
+for where in loopback latency; do
+  endpoint=http://127.0.0.1:$PORT
+  [[ $where == loopback ]] || endpoint=http://127.0.0.1:$PROXY_PORT
+  for mode in false true; do
+    W_ENDPOINT=$endpoint W_ASYNC=$mode
+    T[$where-$mode]=$(best_of fresh_walvault archiver put_wal)
+    log "walvault put-wal, $where, archive_async=$mode: ${T[$where-$mode]}s"
+  done
+done
+# Through TLS and the latency: walvault archive_async and pgBackRest archive-async.
+W_ENDPOINT=https://127.0.0.1:$TLS_PORT W_ASYNC=true
+T[tls-true]=$(export SSL_CERT_FILE=$OUT/tls-ca.pem; best_of fresh_walvault archiver put_wal)
+log "walvault put-wal archive_async, TLS +${LATENCY_MS} ms: ${T[tls-true]}s"
+s3_repo() {
+  cat <<CONF
+repo1-type=s3
+repo1-path=$1
+repo1-s3-bucket=bench
+repo1-s3-endpoint=127.0.0.1
+repo1-s3-region=us-east-1
+repo1-s3-key=bench
+repo1-s3-key-secret=bench-secret
+repo1-s3-uri-style=path
+repo1-storage-port=$TLS_PORT
+repo1-storage-verify-tls=n
+CONF
+}
+fresh_pgbackrest() {  # uses $PGBR_ASYNC
+  settle; RUN=$((RUN + 1)); reset_ready; rm -rf "$OUT/pgbackrest/spool"
+  s3_repo "/pgbackrest-$RUN" | pgbackrest_config zstd "$PGDATA"
+  pgbackrest_run --no-online stanza-create
+}
+export PGBR_PROCESS_MAX=$JOBS
+T[pgbr-n]=$(PGBR_ASYNC=n; best_of fresh_pgbackrest archiver pgbackrest_run archive-push)
+log "pgBackRest archive-push, TLS +${LATENCY_MS} ms: ${T[pgbr-n]}s"
+T[pgbr-y]=$(PGBR_ASYNC=y; best_of fresh_pgbackrest archiver pgbackrest_run archive-push)
+log "pgBackRest archive-push archive-async, TLS +${LATENCY_MS} ms: ${T[pgbr-y]}s"
+settle
+
+{
+  echo "Corpus: $NFILES segments ($CORPUS) archived by put-wal one call at a time, as PostgreSQL's"
+  echo "archiver calls it, to s3s-fs 0.14.1 on 127.0.0.1 at zstd medium (4); jobs / process-max $JOBS."
+  echo "Fastest of $REPEAT runs each."
+  echo
+  echo "| path | synchronous s | asynchronous s | speed-up | segments/s asynchronous |"
+  echo "|---|---|---|---|---|"
+  awk -v s="${T[loopback-false]}" -v a="${T[loopback-true]}" -v n="$NFILES" 'BEGIN {
+    printf "| walvault, loopback | %.2f | %.2f | %.1f× | %.0f |\n", s, a, s / a, n / a }'
+  awk -v s="${T[latency-false]}" -v a="${T[latency-true]}" -v n="$NFILES" -v l="$LATENCY_MS" 'BEGIN {
+    printf "| walvault, +%d ms per request | %.2f | %.2f | %.1f× | %.0f |\n", l, s, a, s / a, n / a }'
+  awk -v a="${T[tls-true]}" -v s="${T[pgbr-n]}" -v b="${T[pgbr-y]}" -v n="$NFILES" -v l="$LATENCY_MS" 'BEGIN {
+    printf "| pgBackRest 2.45, TLS, +%d ms | %.2f | %.2f | %.1f× | %.0f |\n", l, s, b, s / b, n / b
+    printf "| walvault, TLS, +%d ms | | %.2f | | %.0f |\n", l, a, n / a
+    printf "\nwalvault archive_async takes %.0f%% of pgBackRest archive-async'"'"'s time (TLS, +%d ms).\n", 100 * a / b, l }'
+} | tee "$OUT/async-table.md"
