@@ -39,8 +39,8 @@ bench-verify:
 bench-async:
     bench/async.sh
 
-# Crash trials, long run: 200 per command (archive-wal, put-wal, streaming, delete-wals), each
-# stopped at a commit failpoint or killed at random, half with a power cut, then rerun; the
+# Crash trials, long run: 200 per command (archive-wal, put-wal, put-wal archive_async,
+# streaming, delete-wals), each stopped at a commit failpoint or killed at random, half with a power cut, then rerun; the
 # table goes to bench/results/ (see bench/RESULTS.md). Then receive-wal with real PostgreSQL
 # killed `kills` times. The suite runs 20 per command and 4 kills.
 crash-trials trials="200" seed="2026" kills="40":

@@ -323,3 +323,82 @@ fn a_busy_primary_archives_asynchronously_behind_20_ms_without_a_gap_and_recover
     );
     assert_eq!(fingerprint(&restored), at_target, "recovered to the target");
 }
+
+/// The spool of `pg_wal` as walvault names it (FNV-1a of the canonical path).
+fn spool_of(world: &World, pg_wal: &Path) -> PathBuf {
+    let canonical = fs::canonicalize(pg_wal).expect("canonical");
+    let hash = canonical
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    world
+        .home
+        .join(SERVER)
+        .join("put-spool")
+        .join(format!("{hash:016x}"))
+}
+
+/// Runs walvault with a deadline: a call that waits on a FIFO must not hang PostgreSQL.
+fn walvault_within(world: &World, args: &[&str], seconds: u64) -> std::process::Output {
+    let mut cmd = world.run_as.command(&world.bin);
+    cmd.arg("-c").arg(&world.config).args(args);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cmd.output().expect("run walvault"));
+    });
+    rx.recv_timeout(Duration::from_secs(seconds))
+        .unwrap_or_else(|_| panic!("walvault {args:?} hung"))
+}
+
+#[test]
+fn hostile_spool_entries_are_never_followed_read_as_fifos_or_trusted() {
+    let world = World::new(
+        "compression = \"zstd\"\nwal_segment_size = \"1MB\"\narchive_async = true\njobs = 2",
+    );
+    let (dir, files) = pg_wal(&world, 3);
+    let spool = spool_of(&world, &dir);
+    fs::create_dir_all(&spool).expect("spool");
+    let precious = world.path("precious");
+    fs::write(&precious, b"keep me").expect("precious");
+    // A FIFO as the second WAL's record, links as the third's claim and as the worker's log.
+    let fifo = spool.join(format!("{}.done", files[1].0));
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    std::os::unix::fs::symlink(&precious, spool.join(format!(".{}.busy", files[2].0)))
+        .expect("link");
+    std::os::unix::fs::symlink(&precious, spool.join("worker.log")).expect("link");
+    world.own_all();
+
+    for (i, (name, _)) in files.iter().enumerate() {
+        let path = dir.join(name);
+        let out = walvault_within(
+            &world,
+            &["put-wal", SERVER, path.to_str().expect("utf-8")],
+            60,
+        );
+        if i < 2 {
+            // The FIFO is no record: the call archives its WAL itself.
+            assert!(out.status.success(), "put-wal {name}: {}", describe(&out));
+            mark_done(&dir, name);
+        } else {
+            // A link where a claim goes: a clear error, never followed, nothing acknowledged.
+            assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("symbolic link"),
+                "{}",
+                describe(&out)
+            );
+        }
+    }
+    assert_eq!(fs::read(&precious).expect("precious"), b"keep me");
+    wait_for_worker_exit(&world);
+    assert_archived(&world, &files[..2]);
+}

@@ -1,6 +1,7 @@
 //! Crash trials (issue 17), short mode: 20 trials per command (`archive-wal --jobs 2`, the same
-//! uncompressed (queued files linked, not copied),
-//! `put-wal`, `archive-wal` over a streaming queue, `delete-wals`), each stopped at a failpoint
+//! uncompressed (queued files linked, not copied), `put-wal`, `put-wal` with `archive_async`
+//! (its background worker stopped or killed too), `archive-wal` over a streaming queue,
+//! `delete-wals`), each stopped at a failpoint
 //! of the commit or killed at a random moment, every other one followed by a power cut, then
 //! rerun to completion; zero violations of the archive contract allowed (see
 //! `walvault_tests::crash`). `just crash-trials` runs 200 per command; `WALVAULT_CRASH_TRIALS`
