@@ -13,7 +13,7 @@
 # pgBackRest checks every WAL's system identifier against it. Installs pgbackrest and
 # stunnel4 from Debian when missing.
 # Env: CORPUS (/tmp/peerbench/corpus)  PGDATA ($CORPUS/../pgdata)  OUT (/tmp/walvault-async-bench)
-#      REPEAT (3)  JOBS (4)  LATENCY_MS (20)  WALVAULT (a binary instead of this tree's release build)
+#      REPEAT (3)  JOBS (4)  CODECS ("zstd lz4")  LATENCY_MS (20)  WALVAULT (a binary instead of this tree's release build)
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -22,6 +22,7 @@ CORPUS=${CORPUS:-/tmp/peerbench/corpus}
 OUT=${OUT:-/tmp/walvault-async-bench}
 REPEAT=${REPEAT:-3}
 JOBS=${JOBS:-4}
+CODECS=${CODECS:-zstd lz4}
 LATENCY_MS=${LATENCY_MS:-20}
 S3S_FS=${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs
 log() { printf '[async %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -76,8 +77,14 @@ CONF
 stunnel "$OUT/stunnel.conf" >"$OUT/stunnel.log" 2>&1 &
 PIDS+=($!); wait_port "$TLS_PORT"
 
-# The pg_wal PostgreSQL's archiver works on: every segment ready.
-PGWAL=$OUT/pg_wal
+# The data directory PostgreSQL's archiver works in (pgBackRest wants pg_wal inside pg1-path,
+# and reads the cluster's pg_control there): the corpus cluster's control file and version,
+# and a pg_wal with every segment ready.
+PGDIR=$OUT/pgdata
+mkdir -p "$PGDIR/global"
+cp "$PGDATA/global/pg_control" "$PGDIR/global/"; cp "$PGDATA/PG_VERSION" "$PGDIR/"
+chmod 700 "$PGDIR"
+PGWAL=$PGDIR/pg_wal
 mkdir -p "$PGWAL/archive_status"
 cp "$CORPUS"/* "$PGWAL/"; sync
 reset_ready() {
@@ -113,7 +120,7 @@ config() {  # PREFIX ENDPOINT ASYNC
 [walvault]
 home = "$OUT/home"
 [pg]
-compression = "zstd"
+compression = "$CODEC"
 compression_level = "medium"
 wal_segment_size = "16MB"
 wals_directory = "s3://bench/$1"
@@ -130,20 +137,6 @@ fresh_walvault() {  # uses $W_ENDPOINT $W_ASYNC
 }
 put_wal() { "$WALVAULT" -c "$OUT/walvault.toml" put-wal pg "$1"; }
 
-declare -A T
-for where in loopback latency; do
-  endpoint=http://127.0.0.1:$PORT
-  [[ $where == loopback ]] || endpoint=http://127.0.0.1:$PROXY_PORT
-  for mode in false true; do
-    W_ENDPOINT=$endpoint W_ASYNC=$mode
-    T[$where-$mode]=$(best_of fresh_walvault archiver put_wal)
-    log "walvault put-wal, $where, archive_async=$mode: ${T[$where-$mode]}s"
-  done
-done
-# Through TLS and the latency: walvault archive_async and pgBackRest archive-async.
-W_ENDPOINT=https://127.0.0.1:$TLS_PORT W_ASYNC=true
-T[tls-true]=$(export SSL_CERT_FILE=$OUT/tls-ca.pem; best_of fresh_walvault archiver put_wal)
-log "walvault put-wal archive_async, TLS +${LATENCY_MS} ms: ${T[tls-true]}s"
 s3_repo() {
   cat <<CONF
 repo1-type=s3
@@ -160,29 +153,47 @@ CONF
 }
 fresh_pgbackrest() {  # uses $PGBR_ASYNC
   settle; RUN=$((RUN + 1)); reset_ready; rm -rf "$OUT/pgbackrest/spool"
-  s3_repo "/pgbackrest-$RUN" | pgbackrest_config zstd "$PGDATA"
+  s3_repo "/pgbackrest-$RUN" | pgbackrest_config "$CODEC" "$PGDIR"
   pgbackrest_run --no-online stanza-create
 }
-export PGBR_PROCESS_MAX=$JOBS
-T[pgbr-n]=$(PGBR_ASYNC=n; best_of fresh_pgbackrest archiver pgbackrest_run archive-push)
-log "pgBackRest archive-push, TLS +${LATENCY_MS} ms: ${T[pgbr-n]}s"
-T[pgbr-y]=$(PGBR_ASYNC=y; best_of fresh_pgbackrest archiver pgbackrest_run archive-push)
-log "pgBackRest archive-push archive-async, TLS +${LATENCY_MS} ms: ${T[pgbr-y]}s"
-settle
+declare -A T
+for CODEC in $CODECS; do
+  for where in loopback latency; do
+    endpoint=http://127.0.0.1:$PORT
+    [[ $where == loopback ]] || endpoint=http://127.0.0.1:$PROXY_PORT
+    for mode in false true; do
+      W_ENDPOINT=$endpoint W_ASYNC=$mode
+      T[$CODEC-$where-$mode]=$(best_of fresh_walvault archiver put_wal)
+      log "$CODEC: walvault put-wal, $where, archive_async=$mode: ${T[$CODEC-$where-$mode]}s"
+    done
+  done
+  # Through TLS and the latency: walvault archive_async and pgBackRest archive-async.
+  W_ENDPOINT=https://127.0.0.1:$TLS_PORT W_ASYNC=true
+  T[$CODEC-tls-true]=$(export SSL_CERT_FILE=$OUT/tls-ca.pem; best_of fresh_walvault archiver put_wal)
+  log "$CODEC: walvault put-wal archive_async, TLS +${LATENCY_MS} ms: ${T[$CODEC-tls-true]}s"
+  export PGBR_PROCESS_MAX=$JOBS
+  T[$CODEC-pgbr-n]=$(PGBR_ASYNC=n; best_of fresh_pgbackrest archiver pgbackrest_run archive-push)
+  log "$CODEC: pgBackRest archive-push, TLS +${LATENCY_MS} ms: ${T[$CODEC-pgbr-n]}s"
+  T[$CODEC-pgbr-y]=$(PGBR_ASYNC=y; best_of fresh_pgbackrest archiver pgbackrest_run archive-push)
+  log "$CODEC: pgBackRest archive-push archive-async, TLS +${LATENCY_MS} ms: ${T[$CODEC-pgbr-y]}s"
+  settle
+done
 
 {
   echo "Corpus: $NFILES segments ($CORPUS) archived by put-wal one call at a time, as PostgreSQL's"
-  echo "archiver calls it, to s3s-fs 0.14.1 on 127.0.0.1 at zstd medium (4); jobs / process-max $JOBS."
+  echo "archiver calls it, to s3s-fs 0.14.1 on 127.0.0.1 at compression level medium (zstd 4, lz4 6);"
+  echo "jobs / process-max $JOBS; +$LATENCY_MS ms: bench/latency_proxy.py delays each request once."
   echo "Fastest of $REPEAT runs each."
   echo
-  echo "| path | synchronous s | asynchronous s | speed-up | segments/s asynchronous |"
-  echo "|---|---|---|---|---|"
-  awk -v s="${T[loopback-false]}" -v a="${T[loopback-true]}" -v n="$NFILES" 'BEGIN {
-    printf "| walvault, loopback | %.2f | %.2f | %.1f× | %.0f |\n", s, a, s / a, n / a }'
-  awk -v s="${T[latency-false]}" -v a="${T[latency-true]}" -v n="$NFILES" -v l="$LATENCY_MS" 'BEGIN {
-    printf "| walvault, +%d ms per request | %.2f | %.2f | %.1f× | %.0f |\n", l, s, a, s / a, n / a }'
-  awk -v a="${T[tls-true]}" -v s="${T[pgbr-n]}" -v b="${T[pgbr-y]}" -v n="$NFILES" -v l="$LATENCY_MS" 'BEGIN {
-    printf "| pgBackRest 2.45, TLS, +%d ms | %.2f | %.2f | %.1f× | %.0f |\n", l, s, b, s / b, n / b
-    printf "| walvault, TLS, +%d ms | | %.2f | | %.0f |\n", l, a, n / a
-    printf "\nwalvault archive_async takes %.0f%% of pgBackRest archive-async'"'"'s time (TLS, +%d ms).\n", 100 * a / b, l }'
+  echo "| codec | path | synchronous s | asynchronous s | speed-up | segments/s asynchronous |"
+  echo "|---|---|---|---|---|---|"
+  for CODEC in $CODECS; do
+    awk -v c="$CODEC" -v s="${T[$CODEC-loopback-false]}" -v a="${T[$CODEC-loopback-true]}" -v n="$NFILES" 'BEGIN {
+      printf "| %s | walvault, loopback | %.2f | %.2f | %.1f× | %.0f |\n", c, s, a, s / a, n / a }'
+    awk -v c="$CODEC" -v s="${T[$CODEC-latency-false]}" -v a="${T[$CODEC-latency-true]}" -v n="$NFILES" -v l="$LATENCY_MS" 'BEGIN {
+      printf "| %s | walvault, +%d ms per request | %.2f | %.2f | %.1f× | %.0f |\n", c, l, s, a, s / a, n / a }'
+    awk -v c="$CODEC" -v a="${T[$CODEC-tls-true]}" -v s="${T[$CODEC-pgbr-n]}" -v b="${T[$CODEC-pgbr-y]}" -v n="$NFILES" -v l="$LATENCY_MS" 'BEGIN {
+      printf "| %s | pgBackRest 2.45, TLS, +%d ms | %.2f | %.2f | %.1f× | %.0f |\n", c, l, s, b, s / b, n / b
+      printf "| %s | walvault, TLS, +%d ms | | %.2f | %.0f%% of pgBackRest archive-async'"'"'s time | %.0f |\n", c, l, a, 100 * a / b, n / a }'
+  done
 } | tee "$OUT/async-table.md"

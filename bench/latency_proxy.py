@@ -7,11 +7,18 @@ import asyncio
 import sys
 
 
-async def pipe(reader, writer, delay):
+async def pipe(reader, writer, delay, turn):
+    """Relays reader to writer. With a delay (the client's side), the first bytes of each new
+    request wait: bytes that arrive after the server has answered (turn["answered"]) start a
+    request. Later chunks of the same request (an upload's body) flow at once, so the delay is
+    one round trip per request, not a bandwidth limit."""
     try:
         while data := await reader.read(1 << 16):
-            if delay:
+            if delay and turn["answered"]:
+                turn["answered"] = False
                 await asyncio.sleep(delay)
+            elif not delay:
+                turn["answered"] = True
             writer.write(data)
             await writer.drain()
     except ConnectionError:
@@ -28,7 +35,8 @@ async def main(listen, upstream, delay):
             client_w.close()
             return
         # Requests (client to server) wait; responses flow at once.
-        await asyncio.gather(pipe(client_r, up_w, delay), pipe(up_r, client_w, 0))
+        turn = {"answered": True}
+        await asyncio.gather(pipe(client_r, up_w, delay, turn), pipe(up_r, client_w, 0, turn))
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen)
     async with server:
