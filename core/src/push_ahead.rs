@@ -67,6 +67,37 @@ pub struct SpoolRecord {
     pub archive: String,
     /// Where it is stored in that archive.
     pub key: String,
+    /// The file as the worker saw it, unchanged from before it was hashed until after it was
+    /// archived: a call finding the same identity acknowledges without reading the file.
+    #[serde(default)]
+    pub identity: Option<FileIdentity>,
+}
+
+/// A file's identity as its file system reports it. The change time cannot be set by any
+/// program and moves on every write, so the same identity means the same bytes: the check
+/// costs a `stat`, where hashing a 16 MiB segment costs about 10 ms on the call's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    /// Device number.
+    pub device: u64,
+    /// Inode number.
+    pub inode: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub modified_ns: i64,
+    /// Status change time, nanoseconds since the epoch.
+    pub changed_ns: i64,
+}
+
+/// What a call must do to compare its file with a record whose name and archive match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Comparison {
+    /// The same file, untouched since the worker archived it: acknowledge.
+    SameFile,
+    /// Another inode or times with the same size (a copy, a restored file): hash it and
+    /// compare with [`SpoolRecord::acknowledges`].
+    HashToCompare,
 }
 
 /// Why a record does not acknowledge the file PostgreSQL passes.
@@ -99,6 +130,30 @@ impl SpoolRecord {
             return Err(RecordMismatch::Unreadable);
         }
         Ok(self)
+    }
+
+    /// Compares the file a call is given (`seen`) with this record without reading it:
+    /// another name, archive or size never matches.
+    pub fn compare(
+        &self,
+        name: &str,
+        archive: &str,
+        seen: &FileIdentity,
+    ) -> Result<Comparison, RecordMismatch> {
+        if self.name != name {
+            return Err(RecordMismatch::OtherName(self.name.clone()));
+        }
+        if self.archive != archive {
+            return Err(RecordMismatch::OtherArchive(self.archive.clone()));
+        }
+        if self.size != seen.size {
+            return Err(RecordMismatch::OtherContent("another size"));
+        }
+        Ok(if self.identity.as_ref() == Some(seen) {
+            Comparison::SameFile
+        } else {
+            Comparison::HashToCompare
+        })
     }
 
     /// Whether this record acknowledges `name` of `size` bytes with content `sha256`, for
@@ -241,6 +296,17 @@ mod tests {
             sha256: d.finish(),
             archive: "s3://bucket/pg/wals/".into(),
             key: "pg/wals/0000000100000000/000000010000000000000001.zst".into(),
+            identity: Some(identity()),
+        }
+    }
+
+    fn identity() -> FileIdentity {
+        FileIdentity {
+            device: 2049,
+            inode: 1234,
+            size: 13,
+            modified_ns: 1_700_000_000_000_000_000,
+            changed_ns: 1_700_000_000_000_000_001,
         }
     }
 
@@ -284,6 +350,52 @@ mod tests {
             r.acknowledges(S1, 13, &r.sha256, "/var/lib/walvault/pg/wals/"),
             Err(RecordMismatch::OtherArchive(_))
         ));
+    }
+
+    #[test]
+    fn only_the_same_untouched_file_is_acknowledged_without_reading_it() {
+        let r = record();
+        let archive = r.archive.clone();
+        assert_eq!(
+            r.compare(S1, &archive, &identity()),
+            Ok(Comparison::SameFile)
+        );
+        // Written again (its change time moved), or another inode: read and compare.
+        for seen in [
+            FileIdentity {
+                changed_ns: identity().changed_ns + 1,
+                ..identity()
+            },
+            FileIdentity {
+                inode: 99,
+                ..identity()
+            },
+        ] {
+            assert_eq!(
+                r.compare(S1, &archive, &seen),
+                Ok(Comparison::HashToCompare)
+            );
+        }
+        // Another size, name or archive: never.
+        let longer = FileIdentity {
+            size: 14,
+            ..identity()
+        };
+        assert_eq!(
+            r.compare(S1, &archive, &longer),
+            Err(RecordMismatch::OtherContent("another size"))
+        );
+        assert!(r.compare(S2, &archive, &identity()).is_err());
+        assert!(r.compare(S1, "/elsewhere/", &identity()).is_err());
+        // A record without an identity (an older worker's) is always compared by content.
+        let old = SpoolRecord {
+            identity: None,
+            ..record()
+        };
+        assert_eq!(
+            old.compare(S1, &archive, &identity()),
+            Ok(Comparison::HashToCompare)
+        );
     }
 
     #[test]

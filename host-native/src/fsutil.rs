@@ -445,6 +445,19 @@ impl Fs {
     }
 }
 
+/// A stable short name for a directory (FNV-1a of its path, 16 hex digits): the spools of
+/// `get-wal --prefetch` and `archive_async` are kept per directory of PostgreSQL's.
+pub fn path_id(path: &Path) -> String {
+    let hash = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

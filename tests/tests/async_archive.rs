@@ -324,21 +324,14 @@ fn a_busy_primary_archives_asynchronously_behind_20_ms_without_a_gap_and_recover
     assert_eq!(fingerprint(&restored), at_target, "recovered to the target");
 }
 
-/// The spool of `pg_wal` as walvault names it (FNV-1a of the canonical path).
+/// The spool of `pg_wal` as walvault names it.
 fn spool_of(world: &World, pg_wal: &Path) -> PathBuf {
     let canonical = fs::canonicalize(pg_wal).expect("canonical");
-    let hash = canonical
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        });
     world
         .home
         .join(SERVER)
         .join("put-spool")
-        .join(format!("{hash:016x}"))
+        .join(walvault::fsutil::path_id(&canonical))
 }
 
 /// Runs walvault with a deadline: a call that waits on a FIFO must not hang PostgreSQL.

@@ -145,6 +145,23 @@ fn without_a_limit_the_same_outage_keeps_every_segment() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 }
 
+fn current_lsn(cluster: &Cluster) -> String {
+    cluster
+        .query_text("SELECT pg_current_wal_lsn()::text")
+        .expect("lsn")
+}
+
+/// Bytes of WAL written since `lsn`.
+fn written_since(cluster: &Cluster, lsn: &str) -> u64 {
+    cluster
+        .query_text(&format!(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')::bigint::text"
+        ))
+        .expect("lsn diff")
+        .parse()
+        .expect("bytes")
+}
+
 /// A tmpfs of `mib` MiB mounted at `dir` for the test (unmounted on drop), or `None` where the
 /// test may not mount (it then says it is skipped; under CI, `WALVAULT_REQUIRE_TOOLS=1`, that
 /// fails the run).
@@ -256,20 +273,12 @@ fn an_object_store_outage_with_pg_wal_on_a_small_file_system_never_stops_the_pri
     // A store that hangs: each request holds a call for 20 s, in which the primary writes
     // twice what pg_wal holds; the call watches the queue and drops its segment in time.
     proxy.add(walvault_tests::s3::Rule::new("", "", walvault_tests::s3::Fault::Stall).always());
-    let start_lsn = primary
-        .query_text("SELECT pg_current_wal_lsn()::text")
-        .expect("lsn");
+    let start_lsn = current_lsn(&primary);
     for _ in 0..110 {
         write_wal(&primary, 1);
         std::thread::sleep(Duration::from_millis(100));
     }
-    let written: u64 = primary
-        .query_text(&format!(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start_lsn}')::bigint::text"
-        ))
-        .expect("lsn diff")
-        .parse()
-        .expect("bytes");
+    let written = written_since(&primary, &start_lsn);
     assert!(
         written > 96 * MIB,
         "{written} bytes written while the store hung"
@@ -277,9 +286,7 @@ fn an_object_store_outage_with_pg_wal_on_a_small_file_system_never_stops_the_pri
     proxy.clear();
     // A store that is down.
     server.kill();
-    let start_lsn = primary
-        .query_text("SELECT pg_current_wal_lsn()::text")
-        .expect("lsn");
+    let start_lsn = current_lsn(&primary);
     // About 10 MiB of WAL a second: a busy primary, but within what any archive_command can
     // be called for (PostgreSQL starts one process per segment; at 1 MiB segments on tmpfs an
     // unpaced loop writes faster than even `true` can acknowledge).
@@ -290,13 +297,7 @@ fn an_object_store_outage_with_pg_wal_on_a_small_file_system_never_stops_the_pri
     }
     load.join()
         .expect("pgbench ran to its end: the primary never stopped");
-    let written: u64 = primary
-        .query_text(&format!(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start_lsn}')::bigint::text"
-        ))
-        .expect("lsn diff")
-        .parse()
-        .expect("bytes");
+    let written = written_since(&primary, &start_lsn);
     assert!(
         written > 96 * MIB,
         "the outage wrote more WAL than pg_wal can hold ({written} bytes)"

@@ -19,7 +19,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use walvault_core::push_ahead::{
-    ContentDigest, RecordMismatch, SpoolRecord, next_to_push, stale_records,
+    Comparison, ContentDigest, FileIdentity, RecordMismatch, SpoolRecord, next_to_push,
+    stale_records,
 };
 use walvault_core::wal::WalFileName;
 
@@ -74,21 +75,14 @@ impl PutSpool {
         if !pg_wal.join("archive_status").is_dir() {
             return None;
         }
-        // FNV-1a of the directory: a primary and its standby archiving into one server
-        // (archive_mode = always) keep separate spools.
-        let hash = pg_wal
-            .as_os_str()
-            .as_encoded_bytes()
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-            });
+        // A primary and its standby archiving into one server (archive_mode = always) keep
+        // separate spools.
         Some(PutSpool {
             dir: ctx
                 .cfg
                 .backup_directory
                 .join("put-spool")
-                .join(format!("{hash:016x}")),
+                .join(crate::fsutil::path_id(&pg_wal)),
             pg_wal,
         })
     }
@@ -137,29 +131,23 @@ impl PutSpool {
 
     /// The WAL names with a record.
     fn records(&self) -> BTreeSet<String> {
-        fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|e| {
-                        let file = e.file_name();
-                        let name = file.to_str()?.strip_suffix(".done")?;
-                        name.parse::<WalFileName>().ok().map(|_| name.to_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.wal_names("", ".done")
     }
 
     /// The WAL names with a claim file (held or left behind).
     fn claims(&self) -> BTreeSet<String> {
+        self.wal_names(".", ".busy")
+    }
+
+    /// The WAL names of the spool's files named `<prefix><WAL><suffix>`.
+    fn wal_names(&self, prefix: &str, suffix: &str) -> BTreeSet<String> {
         fs::read_dir(&self.dir)
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
                     .filter_map(|e| {
                         let file = e.file_name();
-                        let name = file.to_str()?.strip_prefix('.')?.strip_suffix(".busy")?;
+                        let name = file.to_str()?.strip_prefix(prefix)?.strip_suffix(suffix)?;
                         name.parse::<WalFileName>().ok().map(|_| name.to_owned())
                     })
                     .collect()
@@ -217,9 +205,31 @@ impl PutSpool {
     }
 }
 
+/// A file's identity, from its metadata.
+fn identity_of(meta: &fs::Metadata) -> FileIdentity {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+    FileIdentity {
+        device: meta.dev(),
+        inode: meta.ino(),
+        size: meta.len(),
+        modified_ns: ns(meta.mtime(), meta.mtime_nsec()),
+        changed_ns: ns(meta.ctime(), meta.ctime_nsec()),
+    }
+}
+
+/// The identity of the file at `path` (never through a link, never a FIFO).
+fn identity_at(path: &Path) -> io::Result<FileIdentity> {
+    Ok(identity_of(&crate::fsutil::open_regular(path)?.metadata()?))
+}
+
 /// Size and SHA-256 of a file, read as it is now (never through a link or from a FIFO).
 pub fn digest_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut file = crate::fsutil::open_regular(path)?;
+    digest_open(crate::fsutil::open_regular(path)?)
+}
+
+/// Size and SHA-256 of an open file, from its start.
+fn digest_open(mut file: fs::File) -> io::Result<(u64, String)> {
     let mut digest = ContentDigest::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -266,8 +276,16 @@ pub fn before_put(
                 return Ok(None);
             }
         };
-        let (size, sha256) = digest_file(wal_path)?;
-        match record.acknowledges(file_name, size, &sha256, &archive) {
+        // The same untouched file: a stat. Otherwise its bytes decide.
+        let verdict = match record.compare(file_name, &archive, &identity_at(wal_path)?) {
+            Ok(Comparison::SameFile) => Ok(()),
+            Ok(Comparison::HashToCompare) => {
+                let (size, sha256) = digest_file(wal_path)?;
+                record.acknowledges(file_name, size, &sha256, &archive)
+            }
+            Err(e) => Err(e),
+        };
+        match verdict {
             Ok(()) => {
                 // Used once: PostgreSQL marks the WAL done after this call, and a retry of
                 // the same call (a crash before it did) archives it again, identically.
@@ -396,10 +414,14 @@ fn push_one(
     }
     let path = spool.pg_wal.join(file_name);
     // Gone: PostgreSQL recycled it after a call archived it; nothing to do.
-    let Ok(meta) = crate::fsutil::open_regular(&path).and_then(|f| f.metadata()) else {
+    let Ok(file) = crate::fsutil::open_regular(&path) else {
         return true;
     };
-    let Ok(before) = digest_file(&path) else {
+    let Ok(meta) = file.metadata() else {
+        return true;
+    };
+    let identity = identity_of(&meta);
+    let Ok(digest) = digest_open(file) else {
         return true;
     };
     let key = match super::wal_io::put_wal_archiving(ctx, &path, file_name, name, &meta, ui) {
@@ -410,8 +432,9 @@ fn push_one(
             return false;
         }
     };
-    // The record names the bytes archived: the file must not have changed while it was read.
-    if digest_file(&path).ok().as_ref() != Some(&before) {
+    // The record names the bytes archived: the file must not have changed since it was
+    // hashed (its change time would have moved).
+    if identity_at(&path).ok() != Some(identity) || digest.0 != identity.size {
         ui.warn(format_args!(
             "{file_name} changed while it was archived; no record"
         ));
@@ -419,10 +442,11 @@ fn push_one(
     }
     let record = SpoolRecord {
         name: file_name.to_owned(),
-        size: before.0,
-        sha256: before.1,
+        size: digest.0,
+        sha256: digest.1,
         archive: archive.to_owned(),
         key,
+        identity: Some(identity),
     };
     if let Err(e) = spool.write_record(&record) {
         ui.warn(format_args!("{file_name}: cannot write its record: {e}"));

@@ -502,20 +502,12 @@ impl Spool {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let dest_dir = fs::canonicalize(dest_dir).unwrap_or_else(|_| dest_dir.to_owned());
-        // FNV-1a: a stable short name for the directory.
-        let hash = dest_dir
-            .as_os_str()
-            .as_encoded_bytes()
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-            });
         Spool {
             dir: ctx
                 .cfg
                 .backup_directory
                 .join("spool")
-                .join(format!("{hash:016x}")),
+                .join(crate::fsutil::path_id(&dest_dir)),
             fs: ctx.fs,
         }
     }
