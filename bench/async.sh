@@ -130,9 +130,13 @@ archive_async = $3
 jobs = $JOBS
 TOML
 }
-RUN=0
+# Every run starts from an empty bucket under a prefix of its own: a WAL already in the archive
+# is not uploaded again (pgBackRest skips it once its checksum matches; walvault compares it),
+# so a run that found the previous run's objects would time something else. (A counter would
+# not do: best_of runs in a command substitution, whose increments are lost.)
+fresh_bucket() { settle; rm -rf "${OUT:?}/s3/bench/"*; RUN=$(date +%s%N); reset_ready; }
 fresh_walvault() {  # uses $W_ENDPOINT $W_ASYNC
-  settle; RUN=$((RUN + 1)); rm -rf "$OUT/home"; reset_ready
+  fresh_bucket; rm -rf "$OUT/home"
   config "wv-$RUN" "$W_ENDPOINT" "$W_ASYNC"
 }
 put_wal() { "$WALVAULT" -c "$OUT/walvault.toml" put-wal pg "$1"; }
@@ -152,7 +156,7 @@ repo1-storage-verify-tls=n
 CONF
 }
 fresh_pgbackrest() {  # uses $PGBR_ASYNC
-  settle; RUN=$((RUN + 1)); reset_ready; rm -rf "$OUT/pgbackrest/spool"
+  fresh_bucket; rm -rf "$OUT/pgbackrest/spool"
   s3_repo "/pgbackrest-$RUN" | pgbackrest_config "$CODEC" "$PGDIR"
   pgbackrest_run --no-online stanza-create
 }
