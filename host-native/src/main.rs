@@ -54,8 +54,14 @@ fn one<'c>(config: &'c Config, name: &str) -> anyhow::Result<ServerCtx<'c>> {
     ServerCtx::open(config.server(name)?, &config.path)
 }
 
-fn default_jobs() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+/// Jobs when neither the command line nor the configuration sets them: one per core for a
+/// local archive; object storage is latency-bound, so more requests in flight than cores.
+fn default_jobs(local: bool) -> usize {
+    if local {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        8
+    }
 }
 
 fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
@@ -76,14 +82,9 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
         Command::ArchiveWal { servers, jobs } => {
             let mut ok = true;
             for ctx in selected(&config, servers)? {
-                // Object storage is latency-bound: more requests in flight than cores.
-                let jobs = jobs.or(ctx.cfg.jobs).unwrap_or_else(|| {
-                    if ctx.local_archive_dir().is_some() {
-                        default_jobs()
-                    } else {
-                        8
-                    }
-                });
+                let jobs = jobs
+                    .or(ctx.cfg.jobs)
+                    .unwrap_or_else(|| default_jobs(ctx.local_archive_dir().is_some()));
                 match cmd::archive_wal::run(&ctx, jobs, ui) {
                     Ok(server_ok) => ok &= server_ok,
                     Err(e) => {
@@ -122,14 +123,10 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
         } => {
             let ctx = one(&config, server)?;
             if *push_ahead_worker {
-                // Object storage is latency-bound: more requests in flight than cores.
-                let jobs = ctx.cfg.jobs.unwrap_or_else(|| {
-                    if ctx.local_archive_dir().is_some() {
-                        default_jobs()
-                    } else {
-                        8
-                    }
-                });
+                let jobs = ctx
+                    .cfg
+                    .jobs
+                    .unwrap_or_else(|| default_jobs(ctx.local_archive_dir().is_some()));
                 cmd::push_ahead::worker(&ctx, path, jobs, ui)
             } else {
                 cmd::wal_io::put_wal(&ctx, path, ui)
@@ -193,11 +190,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             let jobs = jobs
                 .or_else(|| ctxs.first().and_then(|c| c.cfg.jobs))
                 .unwrap_or_else(|| {
-                    if ctxs.iter().all(|c| c.local_archive_dir().is_some()) {
-                        default_jobs()
-                    } else {
-                        8
-                    }
+                    default_jobs(ctxs.iter().all(|c| c.local_archive_dir().is_some()))
                 });
             let opts = cmd::verify::Options {
                 from: from.clone(),

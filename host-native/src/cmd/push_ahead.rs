@@ -224,7 +224,7 @@ fn identity_at(path: &Path) -> io::Result<FileIdentity> {
 }
 
 /// Size and SHA-256 of a file, read as it is now (never through a link or from a FIFO).
-pub fn digest_file(path: &Path) -> io::Result<(u64, String)> {
+fn digest_file(path: &Path) -> io::Result<(u64, String)> {
     digest_open(crate::fsutil::open_regular(path)?)
 }
 
@@ -268,13 +268,9 @@ pub fn before_put(
     spool.ensure_worker(ctx, wal_path);
     let archive = ctx.archive_root();
     let acknowledged = |ui: &Ui| -> anyhow::Result<Option<SpoolRecord>> {
-        let record = match spool.record(file_name) {
-            Ok(r) => r,
-            Err(RecordMismatch::Unreadable) => return Ok(None),
-            Err(e) => {
-                ui.verbose(format_args!("{file_name}: {e}; archiving it now"));
-                return Ok(None);
-            }
+        // None, or unreadable (a torn write, a foreign file): archive it.
+        let Ok(record) = spool.record(file_name) else {
+            return Ok(None);
         };
         // The same untouched file: a stat. Otherwise its bytes decide.
         let verdict = match record.compare(file_name, &archive, &identity_at(wal_path)?) {
