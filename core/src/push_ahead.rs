@@ -226,16 +226,7 @@ pub fn stale_records<'a>(records: &'a BTreeSet<String>, ready: &[ReadyWal]) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ready(names: &[&str]) -> Vec<ReadyWal> {
-        names
-            .iter()
-            .map(|n| ReadyWal {
-                name: n.parse().expect("name"),
-                bytes: 16 << 20,
-            })
-            .collect()
-    }
+    use crate::queue_limit::ready;
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| (*s).to_owned()).collect()

@@ -95,23 +95,25 @@ pub fn describe_dropped(dropped: &[DroppedSegment]) -> Option<String> {
     ))
 }
 
+/// A ready list of these names, 16 MiB per segment and 40 bytes per history file (tests).
+#[cfg(test)]
+pub(crate) fn ready(names: &[&str]) -> Vec<ReadyWal> {
+    names
+        .iter()
+        .map(|n| ReadyWal {
+            name: n.parse().expect("name"),
+            bytes: if n.ends_with(".history") {
+                40
+            } else {
+                16 << 20
+            },
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ready(names: &[&str]) -> Vec<ReadyWal> {
-        names
-            .iter()
-            .map(|n| ReadyWal {
-                name: n.parse().expect("name"),
-                bytes: if n.ends_with(".history") {
-                    40
-                } else {
-                    16 << 20
-                },
-            })
-            .collect()
-    }
 
     fn name(n: &str) -> WalFileName {
         n.parse().expect("name")
