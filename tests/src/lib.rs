@@ -632,29 +632,7 @@ pub fn point_in_time_recovery_with(world: &World, codec: &str, get_wal_options: 
 /// [`point_in_time_recovery`] with this `restore_command`.
 pub fn point_in_time_recovery_restoring_with(world: &World, codec: &str, restore_command: &str) {
     let mut primary = world.archiving_primary();
-    primary
-        .pgbench(&["-i", "-s", "2", "-q"])
-        .expect("pgbench -i");
-    primary
-        .base_backup(&world.path("restored"))
-        .expect("base backup");
-    primary
-        .pgbench(&["-n", "-c", "2", "-t", "1500"])
-        .expect("pgbench");
-    let at_target = fingerprint(&primary);
-    primary
-        .execute("SELECT pg_create_restore_point('walvault_target')")
-        .expect("restore point");
-    primary
-        .pgbench(&["-n", "-c", "2", "-t", "500"])
-        .expect("pgbench after the target");
-    let later = fingerprint(&primary);
-    assert_ne!(
-        at_target, later,
-        "the workload after the target changes the data"
-    );
-    switch_and_wait_archived(&primary);
-    assert_eq!(failed_count(&primary), "0");
+    let at_target = point_in_time_workload(world, &primary, 1500);
     primary.stop("fast").expect("stop");
     if codec != "none" {
         assert!(
@@ -665,7 +643,43 @@ pub fn point_in_time_recovery_restoring_with(world: &World, codec: &str, restore
             "every catalogue line records {codec}"
         );
     }
+    recover_to_target(world, restore_command, &at_target);
+}
 
+/// The workload of a point-in-time recovery on a started, archiving `primary`: a pgbench
+/// database, a base backup into `restored`, `transactions` per client, the restore point
+/// `walvault_target`, more transactions after it, and everything archived without a failed
+/// `archive_command`. Returns the data's fingerprint at the target.
+pub fn point_in_time_workload(world: &World, primary: &Cluster, transactions: u32) -> String {
+    primary
+        .pgbench(&["-i", "-s", "2", "-q"])
+        .expect("pgbench -i");
+    primary
+        .base_backup(&world.path("restored"))
+        .expect("base backup");
+    primary
+        .pgbench(&["-n", "-c", "2", "-t", &transactions.to_string()])
+        .expect("pgbench");
+    let at_target = fingerprint(primary);
+    primary
+        .execute("SELECT pg_create_restore_point('walvault_target')")
+        .expect("restore point");
+    primary
+        .pgbench(&["-n", "-c", "2", "-t", "500"])
+        .expect("pgbench after the target");
+    let later = fingerprint(primary);
+    assert_ne!(
+        at_target, later,
+        "the workload after the target changes the data"
+    );
+    switch_and_wait_archived(primary);
+    assert_eq!(failed_count(primary), "0");
+    at_target
+}
+
+/// Recovers the base backup in `restored` to `walvault_target` with `restore_command`, and
+/// checks it stopped there with the data it had then.
+pub fn recover_to_target(world: &World, restore_command: &str, at_target: &str) -> Cluster {
     let restored = world.recover(
         "restored",
         &format!(
@@ -684,6 +698,7 @@ pub fn point_in_time_recovery_restoring_with(world: &World, codec: &str, restore
         log.contains("recovery stopping at restore point \"walvault_target\""),
         "PostgreSQL stopped at the target:\n{log}"
     );
+    restored
 }
 
 /// A valid 1 MiB segment (configure `wal_segment_size = "1MB"`): its page header, then bytes

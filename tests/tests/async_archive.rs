@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use walvault_tests::s3::{FaultProxy, S3Server};
-use walvault_tests::{SERVER, World, describe, failed_count, fingerprint, small_segment};
+use walvault_tests::{SERVER, World, describe, small_segment};
 
 const BUCKET: &str = "wal";
 
@@ -277,24 +277,8 @@ fn a_busy_primary_archives_asynchronously_behind_20_ms_without_a_gap_and_recover
         ))
         .expect("configure");
     primary.start().expect("start");
-    primary
-        .pgbench(&["-i", "-s", "2", "-q"])
-        .expect("pgbench -i");
-    primary
-        .base_backup(&world.path("restored"))
-        .expect("base backup");
-    primary
-        .pgbench(&["-n", "-c", "2", "-t", "3000"])
-        .expect("pgbench");
-    let at_target = fingerprint(&primary);
-    primary
-        .execute("SELECT pg_create_restore_point('walvault_target')")
-        .expect("restore point");
-    primary
-        .pgbench(&["-n", "-c", "2", "-t", "500"])
-        .expect("pgbench after the target");
-    walvault_tests::switch_and_wait_archived(&primary);
-    assert_eq!(failed_count(&primary), "0", "no archive_command failed");
+    // Checks along the way: no archive_command failed.
+    let at_target = walvault_tests::point_in_time_workload(&world, &primary, 3000);
     let archived: String = primary
         .query_text("SELECT archived_count::text FROM pg_stat_archiver")
         .expect("stats");
@@ -313,15 +297,7 @@ fn a_busy_primary_archives_asynchronously_behind_20_ms_without_a_gap_and_recover
     assert!(verify.status.success(), "{}", describe(&verify));
 
     let restore_command = world.command_line(&format!("get-wal {SERVER} %f %p"));
-    let restored = world.recover(
-        "restored",
-        &format!(
-            "archive_mode = off\nrestore_command = '{restore_command}'\nrecovery_target_name = 'walvault_target'\nrecovery_target_action = 'promote'"
-        ),
-        "recovery to reach the target and promote",
-        Duration::from_secs(300),
-    );
-    assert_eq!(fingerprint(&restored), at_target, "recovered to the target");
+    walvault_tests::recover_to_target(&world, &restore_command, &at_target);
 }
 
 /// The spool of `pg_wal` as walvault names it.
