@@ -31,7 +31,7 @@ log() { printf '[async %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 PGDATA=${PGDATA:-$(dirname "$CORPUS")/pgdata}
 [[ -f $PGDATA/global/pg_control ]] || { log "no cluster at $PGDATA (make-wal.sh keeps it): pgBackRest needs it"; exit 1; }
 # shellcheck source=bench/peers.sh
-source "$ROOT/bench/peers.sh"
+source "$ROOT/bench/peers.sh"  # pgbackrest_*, tls_front
 pgbackrest_install
 command -v stunnel >/dev/null \
   || apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends stunnel4 >/dev/null
@@ -56,26 +56,8 @@ python3 "$ROOT/bench/latency_proxy.py" "$PROXY_PORT" "$PORT" "$LATENCY_MS" &
 PIDS+=($!); wait_port "$PROXY_PORT"
 
 # The TLS front, in front of the latency proxy.
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=walvault-bench-ca \
-  -keyout "$OUT/tls-ca-key.pem" -out "$OUT/tls-ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
-  -keyout "$OUT/tls-key.pem" -out "$OUT/tls.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$OUT/tls-ext.cnf"
-openssl x509 -req -in "$OUT/tls.csr" -CA "$OUT/tls-ca.pem" -CAkey "$OUT/tls-ca-key.pem" -CAcreateserial \
-  -days 1 -extfile "$OUT/tls-ext.cnf" -out "$OUT/tls-cert.pem" 2>/dev/null
-TLS_PORT=$(free_port)
-cat > "$OUT/stunnel.conf" <<CONF
-foreground = yes
-pid =
-debug = 3
-[s3]
-accept = 127.0.0.1:$TLS_PORT
-connect = 127.0.0.1:$PROXY_PORT
-cert = $OUT/tls-cert.pem
-key = $OUT/tls-key.pem
-CONF
-stunnel "$OUT/stunnel.conf" >"$OUT/stunnel.log" 2>&1 &
-PIDS+=($!); wait_port "$TLS_PORT"
+tls_front "$PROXY_PORT"
+PIDS+=("$TLS_PID")
 
 # The data directory PostgreSQL's archiver works in (pgBackRest wants pg_wal inside pg1-path,
 # and reads the cluster's pg_control there): the corpus cluster's control file and version,

@@ -66,3 +66,31 @@ pgbackrest_config() {
 }
 
 pgbackrest_run() { pgbackrest --config="$OUT/pgbackrest.conf" --stanza=bench "$@"; }
+
+# tls_front UPSTREAM_PORT: the TLS front pgBackRest needs (it speaks only HTTPS to S3), started
+# on a free port in front of 127.0.0.1:UPSTREAM_PORT with stunnel. Sets TLS_PORT and TLS_PID;
+# $OUT/tls-ca.pem is the CA to trust. A throw-away CA and a server certificate for 127.0.0.1
+# signed by it (rustls, under walvault, refuses a CA certificate as the server's own).
+tls_front() {
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=walvault-bench-ca \
+    -keyout "$OUT/tls-ca-key.pem" -out "$OUT/tls-ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$OUT/tls-key.pem" -out "$OUT/tls.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$OUT/tls-ext.cnf"
+  openssl x509 -req -in "$OUT/tls.csr" -CA "$OUT/tls-ca.pem" -CAkey "$OUT/tls-ca-key.pem" -CAcreateserial \
+    -days 1 -extfile "$OUT/tls-ext.cnf" -out "$OUT/tls-cert.pem" 2>/dev/null
+  TLS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat > "$OUT/stunnel.conf" <<CONF
+foreground = yes
+pid =
+debug = 3
+[s3]
+accept = 127.0.0.1:$TLS_PORT
+connect = 127.0.0.1:$1
+cert = $OUT/tls-cert.pem
+key = $OUT/tls-key.pem
+CONF
+  stunnel "$OUT/stunnel.conf" >"$OUT/stunnel.log" 2>&1 &
+  TLS_PID=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$TLS_PORT") 2>/dev/null && return; sleep 0.1; done
+}

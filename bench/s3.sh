@@ -35,7 +35,7 @@ log() { printf '[s3 %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 PGDATA=${PGDATA:-$(dirname "$CORPUS")/pgdata}
 [[ -f $PGDATA/global/pg_control ]] || { log "no cluster at $PGDATA (make-wal.sh keeps it): pgBackRest needs it"; exit 1; }
 # shellcheck source=bench/peers.sh
-source "$ROOT/bench/peers.sh"  # pgbackrest_install, pgbackrest_config, pgbackrest_run
+source "$ROOT/bench/peers.sh"  # pgbackrest_install, pgbackrest_config, pgbackrest_run, tls_front
 pgbackrest_install
 command -v stunnel >/dev/null \
   || apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends stunnel4 >/dev/null
@@ -62,30 +62,8 @@ trap 'kill $S3_PID $PROXY_PID 2>/dev/null' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$PROXY_PORT") 2>/dev/null && break; sleep 0.1; done
 
 # The TLS front pgBackRest needs (and walvault put-wal is timed through as well).
-# A throw-away CA and a server certificate for 127.0.0.1 signed by it (rustls, under walvault,
-# refuses a CA certificate as the server's own).
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=walvault-bench-ca \
-  -keyout "$OUT/tls-ca-key.pem" -out "$OUT/tls-ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
-  -keyout "$OUT/tls-key.pem" -out "$OUT/tls.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$OUT/tls-ext.cnf"
-openssl x509 -req -in "$OUT/tls.csr" -CA "$OUT/tls-ca.pem" -CAkey "$OUT/tls-ca-key.pem" -CAcreateserial \
-  -days 1 -extfile "$OUT/tls-ext.cnf" -out "$OUT/tls-cert.pem" 2>/dev/null
-TLS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat > "$OUT/stunnel.conf" <<CONF
-foreground = yes
-pid =
-debug = 3
-[s3]
-accept = 127.0.0.1:$TLS_PORT
-connect = 127.0.0.1:$PORT
-cert = $OUT/tls-cert.pem
-key = $OUT/tls-key.pem
-CONF
-stunnel "$OUT/stunnel.conf" >"$OUT/stunnel.log" 2>&1 &
-TLS_PID=$!
+tls_front "$PORT"
 trap 'kill $S3_PID $PROXY_PID $TLS_PID 2>/dev/null' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$TLS_PORT") 2>/dev/null && break; sleep 0.1; done
 
 s3_repo() {  # REPO_PATH: the repo1-* lines for the TLS front, for pgbackrest_config
   cat <<CONF
