@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalogue::CatalogueEntry;
 use crate::compression::{Codec, DecodeLimits, Decoder, Encoder, Level, MAGIC_MAX_LEN};
 use crate::duplicate::{DifferenceReason, Duplicate, ErrorKind, read_full, same_content};
-use crate::encryption::{Decrypt, looks_like_openpgp};
+use crate::encryption::{Decrypt, Encrypt, looks_like_openpgp};
 use crate::layout::{Layout, StoredWal};
 use crate::queue::{Batch, Candidate, UnknownReason};
 use crate::storage::{Payload, PutMode, StorageError, WalStore};
@@ -277,6 +277,8 @@ pub struct Archiver<'a, S: WalStore + ?Sized> {
     pub settings: &'a ArchiveSettings,
     /// Opens encrypted archived copies for comparison, when a key is configured.
     pub decryptor: Option<&'a dyn Decrypt>,
+    /// Encrypts what is stored (after compression), when encryption is on.
+    pub encryptor: Option<&'a dyn Encrypt>,
 }
 
 impl<S: WalStore + ?Sized> std::fmt::Debug for Archiver<'_, S> {
@@ -284,6 +286,7 @@ impl<S: WalStore + ?Sized> std::fmt::Debug for Archiver<'_, S> {
         f.debug_struct("Archiver")
             .field("settings", &self.settings)
             .field("decryptor", &self.decryptor.map(Decrypt::name))
+            .field("encryptor", &self.encryptor.map(Encrypt::name))
             .finish()
     }
 }
@@ -360,6 +363,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                 expected_size: inspection.raw_size,
                 plain_source: inspection.codec.is_none(),
                 modified: candidate.mtime,
+                encrypt: self.encryptor,
             };
             match self.store.put(&key, PutMode::Create, &mut payload) {
                 Ok(meta) => {
@@ -368,7 +372,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                         size: meta.size,
                         time: candidate.mtime,
                         compression: codec.map(|c| c.name().to_owned()),
-                        encryption: None,
+                        encryption: self.encryptor.map(|e| e.name().to_owned()),
                     };
                     return FileOutcome::Archived { entry, key };
                 }
@@ -591,7 +595,7 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
         let mut prefix = [0u8; 16];
         let got = read_full(&mut *raw, &mut prefix)
             .map_err(|e| StorageError::from_io(crate::storage::Op::Get, &stored.key, &e))?;
-        let mut reader: Box<dyn Read + '_> =
+        let mut reader: Box<dyn Read + Send + '_> =
             Box::new(io::Cursor::new(prefix[..got].to_vec()).chain(raw));
         if let Some(decryptor) = self.decryptor.filter(|d| d.detect(&prefix[..got])) {
             stored_as.encryption = Some(decryptor.name().to_owned());
@@ -667,12 +671,14 @@ struct ArchivePayload<'a> {
     plain_source: bool,
     /// The source's modification time, kept by the stored copy.
     modified: f64,
+    /// Encrypts the (compressed) bytes, when encryption is on.
+    encrypt: Option<&'a dyn Encrypt>,
 }
 
 impl Payload for ArchivePayload<'_> {
     fn verbatim_file(&self) -> Option<(&std::path::Path, u64)> {
-        match (self.encode, self.plain_source) {
-            (None, true) => Some((self.source.path()?, self.expected_size)),
+        match (self.encode, self.plain_source, self.encrypt) {
+            (None, true, None) => Some((self.source.path()?, self.expected_size)),
             _ => None,
         }
     }
@@ -691,6 +697,20 @@ impl Payload for ArchivePayload<'_> {
             inner: sink,
             count: 0,
         };
+        if let Some(encrypt) = self.encrypt {
+            // The encryption pulls what it seals: compression runs inside that read.
+            let mut plain = EncodingReader::new(
+                reader,
+                self.encode,
+                self.level,
+                self.plain_source.then_some(self.expected_size),
+            )?;
+            encrypt.encrypt(&mut plain, &mut counter)?;
+            if !plain.finished() {
+                return Err(io::Error::other("the encryption stopped before the data ended"));
+            }
+            return Ok(counter.count);
+        }
         let mut encoder = Encoder::new(self.encode, self.level, &mut counter)?;
         let read = io::copy(&mut reader, &mut encoder)?;
         if self.plain_source && read != self.expected_size {
@@ -704,6 +724,105 @@ impl Payload for ArchivePayload<'_> {
         }
         encoder.finish()?;
         Ok(counter.count)
+    }
+}
+
+/// A reader of a source's compressed bytes: the push-style [`Encoder`] driven from reads,
+/// for a consumer (the encryption) that pulls. Memory stays at one chunk plus what the codec
+/// emits for it.
+struct EncodingReader<'a> {
+    source: Box<dyn Read + 'a>,
+    encoder: Option<Encoder<SharedBuf>>,
+    out: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+    pos: usize,
+    chunk: Vec<u8>,
+    read: u64,
+    /// A plain source's validated size: reading another amount fails the put.
+    expected: Option<u64>,
+}
+
+/// The encoder's sink, shared with the reader that drains it.
+struct SharedBuf(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> EncodingReader<'a> {
+    fn new(
+        source: Box<dyn Read + 'a>,
+        codec: Option<Codec>,
+        level: Level,
+        expected: Option<u64>,
+    ) -> io::Result<Self> {
+        let out = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        Ok(EncodingReader {
+            source,
+            encoder: Some(Encoder::new(codec, level, SharedBuf(out.clone()))?),
+            out,
+            pos: 0,
+            chunk: vec![0; 256 << 10],
+            read: 0,
+            expected,
+        })
+    }
+
+    /// Whether the source was read to its end and the encoder finished.
+    fn finished(&self) -> bool {
+        self.encoder.is_none()
+    }
+}
+
+impl Read for EncodingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            {
+                let mut out = self.out.borrow_mut();
+                if self.pos < out.len() {
+                    let n = buf.len().min(out.len() - self.pos);
+                    buf[..n].copy_from_slice(&out[self.pos..self.pos + n]);
+                    self.pos += n;
+                    if self.pos == out.len() {
+                        out.clear();
+                        self.pos = 0;
+                    }
+                    return Ok(n);
+                }
+            }
+            let Some(encoder) = self.encoder.as_mut() else {
+                return Ok(0);
+            };
+            let n = match self.source.read(&mut self.chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                if let Some(expected) = self.expected
+                    && self.read != expected
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the file changed while being archived: {} bytes read, {expected} expected",
+                            self.read
+                        ),
+                    ));
+                }
+                if let Some(encoder) = self.encoder.take() {
+                    encoder.finish()?;
+                }
+                continue;
+            }
+            self.read += n as u64;
+            encoder.write_all(&self.chunk[..n])?;
+        }
     }
 }
 

@@ -193,6 +193,7 @@ fn run(
         store,
         settings: s,
         decryptor: None,
+        encryptor: None,
     };
     Run {
         report: run_batch(
@@ -865,7 +866,7 @@ impl WalStore for LaggingStore {
     fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
         self.inner.head(key)
     }
-    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
         self.inner.get(key)
     }
     fn put(
@@ -1019,6 +1020,7 @@ fn encrypted_copy_is_compared_after_decryption_when_a_key_is_available() {
         store: &store,
         settings: &s,
         decryptor: Some(&XorCipher),
+        encryptor: None,
     };
     assert!(matches!(
         with_key.archive_file(&candidate, &MemSource(data.clone()), NOW),
@@ -1039,6 +1041,7 @@ fn encrypted_copy_is_compared_after_decryption_when_a_key_is_available() {
         store: &store,
         settings: &s,
         decryptor: None,
+        encryptor: None,
     };
     match no_key.archive_file(&candidate, &MemSource(data), NOW) {
         FileOutcome::DifferentDuplicate { reasons, .. } => {
@@ -1147,6 +1150,7 @@ fn a_source_that_changes_after_validation_stores_nothing() {
         store: &store,
         settings: &s,
         decryptor: None,
+        encryptor: None,
     };
     match archiver.archive_file(
         &candidate,

@@ -341,7 +341,7 @@ mod tests {
         fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
             self.inner.head(key)
         }
-        fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+        fn get(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
             self.inner.get(key)
         }
         fn put(

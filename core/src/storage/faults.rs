@@ -100,7 +100,7 @@ impl<S: WalStore> WalStore for FaultyStore<S> {
         self.check(Op::Head, key)?;
         self.inner.head(key)
     }
-    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
         self.check(Op::Get, key)?;
         self.inner.get(key)
     }

@@ -49,7 +49,7 @@ impl WalStore for MemoryStore {
         })
     }
 
-    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
         validate_key(key)?;
         let data = self
             .lock()

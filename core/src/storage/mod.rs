@@ -288,7 +288,7 @@ pub trait WalStore {
     /// Size of one object.
     fn head(&self, key: &str) -> Result<ObjectMeta, StorageError>;
     /// A reader over one object's bytes.
-    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError>;
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError>;
     /// Stores an object (see [`PutMode`] and [`Payload`]).
     fn put(
         &self,
@@ -315,7 +315,7 @@ impl<S: WalStore + ?Sized> WalStore for Box<S> {
     fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
         (**self).head(key)
     }
-    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
         (**self).get(key)
     }
     fn put(

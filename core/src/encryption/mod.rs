@@ -1,0 +1,199 @@
+//! Encrypted archive copies.
+//!
+//! The archive flow never needs to know a cipher's format: it asks an [`Encrypt`] to seal
+//! what it stores (after compression, as Barman does) and a [`Decrypt`] (supplied by the host
+//! when a key is configured) to recognise and open encrypted objects. Without one an
+//! encrypted copy cannot be compared, and the flow says so instead of guessing (Barman calls
+//! every re-delivery of an encrypted WAL a different duplicate;
+//! docs/barman-behaviours.md#B-CHANGE-04). [`openpgp`] implements both in the OpenPGP format
+//! `gpg` and Barman read and write.
+
+use std::io::{self, Read, Write};
+
+#[cfg(feature = "openpgp")]
+pub mod openpgp;
+
+/// Encrypts archive objects as they are stored.
+pub trait Encrypt: Send + Sync {
+    /// The catalogue name of the encryption (`gpg`).
+    fn name(&self) -> &str;
+    /// Reads `plaintext` to its end and writes its encryption to `out`. An error from
+    /// `plaintext` comes back unchanged in kind, so the caller can tell its source's failure
+    /// from its own.
+    fn encrypt(&self, plaintext: &mut dyn Read, out: &mut dyn Write) -> io::Result<()>;
+}
+
+/// Opens encrypted archive objects.
+pub trait Decrypt: Send + Sync {
+    /// The catalogue name of the encryption (`gpg`, …).
+    fn name(&self) -> &str;
+    /// Whether the first bytes of an object are this cipher's.
+    fn detect(&self, prefix: &[u8]) -> bool;
+    /// A reader yielding the plaintext of `ciphertext`.
+    fn decrypt<'a>(
+        &self,
+        ciphertext: Box<dyn Read + Send + 'a>,
+    ) -> io::Result<Box<dyn Read + Send + 'a>>;
+}
+
+/// The 8-byte key IDs an OpenPGP message's leading public-key encrypted session key packets
+/// name, in order: the keys that can open it. `None` when the bytes do not start like an
+/// OpenPGP message or a packet is cut short (read a longer prefix). A PKESK with a zero
+/// ("anonymous") or v6 recipient gives no ID. Used to find copies encrypted only to keys no
+/// longer configured, without any key.
+pub fn openpgp_recipients(prefix: &[u8]) -> Option<Vec<[u8; 8]>> {
+    const PKESK: u8 = 1;
+    const SKESK: u8 = 3;
+    if !looks_like_openpgp(prefix) {
+        return None;
+    }
+    let mut ids = Vec::new();
+    let mut at = 0usize;
+    while let Some(&tag_byte) = prefix.get(at) {
+        if tag_byte & 0x80 == 0 {
+            return None;
+        }
+        let (tag, header_len, body_len) = if tag_byte & 0x40 != 0 {
+            let first = *prefix.get(at + 1)? as usize;
+            match first {
+                0..=191 => (tag_byte & 0x3F, 2, first),
+                192..=223 => {
+                    let second = *prefix.get(at + 2)? as usize;
+                    (tag_byte & 0x3F, 3, ((first - 192) << 8) + second + 192)
+                }
+                255 => {
+                    let b = prefix.get(at + 2..at + 6)?;
+                    let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                    (tag_byte & 0x3F, 6, len)
+                }
+                // A partial length: only data packets use them, so the session keys are over.
+                _ => return Some(ids),
+            }
+        } else {
+            let tag = (tag_byte >> 2) & 0x0F;
+            match tag_byte & 0x03 {
+                0 => (tag, 2, *prefix.get(at + 1)? as usize),
+                1 => {
+                    let b = prefix.get(at + 1..at + 3)?;
+                    (tag, 3, u16::from_be_bytes([b[0], b[1]]) as usize)
+                }
+                2 => {
+                    let b = prefix.get(at + 1..at + 5)?;
+                    (tag, 5, u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                }
+                // Indeterminate length: a data packet.
+                _ => return Some(ids),
+            }
+        };
+        match tag {
+            PKESK => {
+                let body = prefix.get(at + header_len..at + header_len + body_len)?;
+                if let [3, id @ ..] = body
+                    && let Some(id) = id.get(..8)
+                {
+                    let id: [u8; 8] = id.try_into().ok()?;
+                    if id != [0; 8] {
+                        ids.push(id);
+                    }
+                }
+            }
+            SKESK => {}
+            _ => return Some(ids),
+        }
+        at = at.checked_add(header_len + body_len)?;
+    }
+    None
+}
+
+/// Whether bytes start like an OpenPGP message as gpg writes it (a public-key or symmetric-key
+/// encrypted session key packet, old or new packet format). Barman runs `file --brief` per
+/// WAL for this; reading the packet header in-process is enough
+/// (docs/barman-behaviours.md#B-CHANGE-05).
+pub fn looks_like_openpgp(prefix: &[u8]) -> bool {
+    const PKESK: u8 = 1;
+    const SKESK: u8 = 3;
+    let Some(&tag_byte) = prefix.first() else {
+        return false;
+    };
+    if tag_byte & 0x80 == 0 {
+        return false;
+    }
+    let tag = if tag_byte & 0x40 != 0 {
+        tag_byte & 0x3F
+    } else {
+        (tag_byte >> 2) & 0x0F
+    };
+    if tag != PKESK && tag != SKESK {
+        return false;
+    }
+    // The packet body starts with a version byte: 3 (PKESK v3), 4/5/6.
+    let body_version = if tag_byte & 0x40 != 0 {
+        // New format: one-octet length < 192, or two-octet 192..223, or five-octet 255.
+        match prefix.get(1) {
+            Some(&l) if l < 192 => prefix.get(2),
+            Some(&l) if l < 224 => prefix.get(3),
+            Some(&255) => prefix.get(6),
+            _ => None,
+        }
+    } else {
+        match tag_byte & 0x03 {
+            0 => prefix.get(2),
+            1 => prefix.get(3),
+            2 => prefix.get(5),
+            _ => None,
+        }
+    };
+    matches!(body_version, Some(3..=6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_gpg_headers() {
+        // gpg --encrypt -r KEY: old-format PKESK, two-octet length, version 3.
+        assert!(looks_like_openpgp(&[0x85, 0x01, 0x0C, 0x03, 0x12, 0x34]));
+        // gpg --symmetric: old-format SKESK, one-octet length, version 4.
+        assert!(looks_like_openpgp(&[0x8C, 0x0D, 0x04, 0x09, 0x03]));
+        // New-format PKESK (tag 1), one-octet length, version 3.
+        assert!(looks_like_openpgp(&[0xC1, 0x5E, 0x03, 0x00]));
+        // New-format SKESK v6 (RFC 9580).
+        assert!(looks_like_openpgp(&[0xC3, 0x2A, 0x06, 0x20]));
+    }
+
+    #[test]
+    fn names_the_recipients_of_a_message() {
+        // Two old-format PKESK v3 packets (gpg's), then a SEIPD packet (tag 18, new format,
+        // partial length).
+        let mut msg = vec![0x84, 12, 3, 1, 2, 3, 4, 5, 6, 7, 8, 1, 0xAA, 0xBB];
+        msg.extend_from_slice(&[0xC1, 11, 3, 9, 9, 9, 9, 9, 9, 9, 9, 18, 0xCC]);
+        msg.extend_from_slice(&[0xD2, 0xE5, 1, 2, 3]);
+        assert_eq!(
+            openpgp_recipients(&msg),
+            Some(vec![[1, 2, 3, 4, 5, 6, 7, 8], [9; 8]])
+        );
+        // Cut inside the second packet: read more.
+        assert_eq!(openpgp_recipients(&msg[..18]), None);
+        // An anonymous recipient names no key.
+        let anonymous = [0x84, 10, 3, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xD2, 0xE5];
+        assert_eq!(openpgp_recipients(&anonymous), Some(vec![]));
+        assert_eq!(openpgp_recipients(b"\x28\xb5\x2f\xfd"), None);
+    }
+
+    #[test]
+    fn rejects_other_data() {
+        for data in [
+            &b""[..],
+            b"\x1f\x8b\x08\x00",
+            b"\x28\xb5\x2f\xfd",
+            b"\x10\xd1\x06\x00",
+            b"\x00\x00\x00\x00",
+            b"\x85",
+            b"\x85\x01\x0c\x09",
+            b"\xC2\x05\x04",
+        ] {
+            assert!(!looks_like_openpgp(data), "{data:02x?}");
+        }
+    }
+}

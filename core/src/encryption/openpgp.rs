@@ -1,0 +1,623 @@
+//! OpenPGP encryption of archived copies, in the format `gpg` writes and Barman's
+//! `encryption = gpg` reads: public-key encrypted session keys (one per recipient) and a
+//! symmetrically encrypted, integrity-protected data packet (SEIPD v1, AES-256, with the
+//! modification detection code every OpenPGP implementation checks) holding one literal data
+//! packet. Pure Rust (rPGP), so the WASI guest encrypts with the same code. Archiving needs
+//! only public keys; the secret key and its passphrase are needed to read copies back
+//! (docs/barman-behaviours.md#B-CHANGE-20).
+//!
+//! No I/O: key files arrive as bytes, randomness and the passphrase through functions the
+//! host supplies, and the literal packet carries no file name and a zero date (so nothing
+//! about the source leaks and no clock is read).
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::Mutex;
+
+use pgp::composed::{Deserializable, Message, MessageBuilder, SignedPublicKey, SignedSecretKey};
+use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use pgp::packet::{PublicSubkey, SignatureType};
+use pgp::types::{KeyDetails, Password};
+use rand_core::CryptoRngCore;
+
+use super::{Decrypt, Encrypt, looks_like_openpgp};
+
+/// The catalogue's name for this encryption, as Barman writes it.
+pub const SCHEME: &str = "gpg";
+
+/// A problem with a configured key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The bytes are not an OpenPGP key (armored or binary).
+    #[error("{origin}: not an OpenPGP {kind} key: {error}")]
+    Unreadable {
+        /// Where the bytes came from (a file name).
+        origin: String,
+        /// `public` or `secret`.
+        kind: &'static str,
+        /// The parser's explanation.
+        error: String,
+    },
+    /// The bytes hold no key.
+    #[error("{origin}: holds no OpenPGP {kind} key")]
+    Empty {
+        /// Where the bytes came from.
+        origin: String,
+        /// `public` or `secret`.
+        kind: &'static str,
+    },
+    /// The key's self-signatures do not verify: it may have been tampered with.
+    #[error("{origin}: key {fingerprint}: its self-signatures do not verify: {error}")]
+    BadSignatures {
+        /// Where the bytes came from.
+        origin: String,
+        /// The primary key's fingerprint.
+        fingerprint: String,
+        /// The verifier's explanation.
+        error: String,
+    },
+    /// No (sub)key of the certificate may encrypt now (none flagged for encryption, or all
+    /// expired or revoked).
+    #[error(
+        "{origin}: key {fingerprint} has no usable encryption key (expired, revoked, or not for encryption)"
+    )]
+    NoEncryptionKey {
+        /// Where the bytes came from.
+        origin: String,
+        /// The primary key's fingerprint.
+        fingerprint: String,
+    },
+    /// No configured key ID matched a key of the keyring.
+    #[error("{origin}: no key with ID {id}")]
+    NoSuchKey {
+        /// The keyring.
+        origin: String,
+        /// The ID asked for.
+        id: String,
+    },
+}
+
+/// Upper-case hex, as gpg prints fingerprints and key IDs.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn parse_error(origin: &str, kind: &'static str, e: impl fmt::Display) -> KeyError {
+    KeyError::Unreadable {
+        origin: origin.to_owned(),
+        kind,
+        error: e.to_string(),
+    }
+}
+
+/// Every public key (certificate) in an armored or binary key file or keyring, each with its
+/// self-signatures verified.
+pub fn parse_public_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedPublicKey>, KeyError> {
+    let (keys, _) = SignedPublicKey::from_reader_many(bytes)
+        .map_err(|e| parse_error(origin, "public", e))?;
+    let mut out = Vec::new();
+    for key in keys {
+        let key = key.map_err(|e| parse_error(origin, "public", e))?;
+        key.verify_bindings()
+            .map_err(|e| KeyError::BadSignatures {
+                origin: origin.to_owned(),
+                fingerprint: hex(key.fingerprint().as_bytes()),
+                error: e.to_string(),
+            })?;
+        out.push(key);
+    }
+    if out.is_empty() {
+        return Err(KeyError::Empty {
+            origin: origin.to_owned(),
+            kind: "public",
+        });
+    }
+    Ok(out)
+}
+
+/// Every secret key in an armored or binary file (`gpg --export-secret-keys`), verified.
+pub fn parse_secret_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedSecretKey>, KeyError> {
+    let (keys, _) = SignedSecretKey::from_reader_many(bytes)
+        .map_err(|e| parse_error(origin, "secret", e))?;
+    let mut out = Vec::new();
+    for key in keys {
+        let key = key.map_err(|e| parse_error(origin, "secret", e))?;
+        key.verify_bindings()
+            .map_err(|e| KeyError::BadSignatures {
+                origin: origin.to_owned(),
+                fingerprint: hex(key.fingerprint().as_bytes()),
+                error: e.to_string(),
+            })?;
+        out.push(key);
+    }
+    if out.is_empty() {
+        return Err(KeyError::Empty {
+            origin: origin.to_owned(),
+            kind: "secret",
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `id` (hex, any case, optionally `0x`-prefixed: a 16-digit key ID or a 40/64-digit
+/// fingerprint, as Barman's `encryption_key_id` takes it) names `key` or one of its subkeys.
+pub fn key_matches(key: &SignedPublicKey, id: &str) -> bool {
+    let id = id.trim().trim_start_matches("0x").to_ascii_uppercase();
+    let names = |fingerprint: &[u8], key_id: &[u8]| {
+        let (f, k) = (hex(fingerprint), hex(key_id));
+        !id.is_empty() && (f == id || k == id || (id.len() == 8 && k.ends_with(&id)))
+    };
+    names(
+        key.fingerprint().as_bytes(),
+        key.legacy_key_id().as_ref(),
+    ) || key
+        .public_subkeys
+        .iter()
+        .any(|s| names(s.key.fingerprint().as_bytes(), s.key.legacy_key_id().as_ref()))
+}
+
+/// One recipient: a certificate and the (sub)key of it that encrypts.
+#[derive(Clone)]
+pub struct Recipient {
+    /// The primary key's fingerprint (upper-case hex): how `check` and the README name it.
+    pub fingerprint: String,
+    /// The ID of the key the session key is encrypted to.
+    pub key_id: [u8; 8],
+    rsa: bool,
+    key: EncryptingKey,
+}
+
+#[derive(Clone)]
+enum EncryptingKey {
+    Primary(pgp::packet::PublicKey),
+    Subkey(PublicSubkey),
+}
+
+impl fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recipient")
+            .field("fingerprint", &self.fingerprint)
+            .field("key_id", &hex(&self.key_id))
+            .finish()
+    }
+}
+
+impl Recipient {
+    /// The certificate's newest subkey that may encrypt at `now_unix` (flagged for encryption,
+    /// not revoked, not expired), as gpg picks it; else its primary key when that may.
+    pub fn of(origin: &str, cert: &SignedPublicKey, now_unix: u64) -> Result<Self, KeyError> {
+        let fingerprint = hex(cert.fingerprint().as_bytes());
+        let expired = |created: u64, sigs: &[pgp::packet::Signature]| {
+            sigs.iter()
+                .filter_map(pgp::packet::Signature::key_expiration_time)
+                .any(|d| d.as_secs() > 0 && created.saturating_add(u64::from(d.as_secs())) <= now_unix)
+        };
+        let subkey = cert
+            .public_subkeys
+            .iter()
+            .filter(|s| s.key.algorithm().can_encrypt())
+            .filter(|s| {
+                let binding = s
+                    .signatures
+                    .iter()
+                    .filter(|sig| sig.typ() == Some(SignatureType::SubkeyBinding));
+                let revoked = s
+                    .signatures
+                    .iter()
+                    .any(|sig| sig.typ() == Some(SignatureType::SubkeyRevocation));
+                let flagged = binding.clone().any(|sig| {
+                    let flags = sig.key_flags();
+                    flags.encrypt_comms() || flags.encrypt_storage()
+                });
+                let created = u64::from(s.key.created_at().as_secs());
+                flagged && !revoked && !expired(created, &s.signatures)
+            })
+            .max_by_key(|s| s.key.created_at().as_secs());
+        if let Some(s) = subkey {
+            return Ok(Recipient {
+                fingerprint,
+                key_id: key_id_bytes(s.key.legacy_key_id().as_ref()),
+                rsa: is_rsa(s.key.algorithm()),
+                key: EncryptingKey::Subkey(s.key.clone()),
+            });
+        }
+        let primary = &cert.primary_key;
+        let revoked = !cert.details.revocation_signatures.is_empty();
+        let created = u64::from(primary.created_at().as_secs());
+        let self_sigs: Vec<_> = cert
+            .details
+            .users
+            .iter()
+            .flat_map(|u| u.signatures.iter().cloned())
+            .collect();
+        if primary.algorithm().can_encrypt() && !revoked && !expired(created, &self_sigs) {
+            return Ok(Recipient {
+                fingerprint,
+                key_id: key_id_bytes(primary.legacy_key_id().as_ref()),
+                rsa: is_rsa(primary.algorithm()),
+                key: EncryptingKey::Primary(primary.clone()),
+            });
+        }
+        Err(KeyError::NoEncryptionKey {
+            origin: origin.to_owned(),
+            fingerprint,
+        })
+    }
+}
+
+fn is_rsa(algorithm: pgp::crypto::public_key::PublicKeyAlgorithm) -> bool {
+    use pgp::crypto::public_key::PublicKeyAlgorithm as A;
+    matches!(algorithm, A::RSA | A::RSAEncrypt)
+}
+
+fn key_id_bytes(id: &[u8]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    let n = id.len().min(8);
+    out[..n].copy_from_slice(&id[..n]);
+    out
+}
+
+/// Fresh randomness for one message (the host's operating-system generator).
+pub type RngSource = Box<dyn Fn() -> Box<dyn CryptoRngCore> + Send + Sync>;
+
+/// Encrypts to every configured recipient: any one of their secret keys opens the copy.
+pub struct OpenPgpEncryptor {
+    recipients: Vec<Recipient>,
+    rng: RngSource,
+}
+
+impl fmt::Debug for OpenPgpEncryptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenPgpEncryptor")
+            .field("recipients", &self.recipients)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenPgpEncryptor {
+    /// An encryptor for at least one recipient. RSA recipients go first: Barman recognises
+    /// an encrypted file only when its first session key is RSA's (see
+    /// [`OldFormatSessionKeys`]).
+    pub fn new(mut recipients: Vec<Recipient>, rng: RngSource) -> Option<Self> {
+        recipients.sort_by_key(|r| !r.rsa);
+        (!recipients.is_empty()).then_some(OpenPgpEncryptor { recipients, rng })
+    }
+
+    /// The recipients, in configuration order.
+    pub fn recipients(&self) -> &[Recipient] {
+        &self.recipients
+    }
+}
+
+/// Makes a rPGP error an I/O error, keeping an I/O error's own kind (the source's failure
+/// must stay recognisable as such).
+fn to_io(e: pgp::errors::Error) -> io::Error {
+    match e {
+        pgp::errors::Error::IO { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+impl Encrypt for OpenPgpEncryptor {
+    fn name(&self) -> &str {
+        SCHEME
+    }
+
+    fn encrypt(&self, plaintext: &mut dyn Read, out: &mut dyn Write) -> io::Result<()> {
+        let mut rng = (self.rng)();
+        let mut builder = MessageBuilder::from_reader("", plaintext)
+            .seipd_v1(&mut *rng, SymmetricKeyAlgorithm::AES256);
+        for r in &self.recipients {
+            match &r.key {
+                EncryptingKey::Primary(k) => builder.encrypt_to_key(&mut *rng, k),
+                EncryptingKey::Subkey(k) => builder.encrypt_to_key(&mut *rng, k),
+            }
+            .map_err(to_io)?;
+        }
+        let mut out = OldFormatSessionKeys::new(out);
+        builder.to_writer(&mut *rng, &mut out).map_err(to_io)?;
+        out.finish()
+    }
+}
+
+/// Rewrites the message's leading public-key encrypted session key packets from the new
+/// packet format rPGP writes to the old format gpg writes (`0x85` and a two-octet length;
+/// RFC 9580 section 4.2 allows both for this packet, byte for byte the same body). Barman
+/// decides whether an archived file is encrypted from `file --brief`, whose magic knows only
+/// that header: with the new one Barman's get-wal would hand the ciphertext to PostgreSQL
+/// (docs/barman-behaviours.md#B-CHANGE-20). Everything after the session keys passes through.
+struct OldFormatSessionKeys<'w> {
+    out: &'w mut dyn Write,
+    /// Header bytes seen but not yet written (at most six).
+    header: Vec<u8>,
+    /// Body bytes of the current session key packet still to pass.
+    body_left: usize,
+    passthrough: bool,
+}
+
+impl<'w> OldFormatSessionKeys<'w> {
+    fn new(out: &'w mut dyn Write) -> Self {
+        OldFormatSessionKeys {
+            out,
+            header: Vec::with_capacity(6),
+            body_left: 0,
+            passthrough: false,
+        }
+    }
+
+    /// Decides on a complete header in `self.header`: `Some(body length)` once it was written
+    /// (rewritten or not), `None` while more header bytes are needed.
+    fn decide(&mut self) -> io::Result<Option<usize>> {
+        const PKESK: u8 = 1;
+        let Some(&first) = self.header.first() else {
+            return Ok(None);
+        };
+        if first & 0xC0 != 0xC0 || first & 0x3F != PKESK {
+            // Old format already, or the data packet: the session keys are over.
+            self.out.write_all(&self.header)?;
+            self.header.clear();
+            self.passthrough = true;
+            return Ok(Some(0));
+        }
+        let len = match self.header.get(1).copied() {
+            None => return Ok(None),
+            Some(l @ 0..=191) => Some((usize::from(l), 2)),
+            Some(l @ 192..=223) => match self.header.get(2) {
+                None => return Ok(None),
+                Some(&m) => Some((((usize::from(l) - 192) << 8) + usize::from(m) + 192, 3)),
+            },
+            Some(255) => match self.header.get(2..6) {
+                None => return Ok(None),
+                Some(b) => Some((u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize, 6)),
+            },
+            // A partial length cannot be a session key packet's: leave it be.
+            Some(_) => None,
+        };
+        match len {
+            Some((body, used)) if used == self.header.len() && body <= 0xFFFF => {
+                // Old format, tag 1, length type 1 (two octets).
+                let b = (body as u16).to_be_bytes();
+                self.out.write_all(&[0x85, b[0], b[1]])?;
+                self.header.clear();
+                Ok(Some(body))
+            }
+            _ => {
+                self.out.write_all(&self.header)?;
+                self.header.clear();
+                self.passthrough = true;
+                Ok(Some(0))
+            }
+        }
+    }
+
+    fn finish(self) -> io::Result<()> {
+        if !self.header.is_empty() {
+            self.out.write_all(&self.header)?;
+        }
+        self.out.flush()
+    }
+}
+
+impl Write for OldFormatSessionKeys<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut used = 0;
+        while used < buf.len() {
+            if self.passthrough {
+                self.out.write_all(&buf[used..])?;
+                return Ok(buf.len());
+            }
+            if self.body_left > 0 {
+                let n = self.body_left.min(buf.len() - used);
+                self.out.write_all(&buf[used..used + n])?;
+                self.body_left -= n;
+                used += n;
+                continue;
+            }
+            self.header.push(buf[used]);
+            used += 1;
+            if let Some(body) = self.decide()? {
+                self.body_left = body;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The passphrase of the secret keys, from the host (Barman's
+/// `encryption_passphrase_command`); asked once, when a copy first needs opening.
+pub type PassphraseSource = Box<dyn Fn() -> io::Result<Vec<u8>> + Send + Sync>;
+
+/// Opens copies encrypted to any of its secret keys.
+pub struct OpenPgpDecryptor {
+    keys: Vec<SignedSecretKey>,
+    passphrase: PassphraseSource,
+    /// Held from the first decryption until the decryptor is dropped (the end of the
+    /// command), wiped then by rPGP's zeroizing password type.
+    cached: Mutex<Option<Password>>,
+}
+
+impl fmt::Debug for OpenPgpDecryptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fingerprints: Vec<_> = self
+            .keys
+            .iter()
+            .map(|k| hex(k.fingerprint().as_bytes()))
+            .collect();
+        f.debug_struct("OpenPgpDecryptor")
+            .field("keys", &fingerprints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenPgpDecryptor {
+    /// A decryptor with these secret keys; `passphrase` is called only if one is protected.
+    pub fn new(keys: Vec<SignedSecretKey>, passphrase: PassphraseSource) -> Self {
+        OpenPgpDecryptor {
+            keys,
+            passphrase,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The key IDs of the secret keys and their subkeys.
+    pub fn key_ids(&self) -> Vec<[u8; 8]> {
+        let mut ids = Vec::new();
+        for k in &self.keys {
+            ids.push(key_id_bytes(k.legacy_key_id().as_ref()));
+            for s in &k.secret_subkeys {
+                ids.push(key_id_bytes(s.key.legacy_key_id().as_ref()));
+            }
+        }
+        ids
+    }
+
+    fn protected(&self) -> bool {
+        self.keys.iter().any(|k| {
+            k.primary_key.secret_params().is_encrypted()
+                || k.secret_subkeys
+                    .iter()
+                    .any(|s| s.key.secret_params().is_encrypted())
+        })
+    }
+
+    /// Runs `f` with the keys' passphrase, asking the host for it the first time.
+    fn with_password<T>(&self, f: impl FnOnce(&Password) -> T) -> io::Result<T> {
+        if !self.protected() {
+            return Ok(f(&Password::empty()));
+        }
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(password) = cached.as_ref() {
+            return Ok(f(password));
+        }
+        let mut bytes = (self.passphrase)()?;
+        // A command's output ends with a newline that is not part of the passphrase.
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        let password = Password::from(bytes.as_slice());
+        bytes.fill(0);
+        let out = f(&password);
+        *cached = Some(password);
+        Ok(out)
+    }
+}
+
+/// The ciphertext as rPGP reads it (buffered; its own `Debug` since the reader has none).
+struct Ciphertext<'a>(BufReader<Box<dyn Read + Send + 'a>>);
+
+impl fmt::Debug for Ciphertext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Ciphertext")
+    }
+}
+
+impl Read for Ciphertext<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl BufRead for Ciphertext<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.0.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        self.0.consume(amt);
+    }
+}
+
+/// The plaintext of a decrypted message. rPGP checks the modification detection code when
+/// the data ends; this reader also turns its errors into `InvalidData`, so a tampered or
+/// truncated copy is a corrupt copy, never a short one.
+struct Plaintext<'a>(Message<'a>);
+
+impl Read for Plaintext<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData {
+                e
+            } else {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("OpenPGP data does not check out (tampered or truncated): {e}"),
+                )
+            }
+        })
+    }
+}
+
+impl Decrypt for OpenPgpDecryptor {
+    fn name(&self) -> &str {
+        SCHEME
+    }
+
+    fn detect(&self, prefix: &[u8]) -> bool {
+        looks_like_openpgp(prefix)
+    }
+
+    fn decrypt<'a>(
+        &self,
+        ciphertext: Box<dyn Read + Send + 'a>,
+    ) -> io::Result<Box<dyn Read + Send + 'a>> {
+        let invalid = |what: &str, e: pgp::errors::Error| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
+        };
+        let mut ciphertext = Ciphertext(BufReader::with_capacity(64 << 10, ciphertext));
+        let recipients = super::openpgp_recipients(ciphertext.fill_buf()?).unwrap_or_default();
+        let message =
+            Message::from_bytes(ciphertext).map_err(|e| invalid("not a readable OpenPGP message", e))?;
+        if !message.is_encrypted() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "an OpenPGP message that is not encrypted",
+            ));
+        }
+        let mut message = self
+            .with_password(|password| {
+                message.decrypt_with_keys(vec![password], self.keys.iter().collect())
+            })?
+            .map_err(|e| match e {
+                // rPGP reports a key it could not unlock as no key at all.
+                pgp::errors::Error::MissingKey => {
+                    let ours = self.key_ids();
+                    let names = |ids: &[[u8; 8]]| {
+                        ids.iter().map(|id| hex(id)).collect::<Vec<_>>().join(", ")
+                    };
+                    let matching: Vec<_> =
+                        recipients.iter().copied().filter(|id| ours.contains(id)).collect();
+                    let message = if matching.is_empty() {
+                        format!(
+                            "encrypted to none of the configured secret keys (it names key {})",
+                            if recipients.is_empty() {
+                                "IDs that are hidden".to_owned()
+                            } else {
+                                names(&recipients)
+                            }
+                        )
+                    } else {
+                        format!(
+                            "cannot unlock secret key {}: wrong passphrase",
+                            names(&matching)
+                        )
+                    };
+                    io::Error::new(io::ErrorKind::PermissionDenied, message)
+                }
+                other => invalid("cannot decrypt (damaged or tampered copy)", other),
+            })?;
+        // gpg compresses before encrypting unless told not to (Barman's copies may carry a
+        // compressed data packet).
+        if message.is_compressed() {
+            message = message
+                .decompress()
+                .map_err(|e| invalid("OpenPGP compressed data", e))?;
+        }
+        Ok(Box::new(Plaintext(message)))
+    }
+}
