@@ -351,7 +351,10 @@ impl<S: WalStore + ?Sized> Archiver<'_, S> {
                 Err(e) => return failed(&e),
             }
             let codec = inspection.codec.or(self.settings.codec);
-            let key = self.settings.layout.key(&name, codec);
+            let key = self
+                .settings
+                .layout
+                .key_for(&name, codec, self.encryptor.is_some());
             let mut payload = ArchivePayload {
                 source,
                 encode: if inspection.codec.is_some() {
@@ -707,7 +710,9 @@ impl Payload for ArchivePayload<'_> {
             )?;
             encrypt.encrypt(&mut plain, &mut counter)?;
             if !plain.finished() {
-                return Err(io::Error::other("the encryption stopped before the data ended"));
+                return Err(io::Error::other(
+                    "the encryption stopped before the data ended",
+                ));
             }
             return Ok(counter.count);
         }

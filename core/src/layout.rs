@@ -4,7 +4,8 @@
 //!   compression; history files at the root. The codec is found from magic bytes.
 //! - Cloud (barman-cloud): `<path>/<server>/wals/<hash>/<name><ext>`, history files at
 //!   `<path>/<server>/wals/<name><ext>`, the extension (`.gz`, `.zst`, …) after `.partial` or
-//!   `.backup`.
+//!   `.backup`. An encrypted object's key ends in `.gpg` after that
+//!   (docs/barman-behaviours.md#B-CHANGE-20).
 
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +101,18 @@ impl Layout {
         }
     }
 
+    /// The key for `name` compressed with `codec`, encrypted when `encrypted`: in the cloud
+    /// layout `.gpg` follows the codec's extension, so barman-cloud-wal-restore, which knows no
+    /// encryption, reports such a WAL missing instead of serving ciphertext; local keys never
+    /// carry an extension, as Barman keeps its encrypted files.
+    pub fn key_for(&self, name: &WalFileName, codec: Option<Codec>, encrypted: bool) -> String {
+        let key = self.key(name, codec);
+        match self {
+            Layout::Cloud { .. } if encrypted => key + crate::encryption::OPENPGP_EXTENSION,
+            _ => key,
+        }
+    }
+
     /// The listing prefix that finds every stored variant of `name` (any extension, and its
     /// `.partial` / backup-label siblings, which [`Layout::find`] filters).
     pub fn lookup_prefix(&self, name: &WalFileName) -> String {
@@ -127,13 +140,18 @@ impl Layout {
         }
         let (base, codec_from_key) = match self {
             Layout::Local => (file, None),
-            Layout::Cloud { .. } => Codec::ALL
-                .iter()
-                .find_map(|c| {
-                    file.strip_suffix(c.extension())
-                        .map(|base| (base, Some(*c)))
-                })
-                .unwrap_or((file, None)),
+            Layout::Cloud { .. } => {
+                let file = file
+                    .strip_suffix(crate::encryption::OPENPGP_EXTENSION)
+                    .unwrap_or(file);
+                Codec::ALL
+                    .iter()
+                    .find_map(|c| {
+                        file.strip_suffix(c.extension())
+                            .map(|base| (base, Some(*c)))
+                    })
+                    .unwrap_or((file, None))
+            }
         };
         let name: WalFileName = base.parse().map_err(|_| KeyProblem::NotWal)?;
         let expected = name.hash_dir().unwrap_or_default();
@@ -192,6 +210,32 @@ mod tests {
             Layout::Local.key(&name("00000002.history"), Some(Codec::Zstd)),
             "00000002.history"
         );
+    }
+
+    #[test]
+    fn encrypted_cloud_keys_end_in_gpg_and_are_found_by_name() {
+        let l = Layout::cloud("p", "srv");
+        let n = name("000000010000000000000001");
+        let key = l.key_for(&n, Some(Codec::Zstd), true);
+        assert_eq!(
+            key,
+            "p/srv/wals/0000000100000000/000000010000000000000001.zst.gpg"
+        );
+        assert_eq!(
+            l.key_for(&n, None, true),
+            "p/srv/wals/0000000100000000/000000010000000000000001.gpg"
+        );
+        assert_eq!(
+            l.key_for(&n, Some(Codec::Zstd), false),
+            l.key(&n, Some(Codec::Zstd))
+        );
+        assert_eq!(
+            Layout::Local.key_for(&n, Some(Codec::Zstd), true),
+            "0000000100000000/000000010000000000000001"
+        );
+        let found = l.find(&n, &[meta(&key)]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].codec_from_key, Some(Codec::Zstd));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::compression::{DecodeLimits, Decoder};
+use crate::encryption::{Decrypt, open_if_encrypted};
 use crate::layout::{Layout, StoredWal};
 use crate::storage::{Op, StorageError, WalStore};
 use crate::wal::{LONG_PAGE_HEADER_LEN, SegmentSize, WalFileName, parse_page_header};
@@ -27,6 +28,17 @@ pub enum RestoreError {
         /// The object read.
         key: String,
         /// What is wrong.
+        problem: String,
+    },
+    /// The stored object is encrypted and cannot be decrypted here: no secret key, the wrong
+    /// one, or a wrong passphrase. Not "not found": recovery must stop.
+    #[error("archived copy of {name} at {key} cannot be decrypted: {problem}")]
+    Undecryptable {
+        /// The WAL asked for.
+        name: WalFileName,
+        /// The object read.
+        key: String,
+        /// Why.
         problem: String,
     },
     /// Writing the restored file failed.
@@ -93,6 +105,7 @@ fn check_copies_agree(
     name: &WalFileName,
     copies: &[StoredWal],
     segment_size: Option<SegmentSize>,
+    decryptor: Option<&dyn Decrypt>,
 ) -> Result<(), RestoreError> {
     let Some((first, others)) = copies.split_first() else {
         return Ok(());
@@ -110,12 +123,14 @@ fn check_copies_agree(
         problem,
     };
     for other in others {
-        let a = first
-            .decoder(store.get(&first.key)?, limits)
-            .map_err(|e| conflict(format!("{} is unreadable: {e}", first.key)))?;
-        let b = other
-            .decoder(store.get(&other.key)?, limits)
-            .map_err(|e| conflict(format!("{} is unreadable: {e}", other.key)))?;
+        let open = |copy: &StoredWal| -> Result<_, RestoreError> {
+            let unreadable = |e: io::Error| conflict(format!("{} is unreadable: {e}", copy.key));
+            let (plain, _) =
+                open_if_encrypted(store.get(&copy.key)?, decryptor).map_err(unreadable)?;
+            copy.decoder(plain, limits).map_err(unreadable)
+        };
+        let a = open(first)?;
+        let b = open(other)?;
         let (mut a, mut b) = (a, b);
         match crate::duplicate::same_content(&mut a, &mut b) {
             Ok(true) => {}
@@ -150,17 +165,26 @@ pub fn restore(
     name: &WalFileName,
     allow_partial: bool,
     segment_size: Option<SegmentSize>,
+    decryptor: Option<&dyn Decrypt>,
     sink: &mut dyn Write,
 ) -> Result<Restored, RestoreError> {
     let copies = locate_all(store, layout, name, allow_partial)?;
-    check_copies_agree(store, name, &copies, segment_size)?;
+    check_copies_agree(store, name, &copies, segment_size, decryptor)?;
     let stored = copies
         .into_iter()
         .next()
         .ok_or(RestoreError::NotFound(*name))?;
     let reader = store.get(&stored.key)?;
     let codec = stored.codec_from_key;
-    let bytes = decode_checked(reader, codec, &stored.name, &stored.key, segment_size, sink)?;
+    let bytes = decode_checked(
+        reader,
+        codec,
+        &stored.name,
+        &stored.key,
+        segment_size,
+        decryptor,
+        sink,
+    )?;
     Ok(Restored {
         key: stored.key,
         found: stored.name,
@@ -168,22 +192,33 @@ pub fn restore(
     })
 }
 
-/// Decompresses one stored WAL file (`codec`, else recognised by its magic) into `sink` and
-/// checks it: not empty, and a complete segment exactly `segment_size` long (when `None`, the
-/// size its first page header records). `key` names the object in errors. Returns the bytes
-/// written.
-pub fn decode_checked(
-    reader: impl Read,
+/// Decrypts (when encrypted, with `decryptor`) and decompresses one stored WAL file (`codec`,
+/// else recognised by its magic) into `sink` and checks it: not empty, and a complete segment
+/// exactly `segment_size` long (when `None`, the size its first page header records). `key`
+/// names the object in errors. Returns the bytes written.
+pub fn decode_checked<'a>(
+    reader: Box<dyn Read + Send + 'a>,
     codec: Option<crate::compression::Codec>,
     name: &WalFileName,
     key: &str,
     segment_size: Option<SegmentSize>,
+    decryptor: Option<&dyn Decrypt>,
     sink: &mut dyn Write,
 ) -> Result<u64, RestoreError> {
     let damaged = |problem: String| RestoreError::Damaged {
         name: *name,
         key: key.to_owned(),
         problem,
+    };
+    let undecryptable = |e: io::Error| RestoreError::Undecryptable {
+        name: *name,
+        key: key.to_owned(),
+        problem: e.to_string(),
+    };
+    let reader = match open_if_encrypted(reader, decryptor) {
+        Ok((reader, _)) => reader,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(undecryptable(e)),
+        Err(e) => return Err(classify(e, key, damaged)),
     };
     // Nothing over the cap reaches the sink: a small object that expands without end (a
     // decompression bomb) must not fill the disk of the cluster being recovered. History files
@@ -308,20 +343,46 @@ mod tests {
         let stream = bomb(&synthetic_page_header(&name, size, 7), 256 << 20);
         assert!(stream.len() < 1 << 20, "a small object");
         let mut sink = Meter(0);
-        let err = decode_checked(&stream[..], None, &name, "k", None, &mut sink)
-            .expect_err("bomb refused");
+        let err = decode_checked(
+            Box::new(&stream[..]),
+            None,
+            &name,
+            "k",
+            None,
+            None,
+            &mut sink,
+        )
+        .expect_err("bomb refused");
         assert!(matches!(err, RestoreError::Damaged { .. }), "{err}");
         assert!(sink.0 <= size.bytes(), "{} bytes reached the sink", sink.0);
         // No valid header: refused before anything past the header is written.
         let stream = bomb(&[0u8; LONG_PAGE_HEADER_LEN], 64 << 20);
         let mut sink = Meter(0);
-        decode_checked(&stream[..], None, &name, "k", None, &mut sink).expect_err("refused");
+        decode_checked(
+            Box::new(&stream[..]),
+            None,
+            &name,
+            "k",
+            None,
+            None,
+            &mut sink,
+        )
+        .expect_err("refused");
         assert!(sink.0 <= LONG_PAGE_HEADER_LEN as u64, "{} bytes", sink.0);
         // A history file is small whatever the segment size.
         let history: WalFileName = "00000002.history".parse().expect("name");
         let stream = bomb(b"1\t0/3000000\tno recovery target specified\n", 64 << 20);
         let mut sink = Meter(0);
-        decode_checked(&stream[..], None, &history, "k", None, &mut sink).expect_err("refused");
+        decode_checked(
+            Box::new(&stream[..]),
+            None,
+            &history,
+            "k",
+            None,
+            None,
+            &mut sink,
+        )
+        .expect_err("refused");
         assert!(sink.0 <= crate::archive::MAX_HISTORY_BYTES);
     }
 }

@@ -965,7 +965,7 @@ fn a_name_stored_under_two_codecs_is_served_only_when_both_copies_agree() {
         &encode_all(Some(Codec::Zstd), Level::Low, &data).expect("zstd"),
     );
     let mut out = Vec::new();
-    restore(&store, &layout, &name, false, Some(size()), &mut out).expect("identical copies");
+    restore(&store, &layout, &name, false, Some(size()), None, &mut out).expect("identical copies");
     assert!(out == data);
 
     // A different WAL under the second extension (a writer whose listing lagged): before,
@@ -975,7 +975,7 @@ fn a_name_stored_under_two_codecs_is_served_only_when_both_copies_agree() {
         &encode_all(Some(Codec::Zstd), Level::Low, &segment(S1, 2)).expect("zstd"),
     );
     let mut out = Vec::new();
-    let err = restore(&store, &layout, &name, false, Some(size()), &mut out)
+    let err = restore(&store, &layout, &name, false, Some(size()), None, &mut out)
         .expect_err("two histories under one name");
     match &err {
         RestoreError::Conflicting { keys, .. } => assert_eq!(keys.len(), 2, "{err}"),
@@ -994,7 +994,10 @@ impl Decrypt for XorCipher {
     fn detect(&self, prefix: &[u8]) -> bool {
         prefix.starts_with(b"XOR1")
     }
-    fn decrypt<'a>(&self, mut r: Box<dyn Read + 'a>) -> io::Result<Box<dyn Read + 'a>> {
+    fn decrypt<'a>(
+        &self,
+        mut r: Box<dyn Read + Send + 'a>,
+    ) -> io::Result<Box<dyn Read + Send + 'a>> {
         let mut all = Vec::new();
         r.read_to_end(&mut all)?;
         Ok(Box::new(io::Cursor::new(
@@ -1068,10 +1071,11 @@ fn restore_serves_decompressed_prefers_full_segment_and_reports_faults() {
     let name: WalFileName = S1.parse().expect("name");
     let mut out = Vec::new();
     assert!(matches!(
-        restore(&store, &layout, &name, false, Some(size()), &mut out),
+        restore(&store, &layout, &name, false, Some(size()), None, &mut out),
         Err(RestoreError::NotFound(_))
     ));
-    let served = restore(&store, &layout, &name, true, Some(size()), &mut out).expect("partial");
+    let served =
+        restore(&store, &layout, &name, true, Some(size()), None, &mut out).expect("partial");
     assert_eq!(
         (served.found.to_string(), served.bytes),
         (format!("{S1}.partial"), 5000)
@@ -1088,11 +1092,11 @@ fn restore_serves_decompressed_prefers_full_segment_and_reports_faults() {
         Some(format!("pg/wals/0000000100000000/{S1}.zst"))
     );
     out.clear();
-    restore(&store, &layout, &name, true, Some(size()), &mut out).expect("full");
+    restore(&store, &layout, &name, true, Some(size()), None, &mut out).expect("full");
     assert!(out == data);
     // Without a configured size, the segment's own page header gives it.
     out.clear();
-    restore(&store, &layout, &name, false, None, &mut out).expect("size from the header");
+    restore(&store, &layout, &name, false, None, None, &mut out).expect("size from the header");
     assert!(out == data);
     let mut headerless = data.clone();
     headerless[..40].fill(0);
@@ -1102,7 +1106,7 @@ fn restore_serves_decompressed_prefers_full_segment_and_reports_faults() {
     );
     let s3: WalFileName = S3.parse().expect("name");
     assert!(matches!(
-        restore(&store, &layout, &s3, false, None, &mut Vec::new()),
+        restore(&store, &layout, &s3, false, None, None, &mut Vec::new()),
         Err(RestoreError::Damaged { problem, .. }) if problem.contains("no valid WAL page header")
     ));
     // A truncated archived segment is damaged, never served short.
@@ -1112,14 +1116,22 @@ fn restore_serves_decompressed_prefers_full_segment_and_reports_faults() {
         &encode_all(Some(Codec::Lz4), Level::Low, &segment(S2, 2)[..1000]).expect("lz4"),
     );
     assert!(matches!(
-        restore(&store, &layout, &s2, false, Some(size()), &mut Vec::new()),
+        restore(
+            &store,
+            &layout,
+            &s2,
+            false,
+            Some(size()),
+            None,
+            &mut Vec::new()
+        ),
         Err(RestoreError::Damaged { .. })
     ));
     // A storage outage is not "not found".
     let faulty = FaultyStore::new(MemoryStore::new());
     faulty.script(Op::List, &[Fault::Transient]);
     assert!(
-        matches!(restore(&faulty, &layout, &name, false, Some(size()), &mut Vec::new()), Err(RestoreError::Storage(e)) if e.is_retryable())
+        matches!(restore(&faulty, &layout, &name, false, Some(size()), None, &mut Vec::new()), Err(RestoreError::Storage(e)) if e.is_retryable())
     );
 }
 
@@ -1169,4 +1181,122 @@ fn a_source_that_changes_after_validation_stores_nothing() {
         store.keys().is_empty(),
         "nothing stored from a changing source"
     );
+}
+
+mod openpgp_keys {
+    use walvault_core::encryption::openpgp::{
+        OpenPgpDecryptor, OpenPgpEncryptor, Recipient, parse_public_keys, parse_secret_keys,
+    };
+
+    fn data(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/data/openpgp/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("test key")
+    }
+
+    /// Encrypts to test key A (RSA).
+    pub fn encryptor() -> OpenPgpEncryptor {
+        let keys = parse_public_keys("a", &data("a.pub.asc")).expect("key");
+        let recipient = Recipient::of("a", &keys[0], 1_800_000_000).expect("recipient");
+        OpenPgpEncryptor::new(vec![recipient], Box::new(|| Box::new(rand_core::OsRng)))
+            .expect("one recipient")
+    }
+
+    /// Test key A's secret key and passphrase.
+    pub fn decryptor() -> OpenPgpDecryptor {
+        let keys = parse_secret_keys("a", &data("a.sec.asc")).expect("key");
+        OpenPgpDecryptor::new(keys, Box::new(|| Ok(b"walvault-test-a\n".to_vec())))
+    }
+}
+
+#[test]
+fn encrypted_archive_round_trip_catalogues_gpg_and_compares_after_decryption() {
+    let encrypt = openpgp_keys::encryptor();
+    let decrypt = openpgp_keys::decryptor();
+    for layout in [Layout::Local, Layout::cloud("p", "pg")] {
+        let store = MemoryStore::new();
+        let mut s = settings(Some(Codec::Zstd));
+        s.layout = layout.clone();
+        let data = segment(S1, 3);
+        let candidate = old_candidate(S1, data.len());
+        let archiver = Archiver {
+            store: &store,
+            settings: &s,
+            decryptor: Some(&decrypt),
+            encryptor: Some(&encrypt),
+        };
+        let (entry, key) = match archiver.archive_file(&candidate, &MemSource(data.clone()), NOW) {
+            FileOutcome::Archived { entry, key } => (entry, key),
+            other => panic!("expected archived, got {other:?}"),
+        };
+        assert_eq!(entry.encryption.as_deref(), Some("gpg"));
+        assert_eq!(entry.compression.as_deref(), Some("zstd"));
+        match &layout {
+            Layout::Local => assert_eq!(key, format!("0000000100000000/{S1}")),
+            Layout::Cloud { .. } => {
+                assert_eq!(key, format!("p/pg/wals/0000000100000000/{S1}.zst.gpg"))
+            }
+        }
+        let stored = walvault_core::storage::get_bytes(&store, &key).expect("stored");
+        assert_eq!(
+            stored[0], 0x85,
+            "the old-format session key Barman recognises"
+        );
+        assert_eq!(entry.size, stored.len() as u64);
+        // Restored: decrypted and decompressed, byte for byte.
+        let name: WalFileName = S1.parse().expect("name");
+        let mut out = Vec::new();
+        restore(
+            &store,
+            &layout,
+            &name,
+            false,
+            Some(size()),
+            Some(&decrypt),
+            &mut out,
+        )
+        .expect("restore");
+        assert_eq!(out, data);
+        // Without the secret key: an error that stops recovery, never "not found".
+        let err = restore(
+            &store,
+            &layout,
+            &name,
+            false,
+            Some(size()),
+            None,
+            &mut Vec::new(),
+        )
+        .expect_err("no key");
+        assert!(matches!(err, RestoreError::Undecryptable { .. }), "{err}");
+        // The same WAL again is recognised after decryption; other bytes are kept apart.
+        assert!(matches!(
+            archiver.archive_file(&candidate, &MemSource(data.clone()), NOW),
+            FileOutcome::IdenticalDuplicate { ref entry, .. } if entry.encryption.as_deref() == Some("gpg")
+        ));
+        let mut other = data.clone();
+        other[700_000] ^= 1;
+        assert!(matches!(
+            archiver.archive_file(&candidate, &MemSource(other), NOW),
+            FileOutcome::DifferentDuplicate { .. }
+        ));
+        // A tampered copy is damaged, not served.
+        let mut tampered = stored.clone();
+        let at = tampered.len() - 100;
+        tampered[at] ^= 0x40;
+        store.insert(&key, &tampered);
+        let err = restore(
+            &store,
+            &layout,
+            &name,
+            false,
+            Some(size()),
+            Some(&decrypt),
+            &mut Vec::new(),
+        )
+        .expect_err("tampered");
+        assert!(matches!(err, RestoreError::Damaged { .. }), "{err}");
+    }
 }

@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use walvault_core::encryption::openpgp::{
-    KeyError, OpenPgpDecryptor, OpenPgpEncryptor, Recipient, parse_public_keys,
-    parse_secret_keys,
+    KeyError, OpenPgpDecryptor, OpenPgpEncryptor, Recipient, parse_public_keys, parse_secret_keys,
 };
 use walvault_core::encryption::{Decrypt, Encrypt, looks_like_openpgp, openpgp_recipients};
 
 const NOW: u64 = 1_800_000_000;
 
 fn data(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/data/openpgp/{name}", env!("CARGO_MANIFEST_DIR")))
-        .expect("test key")
+    std::fs::read(format!(
+        "{}/tests/data/openpgp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("test key")
 }
 
 fn recipient(name: &str) -> Recipient {
@@ -77,7 +79,11 @@ fn round_trip_with_the_passphrase_asked_once() {
         assert!(dec.detect(&sealed));
         assert_eq!(open(&dec, sealed).expect("decrypt"), plain);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the passphrase is asked once");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the passphrase is asked once"
+    );
 }
 
 #[test]
@@ -114,7 +120,11 @@ fn any_recipient_opens_it_and_no_other_key_does() {
     let c = decryptor("c.sec.asc", "", none.clone());
     let err = open(&c, sealed).expect_err("C is no recipient");
     assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
-    assert!(err.to_string().contains("none of the configured secret keys"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("none of the configured secret keys"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -122,15 +132,21 @@ fn an_unprotected_key_never_asks_for_a_passphrase() {
     let plain = b"for C".to_vec();
     let sealed = seal(&encryptor(&["c.pub.asc"]), &plain);
     let calls = Arc::new(AtomicUsize::new(0));
-    assert_eq!(open(&decryptor("c.sec.asc", "", calls.clone()), sealed).unwrap(), plain);
+    assert_eq!(
+        open(&decryptor("c.sec.asc", "", calls.clone()), sealed).unwrap(),
+        plain
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 #[test]
 fn a_wrong_or_failing_passphrase_is_a_clear_error() {
     let sealed = seal(&encryptor(&["a.pub.asc"]), b"secret");
-    let err = open(&decryptor("a.sec.asc", "not-it", Arc::default()), sealed.clone())
-        .expect_err("wrong passphrase");
+    let err = open(
+        &decryptor("a.sec.asc", "not-it", Arc::default()),
+        sealed.clone(),
+    )
+    .expect_err("wrong passphrase");
     assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
     assert!(err.to_string().contains("wrong passphrase"), "{err}");
     let keys = parse_secret_keys("a", &data("a.sec.asc")).unwrap();
@@ -154,17 +170,29 @@ fn tampered_or_truncated_copies_fail_their_integrity_check() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     for cut in [sealed.len() - 1, sealed.len() - 22, sealed.len() / 2, 600] {
         let err = open(&dec, sealed[..cut].to_vec()).expect_err("truncated");
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "cut at {cut}: {err}");
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::InvalidData,
+            "cut at {cut}: {err}"
+        );
     }
 }
 
 #[test]
 fn key_files_that_are_not_usable_public_keys_are_refused_with_their_name() {
     let err = parse_public_keys("junk.asc", b"not a key at all").expect_err("junk");
-    assert!(matches!(err, KeyError::Unreadable { .. } | KeyError::Empty { .. }), "{err}");
+    assert!(
+        matches!(err, KeyError::Unreadable { .. } | KeyError::Empty { .. }),
+        "{err}"
+    );
     assert!(err.to_string().starts_with("junk.asc: "), "{err}");
     // A keyring holds several certificates.
-    assert_eq!(parse_public_keys("ring", &data("ab.keyring.gpg")).unwrap().len(), 2);
+    assert_eq!(
+        parse_public_keys("ring", &data("ab.keyring.gpg"))
+            .unwrap()
+            .len(),
+        2
+    );
     // Expired at `now`: a key made with no expiry never is; a `now` far before its creation
     // changes nothing either (expiry only counts forward).
     let keys = parse_public_keys("a", &data("a.pub.asc")).unwrap();

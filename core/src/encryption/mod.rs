@@ -13,6 +13,33 @@ use std::io::{self, Read, Write};
 #[cfg(feature = "openpgp")]
 pub mod openpgp;
 
+/// What an encrypted object's key ends with in the cloud layout (after the codec's extension).
+pub const OPENPGP_EXTENSION: &str = ".gpg";
+
+/// Opens `reader` through `decryptor` when its first bytes are encrypted: the plaintext
+/// reader and the encryption's name, or the reader unchanged and `None` for a plain object.
+/// An encrypted object with no decryptor fails with `PermissionDenied`: it cannot be read,
+/// which is not the same as damaged.
+pub fn open_if_encrypted<'a>(
+    reader: Box<dyn Read + Send + 'a>,
+    decryptor: Option<&dyn Decrypt>,
+) -> io::Result<(Box<dyn Read + Send + 'a>, Option<String>)> {
+    let mut reader = io::BufReader::with_capacity(64 << 10, reader);
+    let prefix = io::BufRead::fill_buf(&mut reader)?;
+    let prefix = &prefix[..prefix.len().min(16)];
+    if let Some(d) = decryptor.filter(|d| d.detect(prefix)) {
+        let name = d.name().to_owned();
+        return Ok((d.decrypt(Box::new(reader))?, Some(name)));
+    }
+    if crate::compression::Codec::identify(prefix).is_none() && looks_like_openpgp(prefix) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "it is encrypted (OpenPGP) and no secret key is configured to decrypt it",
+        ));
+    }
+    Ok((Box::new(reader), None))
+}
+
 /// Encrypts archive objects as they are stored.
 pub trait Encrypt: Send + Sync {
     /// The catalogue name of the encryption (`gpg`).
@@ -79,7 +106,11 @@ pub fn openpgp_recipients(prefix: &[u8]) -> Option<Vec<[u8; 8]>> {
                 }
                 2 => {
                     let b = prefix.get(at + 1..at + 5)?;
-                    (tag, 5, u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    (
+                        tag,
+                        5,
+                        u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
+                    )
                 }
                 // Indeterminate length: a data packet.
                 _ => return Some(ids),

@@ -93,17 +93,16 @@ fn parse_error(origin: &str, kind: &'static str, e: impl fmt::Display) -> KeyErr
 /// Every public key (certificate) in an armored or binary key file or keyring, each with its
 /// self-signatures verified.
 pub fn parse_public_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedPublicKey>, KeyError> {
-    let (keys, _) = SignedPublicKey::from_reader_many(bytes)
-        .map_err(|e| parse_error(origin, "public", e))?;
+    let (keys, _) =
+        SignedPublicKey::from_reader_many(bytes).map_err(|e| parse_error(origin, "public", e))?;
     let mut out = Vec::new();
     for key in keys {
         let key = key.map_err(|e| parse_error(origin, "public", e))?;
-        key.verify_bindings()
-            .map_err(|e| KeyError::BadSignatures {
-                origin: origin.to_owned(),
-                fingerprint: hex(key.fingerprint().as_bytes()),
-                error: e.to_string(),
-            })?;
+        key.verify_bindings().map_err(|e| KeyError::BadSignatures {
+            origin: origin.to_owned(),
+            fingerprint: hex(key.fingerprint().as_bytes()),
+            error: e.to_string(),
+        })?;
         out.push(key);
     }
     if out.is_empty() {
@@ -117,17 +116,16 @@ pub fn parse_public_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedPublicK
 
 /// Every secret key in an armored or binary file (`gpg --export-secret-keys`), verified.
 pub fn parse_secret_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedSecretKey>, KeyError> {
-    let (keys, _) = SignedSecretKey::from_reader_many(bytes)
-        .map_err(|e| parse_error(origin, "secret", e))?;
+    let (keys, _) =
+        SignedSecretKey::from_reader_many(bytes).map_err(|e| parse_error(origin, "secret", e))?;
     let mut out = Vec::new();
     for key in keys {
         let key = key.map_err(|e| parse_error(origin, "secret", e))?;
-        key.verify_bindings()
-            .map_err(|e| KeyError::BadSignatures {
-                origin: origin.to_owned(),
-                fingerprint: hex(key.fingerprint().as_bytes()),
-                error: e.to_string(),
-            })?;
+        key.verify_bindings().map_err(|e| KeyError::BadSignatures {
+            origin: origin.to_owned(),
+            fingerprint: hex(key.fingerprint().as_bytes()),
+            error: e.to_string(),
+        })?;
         out.push(key);
     }
     if out.is_empty() {
@@ -147,13 +145,13 @@ pub fn key_matches(key: &SignedPublicKey, id: &str) -> bool {
         let (f, k) = (hex(fingerprint), hex(key_id));
         !id.is_empty() && (f == id || k == id || (id.len() == 8 && k.ends_with(&id)))
     };
-    names(
-        key.fingerprint().as_bytes(),
-        key.legacy_key_id().as_ref(),
-    ) || key
-        .public_subkeys
-        .iter()
-        .any(|s| names(s.key.fingerprint().as_bytes(), s.key.legacy_key_id().as_ref()))
+    names(key.fingerprint().as_bytes(), key.legacy_key_id().as_ref())
+        || key.public_subkeys.iter().any(|s| {
+            names(
+                s.key.fingerprint().as_bytes(),
+                s.key.legacy_key_id().as_ref(),
+            )
+        })
 }
 
 /// One recipient: a certificate and the (sub)key of it that encrypts.
@@ -190,7 +188,9 @@ impl Recipient {
         let expired = |created: u64, sigs: &[pgp::packet::Signature]| {
             sigs.iter()
                 .filter_map(pgp::packet::Signature::key_expiration_time)
-                .any(|d| d.as_secs() > 0 && created.saturating_add(u64::from(d.as_secs())) <= now_unix)
+                .any(|d| {
+                    d.as_secs() > 0 && created.saturating_add(u64::from(d.as_secs())) <= now_unix
+                })
         };
         let subkey = cert
             .public_subkeys
@@ -571,8 +571,8 @@ impl Decrypt for OpenPgpDecryptor {
         };
         let mut ciphertext = Ciphertext(BufReader::with_capacity(64 << 10, ciphertext));
         let recipients = super::openpgp_recipients(ciphertext.fill_buf()?).unwrap_or_default();
-        let message =
-            Message::from_bytes(ciphertext).map_err(|e| invalid("not a readable OpenPGP message", e))?;
+        let message = Message::from_bytes(ciphertext)
+            .map_err(|e| invalid("not a readable OpenPGP message", e))?;
         if !message.is_encrypted() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -590,8 +590,11 @@ impl Decrypt for OpenPgpDecryptor {
                     let names = |ids: &[[u8; 8]]| {
                         ids.iter().map(|id| hex(id)).collect::<Vec<_>>().join(", ")
                     };
-                    let matching: Vec<_> =
-                        recipients.iter().copied().filter(|id| ours.contains(id)).collect();
+                    let matching: Vec<_> = recipients
+                        .iter()
+                        .copied()
+                        .filter(|id| ours.contains(id))
+                        .collect();
                     let message = if matching.is_empty() {
                         format!(
                             "encrypted to none of the configured secret keys (it names key {})",
