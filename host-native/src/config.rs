@@ -127,6 +127,29 @@ struct ServerSection {
     multipart_threshold: Option<NumberOrText>,
     request_timeout: Option<u64>,
     max_retries: Option<u64>,
+    encryption: Option<String>,
+    encryption_key_file: Option<OneOrMany>,
+    encryption_key_id: Option<OneOrMany>,
+    encryption_keyring: Option<PathBuf>,
+    encryption_secret_key_file: Option<PathBuf>,
+    encryption_passphrase_command: Option<String>,
+}
+
+/// One value or a list (`encryption_key_file = "a.asc"` or `["a.asc", "b.asc"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 macro_rules! merge_fields {
@@ -185,7 +208,13 @@ impl ServerSection {
             path_style,
             multipart_threshold,
             request_timeout,
-            max_retries
+            max_retries,
+            encryption,
+            encryption_key_file,
+            encryption_key_id,
+            encryption_keyring,
+            encryption_secret_key_file,
+            encryption_passphrase_command
         )
     }
 }
@@ -210,6 +239,30 @@ pub struct HookScripts {
     pub post_retry: Option<String>,
     /// Runs after; its exit status is only logged.
     pub post: Option<String>,
+}
+
+/// `encryption = "gpg"`: who new WAL is encrypted to (OpenPGP public keys only; see
+/// `crate::crypto`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// `encryption_key_file`: public key files (armored or binary), every key in each a
+    /// recipient.
+    pub key_files: Vec<PathBuf>,
+    /// `encryption_key_id` (Barman's): key IDs, fingerprints or e-mail addresses looked up in
+    /// `keyring`.
+    pub key_ids: Vec<String>,
+    /// `encryption_keyring`: a public keyring file (`gpg --export … > FILE`).
+    pub keyring: Option<PathBuf>,
+}
+
+/// How encrypted WAL is read back (`get-wal`, duplicate checks, `verify`, `reencrypt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecryptionConfig {
+    /// `encryption_secret_key_file`: secret keys (`gpg --export-secret-keys`), private to
+    /// walvault's user.
+    pub secret_key_file: PathBuf,
+    /// `encryption_passphrase_command` (Barman's): its standard output is the passphrase.
+    pub passphrase_command: Option<String>,
 }
 
 /// Where a server's WAL is archived.
@@ -287,6 +340,10 @@ pub struct ServerConfig {
     pub archive_async: bool,
     /// Maximum age of the last archived WAL for `check`, in seconds.
     pub last_wal_maximum_age: Option<u64>,
+    /// `encryption = "gpg"`: encrypt new WAL; `None`: store it plain.
+    pub encryption: Option<EncryptionConfig>,
+    /// The secret key to read encrypted WAL with, when configured.
+    pub decryption: Option<DecryptionConfig>,
     /// Prepended to PATH for hooks and pg_receivewal.
     pub path_prefix: Option<String>,
     /// Archive hooks.
@@ -537,12 +594,96 @@ fn set_object_store_keys(
     Ok(())
 }
 
+/// The encryption keys of a server section: `encryption = "gpg"` needs recipients
+/// (`encryption_key_file`, or Barman's `encryption_key_id` with `encryption_keyring`); the
+/// secret key may be set on its own (to read WAL encrypted before encryption was turned off).
+fn encryption_keys(
+    name: &str,
+    s: &ServerSection,
+) -> Result<(Option<EncryptionConfig>, Option<DecryptionConfig>), ConfigError> {
+    let absolute = |key: &str, p: &Path| {
+        if p.is_absolute() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(err(
+                name,
+                key,
+                format!("must be an absolute path, got {}", p.display()),
+            ))
+        }
+    };
+    let key_files = s
+        .encryption_key_file
+        .clone()
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| absolute("encryption_key_file", Path::new(&f)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key_ids: Vec<String> = s
+        .encryption_key_id
+        .clone()
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+        .collect();
+    let keyring = match &s.encryption_keyring {
+        Some(p) => Some(absolute("encryption_keyring", p)?),
+        None => None,
+    };
+    let encryption = match s.encryption.as_deref().map(str::trim) {
+        None | Some("" | "none") => None,
+        Some("gpg") => {
+            if key_files.is_empty() && key_ids.is_empty() {
+                return Err(err(
+                    name,
+                    "encryption",
+                    "\"gpg\" needs recipients: encryption_key_file (public key files) or encryption_key_id with encryption_keyring",
+                ));
+            }
+            if !key_ids.is_empty() && keyring.is_none() {
+                return Err(err(
+                    name,
+                    "encryption_key_id",
+                    "needs encryption_keyring, a public keyring file (gpg --export ID > FILE): walvault reads keys from files, not from gpg's home",
+                ));
+            }
+            Some(EncryptionConfig {
+                key_files,
+                key_ids,
+                keyring,
+            })
+        }
+        Some(other) => {
+            return Err(err(
+                name,
+                "encryption",
+                format!("{other:?}: expected \"none\" or \"gpg\""),
+            ));
+        }
+    };
+    let decryption = match &s.encryption_secret_key_file {
+        Some(p) => Some(DecryptionConfig {
+            secret_key_file: absolute("encryption_secret_key_file", p)?,
+            passphrase_command: s
+                .encryption_passphrase_command
+                .clone()
+                .filter(|c| !c.trim().is_empty()),
+        }),
+        None => None,
+    };
+    Ok((encryption, decryption))
+}
+
 fn resolve(
     name: &str,
     s: ServerSection,
     home: &Path,
     lock_directory: &Path,
 ) -> Result<ServerConfig, ConfigError> {
+    let (encryption, decryption) = encryption_keys(name, &s)?;
     // The object URL is parsed once, here; a local archive carries no object-store settings.
     let object_store = match s.wals_directory.as_deref() {
         Some(url) if url.contains("://") => {
@@ -742,6 +883,8 @@ fn resolve(
         archive_queue_max,
         archive_async: s.archive_async.unwrap_or(false),
         last_wal_maximum_age,
+        encryption,
+        decryption,
         path_prefix: s.path_prefix,
         archive_hooks: HookScripts {
             pre: s.pre_archive_script,
@@ -784,6 +927,54 @@ mod tests {
                 err.to_string().starts_with("[pg] archive_queue_max: "),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn encryption_needs_recipients_and_absolute_key_files() {
+        let c = parse(
+            "[pg]\nencryption = \"gpg\"\nencryption_key_file = [\"/k/a.asc\", \"/k/b.asc\"]\n\
+             encryption_secret_key_file = \"/k/a.sec\"\nencryption_passphrase_command = \"cat /k/p\"\n\
+             [q]\nencryption = \"gpg\"\nencryption_key_id = \"0xABCDEF0123456789\"\nencryption_keyring = \"/k/ring.gpg\"\n\
+             [r]\nencryption_secret_key_file = \"/k/a.sec\"\n",
+        )
+        .expect("valid");
+        let pg = c.server("pg").expect("pg");
+        let e = pg.encryption.as_ref().expect("encrypted");
+        assert_eq!(
+            e.key_files,
+            [PathBuf::from("/k/a.asc"), PathBuf::from("/k/b.asc")]
+        );
+        let d = pg.decryption.as_ref().expect("secret key");
+        assert_eq!(d.passphrase_command.as_deref(), Some("cat /k/p"));
+        let q = c.server("q").expect("q");
+        assert_eq!(
+            q.encryption.as_ref().expect("q").key_ids,
+            ["0xABCDEF0123456789"]
+        );
+        let r = c.server("r").expect("r");
+        assert!(r.encryption.is_none() && r.decryption.is_some());
+        for (bad, start) in [
+            (
+                "encryption = \"gpg\"",
+                "[pg] encryption: \"gpg\" needs recipients",
+            ),
+            ("encryption = \"aes\"", "[pg] encryption: \"aes\": expected"),
+            (
+                "encryption = \"gpg\"\nencryption_key_id = \"ABCD\"",
+                "[pg] encryption_key_id: needs encryption_keyring",
+            ),
+            (
+                "encryption = \"gpg\"\nencryption_key_file = \"a.asc\"",
+                "[pg] encryption_key_file: must be an absolute path",
+            ),
+            (
+                "encryption_secret_key_file = \"k.sec\"",
+                "[pg] encryption_secret_key_file: must be an absolute path",
+            ),
+        ] {
+            let e = parse(&format!("[pg]\n{bad}\n")).expect_err(bad);
+            assert!(e.to_string().starts_with(start), "{bad}: {e}");
         }
     }
 

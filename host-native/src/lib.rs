@@ -8,6 +8,7 @@ pub mod catalogue_file;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod crypto;
 pub mod dropped;
 pub mod faults;
 pub mod fsutil;

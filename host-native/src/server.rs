@@ -32,6 +32,8 @@ pub struct ServerCtx<'a> {
     pub catalogue: CatalogueFile,
     /// The file system, on this target's platform.
     pub fs: Fs,
+    /// Opens encrypted copies with the configured secret key, loaded on first use.
+    pub decrypt: crate::crypto::LazyDecryptor<'a>,
 }
 
 impl std::fmt::Debug for ServerCtx<'_> {
@@ -81,6 +83,7 @@ impl<'a> ServerCtx<'a> {
             layout,
             catalogue,
             fs,
+            decrypt: crate::crypto::LazyDecryptor::new(cfg),
         })
     }
 

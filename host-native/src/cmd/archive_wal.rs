@@ -63,6 +63,7 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
     let mut hints = ServerCtx::queue_hints(&cfg.streaming);
     hints.extend(ServerCtx::queue_hints(&cfg.incoming));
     let settings = ctx.archive_settings(ctx.segment_size(&hints));
+    let encryptor = crate::crypto::encryptor(cfg)?;
     let mut totals = Totals::default();
     let queues = [
         (
@@ -119,6 +120,7 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
             jobs,
             options: BatchOptions::default(),
             heartbeat: &heartbeat,
+            encryptor: encryptor.as_ref().map(|e| e as _),
         };
         let sources: Vec<_> = batch
             .files
@@ -301,6 +303,8 @@ pub struct BatchJob<'a> {
     pub options: BatchOptions,
     /// Called whenever a file is done (progress for the lock's holder).
     pub heartbeat: &'a (dyn Fn() + Sync),
+    /// Encrypts what is stored (`encryption = "gpg"`).
+    pub encryptor: Option<&'a dyn walvault_core::encryption::Encrypt>,
 }
 
 impl std::fmt::Debug for BatchJob<'_> {
@@ -334,11 +338,13 @@ pub fn archive_batch(
         jobs,
         options,
         heartbeat,
+        encryptor,
     } = *job;
     let archiver = Archiver {
         store: &*ctx.store,
         settings,
-        decryptor: None,
+        decryptor: Some(&ctx.decrypt),
+        encryptor,
     };
     let now = crate::server::now();
     let progress = crate::ui::Progress::new(ui, batch.files.len());

@@ -85,7 +85,7 @@ pub fn rebuild(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<u8> {
                         name: stored.name.to_string(),
                         size: meta.size,
                         time,
-                        compression: if encrypted { None } else { stored.codec_from_key.or_else(|| Codec::identify(&head[..got])).map(|c| c.name().to_owned()) },
+                        compression: if encrypted { stored.codec_from_key.map(|c| c.name().to_owned()) } else { stored.codec_from_key.or_else(|| Codec::identify(&head[..got])).map(|c| c.name().to_owned()) },
                         encryption: encrypted.then(|| "gpg".to_owned()),
                     });
                 }

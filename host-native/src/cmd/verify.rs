@@ -161,6 +161,8 @@ fn read_histories(
 /// as `get-wal` caps them: an object named like one never costs more memory than that.
 fn read_small(ctx: &ServerCtx<'_>, stored: &StoredWal) -> Result<Vec<u8>, String> {
     let reader = ctx.store.get(&stored.key).map_err(|e| e.to_string())?;
+    let (reader, _) = walvault_core::encryption::open_if_encrypted(reader, Some(&ctx.decrypt))
+        .map_err(|e| format!("cannot be decrypted: {e}"))?;
     let limits = DecodeLimits {
         max_output: walvault_core::archive::MAX_HISTORY_BYTES,
         ..DecodeLimits::default()
@@ -182,6 +184,10 @@ fn verify_file(
     let reader = match ctx.store.get(&file.stored.key) {
         Ok(r) => r,
         Err(e) => return FileResult::Unreadable(e.to_string()),
+    };
+    let reader = match walvault_core::encryption::open_if_encrypted(reader, Some(&ctx.decrypt)) {
+        Ok((r, _)) => r,
+        Err(e) => return FileResult::Unreadable(format!("cannot be decrypted: {e}")),
     };
     let limits = DecodeLimits {
         // A little over a segment, so an over-long file is seen as such by the verifier.

@@ -196,6 +196,7 @@ pub(crate) fn put_wal_archiving(
         settle_seconds: 0.0,
         ..ctx.archive_settings(ctx.segment_size(&[path.to_owned()]))
     };
+    let encryptor = crate::crypto::encryptor(ctx.cfg)?;
     let candidate = Candidate {
         name,
         file_name: file_name.to_owned(),
@@ -224,6 +225,7 @@ pub(crate) fn put_wal_archiving(
             ..BatchOptions::default()
         },
         heartbeat: &|| {},
+        encryptor: encryptor.as_ref().map(|e| e as _),
     };
     let report = archive_batch(ctx, &job, &batch, &[path.to_owned()], &mut KeptSource, ui);
     let Some(file) = report.files.first() else {
@@ -401,11 +403,12 @@ fn serve_queue_file(
         }
     };
     decode_checked(
-        io::BufReader::new(file),
+        Box::new(io::BufReader::new(file)),
         None,
         &name,
         &path.display().to_string(),
         segment_size,
+        None,
         sink,
     )
     .map(Some)
@@ -780,6 +783,7 @@ fn fetch_into(
         &name,
         false,
         Some(size),
+        Some(&ctx.decrypt),
         &mut sink,
     ) {
         Ok(_) if sink.flush().is_ok() => {
@@ -823,6 +827,7 @@ fn get_one(
                 &name,
                 allow_partial,
                 segment_size,
+                Some(&ctx.decrypt),
                 sink,
             )
         }) {

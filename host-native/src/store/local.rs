@@ -186,7 +186,7 @@ impl WalStore for LocalStore {
         })
     }
 
-    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
         let path = self.path_of(key)?;
         // Never through a link, never waiting on a FIFO: listings name whatever is in the
         // archive's directories, and get-wal and verify read every one of them.

@@ -333,7 +333,7 @@ impl WalStore for S3Store {
         })
     }
 
-    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
         let path = Self::path(key)?;
         let result = self
             .block_on(self.store.get(&path))
@@ -533,7 +533,7 @@ impl WalStore for LazyS3Store {
     fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
         self.store(Op::Head, key)?.head(key)
     }
-    fn get(&self, key: &str) -> Result<Box<dyn Read + '_>, StorageError> {
+    fn get(&self, key: &str) -> Result<Box<dyn Read + Send + '_>, StorageError> {
         self.store(Op::Get, key)?.get(key)
     }
     fn put(
