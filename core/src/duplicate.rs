@@ -33,7 +33,9 @@ pub enum DifferenceReason {
     #[error("content differs from the archived copy")]
     ContentDiffers,
     /// The archived copy is encrypted and the configured key cannot decrypt it.
-    #[error("archived copy is encrypted ({scheme}) and could not be decrypted: {error}")]
+    #[error(
+        "archived copy is encrypted ({scheme}) and cannot be compared: it could not be decrypted: {error}"
+    )]
     Undecryptable {
         /// The encryption scheme.
         scheme: String,
@@ -42,7 +44,7 @@ pub enum DifferenceReason {
     },
     /// The archived copy is encrypted and no key is configured.
     #[error(
-        "archived copy is encrypted and no decryption key is configured, so it cannot be proven identical"
+        "archived copy is encrypted and no decryption key is configured: cannot compare, so it cannot be proven identical"
     )]
     EncryptedWithoutKey,
     /// The archived copy cannot be decoded.

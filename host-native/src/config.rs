@@ -133,6 +133,7 @@ struct ServerSection {
     encryption_keyring: Option<PathBuf>,
     encryption_secret_key_file: Option<PathBuf>,
     encryption_passphrase_command: Option<String>,
+    encryption_passphrase_timeout: Option<u64>,
 }
 
 /// One value or a list (`encryption_key_file = "a.asc"` or `["a.asc", "b.asc"]`).
@@ -214,7 +215,8 @@ impl ServerSection {
             encryption_key_id,
             encryption_keyring,
             encryption_secret_key_file,
-            encryption_passphrase_command
+            encryption_passphrase_command,
+            encryption_passphrase_timeout
         )
     }
 }
@@ -255,6 +257,10 @@ pub struct EncryptionConfig {
     pub keyring: Option<PathBuf>,
 }
 
+/// Seconds `encryption_passphrase_command` may take by default: a command waiting on a
+/// terminal must not hang a recovery.
+pub const DEFAULT_PASSPHRASE_TIMEOUT: u64 = 30;
+
 /// How encrypted WAL is read back (`get-wal`, duplicate checks, `verify`, `reencrypt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecryptionConfig {
@@ -263,6 +269,8 @@ pub struct DecryptionConfig {
     pub secret_key_file: PathBuf,
     /// `encryption_passphrase_command` (Barman's): its standard output is the passphrase.
     pub passphrase_command: Option<String>,
+    /// `encryption_passphrase_timeout`: seconds the command may take before it is killed.
+    pub passphrase_timeout: u64,
 }
 
 /// Where a server's WAL is archived.
@@ -671,6 +679,17 @@ fn encryption_keys(
                 .encryption_passphrase_command
                 .clone()
                 .filter(|c| !c.trim().is_empty()),
+            passphrase_timeout: match s.encryption_passphrase_timeout {
+                Some(0) => {
+                    return Err(err(
+                        name,
+                        "encryption_passphrase_timeout",
+                        "must be at least 1",
+                    ));
+                }
+                Some(t) => t,
+                None => DEFAULT_PASSPHRASE_TIMEOUT,
+            },
         }),
         None => None,
     };

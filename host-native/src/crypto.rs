@@ -19,10 +19,6 @@ use crate::config::{EncryptionConfig, ServerConfig};
 /// The largest key file read: real keys and keyrings are a few KiB.
 const MAX_KEY_FILE: u64 = 4 << 20;
 
-/// How long `encryption_passphrase_command` may take before it is killed: a command waiting
-/// on a terminal must not hang a recovery.
-pub const PASSPHRASE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Reads a key file: a regular file (a FIFO or device would hang or never end), at most
 /// [`MAX_KEY_FILE`] bytes. Links are followed: key files are the operator's, set up like
 /// any configuration file.
@@ -102,12 +98,13 @@ pub fn decryptor(server: &ServerConfig) -> anyhow::Result<Option<OpenPgpDecrypto
     let keys =
         parse_secret_keys(&origin, &read_key_file(&cfg.secret_key_file)?).with_context(context)?;
     let command = cfg.passphrase_command.clone();
+    let timeout = Duration::from_secs(cfg.passphrase_timeout);
     let server_name = server.name.clone();
     let path_prefix = server.path_prefix.clone();
     Ok(Some(OpenPgpDecryptor::new(
         keys,
         Box::new(move || match &command {
-            Some(c) => run_passphrase_command(c, path_prefix.as_deref(), PASSPHRASE_TIMEOUT),
+            Some(c) => run_passphrase_command(c, path_prefix.as_deref(), timeout),
             None => Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!(
@@ -293,6 +290,8 @@ pub fn run_passphrase_command(_: &str, _: Option<&str>, _: Duration) -> io::Resu
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    const PASSPHRASE_TIMEOUT: Duration = Duration::from_secs(30);
 
     #[test]
     fn the_passphrase_command_output_failure_and_hang() {

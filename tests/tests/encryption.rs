@@ -1,0 +1,360 @@
+//! Encryption at rest (issue 20): OpenPGP copies that walvault, gpg and Barman read. The keys
+//! are gpg 2.2's, in core/tests/data/openpgp: A and B are RSA with the passphrases
+//! `walvault-test-a` and `walvault-test-b`, C is Ed25519/Cv25519 without one.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use walvault_core::compression::{Codec, DecodeLimits, decode_all};
+use walvault_core::wal::WalFileName;
+use walvault_tests::s3::tool;
+use walvault_tests::{SERVER, World, describe, queue_file, small_segment};
+
+const CODECS: [&str; 7] = ["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"];
+
+fn key_source(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/data/openpgp")
+        .join(name)
+}
+
+/// Copies the test keys into the world (`keys/`), secret keys and passphrase files private,
+/// and returns the directory.
+fn install_keys(world: &World) -> PathBuf {
+    let dir = world.path("keys");
+    fs::create_dir_all(&dir).expect("keys");
+    for name in ["a.pub.asc", "b.pub.asc", "c.pub.asc", "ab.keyring.gpg"] {
+        fs::copy(key_source(name), dir.join(name)).expect("copy key");
+    }
+    for (name, pass) in [
+        ("a.sec.asc", "walvault-test-a"),
+        ("b.sec.gpg", "walvault-test-b"),
+        ("c.sec.asc", ""),
+    ] {
+        let target = dir.join(name);
+        fs::copy(key_source(name), &target).expect("copy key");
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let pass_file = dir.join(format!("{}.pass", &name[..1]));
+        fs::write(&pass_file, format!("{pass}\n")).expect("passphrase");
+        fs::set_permissions(&pass_file, fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    world.own_all();
+    dir
+}
+
+/// The configuration lines: encrypt to the `recipients` key files, read back with `secret`
+/// (a, b or c) and its passphrase file.
+fn encryption_config(keys: &Path, recipients: &[&str], secret: &str) -> String {
+    let files: Vec<String> = recipients
+        .iter()
+        .map(|r| format!("\"{}\"", keys.join(format!("{r}.pub.asc")).display()))
+        .collect();
+    let secret_file = if secret == "b" {
+        "b.sec.gpg"
+    } else {
+        &format!("{secret}.sec.asc")
+    };
+    format!(
+        "encryption = \"gpg\"\nencryption_key_file = [{}]\nencryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"cat {}\"\n",
+        files.join(", "),
+        keys.join(secret_file).display(),
+        keys.join(format!("{secret}.pass")).display(),
+    )
+}
+
+fn encrypted_world(codec: &str) -> (World, PathBuf) {
+    let world = World::new(&format!(
+        "compression = \"{codec}\"\ncompression_level = \"low\"\nwal_segment_size = \"1MB\""
+    ));
+    let keys = install_keys(&world);
+    world.add_config(&encryption_config(&keys, &["a"], "a"));
+    (world, keys)
+}
+
+fn seg(n: u32) -> String {
+    format!("00000001000000000000{n:04X}")
+}
+
+fn stored_path(world: &World, name: &str) -> PathBuf {
+    let n: WalFileName = name.parse().expect("name");
+    world.wals().join(n.relative_path())
+}
+
+/// gpg with its own home holding A's secret key, as the test user never needs.
+struct Gpg {
+    home: PathBuf,
+}
+
+impl Gpg {
+    fn with_secret_a(world: &World) -> Option<Gpg> {
+        let gpg = tool(Path::new("/usr/bin/gpg"), "gpg (Debian's gnupg)")?;
+        let home = world.path("gnupg");
+        fs::create_dir_all(&home).expect("gnupg home");
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).expect("chmod");
+        let out = Command::new(&gpg)
+            .args(["--batch", "--quiet", "--pinentry-mode", "loopback"])
+            .args(["--passphrase", "walvault-test-a", "--import"])
+            .arg(key_source("a.sec.asc"))
+            .env("GNUPGHOME", &home)
+            .output()
+            .expect("gpg --import");
+        assert!(out.status.success(), "{}", describe(&out));
+        Some(Gpg { home })
+    }
+
+    fn decrypt(&self, path: &Path) -> Vec<u8> {
+        let out = Command::new("gpg")
+            .args(["--batch", "--quiet", "--pinentry-mode", "loopback"])
+            .args(["--passphrase", "walvault-test-a", "--decrypt"])
+            .arg(path)
+            .env("GNUPGHOME", &self.home)
+            .output()
+            .expect("gpg --decrypt");
+        assert!(
+            out.status.success(),
+            "gpg --decrypt {}: {}",
+            path.display(),
+            describe(&out)
+        );
+        out.stdout
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .args(["--kill", "gpg-agent"])
+            .env("GNUPGHOME", &self.home)
+            .status();
+    }
+}
+
+#[test]
+fn every_codec_round_trips_encrypted_and_gpg_reads_the_copies() {
+    for codec in CODECS {
+        let (world, _keys) = encrypted_world(codec);
+        let gpg = Gpg::with_secret_a(&world);
+        fs::create_dir_all(world.incoming()).expect("incoming");
+        let names = [seg(1), seg(2)];
+        for (i, name) in names.iter().enumerate() {
+            queue_file(
+                &world.incoming().join(name),
+                &small_segment(name, i as u8 + 3),
+            );
+        }
+        world.own_all();
+        let out = world.walvault(&["archive-wal", SERVER]);
+        assert!(out.status.success(), "{codec}: {}", describe(&out));
+        let catalogue = world.catalogue();
+        assert_eq!(catalogue.len(), 2, "{codec}");
+        for (i, name) in names.iter().enumerate() {
+            let original = small_segment(name, i as u8 + 3);
+            let stored = fs::read(stored_path(&world, name)).expect("stored");
+            assert_eq!(
+                stored[0], 0x85,
+                "{codec}: the session key packet Barman recognises"
+            );
+            assert!(
+                !stored.windows(16).any(|w| w == &original[100..116]),
+                "{codec}: no plaintext in the copy"
+            );
+            let line = catalogue.iter().find(|e| &e.name == name).expect("line");
+            assert_eq!(line.encryption.as_deref(), Some("gpg"), "{codec}");
+            let expected_codec = (codec != "none").then(|| codec.to_owned());
+            assert_eq!(line.compression, expected_codec, "{codec}");
+            assert_eq!(line.size, stored.len() as u64, "{codec}");
+            // get-wal: decrypted, decompressed, byte for byte.
+            let dest = world.path(&format!("restored-{name}"));
+            world.own_all();
+            let out = world.walvault(&["get-wal", SERVER, name, dest.to_str().expect("utf-8")]);
+            assert!(out.status.success(), "{codec}: {}", describe(&out));
+            assert_eq!(fs::read(&dest).expect("restored"), original, "{codec}");
+            // gpg reads it: the plaintext is the codec's stream of the segment.
+            if let Some(gpg) = &gpg {
+                let plain = gpg.decrypt(&stored_path(&world, name));
+                let codec = Codec::identify(&plain);
+                let decoded = decode_all(codec, &plain, DecodeLimits::default()).expect("decode");
+                assert_eq!(decoded, original, "gpg's plaintext of {name}");
+            }
+        }
+    }
+}
+
+/// Archives one encrypted segment (`seg(1)`) and returns the world, its keys and the segment.
+fn one_archived(codec: &str) -> (World, PathBuf, Vec<u8>) {
+    let (world, keys) = encrypted_world(codec);
+    fs::create_dir_all(world.incoming()).expect("incoming");
+    let data = small_segment(&seg(1), 7);
+    queue_file(&world.incoming().join(seg(1)), &data);
+    world.own_all();
+    let out = world.walvault(&["archive-wal", SERVER]);
+    assert!(out.status.success(), "{}", describe(&out));
+    (world, keys, data)
+}
+
+/// Rewrites `[pg]`'s decryption settings, keeping the rest.
+fn set_decryption(world: &World, codec: &str, lines: &str) {
+    world.write_config(&format!(
+        "compression = \"{codec}\"\ncompression_level = \"low\"\nwal_segment_size = \"1MB\"\n{lines}"
+    ));
+}
+
+/// get-wal of `seg(1)` must fail with 255 (PostgreSQL stops instead of ending recovery),
+/// say `expect`, and leave nothing at the destination.
+fn get_wal_refuses(world: &World, expect: &str) {
+    let dest = world.path("pg_wal-RECOVERYXLOG");
+    let _ = fs::remove_file(&dest);
+    world.own_all();
+    let started = std::time::Instant::now();
+    let out = world.walvault(&["get-wal", SERVER, &seg(1), dest.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(255), "{expect}: {}", describe(&out));
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(expect), "expected {expect:?} in: {text}");
+    assert!(!dest.exists(), "{expect}: nothing written to %p");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{expect}: took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_missing_or_wrong_key_or_passphrase_stops_recovery_and_writes_nothing() {
+    let (world, keys, data) = one_archived("zstd");
+    let k = |f: &str| keys.join(f).display().to_string();
+    // No secret key configured.
+    set_decryption(&world, "zstd", "");
+    get_wal_refuses(&world, "no encryption_secret_key_file");
+    // The wrong secret key (C is no recipient).
+    set_decryption(
+        &world,
+        "zstd",
+        &format!("encryption_secret_key_file = \"{}\"", k("c.sec.asc")),
+    );
+    get_wal_refuses(&world, "none of the configured secret keys");
+    // The right key, the wrong passphrase.
+    set_decryption(
+        &world,
+        "zstd",
+        &format!(
+            "encryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"cat {}\"",
+            k("a.sec.asc"),
+            k("b.pass")
+        ),
+    );
+    get_wal_refuses(&world, "wrong passphrase");
+    // A passphrase command that fails, and one that hangs (killed after its timeout).
+    set_decryption(
+        &world,
+        "zstd",
+        &format!(
+            "encryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"echo nope; exit 4\"",
+            k("a.sec.asc")
+        ),
+    );
+    get_wal_refuses(
+        &world,
+        "encryption_passphrase_command failed (exit status: 4)",
+    );
+    set_decryption(
+        &world,
+        "zstd",
+        &format!(
+            "encryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"sleep 600\"\nencryption_passphrase_timeout = 2",
+            k("a.sec.asc")
+        ),
+    );
+    get_wal_refuses(&world, "did not finish within 2 s");
+    // A protected key and no command at all.
+    set_decryption(
+        &world,
+        "zstd",
+        &format!("encryption_secret_key_file = \"{}\"", k("a.sec.asc")),
+    );
+    get_wal_refuses(&world, "encryption_passphrase_command is not set");
+    // A secret key file others may read is refused before it is used.
+    fs::set_permissions(keys.join("a.sec.asc"), fs::Permissions::from_mode(0o644)).expect("chmod");
+    set_decryption(
+        &world,
+        "zstd",
+        &format!(
+            "encryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"cat {}\"",
+            k("a.sec.asc"),
+            k("a.pass")
+        ),
+    );
+    get_wal_refuses(&world, "a secret key must be private");
+    fs::set_permissions(keys.join("a.sec.asc"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    // Truncated or tampered ciphertext: the integrity check fails.
+    let stored = stored_path(&world, &seg(1));
+    let sealed = fs::read(&stored).expect("stored");
+    for (what, bytes) in [
+        ("truncated", sealed[..sealed.len() - 30].to_vec()),
+        ("tampered", {
+            let mut t = sealed.clone();
+            let at = t.len() / 2;
+            t[at] ^= 0x10;
+            t
+        }),
+    ] {
+        fs::write(&stored, &bytes).expect(what);
+        get_wal_refuses(&world, "damaged");
+    }
+    // And the intact copy with the right setup restores.
+    fs::write(&stored, &sealed).expect("restore the copy");
+    let dest = world.path("restored");
+    world.own_all();
+    let out = world.walvault(&["get-wal", SERVER, &seg(1), dest.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(fs::read(dest).expect("restored"), data);
+}
+
+#[test]
+fn duplicates_are_compared_after_decryption_and_kept_apart_without_a_key() {
+    let (world, keys, data) = one_archived("gzip");
+    let archived = fs::read(stored_path(&world, &seg(1))).expect("stored");
+    // The same WAL again: recognised as identical after decryption, dropped.
+    queue_file(&world.incoming().join(seg(1)), &data);
+    world.own_all();
+    let out = world.walvault(&["archive-wal", SERVER]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        !world.incoming().join(seg(1)).exists(),
+        "identical re-delivery dropped"
+    );
+    assert!(fs::read_dir(world.errors()).map_or(true, |mut d| d.next().is_none()));
+    // Other bytes under that name: kept in errors/, the archived copy untouched.
+    queue_file(&world.incoming().join(seg(1)), &small_segment(&seg(1), 99));
+    world.own_all();
+    let out = world.walvault(&["archive-wal", SERVER]);
+    assert_eq!(
+        fs::read(stored_path(&world, &seg(1))).expect("stored"),
+        archived
+    );
+    let errors = walvault_tests::file_names(&world.errors());
+    assert_eq!(errors.len(), 1, "{errors:?}: {}", describe(&out));
+    assert!(errors[0].ends_with(".duplicate"), "{errors:?}");
+    // Without the secret key the same bytes cannot be proven identical: kept apart too.
+    set_decryption(
+        &world,
+        "gzip",
+        &format!(
+            "encryption = \"gpg\"\nencryption_key_file = \"{}\"",
+            keys.join("a.pub.asc").display()
+        ),
+    );
+    queue_file(&world.incoming().join(seg(1)), &data);
+    world.own_all();
+    let out = world.walvault(&["archive-wal", SERVER]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("cannot be compared"), "{text}");
+    assert_eq!(walvault_tests::file_names(&world.errors()).len(), 2);
+    assert_eq!(
+        fs::read(stored_path(&world, &seg(1))).expect("stored"),
+        archived
+    );
+}
