@@ -9,8 +9,10 @@ use std::process::Command;
 
 use walvault_core::compression::{Codec, DecodeLimits, decode_all};
 use walvault_core::wal::WalFileName;
-use walvault_tests::s3::tool;
-use walvault_tests::{SERVER, World, describe, queue_file, small_segment};
+use walvault_tests::s3::{ACCESS_KEY, S3Server, SECRET_KEY, python_venv, tool};
+use walvault_tests::{SERVER, World, describe, point_in_time_recovery, queue_file, small_segment};
+
+const BUCKET: &str = "wal";
 
 const CODECS: [&str; 7] = ["none", "gzip", "bzip2", "xz", "zstd", "lz4", "snappy"];
 
@@ -356,5 +358,229 @@ fn duplicates_are_compared_after_decryption_and_kept_apart_without_a_key() {
     assert_eq!(
         fs::read(stored_path(&world, &seg(1))).expect("stored"),
         archived
+    );
+}
+
+/// Barman 3.20.1 (the test venv's) on this world's home, encrypting to A with gpg and
+/// decrypting with A's secret key in its own gpg home, as Barman's users set it up.
+struct Barman {
+    bin: PathBuf,
+    conf: PathBuf,
+    gpg: Gpg,
+}
+
+impl Barman {
+    fn new(world: &World, keys: &Path) -> Option<Barman> {
+        let bin = tool(
+            &walvault_tests::s3::python_venv().join("bin/barman"),
+            "Barman 3.20.1 (.ci/setup's venv)",
+        )?;
+        tool(Path::new("/usr/bin/file"), "file(1), which Barman runs")?;
+        let gpg = Gpg::with_secret_a(world)?;
+        // Barman calls gpg without --trust-model: the recipient must be trusted.
+        let out = Command::new("gpg")
+            .args([
+                "--batch",
+                "--with-colons",
+                "--list-keys",
+                "a@example.invalid",
+            ])
+            .env("GNUPGHOME", &gpg.home)
+            .output()
+            .expect("gpg --list-keys");
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let fpr = listing
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("fpr:")
+                    .map(|r| r.trim_matches(':').to_owned())
+            })
+            .expect("A's fingerprint");
+        let mut trust = Command::new("gpg")
+            .args(["--batch", "--import-ownertrust"])
+            .env("GNUPGHOME", &gpg.home)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("gpg --import-ownertrust");
+        std::io::Write::write_all(
+            trust.stdin.as_mut().expect("stdin"),
+            format!("{fpr}:6:\n").as_bytes(),
+        )
+        .expect("ownertrust");
+        assert!(trust.wait().expect("gpg").success());
+        let conf = world.path("barman.conf");
+        fs::write(
+            &conf,
+            format!(
+                "[barman]\nbarman_home = {home}\nbarman_user = root\nlog_file = {dir}/barman.log\nlog_level = DEBUG\n\n\
+                 [{SERVER}]\ndescription = \"interop\"\nconninfo = host=/nonexistent dbname=postgres\n\
+                 backup_method = postgres\narchiver = on\ncompression = gzip\nencryption = gpg\n\
+                 encryption_key_id = a@example.invalid\nencryption_passphrase_command = cat {pass}\n",
+                home = world.home.display(),
+                dir = world.path("").display(),
+                pass = keys.join("a.pass").display(),
+            ),
+        )
+        .expect("barman.conf");
+        Some(Barman { bin, conf, gpg })
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .env("GNUPGHOME", &self.gpg.home)
+            .output()
+            .expect("run barman")
+    }
+}
+
+#[test]
+fn barman_reads_walvaults_encrypted_wal_and_walvault_reads_barmans() {
+    let (world, keys, data) = one_archived("gzip");
+    let Some(barman) = Barman::new(&world, &keys) else {
+        return;
+    };
+    // Barman's get-wal decrypts walvault's copy (file(1) must call it encrypted).
+    let out = barman.run(&["get-wal", SERVER, &seg(1)]);
+    assert!(out.status.success(), "barman get-wal: {}", describe(&out));
+    assert!(
+        out.stdout == data,
+        "barman get-wal served walvault's WAL byte for byte"
+    );
+    // Barman archives an encrypted WAL of its own; walvault restores it.
+    let theirs = small_segment(&seg(2), 11);
+    queue_file(&world.incoming().join(seg(2)), &theirs);
+    let out = barman.run(&["archive-wal", SERVER]);
+    assert!(
+        out.status.success(),
+        "barman archive-wal: {}",
+        describe(&out)
+    );
+    let stored = fs::read(stored_path(&world, &seg(2))).expect("Barman's copy");
+    assert!(
+        walvault_core::encryption::looks_like_openpgp(&stored),
+        "Barman encrypted it"
+    );
+    let line = fs::read_to_string(world.wals().join(format!("{SERVER}-xlog.db"))).expect("xlog.db");
+    assert!(
+        line.lines()
+            .any(|l| l.starts_with(&seg(2)) && l.ends_with("\tgzip\tgpg")),
+        "{line}"
+    );
+    let dest = world.path("restored-barmans");
+    world.own_all();
+    let out = world.walvault(&["get-wal", SERVER, &seg(2), dest.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(fs::read(dest).expect("restored"), theirs);
+}
+
+/// s3s-fs with the test bucket, or `None` (skipped) outside CI without it.
+fn s3s(world: &World) -> Option<S3Server> {
+    let server = S3Server::s3s_fs(&world.path("s3-root"))?;
+    server.create_bucket(BUCKET);
+    Some(server)
+}
+
+#[test]
+fn every_codec_round_trips_encrypted_in_object_storage_under_gpg_keys() {
+    let world = World::new("");
+    let Some(server) = s3s(&world) else {
+        return;
+    };
+    let keys = install_keys(&world);
+    for (i, codec) in CODECS.into_iter().enumerate() {
+        let prefix = format!("enc-{codec}");
+        world.write_config(&format!(
+            "compression = \"{codec}\"\nwal_segment_size = \"1MB\"\n{}{}",
+            server.config(BUCKET, &prefix),
+            encryption_config(&keys, &["a", "c"], "c"),
+        ));
+        let name = seg(i as u32 + 1);
+        let data = small_segment(&name, i as u8 + 1);
+        let path = world.path(&name);
+        fs::write(&path, &data).expect("segment");
+        world.own_all();
+        let out = world.walvault(&["put-wal", SERVER, path.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{codec}: {}", describe(&out));
+        let ext = Codec::from_name(codec).map_or("", |c| c.extension());
+        let key = format!("{prefix}/{SERVER}/wals/0000000100000000/{name}{ext}.gpg");
+        assert!(
+            server.object_keys(BUCKET).contains(&key),
+            "{codec}: {:?}",
+            server.object_keys(BUCKET)
+        );
+        // C's secret key (an ECC recipient next to A) opens it.
+        let dest = world.path(&format!("restored-{name}"));
+        world.own_all();
+        let out = world.walvault(&["get-wal", SERVER, &name, dest.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{codec}: {}", describe(&out));
+        assert_eq!(fs::read(&dest).expect("restored"), data, "{codec}");
+        // barman-cloud-wal-restore, which knows no encryption, does not take the .gpg key
+        // for the WAL: it reports it missing and writes no ciphertext.
+        if let Some(restore) = tool(
+            &python_venv().join("bin/barman-cloud-wal-restore"),
+            "barman-cloud-wal-restore",
+        ) {
+            let dest = world.path(&format!("barman-{name}"));
+            let out = Command::new(restore)
+                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .args(["--endpoint-url", &server.endpoint])
+                .arg(format!("s3://{BUCKET}/{prefix}"))
+                .args([SERVER, &name, dest.to_str().expect("utf-8")])
+                .output()
+                .expect("barman-cloud-wal-restore");
+            assert_eq!(out.status.code(), Some(1), "{codec}: {}", describe(&out));
+            assert!(!dest.exists(), "{codec}: no ciphertext handed over");
+        }
+    }
+}
+
+/// The catalogue says every line is encrypted, and `verify` reads the whole archive back
+/// record by record through the decryption.
+fn assert_encrypted_and_verified(world: &World) {
+    let catalogue = world.catalogue();
+    assert!(!catalogue.is_empty());
+    assert!(
+        catalogue
+            .iter()
+            .all(|e| e.encryption.as_deref() == Some("gpg")),
+        "every catalogue line records gpg"
+    );
+    let out = world.walvault(&["verify", SERVER]);
+    assert!(out.status.success(), "verify: {}", describe(&out));
+}
+
+#[test]
+fn postgres_recovers_from_an_encrypted_local_archive() {
+    let world = World::new("compression = \"zstd\"");
+    let keys = install_keys(&world);
+    world.add_config(&encryption_config(&keys, &["a", "b"], "b"));
+    point_in_time_recovery(&world, "zstd");
+    assert_encrypted_and_verified(&world);
+}
+
+#[test]
+fn postgres_recovers_from_an_encrypted_object_store() {
+    let world = World::new("compression = \"lz4\"");
+    let Some(server) = s3s(&world) else {
+        return;
+    };
+    let keys = install_keys(&world);
+    world.add_config(&server.config(BUCKET, "enc"));
+    world.add_config(&encryption_config(&keys, &["a"], "a"));
+    point_in_time_recovery(&world, "lz4");
+    assert_encrypted_and_verified(&world);
+    assert!(
+        server
+            .object_keys(BUCKET)
+            .iter()
+            .filter(|k| k.contains("/wals/0000000100000000/"))
+            .all(|k| k.ends_with(".lz4.gpg")),
+        "{:?}",
+        server.object_keys(BUCKET)
     );
 }
