@@ -198,3 +198,19 @@ fn key_files_that_are_not_usable_public_keys_are_refused_with_their_name() {
     let keys = parse_public_keys("a", &data("a.pub.asc")).unwrap();
     assert!(Recipient::of("a", &keys[0], 0).is_ok());
 }
+#[test]
+fn a_file_of_several_armored_keys_yields_them_all() {
+    // gpg --export-secret-keys -a A >> f; … C >> f: an operator's file while rotating.
+    let mut both = data("a.sec.asc");
+    both.extend(data("c.sec.asc"));
+    let keys = parse_secret_keys("ac", &both).expect("keys");
+    assert_eq!(keys.len(), 2);
+    let mut pubs = data("a.pub.asc");
+    pubs.extend(b"\n");
+    pubs.extend(data("b.pub.asc"));
+    assert_eq!(parse_public_keys("ab", &pubs).expect("keys").len(), 2);
+    // One passphrase for the file: C's key has none and opens what is sealed to C.
+    let sealed = seal(&encryptor(&["c.pub.asc"]), b"for C");
+    let d = OpenPgpDecryptor::new(keys, Box::new(|| Ok(b"walvault-test-a".to_vec())));
+    assert_eq!(open(&d, sealed).expect("C opens it"), b"for C");
+}

@@ -146,6 +146,25 @@ pub enum Command {
         #[command(flatten)]
         servers: ServerSelection,
     },
+    /// Re-encrypt archived WAL that only keys no longer configured can open, for the current
+    /// `encryption_key_file` / `encryption_key_id` recipients (needs the old key's
+    /// `encryption_secret_key_file`). Each copy is replaced only after its new copy is stored
+    /// and checked.
+    Reencrypt {
+        /// The server.
+        server: String,
+        /// Encrypt them to the keys configured now (the only mode; required so that the
+        /// command never runs by accident).
+        #[arg(long, required = true)]
+        to_current_keys: bool,
+        /// Only list what would be re-encrypted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Objects read in parallel while looking (default: configuration `jobs`, else the
+        /// number of cores for a local archive and 8 for object storage).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+    },
     /// Delete archived WAL older than a segment, file by file (history files are kept).
     DeleteWals {
         /// The server.

@@ -71,6 +71,30 @@ pub fn recipients(cfg: &EncryptionConfig, now_unix: u64) -> anyhow::Result<Vec<R
     Ok(out)
 }
 
+/// The key IDs (every primary key and subkey) of the certificates `encryption = "gpg"` names:
+/// a copy whose session keys name none of them can only be opened by keys no longer
+/// configured.
+pub fn configured_key_ids(
+    cfg: &EncryptionConfig,
+) -> anyhow::Result<std::collections::BTreeSet<[u8; 8]>> {
+    let mut ids = std::collections::BTreeSet::new();
+    for path in &cfg.key_files {
+        for cert in parse_public_keys(&path.display().to_string(), &read_key_file(path)?)? {
+            ids.extend(walvault_core::encryption::openpgp::cert_key_ids(&cert));
+        }
+    }
+    if let Some(keyring) = cfg.keyring.as_ref().filter(|_| !cfg.key_ids.is_empty()) {
+        let certs = parse_public_keys(&keyring.display().to_string(), &read_key_file(keyring)?)?;
+        for cert in certs
+            .iter()
+            .filter(|c| cfg.key_ids.iter().any(|id| key_matches(c, id)))
+        {
+            ids.extend(walvault_core::encryption::openpgp::cert_key_ids(cert));
+        }
+    }
+    Ok(ids)
+}
+
 /// The encryptor of a server with `encryption = "gpg"`, `None` without.
 pub fn encryptor(server: &ServerConfig) -> anyhow::Result<Option<OpenPgpEncryptor>> {
     let Some(cfg) = &server.encryption else {

@@ -79,6 +79,9 @@ pub const FAILPOINTS: &[&str] = &[
     // delete-wals: one archived file removed; the catalogue rewritten.
     "wal-deleted",
     "catalogue-rewritten",
+    // reencrypt: the new copy stored under its temporary key; the WAL's copy replaced.
+    "reencrypt-copy-stored",
+    "reencrypt-replaced",
 ];
 
 /// A point where a test-only build can crash: with `WALVAULT_CRASH_AT=POINT[:N]`, the process

@@ -173,6 +173,18 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             before,
             dry_run,
         } => cmd::maintenance::delete_wals(&one(&config, server)?, before, *dry_run, ui),
+        Command::Reencrypt {
+            server,
+            to_current_keys: _,
+            dry_run,
+            jobs,
+        } => {
+            let ctx = one(&config, server)?;
+            let jobs = jobs
+                .or(ctx.cfg.jobs)
+                .unwrap_or_else(|| default_jobs(ctx.local_archive_dir().is_some()));
+            cmd::reencrypt::reencrypt(&ctx, *dry_run, jobs, ui)
+        }
         Command::Check {
             servers,
             format,

@@ -61,7 +61,7 @@ impl Workload {
         match self {
             Workload::ArchiveWal | Workload::ArchiveWalLinked | Workload::Streaming => &points[..7],
             Workload::PutWal | Workload::PutWalAsync => &points[..5],
-            Workload::DeleteWals => &points[7..],
+            Workload::DeleteWals => &points[7..9],
         }
     }
 

@@ -584,3 +584,178 @@ fn postgres_recovers_from_an_encrypted_object_store() {
         server.object_keys(BUCKET)
     );
 }
+
+/// The key IDs an archived copy's session keys name.
+fn recipients_of(world: &World, name: &str) -> Vec<[u8; 8]> {
+    let bytes = fs::read(stored_path(world, name)).expect("stored");
+    walvault_core::encryption::openpgp_recipients(&bytes).expect("recipients")
+}
+
+fn key_id(file: &str) -> [u8; 8] {
+    let keys = walvault_core::encryption::openpgp::parse_public_keys(
+        file,
+        &fs::read(key_source(file)).expect("key"),
+    )
+    .expect("key");
+    walvault_core::encryption::openpgp::Recipient::of(file, &keys[0], 1_800_000_000)
+        .expect("recipient")
+        .key_id
+}
+
+fn walvault_with_env(world: &World, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
+    let mut cmd = world.run_as.command(&world.bin);
+    cmd.arg("-c").arg(&world.config).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Every archived WAL restores byte for byte.
+fn all_restore(world: &World, originals: &[(String, Vec<u8>)], when: &str) {
+    for (name, data) in originals {
+        let dest = world.path(&format!("check-{name}"));
+        let _ = fs::remove_file(&dest);
+        world.own_all();
+        let out = world.walvault(&["get-wal", SERVER, name, dest.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{when}: {name}: {}", describe(&out));
+        assert_eq!(&fs::read(&dest).expect("restored"), data, "{when}: {name}");
+    }
+}
+
+#[test]
+fn rotating_from_one_key_to_another_is_found_by_check_and_fixed_by_reencrypt_losing_nothing() {
+    let world = World::new("compression = \"zstd\"\nwal_segment_size = \"1MB\"");
+    let keys = install_keys(&world);
+    // The secret keys of both A (old) and C (new), as an operator holds them while rotating.
+    let ac = keys.join("ac.sec.asc");
+    let mut both = fs::read(keys.join("a.sec.asc")).expect("a");
+    both.extend(fs::read(keys.join("c.sec.asc")).expect("c"));
+    fs::write(&ac, both).expect("ac");
+    fs::set_permissions(&ac, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let config = |recipients: &[&str]| {
+        let files: Vec<String> = recipients
+            .iter()
+            .map(|r| format!("\"{}\"", keys.join(format!("{r}.pub.asc")).display()))
+            .collect();
+        world.write_config(&format!(
+            "compression = \"zstd\"\nwal_segment_size = \"1MB\"\nencryption = \"gpg\"\n\
+             encryption_key_file = [{}]\nencryption_secret_key_file = \"{}\"\n\
+             encryption_passphrase_command = \"cat {}\"",
+            files.join(", "),
+            ac.display(),
+            keys.join("a.pass").display()
+        ));
+    };
+    fs::create_dir_all(world.incoming()).expect("incoming");
+    let mut originals = Vec::new();
+    let mut archive = |n: u32| {
+        let name = seg(n);
+        let data = small_segment(&name, n as u8);
+        queue_file(&world.incoming().join(&name), &data);
+        world.own_all();
+        let out = world.walvault(&["archive-wal", SERVER]);
+        assert!(out.status.success(), "{}", describe(&out));
+        originals.push((name, data));
+    };
+    // Under A, then A and C, then C only.
+    config(&["a"]);
+    archive(1);
+    archive(2);
+    config(&["a", "c"]);
+    archive(3);
+    config(&["c"]);
+    archive(4);
+    let (a, c) = (key_id("a.pub.asc"), key_id("c.pub.asc"));
+    assert_eq!(recipients_of(&world, &seg(1)), [a]);
+    assert_eq!(recipients_of(&world, &seg(3)), [a, c]);
+    assert_eq!(recipients_of(&world, &seg(4)), [c]);
+    let check = world.walvault(&["check", SERVER]);
+    let text = String::from_utf8_lossy(&check.stdout).to_string();
+    assert_eq!(check.status.code(), Some(1), "{}", describe(&check));
+    assert!(
+        text.contains(&format!(
+            "2 of 4 encrypted WAL ({} .. {}) can only be opened by keys no longer configured",
+            seg(1),
+            seg(2)
+        )),
+        "{text}"
+    );
+    let dry = world.walvault(&["reencrypt", SERVER, "--to-current-keys", "--dry-run"]);
+    assert!(dry.status.success(), "{}", describe(&dry));
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("2 of 4"),
+        "{}",
+        describe(&dry)
+    );
+    assert_eq!(
+        recipients_of(&world, &seg(1)),
+        [a],
+        "a dry run changes nothing"
+    );
+    // Killed after the new copy is stored, after the first copy is replaced, and by SIGKILL
+    // while holding a stored temporary: every WAL still restores.
+    for point in [
+        "reencrypt-copy-stored:1",
+        "reencrypt-replaced:1",
+        "reencrypt-copy-stored:1",
+    ] {
+        let out = walvault_with_env(
+            &world,
+            &["reencrypt", SERVER, "--to-current-keys"],
+            &[("WALVAULT_CRASH_AT", point)],
+        )
+        .output()
+        .expect("reencrypt");
+        assert!(
+            !out.status.success(),
+            "{point}: it crashed: {}",
+            describe(&out)
+        );
+        all_restore(&world, &originals, point);
+    }
+    let mut paused = walvault_with_env(
+        &world,
+        &["reencrypt", SERVER, "--to-current-keys"],
+        &[("WALVAULT_PAUSE_AT", "reencrypt-copy-stored:3000")],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("reencrypt");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The command runs under `runuser`/`su`: kill its whole process tree.
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", "reencrypt pg --to-current-keys"])
+        .status();
+    let _ = paused.kill();
+    let _ = paused.wait();
+    all_restore(&world, &originals, "SIGKILL");
+    // A full run fixes them, and check agrees.
+    let out = world.walvault(&["reencrypt", SERVER, "--to-current-keys"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for n in [1, 2, 4] {
+        assert_eq!(recipients_of(&world, &seg(n)), [c], "{}", seg(n));
+    }
+    let leftovers: Vec<_> = walvault_tests::file_names(&world.wals().join("0000000100000000"))
+        .into_iter()
+        .filter(|f| f.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    for e in world.catalogue() {
+        let size = fs::metadata(stored_path(&world, &e.name))
+            .expect("stored")
+            .len();
+        assert_eq!(e.size, size, "{}: the catalogue has the new size", e.name);
+    }
+    let check = world.walvault(&["check", SERVER]);
+    assert!(
+        String::from_utf8_lossy(&check.stdout)
+            .contains("4 encrypted WAL, each readable by a configured key"),
+        "{}",
+        describe(&check)
+    );
+    // A's secret key is no longer needed for anything.
+    fs::copy(keys.join("c.sec.asc"), &ac).expect("C only");
+    all_restore(&world, &originals, "with C's key only");
+}

@@ -90,11 +90,47 @@ fn parse_error(origin: &str, kind: &'static str, e: impl fmt::Display) -> KeyErr
     }
 }
 
-/// Every public key (certificate) in an armored or binary key file or keyring, each with its
-/// self-signatures verified.
+/// The armored blocks of a key file, each on its own (rPGP reads one armored block per
+/// call); binary data whole.
+fn blocks(bytes: &[u8]) -> Vec<&[u8]> {
+    const BEGIN: &[u8] = b"-----BEGIN PGP ";
+    const END: &[u8] = b"-----END PGP ";
+    let find = |from: usize, what: &[u8]| {
+        bytes[from..]
+            .windows(what.len())
+            .position(|w| w == what)
+            .map(|p| p + from)
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(start) = find(at, BEGIN) {
+        let Some(end) = find(start, END) else {
+            out.push(&bytes[start..]);
+            return out;
+        };
+        // The end line runs to its newline.
+        let stop = bytes[end..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |p| end + p + 1);
+        out.push(&bytes[start..stop]);
+        at = stop;
+    }
+    if out.is_empty() {
+        out.push(bytes);
+    }
+    out
+}
+
+/// Every public key (certificate) in an armored or binary key file or keyring (several
+/// armored blocks one after another too), each with its self-signatures verified.
 pub fn parse_public_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedPublicKey>, KeyError> {
-    let (keys, _) =
-        SignedPublicKey::from_reader_many(bytes).map_err(|e| parse_error(origin, "public", e))?;
+    let mut keys = Vec::new();
+    for block in blocks(bytes) {
+        let (parsed, _) = SignedPublicKey::from_reader_many(block)
+            .map_err(|e| parse_error(origin, "public", e))?;
+        keys.extend(parsed);
+    }
     let mut out = Vec::new();
     for key in keys {
         let key = key.map_err(|e| parse_error(origin, "public", e))?;
@@ -114,10 +150,16 @@ pub fn parse_public_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedPublicK
     Ok(out)
 }
 
-/// Every secret key in an armored or binary file (`gpg --export-secret-keys`), verified.
+/// Every secret key in an armored or binary file (`gpg --export-secret-keys`, several
+/// armored blocks one after another too), verified. One passphrase opens them all: the one
+/// `encryption_passphrase_command` prints (a key without protection needs none).
 pub fn parse_secret_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedSecretKey>, KeyError> {
-    let (keys, _) =
-        SignedSecretKey::from_reader_many(bytes).map_err(|e| parse_error(origin, "secret", e))?;
+    let mut keys = Vec::new();
+    for block in blocks(bytes) {
+        let (parsed, _) = SignedSecretKey::from_reader_many(block)
+            .map_err(|e| parse_error(origin, "secret", e))?;
+        keys.extend(parsed);
+    }
     let mut out = Vec::new();
     for key in keys {
         let key = key.map_err(|e| parse_error(origin, "secret", e))?;
@@ -152,6 +194,18 @@ pub fn key_matches(key: &SignedPublicKey, id: &str) -> bool {
                 s.key.legacy_key_id().as_ref(),
             )
         })
+}
+
+/// The key IDs of a certificate's primary key and every subkey: a copy encrypted to any of
+/// them is one this certificate's owner can open.
+pub fn cert_key_ids(cert: &SignedPublicKey) -> Vec<[u8; 8]> {
+    std::iter::once(key_id_bytes(cert.legacy_key_id().as_ref()))
+        .chain(
+            cert.public_subkeys
+                .iter()
+                .map(|s| key_id_bytes(s.key.legacy_key_id().as_ref())),
+        )
+        .collect()
 }
 
 /// One recipient: a certificate and the (sub)key of it that encrypts.

@@ -178,6 +178,7 @@ pub fn run_checks(ctx: &ServerCtx<'_>, config: &Config) -> CheckReport {
             hint: Some(stalled),
         });
     }
+    checks.extend(encryption_checks(ctx));
     checks.push(permissions_check(ctx));
     if let Some(config) = config_file_check(config) {
         checks.push(config);
@@ -203,6 +204,98 @@ pub fn run_checks(ctx: &ServerCtx<'_>, config: &Config) -> CheckReport {
         ok: checks.iter().all(|c| c.ok),
         checks,
     }
+}
+
+/// With `encryption = "gpg"`: a test encryption to the configured recipients (Barman's
+/// `encryption` check), opened again when a secret key is configured (which runs the
+/// passphrase command: a broken one fails here, not in a recovery); then `encryption keys`:
+/// archived WAL that only keys no longer configured can open (see `reencrypt`).
+fn encryption_checks(ctx: &ServerCtx<'_>) -> Vec<CheckResult> {
+    use walvault_core::encryption::{Decrypt as _, Encrypt as _};
+    if ctx.cfg.encryption.is_none() {
+        return Vec::new();
+    }
+    let fail = |name: &str, hint: String| CheckResult {
+        name: name.into(),
+        ok: false,
+        hint: Some(hint),
+    };
+    let encryptor = match crate::crypto::encryptor(ctx.cfg) {
+        Ok(Some(e)) => e,
+        Ok(None) => return vec![fail("encryption", "no recipients".into())],
+        Err(e) => return vec![fail("encryption", format!("{e:#}"))],
+    };
+    let names: Vec<_> = encryptor
+        .recipients()
+        .iter()
+        .map(|r| r.fingerprint.clone())
+        .collect();
+    let mut sealed = Vec::new();
+    let sample = b"walvault check: a test encryption";
+    let mut checks = vec![match encryptor.encrypt(&mut &sample[..], &mut sealed) {
+        Err(e) => fail("encryption", format!("a test encryption failed: {e}")),
+        Ok(()) if ctx.cfg.decryption.is_none() => CheckResult {
+            name: "encryption".into(),
+            ok: true,
+            hint: Some(format!(
+                "gpg to {}; no secret key here, so this host cannot read the WAL back",
+                names.join(", ")
+            )),
+        },
+        Ok(()) => {
+            let opened = ctx.decrypt.get().map_err(anyhow::Error::msg).and_then(|d| {
+                let mut plain = Vec::new();
+                d.decrypt(Box::new(std::io::Cursor::new(sealed)))?
+                    .read_to_end(&mut plain)?;
+                Ok(plain)
+            });
+            match opened {
+                Ok(plain) if plain == sample => CheckResult {
+                    name: "encryption".into(),
+                    ok: true,
+                    hint: Some(format!(
+                        "gpg to {}; the secret key opens it",
+                        names.join(", ")
+                    )),
+                },
+                Ok(_) => fail(
+                    "encryption",
+                    "a test encryption decrypts to other bytes".into(),
+                ),
+                Err(e) => fail(
+                    "encryption",
+                    format!("the configured secret key cannot open what is encrypted now: {e:#}"),
+                ),
+            }
+        }
+    }];
+    let scanned = super::reencrypt::current_keys(ctx)
+        .and_then(|current| super::reencrypt::scan(ctx, &current, ctx.cfg.jobs.unwrap_or(4)));
+    checks.push(match scanned {
+        Err(e) => fail("encryption keys", format!("{e:#}")),
+        Ok(scan) if scan.stale.is_empty() => CheckResult {
+            name: "encryption keys".into(),
+            ok: true,
+            hint: Some(format!(
+                "{} encrypted WAL, each readable by a configured key",
+                scan.encrypted
+            )),
+        },
+        Ok(scan) => {
+            let first = scan.stale.first().map(|s| s.name.to_string()).unwrap_or_default();
+            let last = scan.stale.last().map(|s| s.name.to_string()).unwrap_or_default();
+            fail(
+                "encryption keys",
+                format!(
+                    "{} of {} encrypted WAL ({first} .. {last}) can only be opened by keys no longer configured: walvault reencrypt {} --to-current-keys",
+                    scan.stale.len(),
+                    scan.encrypted,
+                    ctx.cfg.name
+                ),
+            )
+        }
+    });
+    checks
 }
 
 /// The `permissions` check: the server's directories must not let other users in (archived

@@ -141,7 +141,10 @@ fn remove_dead_temp_files_under(fs: Fs, root: &std::path::Path) -> std::io::Resu
 /// deletion could remove the hash directory an archive-wal is about to write into, or take
 /// a WAL between its upload and its catalogue line, and a rebuild could write the line of a
 /// WAL whose own commit then appends it again.
-fn exclude_archiving(ctx: &ServerCtx<'_>, ui: &Ui) -> anyhow::Result<crate::lock::LockFile> {
+pub(crate) fn exclude_archiving(
+    ctx: &ServerCtx<'_>,
+    ui: &Ui,
+) -> anyhow::Result<crate::lock::LockFile> {
     let path = crate::lock::lock_path(&ctx.cfg.lock_directory, &ctx.cfg.name, "archive-wal");
     match ctx.fs.lock(&path, false) {
         Ok(lock) => Ok(lock),

@@ -10,6 +10,8 @@ pub mod maintenance;
 pub mod push_ahead;
 #[cfg(feature = "native")]
 pub mod receive_wal;
+#[cfg(feature = "native")]
+pub mod reencrypt;
 pub mod reports;
 #[cfg(feature = "native")]
 pub mod serve;
