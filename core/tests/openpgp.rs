@@ -133,7 +133,7 @@ fn an_unprotected_key_never_asks_for_a_passphrase() {
     let sealed = seal(&encryptor(&["c.pub.asc"]), &plain);
     let calls = Arc::new(AtomicUsize::new(0));
     assert_eq!(
-        open(&decryptor("c.sec.asc", "", calls.clone()), sealed).unwrap(),
+        open(&decryptor("c.sec.asc", "", calls.clone()), sealed).expect("test"),
         plain
     );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -149,7 +149,7 @@ fn a_wrong_or_failing_passphrase_is_a_clear_error() {
     .expect_err("wrong passphrase");
     assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
     assert!(err.to_string().contains("wrong passphrase"), "{err}");
-    let keys = parse_secret_keys("a", &data("a.sec.asc")).unwrap();
+    let keys = parse_secret_keys("a", &data("a.sec.asc")).expect("test");
     let failing = OpenPgpDecryptor::new(
         keys,
         Box::new(|| Err(io::Error::other("passphrase command exited with status 3"))),
@@ -189,13 +189,13 @@ fn key_files_that_are_not_usable_public_keys_are_refused_with_their_name() {
     // A keyring holds several certificates.
     assert_eq!(
         parse_public_keys("ring", &data("ab.keyring.gpg"))
-            .unwrap()
+            .expect("test")
             .len(),
         2
     );
     // Expired at `now`: a key made with no expiry never is; a `now` far before its creation
     // changes nothing either (expiry only counts forward).
-    let keys = parse_public_keys("a", &data("a.pub.asc")).unwrap();
+    let keys = parse_public_keys("a", &data("a.pub.asc")).expect("test");
     assert!(Recipient::of("a", &keys[0], 0).is_ok());
 }
 #[test]

@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_passphrase_command_output_failure_and_hang() {
-        let out = run_passphrase_command("printf 'pw\\n'", None, PASSPHRASE_TIMEOUT).unwrap();
+        let out = run_passphrase_command("printf 'pw\\n'", None, PASSPHRASE_TIMEOUT).expect("runs");
         assert_eq!(out, b"pw\n");
         let err = run_passphrase_command("echo secret-ish; exit 3", None, PASSPHRASE_TIMEOUT)
             .expect_err("fails");
