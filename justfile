@@ -39,6 +39,11 @@ bench-verify:
 bench-async:
     bench/async.sh
 
+# archive-wal and get-wal with and without encryption = "gpg", against Barman 3.20.1's gpg
+# encryption (see bench/RESULTS.md).
+bench-encryption:
+    bench/encryption.sh
+
 # Crash trials, long run: 200 per command (archive-wal, put-wal, put-wal archive_async,
 # streaming, delete-wals), each stopped at a commit failpoint or killed at random, half with a power cut, then rerun; the
 # table goes to bench/results/ (see bench/RESULTS.md). Then receive-wal with real PostgreSQL

@@ -171,6 +171,12 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
             if cfg.streaming_archiver {
                 dirs.push(Dir::read_write(&cfg.streaming));
             }
+            // encryption = "gpg": the public key files, read-only.
+            if let Some(enc) = &cfg.encryption {
+                for file in enc.key_files.iter().chain(&enc.keyring) {
+                    dirs.push(Dir::read_only(file.parent().unwrap_or(Path::new("/"))));
+                }
+            }
             locks.push(catalogue_lock(cfg)?);
             dirs
         }
@@ -187,7 +193,15 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
             if *partial {
                 guest_args.push("--partial".into());
             }
-            vec![Dir::read_only(archive), Dir::read_write(&dest_dir)]
+            let mut dirs = vec![Dir::read_only(archive), Dir::read_write(&dest_dir)];
+            // An encrypted archive: the secret key, read-only (one without a passphrase: the
+            // sandbox cannot run encryption_passphrase_command).
+            if let Some(dec) = &cfg.decryption {
+                dirs.push(Dir::read_only(
+                    dec.secret_key_file.parent().unwrap_or(Path::new("/")),
+                ));
+            }
+            dirs
         }
         Command::RebuildXlogdb { .. } => {
             // Archiving is excluded while the catalogue is rebuilt, as natively.

@@ -759,3 +759,52 @@ fn rotating_from_one_key_to_another_is_found_by_check_and_fixed_by_reencrypt_los
     fs::copy(keys.join("c.sec.asc"), &ac).expect("C only");
     all_restore(&world, &originals, "with C's key only");
 }
+
+#[test]
+fn the_wasi_guest_encrypts_in_its_sandbox_and_reads_back_with_a_key_without_passphrase() {
+    let world = World::new("compression = \"zstd\"\nwal_segment_size = \"1MB\"");
+    let keys = install_keys(&world);
+    // C's secret key has no passphrase: the sandbox cannot run a passphrase command.
+    world.add_config(&format!(
+        "encryption = \"gpg\"\nencryption_key_file = [\"{}\", \"{}\"]\nencryption_secret_key_file = \"{}\"",
+        keys.join("a.pub.asc").display(),
+        keys.join("c.pub.asc").display(),
+        keys.join("c.sec.asc").display(),
+    ));
+    fs::create_dir_all(world.incoming()).expect("incoming");
+    let names = [seg(1), seg(2)];
+    for (i, name) in names.iter().enumerate() {
+        queue_file(
+            &world.incoming().join(name),
+            &small_segment(name, i as u8 + 20),
+        );
+    }
+    world.own_all();
+    let out = world.walvault_wasi(&["archive-wal", SERVER]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let (a, c) = (key_id("a.pub.asc"), key_id("c.pub.asc"));
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(recipients_of(&world, name), [a, c], "RSA first");
+        let line = world
+            .catalogue()
+            .into_iter()
+            .find(|e| &e.name == name)
+            .expect("line");
+        assert_eq!(line.encryption.as_deref(), Some("gpg"));
+        for (how, out) in [("native", false), ("wasi", true)] {
+            let dest = world.path(&format!("{how}-{name}"));
+            world.own_all();
+            let args = ["get-wal", SERVER, name, dest.to_str().expect("utf-8")];
+            let got = if out {
+                world.walvault_wasi(&args)
+            } else {
+                world.walvault(&args)
+            };
+            assert!(got.status.success(), "{how}: {}", describe(&got));
+            assert_eq!(
+                fs::read(&dest).expect("restored"),
+                small_segment(name, i as u8 + 20)
+            );
+        }
+    }
+}
