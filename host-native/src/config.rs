@@ -268,7 +268,8 @@ pub struct DecryptionConfig {
     /// walvault's user.
     pub secret_key_file: PathBuf,
     /// `encryption_passphrase_command` (Barman's): its standard output is the passphrase.
-    pub passphrase_command: Option<String>,
+    /// Hidden in output like a password: `echo …` would hold the passphrase itself.
+    pub passphrase_command: Option<Secret>,
     /// `encryption_passphrase_timeout`: seconds the command may take before it is killed.
     pub passphrase_timeout: u64,
 }
@@ -678,7 +679,8 @@ fn encryption_keys(
             passphrase_command: s
                 .encryption_passphrase_command
                 .clone()
-                .filter(|c| !c.trim().is_empty()),
+                .filter(|c| !c.trim().is_empty())
+                .map(Secret::new),
             passphrase_timeout: match s.encryption_passphrase_timeout {
                 Some(0) => {
                     return Err(err(
@@ -965,7 +967,11 @@ mod tests {
             [PathBuf::from("/k/a.asc"), PathBuf::from("/k/b.asc")]
         );
         let d = pg.decryption.as_ref().expect("secret key");
-        assert_eq!(d.passphrase_command.as_deref(), Some("cat /k/p"));
+        assert_eq!(
+            d.passphrase_command.as_ref().map(Secret::expose),
+            Some("cat /k/p")
+        );
+        assert!(!format!("{pg:?}").contains("cat /k/p"), "never in output");
         let q = c.server("q").expect("q");
         assert_eq!(
             q.encryption.as_ref().expect("q").key_ids,

@@ -121,7 +121,10 @@ pub fn decryptor(server: &ServerConfig) -> anyhow::Result<Option<OpenPgpDecrypto
     let origin = cfg.secret_key_file.display().to_string();
     let keys =
         parse_secret_keys(&origin, &read_key_file(&cfg.secret_key_file)?).with_context(context)?;
-    let command = cfg.passphrase_command.clone();
+    let command = cfg
+        .passphrase_command
+        .as_ref()
+        .map(|c| c.expose().to_owned());
     let timeout = Duration::from_secs(cfg.passphrase_timeout);
     let server_name = server.name.clone();
     let path_prefix = server.path_prefix.clone();

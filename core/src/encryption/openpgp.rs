@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pgp::composed::{Deserializable, Message, MessageBuilder, SignedPublicKey, SignedSecretKey};
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
@@ -489,9 +489,8 @@ pub type PassphraseSource = Box<dyn Fn() -> io::Result<Vec<u8>> + Send + Sync>;
 pub struct OpenPgpDecryptor {
     keys: Vec<SignedSecretKey>,
     passphrase: PassphraseSource,
-    /// Held from the first decryption until the decryptor is dropped (the end of the
-    /// command), wiped then by rPGP's zeroizing password type.
-    cached: Mutex<Option<Password>>,
+    /// What has been unlocked, held until the decryptor is dropped (the end of the command).
+    unlocking: Mutex<Unlocking>,
 }
 
 impl fmt::Debug for OpenPgpDecryptor {
@@ -510,10 +509,15 @@ impl fmt::Debug for OpenPgpDecryptor {
 impl OpenPgpDecryptor {
     /// A decryptor with these secret keys; `passphrase` is called only if one is protected.
     pub fn new(keys: Vec<SignedSecretKey>, passphrase: PassphraseSource) -> Self {
+        let unlocking = Mutex::new(Unlocking {
+            keys: Arc::new(keys.clone()),
+            password: None,
+            tried: std::collections::BTreeSet::new(),
+        });
         OpenPgpDecryptor {
             keys,
             passphrase,
-            cached: Mutex::new(None),
+            unlocking,
         }
     }
 
@@ -529,38 +533,88 @@ impl OpenPgpDecryptor {
         ids
     }
 
-    fn protected(&self) -> bool {
-        self.keys.iter().any(|k| {
-            k.primary_key.secret_params().is_encrypted()
-                || k.secret_subkeys
-                    .iter()
-                    .any(|s| s.key.secret_params().is_encrypted())
-        })
-    }
 
-    /// Runs `f` with the keys' passphrase, asking the host for it the first time.
-    fn with_password<T>(&self, f: impl FnOnce(&Password) -> T) -> io::Result<T> {
-        if !self.protected() {
-            return Ok(f(&Password::empty()));
-        }
-        let mut cached = self
-            .cached
+    /// The secret keys with those (sub)keys unlocked that `recipients` name (all when it
+    /// names none), each once per decryptor: the passphrase is asked for and a key's
+    /// string-to-key derivation run (gpg calibrates it to cost ~100 ms on purpose) the first
+    /// time a copy needs that key only, as gpg-agent keeps keys unlocked, instead of for
+    /// every copy opened. A key the passphrase does not open stays locked and is not tried
+    /// again (its copies fail with "wrong passphrase").
+    fn keys_for(&self, recipients: &[[u8; 8]]) -> io::Result<Arc<Vec<SignedSecretKey>>> {
+        let mut state = self
+            .unlocking
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(password) = cached.as_ref() {
-            return Ok(f(password));
+        let wanted = |id: [u8; 8], state: &Unlocking| {
+            (recipients.is_empty() || recipients.contains(&id)) && !state.tried.contains(&id)
+        };
+        let locked: Vec<[u8; 8]> = state
+            .keys
+            .iter()
+            .flat_map(|k| {
+                let primary = (
+                    key_id_bytes(k.legacy_key_id().as_ref()),
+                    k.primary_key.secret_params().is_encrypted(),
+                );
+                std::iter::once(primary).chain(k.secret_subkeys.iter().map(|s| {
+                    (
+                        key_id_bytes(s.key.legacy_key_id().as_ref()),
+                        s.key.secret_params().is_encrypted(),
+                    )
+                }))
+            })
+            .filter(|&(id, encrypted)| encrypted && wanted(id, &state))
+            .map(|(id, _)| id)
+            .collect();
+        if locked.is_empty() {
+            return Ok(state.keys.clone());
         }
-        let mut bytes = (self.passphrase)()?;
-        // A command's output ends with a newline that is not part of the passphrase.
-        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            bytes.pop();
+        if state.password.is_none() {
+            let mut bytes = (self.passphrase)()?;
+            // A command's output ends with a newline that is not part of the passphrase.
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            state.password = Some(Password::from(bytes.as_slice()));
+            bytes.fill(0);
         }
-        let password = Password::from(bytes.as_slice());
-        bytes.fill(0);
-        let out = f(&password);
-        *cached = Some(password);
-        Ok(out)
+        let mut keys = (*state.keys).clone();
+        if let Some(password) = &state.password {
+            for key in &mut keys {
+                if locked.contains(&key_id_bytes(key.legacy_key_id().as_ref())) {
+                    let _ = key.primary_key.remove_password(password);
+                }
+                for sub in &mut key.secret_subkeys {
+                    if locked.contains(&key_id_bytes(sub.key.legacy_key_id().as_ref())) {
+                        let _ = sub.key.remove_password(password);
+                    }
+                }
+            }
+        }
+        state.tried.extend(locked);
+        state.keys = Arc::new(keys);
+        Ok(state.keys.clone())
     }
+
+    /// Whether a key has been unlocked (or tried) by a decryption.
+    pub fn is_unlocked(&self) -> bool {
+        !self
+            .unlocking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tried
+            .is_empty()
+    }
+}
+
+/// What a decryptor has unlocked so far.
+struct Unlocking {
+    /// The keys, with what was unlocked so far in plain (rPGP wipes secret material on drop).
+    keys: Arc<Vec<SignedSecretKey>>,
+    /// The passphrase, once asked for (kept until the decryptor is dropped, then wiped).
+    password: Option<Password>,
+    /// The (sub)keys an unlock was tried for.
+    tried: std::collections::BTreeSet<[u8; 8]>,
 }
 
 /// The ciphertext as rPGP reads it (buffered; its own `Debug` since the reader has none).
@@ -633,10 +687,9 @@ impl Decrypt for OpenPgpDecryptor {
                 "an OpenPGP message that is not encrypted",
             ));
         }
-        let mut message = self
-            .with_password(|password| {
-                message.decrypt_with_keys(vec![password], self.keys.iter().collect())
-            })?
+        let keys = self.keys_for(&recipients)?;
+        let mut message = message
+            .decrypt_with_keys(vec![&Password::empty()], keys.iter().collect())
             .map_err(|e| match e {
                 // rPGP reports a key it could not unlock as no key at all.
                 pgp::errors::Error::MissingKey => {

@@ -390,6 +390,14 @@ fn config_secrets(config: &Config) -> Vec<String> {
         {
             secrets.push(format!("[{}] secret_access_key", cfg.name));
         }
+        // It says how to get the passphrase, or holds it (`echo …`).
+        if cfg
+            .decryption
+            .as_ref()
+            .is_some_and(|d| d.passphrase_command.is_some())
+        {
+            secrets.push(format!("[{}] encryption_passphrase_command", cfg.name));
+        }
     }
     secrets
 }
@@ -460,6 +468,18 @@ pub fn config_check(config: &Config, ui: &Ui) -> u8 {
         );
         if let Some(conninfo) = &s.conninfo {
             println!("\tconninfo: {conninfo}");
+        }
+        if let Some(enc) = &s.encryption {
+            let keys: Vec<String> = enc
+                .key_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .chain(enc.key_ids.iter().cloned())
+                .collect();
+            println!("\tencryption: gpg to {}", keys.join(", "));
+        }
+        if let Some(dec) = &s.decryption {
+            println!("\tsecret key: {}", dec.secret_key_file.display());
         }
     }
     for (server, key, why) in &problems {
@@ -880,11 +900,18 @@ mod tests {
             [pg]\nwals_directory = \"/srv/pg/wals\"\nconninfo = \"host=db password=x\"\n\
             [other]\nwals_directory = \"s3://b/p\"\nendpoint_url = \"http://127.0.0.1:9000\"\n\
             access_key_id = \"k\"\nsecret_access_key = \"s\"\n\
-            [plain]\nwals_directory = \"/srv/plain/wals\"\nconninfo = \"host=db user=u\"\n";
+            [plain]\nwals_directory = \"/srv/plain/wals\"\nconninfo = \"host=db user=u\"\n\
+            [sealed]\nencryption_secret_key_file = \"/k/s.asc\"\n\
+            encryption_passphrase_command = \"echo the-passphrase\"\n";
         let config = Config::parse(text, Path::new("/etc/walvault.toml")).expect("config");
         assert_eq!(
             config_secrets(&config),
-            ["serve_token", "[other] secret_access_key", "[pg] conninfo"]
+            [
+                "serve_token",
+                "[other] secret_access_key",
+                "[pg] conninfo",
+                "[sealed] encryption_passphrase_command"
+            ]
         );
         let none = Config::parse(
             "[plain]\nwals_directory = \"/srv/plain/wals\"\n",
