@@ -73,7 +73,10 @@ fn round_trip_with_the_passphrase_asked_once() {
     let calls = Arc::new(AtomicUsize::new(0));
     let dec = decryptor("a.sec.asc", "walvault-test-a", calls.clone());
     let enc = encryptor(&["a.pub.asc"]);
-    assert!(!dec.is_unlocked(), "nothing is unlocked before it is needed");
+    assert!(
+        !dec.is_unlocked(),
+        "nothing is unlocked before it is needed"
+    );
     for _ in 0..2 {
         let sealed = seal(&enc, &plain);
         assert!(looks_like_openpgp(&sealed));

@@ -533,7 +533,6 @@ impl OpenPgpDecryptor {
         ids
     }
 
-
     /// The secret keys with those (sub)keys unlocked that `recipients` name (all when it
     /// names none), each once per decryptor: the passphrase is asked for and a key's
     /// string-to-key derivation run (gpg calibrates it to cost ~100 ms on purpose) the first
