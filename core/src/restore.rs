@@ -309,6 +309,11 @@ mod tests {
     use crate::compression::{Codec, Encoder, Level};
     use crate::wal::synthetic_page_header;
 
+    /// [`decode_checked`] of a plain stream of unknown segment size, no key.
+    fn decode(stream: &[u8], name: &WalFileName, sink: &mut Meter) -> Result<u64, RestoreError> {
+        decode_checked(Box::new(stream), None, name, "k", None, None, sink)
+    }
+
     /// Counts what reaches it, keeps nothing.
     struct Meter(u64);
     impl Write for Meter {
@@ -343,46 +348,19 @@ mod tests {
         let stream = bomb(&synthetic_page_header(&name, size, 7), 256 << 20);
         assert!(stream.len() < 1 << 20, "a small object");
         let mut sink = Meter(0);
-        let err = decode_checked(
-            Box::new(&stream[..]),
-            None,
-            &name,
-            "k",
-            None,
-            None,
-            &mut sink,
-        )
-        .expect_err("bomb refused");
+        let err = decode(&stream, &name, &mut sink).expect_err("bomb refused");
         assert!(matches!(err, RestoreError::Damaged { .. }), "{err}");
         assert!(sink.0 <= size.bytes(), "{} bytes reached the sink", sink.0);
         // No valid header: refused before anything past the header is written.
         let stream = bomb(&[0u8; LONG_PAGE_HEADER_LEN], 64 << 20);
         let mut sink = Meter(0);
-        decode_checked(
-            Box::new(&stream[..]),
-            None,
-            &name,
-            "k",
-            None,
-            None,
-            &mut sink,
-        )
-        .expect_err("refused");
+        decode(&stream, &name, &mut sink).expect_err("refused");
         assert!(sink.0 <= LONG_PAGE_HEADER_LEN as u64, "{} bytes", sink.0);
         // A history file is small whatever the segment size.
         let history: WalFileName = "00000002.history".parse().expect("name");
         let stream = bomb(b"1\t0/3000000\tno recovery target specified\n", 64 << 20);
         let mut sink = Meter(0);
-        decode_checked(
-            Box::new(&stream[..]),
-            None,
-            &history,
-            "k",
-            None,
-            None,
-            &mut sink,
-        )
-        .expect_err("refused");
+        decode(&stream, &history, &mut sink).expect_err("refused");
         assert!(sink.0 <= crate::archive::MAX_HISTORY_BYTES);
     }
 }

@@ -75,6 +75,28 @@ fn encrypted_world(codec: &str) -> (World, PathBuf) {
     (world, keys)
 }
 
+/// Queues `data` as `name` in incoming/ and runs archive-wal as the test user.
+fn queue_and_archive(world: &World, name: &str, data: &[u8]) -> std::process::Output {
+    fs::create_dir_all(world.incoming()).expect("incoming");
+    queue_file(&world.incoming().join(name), data);
+    world.own_all();
+    world.walvault(&["archive-wal", SERVER])
+}
+
+/// Queues `seg(1)` and `seg(2)` (seeds `seed` and `seed + 1`) for the test user.
+fn queue_two(world: &World, seed: u8) -> [String; 2] {
+    fs::create_dir_all(world.incoming()).expect("incoming");
+    let names = [seg(1), seg(2)];
+    for (i, name) in names.iter().enumerate() {
+        queue_file(
+            &world.incoming().join(name),
+            &small_segment(name, i as u8 + seed),
+        );
+    }
+    world.own_all();
+    names
+}
+
 fn seg(n: u32) -> String {
     format!("00000001000000000000{n:04X}")
 }
@@ -138,15 +160,7 @@ fn every_codec_round_trips_encrypted_and_gpg_reads_the_copies() {
     for codec in CODECS {
         let (world, _keys) = encrypted_world(codec);
         let gpg = Gpg::with_secret_a(&world);
-        fs::create_dir_all(world.incoming()).expect("incoming");
-        let names = [seg(1), seg(2)];
-        for (i, name) in names.iter().enumerate() {
-            queue_file(
-                &world.incoming().join(name),
-                &small_segment(name, i as u8 + 3),
-            );
-        }
-        world.own_all();
+        let names = queue_two(&world, 3);
         let out = world.walvault(&["archive-wal", SERVER]);
         assert!(out.status.success(), "{codec}: {}", describe(&out));
         let catalogue = world.catalogue();
@@ -187,11 +201,8 @@ fn every_codec_round_trips_encrypted_and_gpg_reads_the_copies() {
 /// Archives one encrypted segment (`seg(1)`) and returns the world, its keys and the segment.
 fn one_archived(codec: &str) -> (World, PathBuf, Vec<u8>) {
     let (world, keys) = encrypted_world(codec);
-    fs::create_dir_all(world.incoming()).expect("incoming");
     let data = small_segment(&seg(1), 7);
-    queue_file(&world.incoming().join(seg(1)), &data);
-    world.own_all();
-    let out = world.walvault(&["archive-wal", SERVER]);
+    let out = queue_and_archive(&world, &seg(1), &data);
     assert!(out.status.success(), "{}", describe(&out));
     (world, keys, data)
 }
@@ -227,56 +238,43 @@ fn get_wal_refuses(world: &World, expect: &str) {
 fn a_missing_or_wrong_key_or_passphrase_stops_recovery_and_writes_nothing() {
     let (world, keys, data) = one_archived("zstd");
     let k = |f: &str| keys.join(f).display().to_string();
-    // No secret key configured.
-    set_decryption(&world, "zstd", "");
-    get_wal_refuses(&world, "no encryption_secret_key_file");
-    // The wrong secret key (C is no recipient).
-    set_decryption(
-        &world,
-        "zstd",
-        &format!("encryption_secret_key_file = \"{}\"", k("c.sec.asc")),
-    );
-    get_wal_refuses(&world, "none of the configured secret keys");
-    // The right key, the wrong passphrase.
-    set_decryption(
-        &world,
-        "zstd",
-        &format!(
-            "encryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"cat {}\"",
-            k("a.sec.asc"),
-            k("b.pass")
-        ),
-    );
-    get_wal_refuses(&world, "wrong passphrase");
-    // A passphrase command that fails, and one that hangs (killed after its timeout).
-    set_decryption(
-        &world,
-        "zstd",
-        &format!(
-            "encryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"echo nope; exit 4\"",
+    let with_command = |command: &str| {
+        format!(
+            "encryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"{command}\"",
             k("a.sec.asc")
+        )
+    };
+    for (lines, expect) in [
+        // No secret key configured.
+        (String::new(), "no encryption_secret_key_file"),
+        // The wrong secret key (C is no recipient).
+        (
+            format!("encryption_secret_key_file = \"{}\"", k("c.sec.asc")),
+            "none of the configured secret keys",
         ),
-    );
-    get_wal_refuses(
-        &world,
-        "encryption_passphrase_command failed (exit status: 4)",
-    );
-    set_decryption(
-        &world,
-        "zstd",
-        &format!(
-            "encryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"sleep 600\"\nencryption_passphrase_timeout = 2",
-            k("a.sec.asc")
+        // The right key, the wrong passphrase.
+        (
+            with_command(&format!("cat {}", k("b.pass"))),
+            "wrong passphrase",
         ),
-    );
-    get_wal_refuses(&world, "did not finish within 2 s");
-    // A protected key and no command at all.
-    set_decryption(
-        &world,
-        "zstd",
-        &format!("encryption_secret_key_file = \"{}\"", k("a.sec.asc")),
-    );
-    get_wal_refuses(&world, "encryption_passphrase_command is not set");
+        // A passphrase command that fails, and one that hangs (killed after its timeout).
+        (
+            with_command("echo nope; exit 4"),
+            "encryption_passphrase_command failed (exit status: 4)",
+        ),
+        (
+            with_command("sleep 600") + "\nencryption_passphrase_timeout = 2",
+            "did not finish within 2 s",
+        ),
+        // A protected key and no command at all.
+        (
+            format!("encryption_secret_key_file = \"{}\"", k("a.sec.asc")),
+            "encryption_passphrase_command is not set",
+        ),
+    ] {
+        set_decryption(&world, "zstd", &lines);
+        get_wal_refuses(&world, expect);
+    }
     // A secret key file others may read is refused before it is used.
     fs::set_permissions(keys.join("a.sec.asc"), fs::Permissions::from_mode(0o644)).expect("chmod");
     set_decryption(
@@ -319,9 +317,7 @@ fn duplicates_are_compared_after_decryption_and_kept_apart_without_a_key() {
     let (world, keys, data) = one_archived("gzip");
     let archived = fs::read(stored_path(&world, &seg(1))).expect("stored");
     // The same WAL again: recognised as identical after decryption, dropped.
-    queue_file(&world.incoming().join(seg(1)), &data);
-    world.own_all();
-    let out = world.walvault(&["archive-wal", SERVER]);
+    let out = queue_and_archive(&world, &seg(1), &data);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
         !world.incoming().join(seg(1)).exists(),
@@ -329,9 +325,7 @@ fn duplicates_are_compared_after_decryption_and_kept_apart_without_a_key() {
     );
     assert!(fs::read_dir(world.errors()).map_or(true, |mut d| d.next().is_none()));
     // Other bytes under that name: kept in errors/, the archived copy untouched.
-    queue_file(&world.incoming().join(seg(1)), &small_segment(&seg(1), 99));
-    world.own_all();
-    let out = world.walvault(&["archive-wal", SERVER]);
+    let out = queue_and_archive(&world, &seg(1), &small_segment(&seg(1), 99));
     assert_eq!(
         fs::read(stored_path(&world, &seg(1))).expect("stored"),
         archived
@@ -348,9 +342,7 @@ fn duplicates_are_compared_after_decryption_and_kept_apart_without_a_key() {
             keys.join("a.pub.asc").display()
         ),
     );
-    queue_file(&world.incoming().join(seg(1)), &data);
-    world.own_all();
-    let out = world.walvault(&["archive-wal", SERVER]);
+    let out = queue_and_archive(&world, &seg(1), &data);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("cannot be compared"), "{text}");
@@ -647,14 +639,11 @@ fn rotating_from_one_key_to_another_is_found_by_check_and_fixed_by_reencrypt_los
             keys.join("a.pass").display()
         ));
     };
-    fs::create_dir_all(world.incoming()).expect("incoming");
     let mut originals = Vec::new();
     let mut archive = |n: u32| {
         let name = seg(n);
         let data = small_segment(&name, n as u8);
-        queue_file(&world.incoming().join(&name), &data);
-        world.own_all();
-        let out = world.walvault(&["archive-wal", SERVER]);
+        let out = queue_and_archive(&world, &name, &data);
         assert!(out.status.success(), "{}", describe(&out));
         originals.push((name, data));
     };
@@ -771,15 +760,7 @@ fn the_wasi_guest_encrypts_in_its_sandbox_and_reads_back_with_a_key_without_pass
         keys.join("c.pub.asc").display(),
         keys.join("c.sec.asc").display(),
     ));
-    fs::create_dir_all(world.incoming()).expect("incoming");
-    let names = [seg(1), seg(2)];
-    for (i, name) in names.iter().enumerate() {
-        queue_file(
-            &world.incoming().join(name),
-            &small_segment(name, i as u8 + 20),
-        );
-    }
-    world.own_all();
+    let names = queue_two(&world, 20);
     let out = world.walvault_wasi(&["archive-wal", SERVER]);
     assert!(out.status.success(), "{}", describe(&out));
     let (a, c) = (key_id("a.pub.asc"), key_id("c.pub.asc"));

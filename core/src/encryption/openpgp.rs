@@ -122,61 +122,57 @@ fn blocks(bytes: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// Every public key (certificate) in an armored or binary key file or keyring (several
-/// armored blocks one after another too), each with its self-signatures verified.
-pub fn parse_public_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedPublicKey>, KeyError> {
-    let mut keys = Vec::new();
-    for block in blocks(bytes) {
-        let (parsed, _) = SignedPublicKey::from_reader_many(block)
-            .map_err(|e| parse_error(origin, "public", e))?;
-        keys.extend(parsed);
-    }
+/// Every key of type `K` in an armored or binary key file (several armored blocks one after
+/// another too), each with its self-signatures verified by `verify`.
+fn parse_keys<K: Deserializable>(
+    origin: &str,
+    kind: &'static str,
+    bytes: &[u8],
+    verify: impl Fn(&K) -> Result<(), KeyError>,
+) -> Result<Vec<K>, KeyError> {
     let mut out = Vec::new();
-    for key in keys {
-        let key = key.map_err(|e| parse_error(origin, "public", e))?;
-        key.verify_bindings().map_err(|e| KeyError::BadSignatures {
-            origin: origin.to_owned(),
-            fingerprint: hex(key.fingerprint().as_bytes()),
-            error: e.to_string(),
-        })?;
-        out.push(key);
+    for block in blocks(bytes) {
+        let (parsed, _) = K::from_reader_many(block).map_err(|e| parse_error(origin, kind, e))?;
+        for key in parsed {
+            let key = key.map_err(|e| parse_error(origin, kind, e))?;
+            verify(&key)?;
+            out.push(key);
+        }
     }
     if out.is_empty() {
         return Err(KeyError::Empty {
             origin: origin.to_owned(),
-            kind: "public",
+            kind,
         });
     }
     Ok(out)
+}
+
+/// Every public key (certificate) in an armored or binary key file or keyring (several
+/// armored blocks one after another too), each with its self-signatures verified.
+pub fn parse_public_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedPublicKey>, KeyError> {
+    parse_keys(origin, "public", bytes, |k: &SignedPublicKey| {
+        k.verify_bindings()
+            .map_err(|e| bad_signatures(origin, k.fingerprint().as_bytes(), e))
+    })
 }
 
 /// Every secret key in an armored or binary file (`gpg --export-secret-keys`, several
 /// armored blocks one after another too), verified. One passphrase opens them all: the one
 /// `encryption_passphrase_command` prints (a key without protection needs none).
 pub fn parse_secret_keys(origin: &str, bytes: &[u8]) -> Result<Vec<SignedSecretKey>, KeyError> {
-    let mut keys = Vec::new();
-    for block in blocks(bytes) {
-        let (parsed, _) = SignedSecretKey::from_reader_many(block)
-            .map_err(|e| parse_error(origin, "secret", e))?;
-        keys.extend(parsed);
+    parse_keys(origin, "secret", bytes, |k: &SignedSecretKey| {
+        k.verify_bindings()
+            .map_err(|e| bad_signatures(origin, k.fingerprint().as_bytes(), e))
+    })
+}
+
+fn bad_signatures(origin: &str, fingerprint: &[u8], e: pgp::errors::Error) -> KeyError {
+    KeyError::BadSignatures {
+        origin: origin.to_owned(),
+        fingerprint: hex(fingerprint),
+        error: e.to_string(),
     }
-    let mut out = Vec::new();
-    for key in keys {
-        let key = key.map_err(|e| parse_error(origin, "secret", e))?;
-        key.verify_bindings().map_err(|e| KeyError::BadSignatures {
-            origin: origin.to_owned(),
-            fingerprint: hex(key.fingerprint().as_bytes()),
-            error: e.to_string(),
-        })?;
-        out.push(key);
-    }
-    if out.is_empty() {
-        return Err(KeyError::Empty {
-            origin: origin.to_owned(),
-            kind: "secret",
-        });
-    }
-    Ok(out)
 }
 
 /// Whether `id` (hex, any case, optionally `0x`-prefixed: a 16-digit key ID or a 40/64-digit
