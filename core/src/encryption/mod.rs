@@ -63,73 +63,111 @@ pub trait Decrypt: Send + Sync {
     ) -> io::Result<Box<dyn Read + Send + 'a>>;
 }
 
+/// The tag of a public-key encrypted session key packet.
+pub(crate) const PKESK: u8 = 1;
+/// The tag of a symmetric-key encrypted session key packet.
+const SKESK: u8 = 3;
+
+/// One OpenPGP packet header (RFC 9580 section 4.2), as read from the start of some bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PacketHeader {
+    /// More bytes are needed to read it.
+    Incomplete,
+    /// Not a packet header (bit 7 clear).
+    NotAPacket,
+    /// A header.
+    Packet {
+        /// The packet tag.
+        tag: u8,
+        /// Whether it is in the new format (`0xC0 | tag`).
+        new_format: bool,
+        /// Its length in bytes.
+        header_len: usize,
+        /// The body's length; `None` for a partial or indeterminate length (data packets).
+        body_len: Option<usize>,
+    },
+}
+
+/// Reads the packet header at the start of `bytes`.
+pub(crate) fn packet_header(bytes: &[u8]) -> PacketHeader {
+    let Some(&tag_byte) = bytes.first() else {
+        return PacketHeader::Incomplete;
+    };
+    if tag_byte & 0x80 == 0 {
+        return PacketHeader::NotAPacket;
+    }
+    let byte = |i: usize| bytes.get(i).map(|&b| usize::from(b));
+    let be = |from: usize, n: usize| {
+        bytes
+            .get(from..from + n)
+            .map(|b| b.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)))
+    };
+    let new_format = tag_byte & 0x40 != 0;
+    let (tag, length) = if new_format {
+        let length = match byte(1) {
+            None => None,
+            Some(l @ 0..=191) => Some((2, Some(l))),
+            Some(l @ 192..=223) => byte(2).map(|m| (3, Some(((l - 192) << 8) + m + 192))),
+            Some(255) => be(2, 4).map(|l| (6, Some(l))),
+            // A partial body length.
+            Some(_) => Some((2, None)),
+        };
+        (tag_byte & 0x3F, length)
+    } else {
+        let length = match tag_byte & 0x03 {
+            0 => byte(1).map(|l| (2, Some(l))),
+            1 => be(1, 2).map(|l| (3, Some(l))),
+            2 => be(1, 4).map(|l| (5, Some(l))),
+            // Indeterminate length.
+            _ => Some((1, None)),
+        };
+        ((tag_byte >> 2) & 0x0F, length)
+    };
+    match length {
+        None => PacketHeader::Incomplete,
+        Some((header_len, body_len)) => PacketHeader::Packet {
+            tag,
+            new_format,
+            header_len,
+            body_len,
+        },
+    }
+}
+
 /// The 8-byte key IDs an OpenPGP message's leading public-key encrypted session key packets
 /// name, in order: the keys that can open it. `None` when the bytes do not start like an
 /// OpenPGP message or a packet is cut short (read a longer prefix). A PKESK with a zero
 /// ("anonymous") or v6 recipient gives no ID. Used to find copies encrypted only to keys no
 /// longer configured, without any key.
 pub fn openpgp_recipients(prefix: &[u8]) -> Option<Vec<[u8; 8]>> {
-    const PKESK: u8 = 1;
-    const SKESK: u8 = 3;
     if !looks_like_openpgp(prefix) {
         return None;
     }
     let mut ids = Vec::new();
     let mut at = 0usize;
-    while let Some(&tag_byte) = prefix.get(at) {
-        if tag_byte & 0x80 == 0 {
+    while at < prefix.len() {
+        let PacketHeader::Packet {
+            tag,
+            header_len,
+            body_len,
+            ..
+        } = packet_header(&prefix[at..])
+        else {
             return None;
-        }
-        let (tag, header_len, body_len) = if tag_byte & 0x40 != 0 {
-            let first = *prefix.get(at + 1)? as usize;
-            match first {
-                0..=191 => (tag_byte & 0x3F, 2, first),
-                192..=223 => {
-                    let second = *prefix.get(at + 2)? as usize;
-                    (tag_byte & 0x3F, 3, ((first - 192) << 8) + second + 192)
-                }
-                255 => {
-                    let b = prefix.get(at + 2..at + 6)?;
-                    let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-                    (tag_byte & 0x3F, 6, len)
-                }
-                // A partial length: only data packets use them, so the session keys are over.
-                _ => return Some(ids),
-            }
-        } else {
-            let tag = (tag_byte >> 2) & 0x0F;
-            match tag_byte & 0x03 {
-                0 => (tag, 2, *prefix.get(at + 1)? as usize),
-                1 => {
-                    let b = prefix.get(at + 1..at + 3)?;
-                    (tag, 3, u16::from_be_bytes([b[0], b[1]]) as usize)
-                }
-                2 => {
-                    let b = prefix.get(at + 1..at + 5)?;
-                    (
-                        tag,
-                        5,
-                        u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
-                    )
-                }
-                // Indeterminate length: a data packet.
-                _ => return Some(ids),
-            }
         };
-        match tag {
-            PKESK => {
-                let body = prefix.get(at + header_len..at + header_len + body_len)?;
-                if let [3, id @ ..] = body
-                    && let Some(id) = id.get(..8)
-                {
-                    let id: [u8; 8] = id.try_into().ok()?;
-                    if id != [0; 8] {
-                        ids.push(id);
-                    }
-                }
+        // The session keys end where the data starts (a partial length, another tag).
+        let Some(body_len) = body_len.filter(|_| tag == PKESK || tag == SKESK) else {
+            return Some(ids);
+        };
+        let body = prefix.get(at + header_len..at + header_len + body_len)?;
+        if tag == PKESK
+            && let [3, id @ ..] = body
+            && let Some(id) = id.get(..8)
+        {
+            let id: [u8; 8] = id.try_into().ok()?;
+            if id != [0; 8] {
+                ids.push(id);
             }
-            SKESK => {}
-            _ => return Some(ids),
         }
         at = at.checked_add(header_len + body_len)?;
     }
@@ -141,40 +179,18 @@ pub fn openpgp_recipients(prefix: &[u8]) -> Option<Vec<[u8; 8]>> {
 /// WAL for this; reading the packet header in-process is enough
 /// (docs/barman-behaviours.md#B-CHANGE-05).
 pub fn looks_like_openpgp(prefix: &[u8]) -> bool {
-    const PKESK: u8 = 1;
-    const SKESK: u8 = 3;
-    let Some(&tag_byte) = prefix.first() else {
-        return false;
-    };
-    if tag_byte & 0x80 == 0 {
-        return false;
-    }
-    let tag = if tag_byte & 0x40 != 0 {
-        tag_byte & 0x3F
-    } else {
-        (tag_byte >> 2) & 0x0F
-    };
-    if tag != PKESK && tag != SKESK {
-        return false;
-    }
-    // The packet body starts with a version byte: 3 (PKESK v3), 4/5/6.
-    let body_version = if tag_byte & 0x40 != 0 {
-        // New format: one-octet length < 192, or two-octet 192..223, or five-octet 255.
-        match prefix.get(1) {
-            Some(&l) if l < 192 => prefix.get(2),
-            Some(&l) if l < 224 => prefix.get(3),
-            Some(&255) => prefix.get(6),
-            _ => None,
+    match packet_header(prefix) {
+        PacketHeader::Packet {
+            tag,
+            header_len,
+            body_len: Some(_),
+            ..
+        } if tag == PKESK || tag == SKESK => {
+            // The packet body starts with a version byte: 3 (PKESK v3), 4/5/6.
+            matches!(prefix.get(header_len), Some(3..=6))
         }
-    } else {
-        match tag_byte & 0x03 {
-            0 => prefix.get(2),
-            1 => prefix.get(3),
-            2 => prefix.get(5),
-            _ => None,
-        }
-    };
-    matches!(body_version, Some(3..=6))
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use pgp::packet::{PublicSubkey, SignatureType};
 use pgp::types::{KeyDetails, Password};
 use rand_core::CryptoRngCore;
 
-use super::{Decrypt, Encrypt, looks_like_openpgp};
+use super::{Decrypt, Encrypt, PKESK, PacketHeader, looks_like_openpgp, packet_header};
 
 /// The catalogue's name for this encryption, as Barman writes it.
 pub const SCHEME: &str = "gpg";
@@ -333,7 +333,7 @@ impl OpenPgpEncryptor {
         (!recipients.is_empty()).then_some(OpenPgpEncryptor { recipients, rng })
     }
 
-    /// The recipients, in configuration order.
+    /// The recipients: RSA ones first, otherwise in configuration order.
     pub fn recipients(&self) -> &[Recipient] {
         &self.recipients
     }
@@ -398,39 +398,22 @@ impl<'w> OldFormatSessionKeys<'w> {
     /// Decides on a complete header in `self.header`: `Some(body length)` once it was written
     /// (rewritten or not), `None` while more header bytes are needed.
     fn decide(&mut self) -> io::Result<Option<usize>> {
-        const PKESK: u8 = 1;
-        let Some(&first) = self.header.first() else {
-            return Ok(None);
-        };
-        if first & 0xC0 != 0xC0 || first & 0x3F != PKESK {
-            // Old format already, or the data packet: the session keys are over.
-            self.out.write_all(&self.header)?;
-            self.header.clear();
-            self.passthrough = true;
-            return Ok(Some(0));
-        }
-        let len = match self.header.get(1).copied() {
-            None => return Ok(None),
-            Some(l @ 0..=191) => Some((usize::from(l), 2)),
-            Some(l @ 192..=223) => match self.header.get(2) {
-                None => return Ok(None),
-                Some(&m) => Some((((usize::from(l) - 192) << 8) + usize::from(m) + 192, 3)),
-            },
-            Some(255) => match self.header.get(2..6) {
-                None => return Ok(None),
-                Some(b) => Some((u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize, 6)),
-            },
-            // A partial length cannot be a session key packet's: leave it be.
-            Some(_) => None,
-        };
-        match len {
-            Some((body, used)) if used == self.header.len() && body <= 0xFFFF => {
+        match packet_header(&self.header) {
+            PacketHeader::Incomplete => Ok(None),
+            // A new-format session key packet (a definite length: partial ones are data's).
+            PacketHeader::Packet {
+                tag: PKESK,
+                new_format: true,
+                body_len: Some(body),
+                ..
+            } if body <= 0xFFFF => {
                 // Old format, tag 1, length type 1 (two octets).
                 let b = (body as u16).to_be_bytes();
                 self.out.write_all(&[0x85, b[0], b[1]])?;
                 self.header.clear();
                 Ok(Some(body))
             }
+            // Old format already, or the data packet: the session keys are over.
             _ => {
                 self.out.write_all(&self.header)?;
                 self.header.clear();
@@ -519,14 +502,11 @@ impl OpenPgpDecryptor {
 
     /// The key IDs of the secret keys and their subkeys.
     pub fn key_ids(&self) -> Vec<[u8; 8]> {
-        let mut ids = Vec::new();
-        for k in &self.keys {
-            ids.push(key_id_bytes(k.legacy_key_id().as_ref()));
-            for s in &k.secret_subkeys {
-                ids.push(key_id_bytes(s.key.legacy_key_id().as_ref()));
-            }
-        }
-        ids
+        self.keys
+            .iter()
+            .flat_map(components)
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// The secret keys with those (sub)keys unlocked that `recipients` name (all when it
@@ -546,18 +526,7 @@ impl OpenPgpDecryptor {
         let locked: Vec<[u8; 8]> = state
             .keys
             .iter()
-            .flat_map(|k| {
-                let primary = (
-                    key_id_bytes(k.legacy_key_id().as_ref()),
-                    k.primary_key.secret_params().is_encrypted(),
-                );
-                std::iter::once(primary).chain(k.secret_subkeys.iter().map(|s| {
-                    (
-                        key_id_bytes(s.key.legacy_key_id().as_ref()),
-                        s.key.secret_params().is_encrypted(),
-                    )
-                }))
-            })
+            .flat_map(components)
             .filter(|&(id, encrypted)| encrypted && wanted(id, &state))
             .map(|(id, _)| id)
             .collect();
@@ -600,6 +569,21 @@ impl OpenPgpDecryptor {
             .tried
             .is_empty()
     }
+}
+
+/// The key ID of a secret key's primary key and of each subkey, with whether its secret
+/// material is still locked.
+fn components(key: &SignedSecretKey) -> impl Iterator<Item = ([u8; 8], bool)> + '_ {
+    let primary = (
+        key_id_bytes(key.legacy_key_id().as_ref()),
+        key.primary_key.secret_params().is_encrypted(),
+    );
+    std::iter::once(primary).chain(key.secret_subkeys.iter().map(|s| {
+        (
+            key_id_bytes(s.key.legacy_key_id().as_ref()),
+            s.key.secret_params().is_encrypted(),
+        )
+    }))
 }
 
 /// What a decryptor has unlocked so far.
