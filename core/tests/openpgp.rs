@@ -221,3 +221,21 @@ fn a_file_of_several_armored_keys_yields_them_all() {
     let d = OpenPgpDecryptor::new(keys, Box::new(|| Ok(b"walvault-test-a".to_vec())));
     assert_eq!(open(&d, sealed).expect("C opens it"), b"for C");
 }
+
+#[test]
+fn a_barman_key_id_may_be_an_e_mail_address_or_a_name_as_gpg_takes_it() {
+    use walvault_core::encryption::openpgp::key_matches;
+    let a = &parse_public_keys("a", &data("a.pub.asc")).expect("key")[0];
+    let hex_id = walvault_core::encryption::openpgp::hex(&recipient("a.pub.asc").key_id);
+    for id in [
+        "a@example.invalid",
+        "<A@example.invalid>",
+        "walvault test A",
+        hex_id.as_str(),
+    ] {
+        assert!(key_matches(a, id), "{id}");
+    }
+    for id in ["b@example.invalid", "", "  ", "0000000000000000"] {
+        assert!(!key_matches(a, id), "{id}");
+    }
+}

@@ -175,9 +175,27 @@ fn bad_signatures(origin: &str, fingerprint: &[u8], e: pgp::errors::Error) -> Ke
     }
 }
 
-/// Whether `id` (hex, any case, optionally `0x`-prefixed: a 16-digit key ID or a 40/64-digit
-/// fingerprint, as Barman's `encryption_key_id` takes it) names `key` or one of its subkeys.
+/// Whether `id` names `key` or one of its subkeys, as Barman's `encryption_key_id` (handed
+/// to `gpg --recipient`) does: hex, any case, optionally `0x`-prefixed (a 16-digit key ID, its
+/// last 8 digits, or a 40/64-digit fingerprint), else an e-mail address or name found in one
+/// of the key's user IDs, any case.
 pub fn key_matches(key: &SignedPublicKey, id: &str) -> bool {
+    let text = id
+        .trim()
+        .trim_matches(|c| c == '<' || c == '>')
+        .to_lowercase();
+    if !text.is_empty()
+        && !text
+            .trim_start_matches("0x")
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+    {
+        return key.details.users.iter().any(|u| {
+            String::from_utf8_lossy(u.id.id())
+                .to_lowercase()
+                .contains(&text)
+        });
+    }
     let id = id.trim().trim_start_matches("0x").to_ascii_uppercase();
     let names = |fingerprint: &[u8], key_id: &[u8]| {
         let (f, k) = (hex(fingerprint), hex(key_id));
