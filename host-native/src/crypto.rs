@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use walvault_core::encryption::openpgp::{
-    OpenPgpDecryptor, OpenPgpEncryptor, Recipient, key_matches, parse_public_keys,
+    OpenPgpDecryptor, OpenPgpEncryptor, Recipient, SignedPublicKey, key_matches, parse_public_keys,
     parse_secret_keys,
 };
 
@@ -40,30 +40,50 @@ fn read_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The recipients `encryption = "gpg"` names, each checked usable now.
-pub fn recipients(cfg: &EncryptionConfig, now_unix: u64) -> anyhow::Result<Vec<Recipient>> {
-    let mut out = Vec::new();
+/// The certificates `encryption = "gpg"` names, each with the file it came from: every key
+/// in the `encryption_key_file` files, then the keyring's key for each `encryption_key_id`;
+/// and the IDs the keyring has no key for.
+fn certificates(cfg: &EncryptionConfig) -> anyhow::Result<Certificates> {
+    let mut certs = Vec::new();
     for path in &cfg.key_files {
         let origin = path.display().to_string();
         for cert in parse_public_keys(&origin, &read_key_file(path)?)? {
-            out.push(Recipient::of(&origin, &cert, now_unix)?);
+            certs.push((origin.clone(), cert));
         }
     }
+    let mut missing = Vec::new();
     if !cfg.key_ids.is_empty() {
         let Some(keyring) = &cfg.keyring else {
             bail!("encryption_key_id needs encryption_keyring");
         };
         let origin = keyring.display().to_string();
-        let certs = parse_public_keys(&origin, &read_key_file(keyring)?)?;
+        let ring = parse_public_keys(&origin, &read_key_file(keyring)?)?;
         for id in &cfg.key_ids {
-            let cert = certs.iter().find(|c| key_matches(c, id)).ok_or_else(|| {
-                walvault_core::encryption::openpgp::KeyError::NoSuchKey {
-                    origin: origin.clone(),
-                    id: id.clone(),
-                }
-            })?;
-            out.push(Recipient::of(&origin, cert, now_unix)?);
+            match ring.iter().find(|c| key_matches(c, id)) {
+                Some(cert) => certs.push((origin.clone(), cert.clone())),
+                None => missing.push((origin.clone(), id.clone())),
+            }
         }
+    }
+    Ok(Certificates { certs, missing })
+}
+
+/// What [`certificates`] found: certificates with their files, and (keyring, ID) pairs with
+/// no key.
+struct Certificates {
+    certs: Vec<(String, SignedPublicKey)>,
+    missing: Vec<(String, String)>,
+}
+
+/// The recipients `encryption = "gpg"` names, each checked usable now.
+pub fn recipients(cfg: &EncryptionConfig, now_unix: u64) -> anyhow::Result<Vec<Recipient>> {
+    let Certificates { certs, missing } = certificates(cfg)?;
+    if let Some((origin, id)) = missing.into_iter().next() {
+        return Err(walvault_core::encryption::openpgp::KeyError::NoSuchKey { origin, id }.into());
+    }
+    let mut out = Vec::new();
+    for (origin, cert) in &certs {
+        out.push(Recipient::of(origin, cert, now_unix)?);
     }
     // The same key named twice (a file and an ID) is one recipient.
     let mut seen = std::collections::BTreeSet::new();
@@ -77,22 +97,11 @@ pub fn recipients(cfg: &EncryptionConfig, now_unix: u64) -> anyhow::Result<Vec<R
 pub fn configured_key_ids(
     cfg: &EncryptionConfig,
 ) -> anyhow::Result<std::collections::BTreeSet<[u8; 8]>> {
-    let mut ids = std::collections::BTreeSet::new();
-    for path in &cfg.key_files {
-        for cert in parse_public_keys(&path.display().to_string(), &read_key_file(path)?)? {
-            ids.extend(walvault_core::encryption::openpgp::cert_key_ids(&cert));
-        }
-    }
-    if let Some(keyring) = cfg.keyring.as_ref().filter(|_| !cfg.key_ids.is_empty()) {
-        let certs = parse_public_keys(&keyring.display().to_string(), &read_key_file(keyring)?)?;
-        for cert in certs
-            .iter()
-            .filter(|c| cfg.key_ids.iter().any(|id| key_matches(c, id)))
-        {
-            ids.extend(walvault_core::encryption::openpgp::cert_key_ids(cert));
-        }
-    }
-    Ok(ids)
+    Ok(certificates(cfg)?
+        .certs
+        .iter()
+        .flat_map(|(_, cert)| walvault_core::encryption::openpgp::cert_key_ids(cert))
+        .collect())
 }
 
 /// The encryptor of a server with `encryption = "gpg"`, `None` without.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use walvault_core::archive::ArchiveSettings;
 use walvault_core::compression::{DecodeLimits, Decoder};
+use walvault_core::encryption::openpgp::OpenPgpEncryptor;
 use walvault_core::layout::Layout;
 use walvault_core::queue::{QueueKind, select_batch};
 use walvault_core::storage::WalStore;
@@ -34,6 +35,9 @@ pub struct ServerCtx<'a> {
     pub fs: Fs,
     /// Opens encrypted copies with the configured secret key, loaded on first use.
     pub decrypt: crate::crypto::LazyDecryptor<'a>,
+    /// The encryptor of `encryption = "gpg"`, its key files read once per process (the
+    /// archive_async worker archives many WAL through one context).
+    encrypt: std::sync::OnceLock<Result<Option<OpenPgpEncryptor>, String>>,
 }
 
 impl std::fmt::Debug for ServerCtx<'_> {
@@ -84,7 +88,17 @@ impl<'a> ServerCtx<'a> {
             catalogue,
             fs,
             decrypt: crate::crypto::LazyDecryptor::new(cfg),
+            encrypt: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The encryptor of `encryption = "gpg"` (`None` without), loaded on first use.
+    pub fn encryptor(&self) -> anyhow::Result<Option<&OpenPgpEncryptor>> {
+        self.encrypt
+            .get_or_init(|| crate::crypto::encryptor(self.cfg).map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map(Option::as_ref)
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// What `BARMAN_FILE` and messages show before a stored key: the archive directory, or

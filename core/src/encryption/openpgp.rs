@@ -14,7 +14,9 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 
-use pgp::composed::{Deserializable, Message, MessageBuilder, SignedPublicKey, SignedSecretKey};
+use pgp::composed::{Deserializable, Message, MessageBuilder};
+/// The key types the parsers return (rPGP's).
+pub use pgp::composed::{SignedPublicKey, SignedSecretKey};
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::{PublicSubkey, SignatureType};
 use pgp::types::{KeyDetails, Password};

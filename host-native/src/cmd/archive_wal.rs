@@ -63,7 +63,7 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
     let mut hints = ServerCtx::queue_hints(&cfg.streaming);
     hints.extend(ServerCtx::queue_hints(&cfg.incoming));
     let settings = ctx.archive_settings(ctx.segment_size(&hints));
-    let encryptor = crate::crypto::encryptor(cfg)?;
+    let encryptor = ctx.encryptor()?;
     let mut totals = Totals::default();
     let queues = [
         (
@@ -120,7 +120,7 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
             jobs,
             options: BatchOptions::default(),
             heartbeat: &heartbeat,
-            encryptor: encryptor.as_ref().map(|e| e as _),
+            encryptor: encryptor.map(|e| e as _),
         };
         let sources: Vec<_> = batch
             .files

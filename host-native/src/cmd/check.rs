@@ -220,7 +220,7 @@ fn encryption_checks(ctx: &ServerCtx<'_>) -> Vec<CheckResult> {
         ok: false,
         hint: Some(hint),
     };
-    let encryptor = match crate::crypto::encryptor(ctx.cfg) {
+    let encryptor = match ctx.encryptor() {
         Ok(Some(e)) => e,
         Ok(None) => return vec![fail("encryption", "no recipients".into())],
         Err(e) => return vec![fail("encryption", format!("{e:#}"))],

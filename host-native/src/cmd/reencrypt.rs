@@ -169,8 +169,9 @@ pub fn reencrypt(ctx: &ServerCtx<'_>, dry_run: bool, jobs: usize, ui: &Ui) -> an
         ));
         return Ok(0);
     }
-    let encryptor =
-        crate::crypto::encryptor(ctx.cfg)?.context("encryption = \"gpg\" has no recipients")?;
+    let encryptor = ctx
+        .encryptor()?
+        .context("encryption = \"gpg\" has no recipients")?;
     // Between archive-wal runs and never beside delete-wals, which could see a WAL deleted
     // and then put back by the replacement.
     let _lock = super::maintenance::exclude_archiving(ctx, ui)?;
@@ -191,7 +192,7 @@ pub fn reencrypt(ctx: &ServerCtx<'_>, dry_run: bool, jobs: usize, ui: &Ui) -> an
     }
     let mut failures = 0;
     for stored in &scan.stale {
-        match reencrypt_one(ctx, stored, &encryptor, decryptor) {
+        match reencrypt_one(ctx, stored, encryptor, decryptor) {
             Ok(size) => ui.verbose(format_args!("re-encrypted {} ({size} bytes)", stored.key)),
             Err(e) => {
                 failures += 1;

@@ -196,7 +196,7 @@ pub(crate) fn put_wal_archiving(
         settle_seconds: 0.0,
         ..ctx.archive_settings(ctx.segment_size(&[path.to_owned()]))
     };
-    let encryptor = crate::crypto::encryptor(ctx.cfg)?;
+    let encryptor = ctx.encryptor()?;
     let candidate = Candidate {
         name,
         file_name: file_name.to_owned(),
@@ -225,7 +225,7 @@ pub(crate) fn put_wal_archiving(
             ..BatchOptions::default()
         },
         heartbeat: &|| {},
-        encryptor: encryptor.as_ref().map(|e| e as _),
+        encryptor: encryptor.map(|e| e as _),
     };
     let report = archive_batch(ctx, &job, &batch, &[path.to_owned()], &mut KeptSource, ui);
     let Some(file) = report.files.first() else {
