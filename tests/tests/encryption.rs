@@ -789,3 +789,54 @@ fn the_wasi_guest_encrypts_in_its_sandbox_and_reads_back_with_a_key_without_pass
         }
     }
 }
+
+#[test]
+fn key_files_that_are_fifos_or_huge_are_refused_without_hanging_or_losing_wal() {
+    let (world, keys, data) = one_archived("zstd");
+    let fifo = keys.join("fifo.asc");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    let huge = keys.join("huge.asc");
+    fs::write(&huge, vec![b'A'; 5 << 20]).expect("huge");
+    world.own_all();
+    for (bad, expect) in [(&fifo, "not a regular file"), (&huge, "not a key file")] {
+        // As a public key: archive-wal refuses, the queued WAL stays where it is.
+        set_decryption(
+            &world,
+            "zstd",
+            &format!(
+                "encryption = \"gpg\"\nencryption_key_file = \"{}\"",
+                bad.display()
+            ),
+        );
+        let started = std::time::Instant::now();
+        let out = queue_and_archive(&world, &seg(2), &small_segment(&seg(2), 5));
+        assert!(!out.status.success(), "{}", describe(&out));
+        assert!(
+            describe(&out).contains(expect),
+            "{expect}: {}",
+            describe(&out)
+        );
+        assert!(world.incoming().join(seg(2)).exists(), "the WAL is kept");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        // As the secret key: get-wal stops recovery (255) and writes nothing.
+        set_decryption(
+            &world,
+            "zstd",
+            &format!("encryption_secret_key_file = \"{}\"", bad.display()),
+        );
+        fs::set_permissions(bad, fs::Permissions::from_mode(0o600)).expect("chmod");
+        get_wal_refuses(&world, expect);
+    }
+    // The archived copy is untouched and still restores with the right key.
+    set_decryption(
+        &world,
+        "zstd",
+        &format!(
+            "encryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"cat {}\"",
+            keys.join("a.sec.asc").display(),
+            keys.join("a.pass").display()
+        ),
+    );
+    all_restore(&world, &[(seg(1), data)], "after the refusals");
+}
