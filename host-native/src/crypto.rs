@@ -268,18 +268,23 @@ pub fn run_passphrase_command(
         .stdout
         .take()
         .ok_or_else(|| io::Error::other("no stdout"))?;
-    let reader = std::thread::spawn(move || {
+    let (done, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut out = Vec::new();
         // A passphrase is short; more is not one.
         let _ = (&mut stdout).take(64 << 10).read_to_end(&mut out);
-        out
+        let _ = done.send(out);
     });
     let started = Instant::now();
+    // The output ends when the command does (or closes it): waiting for that instead of
+    // polling the process saves every restore_command call a polling interval.
+    let out = output.recv_timeout(timeout).ok();
+    let mut pause = Duration::from_millis(1);
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        if started.elapsed() > timeout {
+        if out.is_none() || started.elapsed() > timeout {
             // The whole group: what the shell started would otherwise live on.
             #[cfg(feature = "native")]
             let _ = rustix::process::kill_process_group(
@@ -296,9 +301,11 @@ pub fn run_passphrase_command(
                 ),
             ));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Closed its output but still running: poll, backing off.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     };
-    let out = reader.join().unwrap_or_default();
+    let out = out.unwrap_or_default();
     if !status.success() {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
