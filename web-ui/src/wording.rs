@@ -1,5 +1,5 @@
 //! The dashboard's wording and layout: small pure functions over the core's status document,
-//! tested natively (`cargo test -p walvault-web-ui`) and run in the browser.
+//! tested natively (`cargo test -p walvault-web-ui --lib --no-default-features`) and run in the browser.
 
 use walvault_core::report::{CatalogueSummary, ReceiveWalStatus, TimelineSummary, segment_at};
 use walvault_core::status::human_bytes;
