@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use walvault_core::encryption::openpgp::{
-    KeyError, OpenPgpDecryptor, OpenPgpEncryptor, Recipient, parse_public_keys, parse_secret_keys,
+    KeyError, OpenPgpDecryptor, OpenPgpEncryptor, Recipient, SessionKey, open_with_session_key,
+    parse_public_keys, parse_secret_keys,
 };
-use walvault_core::encryption::{Decrypt, Encrypt, looks_like_openpgp, openpgp_recipients};
+use walvault_core::encryption::{
+    Decrypt, Encrypt, looks_like_openpgp, openpgp_recipients, session_key_packets_len,
+};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -238,4 +241,67 @@ fn a_barman_key_id_may_be_an_e_mail_address_or_a_name_as_gpg_takes_it() {
     for id in ["b@example.invalid", "", "  ", "0000000000000000"] {
         assert!(!key_matches(a, id), "{id}");
     }
+}
+
+/// What a key agent does: the session key from the session key packets alone (never the
+/// data), carried in its wire form and used to open the whole copy, integrity check included;
+/// with the same errors as a local decryption.
+#[test]
+fn a_session_key_from_the_packets_alone_opens_the_copy() {
+    let plain = segment_like();
+    let sealed = seal(&encryptor(&["a.pub.asc", "c.pub.asc"]), &plain);
+    let len = session_key_packets_len(&sealed).expect("session key packets");
+    assert!(len > 0 && len < 2048, "{len}");
+    assert_eq!(session_key_packets_len(&sealed[..len - 1]), None);
+    for (key, passphrase) in [("a.sec.asc", "walvault-test-a"), ("c.sec.asc", "")] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let dec = decryptor(key, passphrase, calls.clone());
+        let session = dec.session_key(&sealed[..len]).expect("session key");
+        let wire = session.to_bytes();
+        let session = SessionKey::from_bytes(&wire).expect("wire form");
+        let mut out = Vec::new();
+        open_with_session_key(Box::new(io::Cursor::new(sealed.clone())), session)
+            .and_then(|mut r| r.read_to_end(&mut out))
+            .expect("opens");
+        assert!(out == plain, "{key}: plaintext differs");
+        // A second copy: the key stays unlocked, the passphrase is not asked again.
+        let other = seal(&encryptor(&["a.pub.asc", "c.pub.asc"]), b"second");
+        dec.session_key(&other[..session_key_packets_len(&other).expect("len")])
+            .expect("second session key");
+        assert!(calls.load(Ordering::SeqCst) <= 1, "{key}");
+        assert_eq!(dec.holds_unlocked_key(), !passphrase.is_empty(), "{key}");
+    }
+
+    let dec = decryptor("a.sec.asc", "walvault-test-a", Arc::default());
+    let session = || dec.session_key(&sealed[..len]).expect("session key");
+    // Another message's session key, tampered or truncated data: the integrity check fails.
+    let other = seal(&encryptor(&["a.pub.asc"]), &plain);
+    let wrong = dec
+        .session_key(&other[..session_key_packets_len(&other).expect("len")])
+        .expect("other session key");
+    let mut tampered = sealed.clone();
+    tampered[sealed.len() / 2] ^= 1;
+    for (what, bytes, key) in [
+        ("another message's key", sealed.clone(), wrong),
+        ("tampered", tampered, session()),
+        ("truncated", sealed[..sealed.len() - 5].to_vec(), session()),
+    ] {
+        let err = open_with_session_key(Box::new(io::Cursor::new(bytes)), key)
+            .and_then(|mut r| r.read_to_end(&mut Vec::new()))
+            .expect_err(what);
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+    }
+    assert!(SessionKey::from_bytes(&[9, 1, 2, 3]).is_err(), "short key");
+    assert!(SessionKey::from_bytes(&[]).is_err(), "empty");
+
+    // Errors as a local decryption gives them.
+    let err = decryptor("b.sec.gpg", "walvault-test-b", Arc::default())
+        .session_key(&sealed[..len])
+        .expect_err("not ours");
+    assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("none of the configured"), "{err}");
+    let err = decryptor("a.sec.asc", "not-it", Arc::default())
+        .session_key(&sealed[..len])
+        .expect_err("wrong passphrase");
+    assert!(err.to_string().contains("wrong passphrase"), "{err}");
 }

@@ -125,6 +125,13 @@ pub enum Command {
         #[arg(long, hide = true, requires = "prefetch")]
         prefetch_worker: bool,
     },
+    /// Internal: the key agent of `encryption_key_cache_ttl`, started by get-wal (reads the
+    /// passphrase from standard input).
+    #[command(hide = true)]
+    KeyAgent {
+        /// The server.
+        server: String,
+    },
     /// List the archived WAL files from the catalogue.
     ListWals {
         /// The server.

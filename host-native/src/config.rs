@@ -134,6 +134,7 @@ struct ServerSection {
     encryption_secret_key_file: Option<PathBuf>,
     encryption_passphrase_command: Option<String>,
     encryption_passphrase_timeout: Option<u64>,
+    encryption_key_cache_ttl: Option<u64>,
 }
 
 /// One value or a list (`encryption_key_file = "a.asc"` or `["a.asc", "b.asc"]`).
@@ -216,7 +217,8 @@ impl ServerSection {
             encryption_keyring,
             encryption_secret_key_file,
             encryption_passphrase_command,
-            encryption_passphrase_timeout
+            encryption_passphrase_timeout,
+            encryption_key_cache_ttl
         )
     }
 }
@@ -260,6 +262,9 @@ pub struct EncryptionConfig {
 /// Seconds `encryption_passphrase_command` may take by default: a command waiting on a
 /// terminal must not hang a recovery.
 pub const DEFAULT_PASSPHRASE_TIMEOUT: u64 = 30;
+/// Seconds a key agent keeps a passphrase-protected secret key unlocked after its last use:
+/// gpg-agent's `default-cache-ttl`.
+pub const DEFAULT_KEY_CACHE_TTL: u64 = 600;
 
 /// How encrypted WAL is read back (`get-wal`, duplicate checks, `verify`, `reencrypt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +277,9 @@ pub struct DecryptionConfig {
     pub passphrase_command: Option<Secret>,
     /// `encryption_passphrase_timeout`: seconds the command may take before it is killed.
     pub passphrase_timeout: u64,
+    /// `encryption_key_cache_ttl`: seconds the key agent keeps a passphrase-protected key
+    /// unlocked after its last use (0: no agent; every process derives the key itself).
+    pub key_cache_ttl: u64,
 }
 
 /// Where a server's WAL is archived.
@@ -692,6 +700,7 @@ fn encryption_keys(
                 Some(t) => t,
                 None => DEFAULT_PASSPHRASE_TIMEOUT,
             },
+            key_cache_ttl: s.encryption_key_cache_ttl.unwrap_or(DEFAULT_KEY_CACHE_TTL),
         }),
         None => None,
     };

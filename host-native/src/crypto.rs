@@ -6,13 +6,17 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+#[cfg(feature = "native")]
+use walvault_core::encryption::openpgp::open_with_session_key;
 use walvault_core::encryption::openpgp::{
-    OpenPgpDecryptor, OpenPgpEncryptor, Recipient, SignedPublicKey, key_matches, parse_public_keys,
-    parse_secret_keys,
+    OpenPgpDecryptor, OpenPgpEncryptor, PassphraseSource, Recipient, SignedPublicKey, key_matches,
+    parse_public_keys, parse_secret_keys,
 };
+use zeroize::Zeroizing;
 
 use crate::config::{EncryptionConfig, ServerConfig};
 
@@ -122,33 +126,47 @@ pub fn encryptor(server: &ServerConfig) -> anyhow::Result<Option<OpenPgpEncrypto
 /// key file must be private to walvault's user (as ssh insists for its keys): a WAL archive
 /// holds every row of the database.
 pub fn decryptor(server: &ServerConfig) -> anyhow::Result<Option<OpenPgpDecryptor>> {
-    let Some(cfg) = &server.decryption else {
+    if server.decryption.is_none() {
         return Ok(None);
+    }
+    decryptor_with(server, passphrase_source(server)).map(Some)
+}
+
+/// `encryption_passphrase_command` as the decryptor asks it.
+fn passphrase_source(server: &ServerConfig) -> PassphraseSource {
+    let cfg = server.decryption.as_ref();
+    let command = cfg
+        .and_then(|c| c.passphrase_command.as_ref())
+        .map(|c| c.expose().to_owned());
+    let timeout = Duration::from_secs(cfg.map_or(30, |c| c.passphrase_timeout));
+    let server_name = server.name.clone();
+    let path_prefix = server.path_prefix.clone();
+    Box::new(move || match &command {
+        Some(c) => run_passphrase_command(c, path_prefix.as_deref(), timeout),
+        None => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "[{server_name}] the secret key is protected by a passphrase and encryption_passphrase_command is not set"
+            ),
+        )),
+    })
+}
+
+/// The decryptor of a server with `encryption_secret_key_file`, its passphrase from
+/// `passphrase` (the key agent's comes through a pipe).
+pub fn decryptor_with(
+    server: &ServerConfig,
+    passphrase: PassphraseSource,
+) -> anyhow::Result<OpenPgpDecryptor> {
+    let Some(cfg) = &server.decryption else {
+        bail!("[{}] has no encryption_secret_key_file", server.name);
     };
     let context = || format!("[{}] encryption_secret_key_file", server.name);
     check_private(&cfg.secret_key_file).with_context(context)?;
     let origin = cfg.secret_key_file.display().to_string();
     let keys =
         parse_secret_keys(&origin, &read_key_file(&cfg.secret_key_file)?).with_context(context)?;
-    let command = cfg
-        .passphrase_command
-        .as_ref()
-        .map(|c| c.expose().to_owned());
-    let timeout = Duration::from_secs(cfg.passphrase_timeout);
-    let server_name = server.name.clone();
-    let path_prefix = server.path_prefix.clone();
-    Ok(Some(OpenPgpDecryptor::new(
-        keys,
-        Box::new(move || match &command {
-            Some(c) => run_passphrase_command(c, path_prefix.as_deref(), timeout),
-            None => Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "[{server_name}] the secret key is protected by a passphrase and encryption_passphrase_command is not set"
-                ),
-            )),
-        }),
-    )))
+    Ok(OpenPgpDecryptor::new(keys, passphrase))
 }
 
 /// The server's decryptor as the archive flow and restores use it: any OpenPGP object is
@@ -156,9 +174,17 @@ pub fn decryptor(server: &ServerConfig) -> anyhow::Result<Option<OpenPgpDecrypto
 /// one must be opened, so a server with a broken key setup still archives and serves plain
 /// WAL. Opening without a configured secret key fails as "permission denied", which get-wal
 /// turns into a stop of the recovery and archive-wal into a copy that cannot be compared.
+///
+/// With `encryption_key_cache_ttl` (and a passphrase command) a key agent is asked first, and
+/// a process that had to unlock the key itself starts one (`key_agent`).
 pub struct LazyDecryptor<'a> {
     server: &'a ServerConfig,
+    #[cfg_attr(not(feature = "native"), allow(dead_code))]
+    config_path: &'a Path,
     loaded: std::sync::OnceLock<Result<OpenPgpDecryptor, String>>,
+    /// The passphrase as the command gave it, kept only until the key agent has it.
+    #[cfg_attr(not(feature = "native"), allow(dead_code))]
+    passphrase: Arc<Mutex<Option<Zeroizing<Vec<u8>>>>>,
 }
 
 impl std::fmt::Debug for LazyDecryptor<'_> {
@@ -171,26 +197,85 @@ impl std::fmt::Debug for LazyDecryptor<'_> {
 
 impl<'a> LazyDecryptor<'a> {
     /// Nothing is read until an encrypted object needs opening.
-    pub fn new(server: &'a ServerConfig) -> Self {
+    pub fn new(server: &'a ServerConfig, config_path: &'a Path) -> Self {
         LazyDecryptor {
             server,
+            config_path,
             loaded: std::sync::OnceLock::new(),
+            passphrase: Arc::default(),
         }
+    }
+
+    /// Whether a key agent is asked first and started after an unlock.
+    fn agent(&self) -> bool {
+        #[cfg(feature = "native")]
+        return crate::key_agent::enabled(self.server);
+        #[cfg(not(feature = "native"))]
+        return false;
     }
 
     /// The loaded decryptor, or why there is none.
     pub fn get(&self) -> Result<&OpenPgpDecryptor, String> {
         self.loaded
-            .get_or_init(|| match decryptor(self.server) {
-                Ok(Some(d)) => Ok(d),
-                Ok(None) => Err(format!(
-                    "[{}] has no encryption_secret_key_file to decrypt it with",
-                    self.server.name
-                )),
-                Err(e) => Err(format!("{e:#}")),
+            .get_or_init(|| {
+                if self.server.decryption.is_none() {
+                    return Err(format!(
+                        "[{}] has no encryption_secret_key_file to decrypt it with",
+                        self.server.name
+                    ));
+                }
+                let mut source = passphrase_source(self.server);
+                if self.agent() {
+                    // Keep a copy for the agent this process starts.
+                    let keep = self.passphrase.clone();
+                    source = Box::new(move || {
+                        let bytes = source()?;
+                        *keep.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(Zeroizing::new(bytes.clone()));
+                        Ok(bytes)
+                    });
+                }
+                decryptor_with(self.server, source).map_err(|e| format!("{e:#}"))
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// The plaintext through a running key agent, or the ciphertext back when none answers.
+    #[cfg(feature = "native")]
+    fn via_agent<'r>(
+        &self,
+        ciphertext: Box<dyn Read + Send + 'r>,
+    ) -> io::Result<Result<Box<dyn Read + Send + 'r>, Box<dyn Read + Send + 'r>>> {
+        use std::io::BufRead;
+        if !self.agent() || self.loaded.get().is_some() {
+            return Ok(Err(ciphertext));
+        }
+        let mut buffered = io::BufReader::with_capacity(64 << 10, ciphertext);
+        let prefix = buffered.fill_buf()?;
+        let Some(len) = walvault_core::encryption::session_key_packets_len(prefix) else {
+            return Ok(Err(Box::new(buffered)));
+        };
+        match crate::key_agent::session_key(self.server, &prefix[..len])? {
+            Some(key) => Ok(Ok(open_with_session_key(Box::new(buffered), key)?)),
+            None => Ok(Err(Box::new(buffered))),
+        }
+    }
+
+    /// Starts a key agent once this process has unlocked a key with the passphrase.
+    #[cfg(feature = "native")]
+    fn hand_to_agent(&self, decryptor: &OpenPgpDecryptor) {
+        let Some(passphrase) = self
+            .passphrase
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        if decryptor.holds_unlocked_key() {
+            crate::key_agent::start(self.config_path, self.server, &passphrase);
+        }
     }
 }
 
@@ -207,8 +292,18 @@ impl walvault_core::encryption::Decrypt for LazyDecryptor<'_> {
         &self,
         ciphertext: Box<dyn Read + Send + 'r>,
     ) -> io::Result<Box<dyn Read + Send + 'r>> {
+        #[cfg(feature = "native")]
+        let ciphertext = match self.via_agent(ciphertext)? {
+            Ok(plaintext) => return Ok(plaintext),
+            Err(ciphertext) => ciphertext,
+        };
         match self.get() {
-            Ok(d) => d.decrypt(ciphertext),
+            Ok(d) => {
+                let plaintext = d.decrypt(ciphertext)?;
+                #[cfg(feature = "native")]
+                self.hand_to_agent(d);
+                Ok(plaintext)
+            }
             Err(why) => Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
         }
     }

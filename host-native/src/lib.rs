@@ -15,6 +15,8 @@ pub mod fsutil;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod hooks;
+#[cfg(feature = "native")]
+pub mod key_agent;
 pub mod lock;
 #[cfg(feature = "native")]
 pub mod pg;

@@ -173,6 +173,10 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             before,
             dry_run,
         } => cmd::maintenance::delete_wals(&one(&config, server)?, before, *dry_run, ui),
+        Command::KeyAgent { server } => {
+            walvault::key_agent::serve(config.server(server)?)?;
+            Ok(0)
+        }
         Command::Reencrypt {
             server,
             to_current_keys: _,

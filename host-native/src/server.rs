@@ -87,7 +87,7 @@ impl<'a> ServerCtx<'a> {
             layout,
             catalogue,
             fs,
-            decrypt: crate::crypto::LazyDecryptor::new(cfg),
+            decrypt: crate::crypto::LazyDecryptor::new(cfg, config_path),
             encrypt: std::sync::OnceLock::new(),
         })
     }

@@ -840,3 +840,180 @@ fn key_files_that_are_fifos_or_huge_are_refused_without_hanging_or_losing_wal() 
     );
     all_restore(&world, &[(seg(1), data)], "after the refusals");
 }
+
+/// The key agent's socket, and the pid of the agent holding its lock (`None` when none runs).
+fn key_agent(world: &World) -> (PathBuf, Option<u32>) {
+    let dir = world.home.join(SERVER).join("key-agent");
+    let pid = fs::read_to_string(dir.join("lock"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .filter(|pid| alive(*pid));
+    (dir.join("S"), pid)
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Whether a process runs (a zombie does not: its parent may have left it unreaped).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name in parentheses.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// Waits until a key agent listens on its socket (`up`: a stale socket refuses connections),
+/// or until none runs and its socket is gone.
+#[track_caller]
+fn wait_for_key_agent(world: &World, up: bool) {
+    let started = std::time::Instant::now();
+    let state = || {
+        let (socket, pid) = key_agent(world);
+        if up {
+            pid.is_some() && std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        } else {
+            pid.is_none() && !socket.exists()
+        }
+    };
+    while !state() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "key agent still {}: {:?}",
+            if up { "absent" } else { "there" },
+            key_agent(world)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A passphrase-protected key is unlocked once, as gpg-agent does for gpg: the first get-wal
+/// runs the passphrase command and starts a key agent, which serves the next calls (the
+/// command does not run again) until its TTL passes, the key file changes or it dies; each
+/// of those falls back to unlocking in-process, losing nothing. A wrong passphrase starts no
+/// agent, and TTL 0 none at all.
+#[test]
+fn a_key_agent_keeps_a_protected_key_unlocked_between_restore_calls() {
+    let (world, keys, data) = one_archived("zstd");
+    let asked = world.path("asked");
+    let configure = |pass: &str, ttl: u64| {
+        set_decryption(
+            &world,
+            "zstd",
+            &format!(
+                "encryption_secret_key_file = \"{}\"\nencryption_passphrase_command = \"echo x >> {}; cat {}\"\nencryption_key_cache_ttl = {ttl}",
+                keys.join("a.sec.asc").display(),
+                asked.display(),
+                keys.join(pass).display(),
+            ),
+        );
+    };
+    let times_asked = || fs::read_to_string(&asked).map_or(0, |s| s.lines().count());
+    let restores = |world: &World| {
+        let dest = world.path("restored");
+        let _ = fs::remove_file(&dest);
+        world.own_all();
+        let out = world.walvault(&["get-wal", SERVER, &seg(1), dest.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", describe(&out));
+        assert!(
+            fs::read(&dest).expect("restored") == data,
+            "restored bytes differ"
+        );
+    };
+
+    configure("a.pass", 600);
+    restores(&world);
+    assert_eq!(times_asked(), 1);
+    wait_for_key_agent(&world, true);
+    let (socket, pid) = key_agent(&world);
+    let mode = |p: &Path| fs::metadata(p).expect("mode").permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(socket.parent().expect("dir")), 0o700);
+    for _ in 0..3 {
+        restores(&world);
+    }
+    assert_eq!(
+        times_asked(),
+        1,
+        "the agent answered, the command did not run again"
+    );
+
+    // Through the agent, a tampered copy still fails its integrity check (the data never
+    // goes through the agent: the caller checks it).
+    let stored = stored_path(&world, &seg(1));
+    let sealed = fs::read(&stored).expect("stored");
+    let mut tampered = sealed.clone();
+    let at = tampered.len() / 2;
+    tampered[at] ^= 0x10;
+    fs::write(&stored, &tampered).expect("tamper");
+    get_wal_refuses(&world, "damaged");
+    fs::write(&stored, &sealed).expect("restore the copy");
+    assert_eq!(times_asked(), 1);
+
+    // Another user (root, here) gets no answer: the agent serves its own user only.
+    if std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self").expect("proc")) == 0 {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let _ = stream.write_all(&[0u8; 64]);
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        assert!(reply.is_empty(), "root got an answer: {reply:?}");
+    }
+
+    // The key file replaced: the agent leaves at once, the next call unlocks again.
+    fs::copy(key_source("a.sec.asc"), keys.join("a.sec.asc")).expect("replace key");
+    fs::set_permissions(keys.join("a.sec.asc"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    world.own_all();
+    wait_for_key_agent(&world, false);
+    restores(&world);
+    assert_eq!(times_asked(), 2);
+    wait_for_key_agent(&world, true);
+    assert_ne!(key_agent(&world).1, pid, "a new agent");
+
+    // A killed agent leaves its socket behind: the next call still restores, and starts one.
+    let pid = key_agent(&world).1.expect("agent");
+    signal(pid, "KILL");
+    while alive(pid) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(socket.exists(), "a stale socket");
+    restores(&world);
+    assert_eq!(times_asked(), 3);
+    wait_for_key_agent(&world, true);
+
+    // Its TTL passed without a request: it is gone, and the key with it.
+    configure("a.pass", 2);
+    let pid = key_agent(&world).1.expect("agent");
+    signal(pid, "TERM");
+    wait_for_key_agent(&world, false);
+    restores(&world);
+    assert_eq!(times_asked(), 4);
+    wait_for_key_agent(&world, true);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    wait_for_key_agent(&world, false);
+
+    // A wrong passphrase starts no agent; TTL 0 means none, every call asks.
+    configure("b.pass", 600);
+    get_wal_refuses(&world, "wrong passphrase");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(key_agent(&world).1, None, "no agent for a wrong passphrase");
+    configure("a.pass", 0);
+    let before = times_asked();
+    restores(&world);
+    restores(&world);
+    assert_eq!(times_asked(), before + 2);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        key_agent(&world).1,
+        None,
+        "no agent with encryption_key_cache_ttl = 0"
+    );
+}

@@ -140,6 +140,18 @@ pub(crate) fn packet_header(bytes: &[u8]) -> PacketHeader {
 /// ("anonymous") or v6 recipient gives no ID. Used to find copies encrypted only to keys no
 /// longer configured, without any key.
 pub fn openpgp_recipients(prefix: &[u8]) -> Option<Vec<[u8; 8]>> {
+    session_key_packets(prefix).map(|(ids, _)| ids)
+}
+
+/// How many bytes the session key packets an OpenPGP message begins with take: all a key
+/// agent needs to find the session key, never any of the data. `None` as for
+/// [`openpgp_recipients`].
+pub fn session_key_packets_len(prefix: &[u8]) -> Option<usize> {
+    session_key_packets(prefix).map(|(_, len)| len)
+}
+
+/// The key IDs the leading session key packets name and the bytes those packets take.
+fn session_key_packets(prefix: &[u8]) -> Option<(Vec<[u8; 8]>, usize)> {
     if !looks_like_openpgp(prefix) {
         return None;
     }
@@ -157,7 +169,7 @@ pub fn openpgp_recipients(prefix: &[u8]) -> Option<Vec<[u8; 8]>> {
         };
         // The session keys end where the data starts (a partial length, another tag).
         let Some(body_len) = body_len.filter(|_| tag == PKESK || tag == SKESK) else {
-            return Some(ids);
+            return Some((ids, at));
         };
         let body = prefix.get(at + header_len..at + header_len + body_len)?;
         if tag == PKESK

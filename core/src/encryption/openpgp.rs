@@ -14,6 +14,7 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 
+use pgp::composed::PlainSessionKey;
 use pgp::composed::{Deserializable, Message, MessageBuilder};
 /// The key types the parsers return (rPGP's).
 pub use pgp::composed::{SignedPublicKey, SignedSecretKey};
@@ -21,7 +22,8 @@ use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::{PublicSubkey, SecretKey, SecretSubkey, SignatureType};
 use pgp::types::{
-    KeyDetails, KeyVersion, Password, PlainSecretParams, S2kParams, SecretParams, StringToKey,
+    DecryptionKey, EskType, KeyDetails, KeyVersion, Password, PlainSecretParams, S2kParams,
+    SecretParams, StringToKey,
 };
 use rand_core::CryptoRngCore;
 use sha2::Digest as _;
@@ -600,7 +602,7 @@ impl OpenPgpDecryptor {
 fn unlock_primary(key: &mut SecretKey, password: &Password) -> pgp::errors::Result<()> {
     match fast_unlock(key.secret_params(), key.public_key(), password) {
         FastUnlock::Unlocked(plain) => {
-            *key = SecretKey::new(key.public_key().clone(), SecretParams::Plain(plain))?;
+            *key = SecretKey::new(key.public_key().clone(), SecretParams::Plain(*plain))?;
             Ok(())
         }
         FastUnlock::WrongPassphrase => Err(pgp::errors::Error::MissingKey),
@@ -612,7 +614,7 @@ fn unlock_primary(key: &mut SecretKey, password: &Password) -> pgp::errors::Resu
 fn unlock_subkey(key: &mut SecretSubkey, password: &Password) -> pgp::errors::Result<()> {
     match fast_unlock(key.secret_params(), key.public_key(), password) {
         FastUnlock::Unlocked(plain) => {
-            *key = SecretSubkey::new(key.public_key().clone(), SecretParams::Plain(plain))?;
+            *key = SecretSubkey::new(key.public_key().clone(), SecretParams::Plain(*plain))?;
             Ok(())
         }
         FastUnlock::WrongPassphrase => Err(pgp::errors::Error::MissingKey),
@@ -622,8 +624,8 @@ fn unlock_subkey(key: &mut SecretSubkey, password: &Password) -> pgp::errors::Re
 
 /// What [`fast_unlock`] made of a key's protection.
 enum FastUnlock {
-    /// The secret material, in plain.
-    Unlocked(PlainSecretParams),
+    /// The secret material, in plain (boxed: it is large and the other cases are empty).
+    Unlocked(Box<PlainSecretParams>),
     /// The protection is gpg's, but the passphrase does not open it (the checksum fails).
     WrongPassphrase,
     /// Not gpg's usual protection: rPGP's own unlocking applies.
@@ -703,7 +705,7 @@ fn fast_unlock(
         details.algorithm(),
         details.public_params(),
     ) {
-        Ok(plain) => FastUnlock::Unlocked(plain),
+        Ok(plain) => FastUnlock::Unlocked(Box::new(plain)),
         Err(_) => FastUnlock::WrongPassphrase,
     }
 }
@@ -844,48 +846,214 @@ impl Decrypt for OpenPgpDecryptor {
             ));
         }
         let keys = self.keys_for(&recipients)?;
-        let mut message = message
+        let message = message
             .decrypt_with_keys(vec![&Password::empty()], keys.iter().collect())
             .map_err(|e| match e {
                 // rPGP reports a key it could not unlock as no key at all.
-                pgp::errors::Error::MissingKey => {
-                    let ours = self.key_ids();
-                    let names = |ids: &[[u8; 8]]| {
-                        ids.iter().map(|id| hex(id)).collect::<Vec<_>>().join(", ")
-                    };
-                    let matching: Vec<_> = recipients
-                        .iter()
-                        .copied()
-                        .filter(|id| ours.contains(id))
-                        .collect();
-                    let message = if matching.is_empty() {
-                        format!(
-                            "encrypted to none of the configured secret keys (it names key {})",
-                            if recipients.is_empty() {
-                                "IDs that are hidden".to_owned()
-                            } else {
-                                names(&recipients)
-                            }
-                        )
-                    } else {
-                        format!(
-                            "cannot unlock secret key {}: wrong passphrase",
-                            names(&matching)
-                        )
-                    };
-                    io::Error::new(io::ErrorKind::PermissionDenied, message)
-                }
+                pgp::errors::Error::MissingKey => self.no_key(&recipients),
                 other => invalid("cannot decrypt (damaged or tampered copy)", other),
             })?;
-        // gpg compresses before encrypting unless told not to (Barman's copies may carry a
-        // compressed data packet).
-        if message.is_compressed() {
-            message = message
-                .decompress()
-                .map_err(|e| invalid("OpenPGP compressed data", e))?;
-        }
-        Ok(Box::new(Plaintext(message)))
+        plaintext(message)
     }
+}
+
+impl OpenPgpDecryptor {
+    /// Why none of the keys opened a message naming `recipients`: none of them is ours, or
+    /// ours stayed locked.
+    fn no_key(&self, recipients: &[[u8; 8]]) -> io::Error {
+        let ours = self.key_ids();
+        let names = |ids: &[[u8; 8]]| ids.iter().map(|id| hex(id)).collect::<Vec<_>>().join(", ");
+        let matching: Vec<_> = recipients
+            .iter()
+            .copied()
+            .filter(|id| ours.contains(id))
+            .collect();
+        let message = if matching.is_empty() {
+            format!(
+                "encrypted to none of the configured secret keys (it names key {})",
+                if recipients.is_empty() {
+                    "IDs that are hidden".to_owned()
+                } else {
+                    names(recipients)
+                }
+            )
+        } else {
+            format!(
+                "cannot unlock secret key {}: wrong passphrase",
+                names(&matching)
+            )
+        };
+        io::Error::new(io::ErrorKind::PermissionDenied, message)
+    }
+
+    /// Unlocks every secret key the passphrase opens now (a key agent does this once, before
+    /// it serves). Fails only if the passphrase cannot be had.
+    pub fn unlock_all(&self) -> io::Result<()> {
+        self.keys_for(&[]).map(drop)
+    }
+
+    /// Whether some secret key is unlocked in memory (so a key agent has something to serve).
+    pub fn holds_unlocked_key(&self) -> bool {
+        let state = self
+            .unlocking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let unlocked = state
+            .keys
+            .iter()
+            .flat_map(components)
+            .filter(|(_, locked)| !locked)
+            .count();
+        let plain = self
+            .keys
+            .iter()
+            .flat_map(components)
+            .filter(|(_, locked)| !locked)
+            .count();
+        unlocked > plain
+    }
+
+    /// The session key of a message from its session key packets alone (the first
+    /// [`session_key_packets_len`](super::session_key_packets_len) bytes): what a key agent
+    /// answers, so the data itself never passes through it. Errors as [`Decrypt::decrypt`]'s.
+    pub fn session_key(&self, packets: &[u8]) -> io::Result<SessionKey> {
+        let mut pkesks = Vec::new();
+        for packet in pgp::packet::PacketParser::new(packets) {
+            let packet = packet.map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("not a readable OpenPGP session key packet: {e}"),
+                )
+            })?;
+            if let pgp::packet::Packet::PublicKeyEncryptedSessionKey(pkesk) = packet {
+                pkesks.push(pkesk);
+            }
+        }
+        // Zero ("anonymous") IDs name no key, as in `openpgp_recipients`.
+        let recipients: Vec<[u8; 8]> = pkesks
+            .iter()
+            .filter_map(|p| p.id().ok())
+            .map(|id| key_id_bytes(id.as_ref()))
+            .filter(|id| *id != [0; 8])
+            .collect();
+        let keys = self.keys_for(&recipients)?;
+        for pkesk in &pkesks {
+            let Ok(values) = pkesk.values() else {
+                continue;
+            };
+            // The outer error is a key still locked; the inner one a session key that does
+            // not decrypt (another recipient's, or damaged).
+            for key in keys.iter() {
+                let found = pkesk
+                    .match_identity(&key.primary_key)
+                    .then(|| {
+                        key.primary_key
+                            .decrypt(&Password::empty(), values, EskType::V3_4)
+                    })
+                    .and_then(|r| r.ok()?.ok())
+                    .or_else(|| {
+                        key.secret_subkeys.iter().find_map(|sub| {
+                            pkesk
+                                .match_identity(&sub.key)
+                                .then(|| sub.key.decrypt(&Password::empty(), values, EskType::V3_4))
+                                .and_then(|r| r.ok()?.ok())
+                        })
+                    });
+                if let Some(found) = found {
+                    return SessionKey::checked(found);
+                }
+            }
+        }
+        Err(self.no_key(&recipients))
+    }
+}
+
+/// The session key of one message, held by a key agent's client for as long as it reads
+/// the message (wiped on drop).
+pub struct SessionKey(PlainSessionKey);
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+impl SessionKey {
+    /// Only the session keys SEIPD v1 messages use (what gpg and walvault write).
+    fn checked(key: PlainSessionKey) -> io::Result<Self> {
+        match key {
+            PlainSessionKey::V3_4 { .. } => Ok(SessionKey(key)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not an OpenPGP session key of the v3/v4 kind gpg writes",
+            )),
+        }
+    }
+
+    /// The wire form: the symmetric algorithm's ID, then the key.
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut out = zeroize::Zeroizing::new(Vec::new());
+        if let PlainSessionKey::V3_4 { sym_alg, key } = &self.0 {
+            out.push(u8::from(*sym_alg));
+            out.extend_from_slice(key.as_ref());
+        }
+        out
+    }
+
+    /// Reads [`SessionKey::to_bytes`]'s form back; the key must fit its algorithm.
+    pub fn from_bytes(bytes: &[u8]) -> io::Result<Self> {
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "not a session key");
+        let (&alg, key) = bytes.split_first().ok_or_else(bad)?;
+        let sym_alg = SymmetricKeyAlgorithm::from(alg);
+        if sym_alg.key_size() == 0 || key.len() != sym_alg.key_size() {
+            return Err(bad());
+        }
+        Ok(SessionKey(PlainSessionKey::V3_4 {
+            sym_alg,
+            key: key.into(),
+        }))
+    }
+}
+
+/// Opens a message with its session key (from a key agent): the data is decrypted and its
+/// modification detection code checked here, as [`Decrypt::decrypt`] does.
+pub fn open_with_session_key<'a>(
+    ciphertext: Box<dyn Read + Send + 'a>,
+    key: SessionKey,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
+    let invalid = |what: &str, e: pgp::errors::Error| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
+    };
+    let ciphertext = Ciphertext(BufReader::with_capacity(64 << 10, ciphertext));
+    let message = Message::from_bytes(ciphertext)
+        .map_err(|e| invalid("not a readable OpenPGP message", e))?;
+    if !message.is_encrypted() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "an OpenPGP message that is not encrypted",
+        ));
+    }
+    let message = message.decrypt_with_session_key(key.0).map_err(|e| {
+        invalid(
+            "cannot decrypt (damaged or tampered copy, or a wrong session key)",
+            e,
+        )
+    })?;
+    plaintext(message)
+}
+
+/// The plaintext of a decrypted message. gpg compresses before encrypting unless told not
+/// to (Barman's copies may carry a compressed data packet).
+fn plaintext(mut message: Message<'_>) -> io::Result<Box<dyn Read + Send + '_>> {
+    if message.is_compressed() {
+        message = message.decompress().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("OpenPGP compressed data: {e}"),
+            )
+        })?;
+    }
+    Ok(Box::new(Plaintext(message)))
 }
 
 #[cfg(test)]
