@@ -7,8 +7,10 @@
 # one run.
 #
 # The keys are fresh RSA 3072 keys (gpg's default), made here in a throw-away GNUPGHOME: one
-# with a passphrase (gpg protects it with 65 million bytes of iterated SHA-1, about 0.2 s to
-# unlock in rPGP), one without. Encrypted WAL goes to both; walvault reads the exported keys,
+# with a passphrase (gpg protects it with 65 million bytes of iterated SHA-1, about 45 ms to
+# unlock with SHA instructions), one without. With the passphrase, get-wal runs with the key
+# agent (started by the first call of each run: no agent is left between runs) and without
+# it (encryption_key_cache_ttl = 0: every call unlocks the key). Encrypted WAL goes to both; walvault reads the exported keys,
 # Barman the keyring.
 # Plain and encrypted runs alternate (the machine's speed drifts); every figure is the fastest
 # of $REPEAT rounds.
@@ -56,7 +58,7 @@ gpg --batch -q --pinentry-mode loopback --passphrase '' --armor \
   --export-secret-keys open@example.invalid > "$OUT/keys/open.sec.asc"
 chmod 600 "$OUT/keys/open.sec.asc"
 
-wv_config() {  # DIR ENCRYPTED [SECRET_KEY]
+wv_config() {  # DIR ENCRYPTED [SECRET_KEY [KEY_CACHE_TTL]]
   local secret=${3:-bench}
   mkdir -p "$1"
   {
@@ -68,6 +70,7 @@ wv_config() {  # DIR ENCRYPTED [SECRET_KEY]
       echo "encryption_key_file = [\"$OUT/keys/bench.pub.asc\", \"$OUT/keys/open.pub.asc\"]"
       echo "encryption_secret_key_file = \"$OUT/keys/$secret.sec.asc\""
       echo "encryption_passphrase_command = \"cat $OUT/keys/pass\""
+      [[ -z ${4:-} ]] || echo "encryption_key_cache_ttl = $4"
     fi
   } > "$1/walvault.toml"
 }
@@ -98,7 +101,16 @@ for enc in no yes; do
   fi
 done
 wv_config "$OUT/wv-yes-2/open" yes open
-sed -i "s|home = .*|home = \"$OUT/wv-yes-2/home\"|" "$OUT/wv-yes-2/open/walvault.toml"
+wv_config "$OUT/wv-yes-2/no-agent" yes bench 0
+sed -i "s|home = .*|home = \"$OUT/wv-yes-2/home\"|" "$OUT/wv-yes-2/open/walvault.toml" \
+  "$OUT/wv-yes-2/no-agent/walvault.toml"
+# Stops the key agent a run left, so each run starts as a recovery does: locked.
+stop_agent() {
+  local lock=$OUT/wv-yes-2/home/pg/key-agent/lock
+  [[ -f $lock ]] && kill "$(cat "$lock")" 2>/dev/null || true
+  while [[ -e $OUT/wv-yes-2/home/pg/key-agent/S ]]; do sleep 0.05; done
+}
+trap 'stop_agent; gpgconf --kill gpg-agent 2>/dev/null || true' EXIT
 for ((round = 1; round <= REPEAT; round++)); do
   for jobs in 1 2; do
     for enc in no yes; do
@@ -120,10 +132,11 @@ for ((round = 1; round <= REPEAT; round++)); do
 done
 # get-wal from the archives the last round left (walvault's --jobs 2 ones).
 for ((round = 1; round <= REPEAT; round++)); do
-  for variant in no yes open no-prefetch yes-prefetch; do
+  for variant in no yes no-agent open no-prefetch yes-prefetch; do
+    stop_agent
     case $variant in
       no | yes) args=("$OUT/wv-$variant-2/walvault.toml") ;;
-      open) args=("$OUT/wv-yes-2/open/walvault.toml") ;;
+      open | no-agent) args=("$OUT/wv-yes-2/$variant/walvault.toml") ;;
       *) args=("$OUT/wv-${variant%-prefetch}-2/walvault.toml" "--prefetch 8") ;;
     esac
     read -r wall _ < <(timed "get-wv-$variant" bash "$OUT/get-walvault.sh" "${args[@]}")
@@ -154,7 +167,8 @@ done
   row walvault "archive-wal --jobs 1" "${A[wv-no-1]}" "${A[wv-yes-1]}"
   row walvault "archive-wal --jobs 2" "${A[wv-no-2]}" "${A[wv-yes-2]}"
   row "Barman 3.20.1" "archive-wal" "${A[bm-no]}" "${A[bm-yes]}"
-  row walvault "get-wal x$NFILES" "${G[wv-no]}" "${G[wv-yes]}"
+  row walvault "get-wal x$NFILES (the key agent)" "${G[wv-no]}" "${G[wv-yes]}"
+  row walvault "get-wal x$NFILES, encryption_key_cache_ttl = 0" "${G[wv-no]}" "${G[wv-no-agent]}"
   row walvault "get-wal x$NFILES, a secret key without passphrase" "${G[wv-no]}" "${G[wv-open]}"
   row walvault "get-wal --prefetch 8 x$NFILES" "${G[wv-no-prefetch]}" "${G[wv-yes-prefetch]}"
   row "Barman 3.20.1" "get-wal x$NFILES" "${G[bm-no]}" "${G[bm-yes]}"
