@@ -11,6 +11,11 @@ pub struct Cli {
     /// Configuration file (default: $WALVAULT_CONFIG, else /etc/walvault.toml).
     #[arg(short, long, global = true, env = "WALVAULT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Read Barman's configuration instead (its INI file, with its
+    /// configuration_files_directory): the servers and keys walvault knows, as Barman reads
+    /// them; `config convert` prints the walvault equivalent.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "config")]
+    pub barman_config: Option<PathBuf>,
     /// More detail (-v: per file, -vv: debugging).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -266,6 +271,9 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate the configuration and print each server's resolved settings.
     Check,
+    /// Print the configuration in walvault's TOML format: with --barman-config, Barman's files
+    /// translated (the keys left out listed in comments, and why).
+    Convert,
 }
 
 /// The error edge every entry point shares (the native CLI and the WASI guest): prints the

@@ -154,6 +154,42 @@ impl OneOrMany {
     }
 }
 
+/// The keys a server section may hold (`ServerSection`'s fields, as serde names them): the
+/// keys a Barman configuration can pass on (`barman_config`).
+pub fn server_keys() -> &'static [&'static str] {
+    /// A deserializer that only learns the struct's field names.
+    struct Probe(&'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for &mut Probe {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("field names only"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = fields;
+            Err(serde::de::Error::custom("field names only"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    static KEYS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut probe = Probe(&[]);
+        let _ = ServerSection::deserialize(&mut probe);
+        probe.0
+    })
+}
+
 macro_rules! merge_fields {
     ($over:expr, $base:expr, $($f:ident),* $(,)?) => {
         ServerSection { $($f: $over.$f.or($base.$f),)* }
@@ -296,6 +332,8 @@ pub enum ArchiveLocation {
 pub struct ServerConfig {
     /// The section name.
     pub name: String,
+    /// Read from Barman's files (`--barman-config`): the workers it starts read them too.
+    pub barman_config: bool,
     /// Free text.
     pub description: Option<String>,
     /// Inactive servers are skipped by `--all`.
@@ -383,6 +421,8 @@ pub struct Config {
     /// `group_access` in `[walvault]`: what walvault creates is readable by its group too
     /// (0640 files, 0750 directories) instead of private (see `fsutil::restrict_umask`).
     pub group_access: bool,
+    /// Read from Barman's files (`--barman-config`).
+    pub barman: bool,
 }
 
 /// Parses a duration such as `1 day`, `2 weeks`, `90 minutes`, `3600` (seconds).
@@ -441,7 +481,32 @@ fn valid_server_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
+impl ServerConfig {
+    /// The option naming the configuration file, for the walvault processes it starts.
+    pub fn config_flag(&self) -> &'static str {
+        if self.barman_config {
+            "--barman-config"
+        } else {
+            "-c"
+        }
+    }
+}
+
 impl Config {
+    /// Reads Barman's configuration files (`--barman-config`), translated into walvault's
+    /// (see `barman_config`), and validates them.
+    pub fn load_barman(
+        path: &Path,
+    ) -> Result<(Config, crate::barman_config::Translation), ConfigError> {
+        let translation = crate::barman_config::read(path)?;
+        let mut config = Self::parse(&translation.toml, path)?;
+        config.barman = true;
+        for server in config.servers.values_mut() {
+            server.barman_config = true;
+        }
+        Ok((config, translation))
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -541,6 +606,7 @@ impl Config {
             servers,
             serve_token,
             group_access,
+            barman: false,
         })
     }
 
@@ -874,6 +940,7 @@ fn resolve(
     Ok(ServerConfig {
         name: name.to_owned(),
         description: s.description,
+        barman_config: false,
         active: s.active.unwrap_or(true),
         incoming: s
             .incoming_wals_directory

@@ -131,7 +131,7 @@ pub fn start(config_path: &Path, server: &ServerConfig, passphrase: &[u8]) {
     let mut command = Command::new(exe);
     command
         .arg("-q")
-        .arg("-c")
+        .arg(server.config_flag())
         .arg(config_path)
         .args(["key-agent", &server.name])
         .stdin(Stdio::piped())

@@ -4,6 +4,7 @@
 //! WASI guest (`host-wasi/guest`) runs the same file-system code: without the `native` feature
 //! only those parts build, for `wasm32-wasip1`.
 
+pub mod barman_config;
 pub mod catalogue_file;
 pub mod cli;
 pub mod cmd;

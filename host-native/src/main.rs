@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
+use walvault::barman_config::Translation;
 use walvault::cli::{Cli, Command, ConfigCommand, ServerSelection};
 use walvault::cmd;
 use walvault::config::{self, Config, DEFAULT_CONFIG_PATH};
@@ -28,12 +29,25 @@ fn main() -> ExitCode {
     ExitCode::from(walvault::cli::exit_code(run(cli, &ui), &ui))
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+fn load_config(cli: &Cli, ui: &Ui) -> anyhow::Result<(Config, Option<Translation>)> {
+    if let Some(path) = &cli.barman_config {
+        let (config, translation) = Config::load_barman(path)?;
+        for i in &translation.ignored {
+            ui.verbose(format_args!(
+                "{}: [{}] {}: left out: {}",
+                i.file.display(),
+                i.section,
+                i.key,
+                i.why
+            ));
+        }
+        return Ok((config, Some(translation)));
+    }
     let path = cli
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-    Ok(Config::load(&path)?)
+    Ok((Config::load(&path)?, None))
 }
 
 fn selected<'c>(
@@ -74,7 +88,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
     {
         return cmd::demo::run(dir.clone(), pg_bin, os_user, compression, ui);
     }
-    let config = load_config(&cli)?;
+    let (config, translation) = load_config(&cli, ui)?;
     if config.group_access {
         walvault::fsutil::restrict_umask(true);
     }
@@ -220,7 +234,29 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
         }
         Command::Config {
             command: ConfigCommand::Check,
-        } => Ok(cmd::check::config_check(&config, ui)),
+        } => {
+            if let Some(t) = &translation {
+                for i in &t.ignored {
+                    ui.warn(format_args!(
+                        "{}: [{}] {}: left out: {}",
+                        i.file.display(),
+                        i.section,
+                        i.key,
+                        i.why
+                    ));
+                }
+            }
+            Ok(cmd::check::config_check(&config, ui))
+        }
+        Command::Config {
+            command: ConfigCommand::Convert,
+        } => {
+            match &translation {
+                Some(t) => print!("{}{}", walvault::barman_config::header(t), t.toml),
+                None => print!("{}", std::fs::read_to_string(&config.path)?),
+            }
+            Ok(0)
+        }
         Command::Serve { listen, refresh } => {
             let opts = cmd::serve::Options {
                 listen: *listen,

@@ -469,6 +469,24 @@ pub fn config_check(config: &Config, ui: &Ui) -> u8 {
         if let Some(conninfo) = &s.conninfo {
             println!("\tconninfo: {conninfo}");
         }
+        let mut archivers = Vec::new();
+        if s.archiver {
+            archivers.push("archive_command (incoming)".to_owned());
+        }
+        if s.streaming_archiver {
+            archivers.push(match &s.slot_name {
+                Some(slot) => format!(
+                    "streaming (slot {slot}, created {})",
+                    match s.create_slot {
+                        crate::config::CreateSlot::Auto => "by walvault",
+                        crate::config::CreateSlot::Manual => "manually",
+                    }
+                ),
+                None => "streaming (no slot)".to_owned(),
+            });
+            println!("\tstreaming: {}", s.streaming.display());
+        }
+        println!("\tarchivers: {}", archivers.join(", "));
         if let Some(enc) = &s.encryption {
             let keys: Vec<String> = enc
                 .key_files

@@ -189,7 +189,7 @@ impl PutSpool {
         .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from);
         let mut command = std::process::Command::new(exe);
         command
-            .arg("-c")
+            .arg(ctx.cfg.config_flag())
             .arg(ctx.config_path)
             .args(["put-wal", &ctx.cfg.name])
             .arg(self.pg_wal.join(wal_path.file_name().unwrap_or_default()))

@@ -603,7 +603,7 @@ impl Spool {
         let mut command = std::process::Command::new(exe);
         command
             .arg("-q")
-            .arg("-c")
+            .arg(ctx.cfg.config_flag())
             .arg(ctx.config_path)
             .args([
                 "get-wal",
