@@ -15,6 +15,7 @@ lint:
     cargo clippy --workspace --exclude walvault-web-ui --all-targets --locked -- -D warnings
     cargo clippy -p walvault-web-ui --target wasm32-unknown-unknown --locked -- -D warnings
     cargo clippy -p walvault-wasi-guest --target wasm32-wasip1 --locked -- -D warnings
+    cargo clippy -p walvault-wasi-guest --target wasm32-wasip1 --features sandbox-probe --locked -- -D warnings
     cargo clippy -p walvault-core --all-targets --locked -- -D warnings
 
 # The core for both wasm targets.

@@ -217,9 +217,7 @@ const NOT_TAKEN: &[(&str, &str)] = &[(
 /// Why walvault leaves out a Barman key it does not know.
 fn why_unknown(key: &str) -> &'static str {
     match key {
-        "log_file" | "log_level" | "log_format" => {
-            "walvault's messages go to standard error (and the journal under systemd)"
-        }
+        "log_format" => "walvault's log lines have one format (time, level, process, fields)",
         "barman_user" => "walvault runs as the user that starts it",
         _ if key.contains("backup")
             || key.contains("recovery")
@@ -380,6 +378,9 @@ fn translate(sections: &Sections) -> Result<(String, Vec<Ignored>), ConfigError>
             "barman_home" => {}
             "barman_lock_directory" if !value.is_empty() && value != "None" => {
                 walvault.insert("lock_directory".into(), toml::Value::String(value));
+            }
+            "log_file" | "log_level" if !value.is_empty() && value != "None" => {
+                walvault.insert(key.clone(), toml::Value::String(value));
             }
             "configuration_files_directory" => {}
             _ if value.is_empty() || value == "None" => {}
@@ -605,7 +606,6 @@ mod tests {
             .collect();
         for expected in [
             ("barman", "barman_user"),
-            ("barman", "log_file"),
             ("barman", "retention_policy"),
             ("barman", "conninfo"),
             ("pg", "pre_archive_script"),
@@ -619,6 +619,10 @@ mod tests {
             );
         }
         assert!(get(&t, "walvault", "conninfo").is_none());
+        assert_eq!(
+            get(&t, "walvault", "log_file").and_then(|v| v.as_str()),
+            Some("/var/log/barman/barman.log")
+        );
         assert!(get(&t, "pg", "backup_method").is_none());
     }
 

@@ -296,4 +296,6 @@ pub fn exit_code(result: anyhow::Result<u8>, ui: &crate::ui::Ui) -> u8 {
 pub fn report_error(err: &anyhow::Error, ui: &crate::ui::Ui) {
     let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
     ui.error(format_args!("{}", chain.join(": ")));
+    // Debug-quoted: a message quoting a hostile file name cannot forge a log line.
+    tracing::error!(reason = ?chain.join(": "), "failed");
 }

@@ -421,8 +421,39 @@ pub struct Config {
     /// `group_access` in `[walvault]`: what walvault creates is readable by its group too
     /// (0640 files, 0750 directories) instead of private (see `fsutil::restrict_umask`).
     pub group_access: bool,
+    /// `log_file` in `[walvault]` (Barman's): one line per archived, rejected and failed
+    /// file, for people who grep; none by default.
+    pub log_file: Option<PathBuf>,
+    /// `log_level` in `[walvault]` (Barman's names: DEBUG, INFO, WARNING, ERROR, CRITICAL).
+    pub log_level: LogLevel,
     /// Read from Barman's files (`--barman-config`).
     pub barman: bool,
+}
+
+/// How much goes to the log file (Barman's `log_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Everything, debugging detail included.
+    Debug,
+    /// Every file archived, rejected or failed (the default).
+    Info,
+    /// Rejected and failed files, and other warnings (Barman's WARNING).
+    Warning,
+    /// Failures only (Barman's ERROR and CRITICAL).
+    Error,
+}
+
+impl LogLevel {
+    /// Barman's names, any case (`WARN` too).
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "DEBUG" => Some(LogLevel::Debug),
+            "INFO" => Some(LogLevel::Info),
+            "WARNING" | "WARN" => Some(LogLevel::Warning),
+            "ERROR" | "CRITICAL" => Some(LogLevel::Error),
+            _ => None,
+        }
+    }
 }
 
 /// Parses a duration such as `1 day`, `2 weeks`, `90 minutes`, `3600` (seconds).
@@ -528,6 +559,8 @@ impl Config {
         let mut lock_directory = None;
         let mut serve_token = None;
         let mut group_access = false;
+        let mut log_file = None;
+        let mut log_level = LogLevel::Info;
         let mut defaults = ServerSection::default();
         let mut sections = Vec::new();
         for (name, value) in table {
@@ -554,6 +587,23 @@ impl Config {
                     group_access = v
                         .as_bool()
                         .ok_or_else(|| err("walvault", "group_access", "expected true or false"))?;
+                }
+                if let Some(v) = section.remove("log_file") {
+                    let path = v
+                        .as_str()
+                        .map(PathBuf::from)
+                        .filter(|p| p.is_absolute())
+                        .ok_or_else(|| err("walvault", "log_file", "expected an absolute path"))?;
+                    log_file = Some(path);
+                }
+                if let Some(v) = section.remove("log_level") {
+                    log_level = v.as_str().and_then(LogLevel::parse).ok_or_else(|| {
+                        err(
+                            "walvault",
+                            "log_level",
+                            "expected DEBUG, INFO, WARNING, ERROR or CRITICAL",
+                        )
+                    })?;
                 }
                 if let Some(v) = section.remove("serve_token") {
                     let token = v
@@ -606,6 +656,8 @@ impl Config {
             servers,
             serve_token,
             group_access,
+            log_file,
+            log_level,
             barman: false,
         })
     }

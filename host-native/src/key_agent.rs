@@ -234,10 +234,7 @@ pub fn serve(server: &ServerConfig) -> anyhow::Result<()> {
     let listener = UnixListener::bind(&path)
         .with_context(|| format!("cannot listen on {}", path.display()))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-
-    if stop.load(Ordering::SeqCst) {
-        return Ok(());
-    }
+    // A stop that came while unlocking ends the loop below at once, removing the socket.
     let started = Instant::now();
     let last_use = Arc::new(AtomicU64::new(0));
     {

@@ -19,6 +19,7 @@ pub mod hooks;
 #[cfg(feature = "native")]
 pub mod key_agent;
 pub mod lock;
+pub mod log;
 #[cfg(feature = "native")]
 pub mod pg;
 #[cfg(feature = "native")]

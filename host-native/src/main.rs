@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 
 use walvault::barman_config::Translation;
 use walvault::cli::{Cli, Command, ConfigCommand, ServerSelection};
@@ -18,7 +17,11 @@ use walvault::server::ServerCtx;
 use walvault::ui::Ui;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    // The log file names the command of every line.
+    let name = matches.subcommand_name().unwrap_or("walvault").to_owned();
+    let cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Private until the configuration says otherwise (see fsutil::restrict_umask). The demo
     // sets the modes of the directories its PostgreSQL user shares with it by itself, and
     // its walvault commands run as their own processes.
@@ -26,7 +29,7 @@ fn main() -> ExitCode {
         walvault::fsutil::restrict_umask(false);
     }
     let ui = Ui::new(cli.verbose, cli.quiet);
-    ExitCode::from(walvault::cli::exit_code(run(cli, &ui), &ui))
+    ExitCode::from(walvault::cli::exit_code(run(cli, &name, &ui), &ui))
 }
 
 fn load_config(cli: &Cli, ui: &Ui) -> anyhow::Result<(Config, Option<Translation>)> {
@@ -78,7 +81,7 @@ fn default_jobs(local: bool) -> usize {
     }
 }
 
-fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
+fn run(cli: Cli, name: &str, ui: &Ui) -> anyhow::Result<u8> {
     if let Command::Demo {
         dir,
         pg_bin,
@@ -89,6 +92,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
         return cmd::demo::run(dir.clone(), pg_bin, os_user, compression, ui);
     }
     let (config, translation) = load_config(&cli, ui)?;
+    walvault::log::init(&config, name, ui);
     if config.group_access {
         walvault::fsutil::restrict_umask(true);
     }
@@ -119,17 +123,20 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
             drop_slot,
             reset,
             no_restart,
-        } => cmd::receive_wal::run(
-            &one(&config, server)?,
-            cmd::receive_wal::Options {
-                create_slot: *create_slot,
-                if_not_exists: *if_not_exists,
-                drop_slot: *drop_slot,
-                reset: *reset,
-                no_restart: *no_restart,
-            },
-            ui,
-        ),
+        } => {
+            walvault::log::reopen_on_sighup();
+            cmd::receive_wal::run(
+                &one(&config, server)?,
+                cmd::receive_wal::Options {
+                    create_slot: *create_slot,
+                    if_not_exists: *if_not_exists,
+                    drop_slot: *drop_slot,
+                    reset: *reset,
+                    no_restart: *no_restart,
+                },
+                ui,
+            )
+        }
         Command::PutWal {
             server,
             path,
@@ -263,6 +270,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<u8> {
                 token: cmd::serve::token(&config)?,
                 refresh: std::time::Duration::from_secs(*refresh),
             };
+            walvault::log::reopen_on_sighup();
             // The server runs until the process ends; its threads borrow the configuration.
             cmd::serve::run(Box::leak(Box::new(config)), opts, ui)
         }

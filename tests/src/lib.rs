@@ -730,6 +730,13 @@ pub struct Served {
     pub addr: std::net::SocketAddr,
 }
 
+impl Served {
+    /// The serve process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -169,9 +169,8 @@ fn a_barman_hosts_files_drive_walvault_unchanged() {
         !check.contains("[template]") && !check.contains("[nope]"),
         "{check}"
     );
-    let left_out: [String; 5] = [
+    let left_out: [String; 4] = [
         "[barman] barman_user: left out".into(),
-        "[barman] log_file: left out".into(),
         "[barman] retention_policy: left out: a backup, recovery or retention setting".into(),
         format!("[{SERVER}] backup_method: left out"),
         "[template] compression: left out: a Barman model".into(),
@@ -187,6 +186,13 @@ fn a_barman_hosts_files_drive_walvault_unchanged() {
     assert!(
         converted.contains("# Left out (walvault does not use them):"),
         "{converted}"
+    );
+    assert!(
+        converted.contains(&format!(
+            "log_file = \"{}\"",
+            world.path("barman.log").display()
+        )),
+        "Barman's log_file is walvault's: {converted}"
     );
     let toml = world.path("converted.toml");
     fs::write(&toml, &converted).expect("converted.toml");

@@ -152,9 +152,11 @@ fn summarise(ctx: &ServerCtx<'_>, report: &BatchReport, totals: &mut Totals, ui:
             FileOutcome::Archived { .. } => {
                 totals.archived += 1;
                 ui.verbose(format_args!("\t{}", file.file_name));
+                tracing::info!(server, wal = ?file.file_name, "archived");
             }
             FileOutcome::IdenticalDuplicate { key, .. } => {
                 totals.identical += 1;
+                tracing::info!(server, wal = ?file.file_name, archived_as = ?key, "already archived, identical: dropped");
                 ui.verbose(format_args!(
                     "\t{} (already archived as {key}, identical: source dropped)",
                     file.file_name
@@ -162,6 +164,13 @@ fn summarise(ctx: &ServerCtx<'_>, report: &BatchReport, totals: &mut Totals, ui:
             }
             FileOutcome::DifferentDuplicate { key, .. } => {
                 totals.to_errors += 1;
+                tracing::warn!(
+                    server,
+                    wal = ?file.file_name,
+                    reason = %file.outcome.reason_text(),
+                    errors_file = ?file.error_file.as_deref().unwrap_or("?"),
+                    "rejected: a different WAL is archived as {key}, not overwritten"
+                );
                 ui.warn(format_args!(
                     "{} is already present in server {server} ({key}) with different content ({}); not overwritten, file moved to errors/{}",
                     file.file_name,
@@ -171,6 +180,13 @@ fn summarise(ctx: &ServerCtx<'_>, report: &BatchReport, totals: &mut Totals, ui:
             }
             FileOutcome::Invalid { .. } | FileOutcome::Unknown { .. } => {
                 totals.to_errors += 1;
+                tracing::warn!(
+                    server,
+                    wal = ?file.file_name,
+                    reason = %file.outcome.reason_text(),
+                    errors_file = ?file.error_file.as_deref().unwrap_or("?"),
+                    "rejected"
+                );
                 ui.warn(format_args!(
                     "{}: {}; moved to errors/{}",
                     file.file_name,
@@ -180,6 +196,7 @@ fn summarise(ctx: &ServerCtx<'_>, report: &BatchReport, totals: &mut Totals, ui:
             }
             FileOutcome::Deferred { .. } => {
                 totals.kept += 1;
+                tracing::debug!(server, wal = ?file.file_name, reason = %file.outcome.reason_text(), "left for a later run");
                 ui.verbose(format_args!(
                     "\t{} left for a later run: {}",
                     file.file_name,
@@ -189,6 +206,7 @@ fn summarise(ctx: &ServerCtx<'_>, report: &BatchReport, totals: &mut Totals, ui:
             FileOutcome::SourceError { error } => {
                 totals.kept += 1;
                 totals.failed = true;
+                tracing::error!(server, wal = ?file.file_name, reason = %error, "failed: kept in place");
                 ui.error(format_args!(
                     "{}: {error}; file kept in place",
                     file.file_name
@@ -197,6 +215,7 @@ fn summarise(ctx: &ServerCtx<'_>, report: &BatchReport, totals: &mut Totals, ui:
             FileOutcome::Failed { error, .. } => {
                 totals.kept += 1;
                 totals.failed = true;
+                tracing::error!(server, wal = ?file.file_name, reason = %error, "failed: kept in place");
                 ui.error(format_args!(
                     "{}: archiving failed, file kept in place: {error}",
                     file.file_name
@@ -205,6 +224,7 @@ fn summarise(ctx: &ServerCtx<'_>, report: &BatchReport, totals: &mut Totals, ui:
         }
         if let Some(e) = &file.source_error {
             totals.failed = true;
+            tracing::error!(server, wal = ?file.file_name, reason = %e, "archived, but the queued file could not be removed");
             ui.error(format_args!(
                 "{}: archived, but the queued file could not be removed or moved: {e}",
                 file.file_name

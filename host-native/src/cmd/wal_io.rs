@@ -237,10 +237,12 @@ pub(crate) fn put_wal_archiving(
     if let Some(e) = &report.catalogue_error {
         // PostgreSQL may recycle the segment once we exit 0: copy and line must be durable.
         ui.error(format_args!("{file_name} not archived: {e}"));
+        tracing::error!(server = %ctx.cfg.name, wal = ?file_name, reason = %e, "failed: not archived");
         return Ok((1, None));
     }
     let code = match &file.outcome {
         FileOutcome::Archived { key, .. } => {
+            tracing::info!(server = %ctx.cfg.name, wal = ?file_name, "archived");
             ui.verbose(format_args!(
                 "{file_name} archived as {}{key}",
                 ctx.archive_root()
@@ -251,9 +253,16 @@ pub(crate) fn put_wal_archiving(
             ui.verbose(format_args!(
                 "{file_name} was already archived with identical content ({key})"
             ));
+            tracing::info!(server = %ctx.cfg.name, wal = ?file_name, "already archived, identical");
             return Ok((0, Some(key.clone())));
         }
         FileOutcome::DifferentDuplicate { key, .. } => {
+            tracing::warn!(
+                server = %ctx.cfg.name,
+                wal = ?file_name,
+                reason = %file.outcome.reason_text(),
+                "rejected: a different WAL is archived as {key}, not overwritten"
+            );
             ui.error(format_args!(
                 "{file_name} is already archived at {}{key} with DIFFERENT content ({}); refusing to overwrite. \
                  Another cluster may be archiving to server '{}' (split brain or a re-initialised cluster).",
@@ -272,6 +281,12 @@ pub(crate) fn put_wal_archiving(
                 "{file_name} not archived: {}",
                 file.outcome.reason_text()
             ));
+            tracing::error!(
+                server = %ctx.cfg.name,
+                wal = ?file_name,
+                reason = %file.outcome.reason_text(),
+                "failed: not archived"
+            );
             1
         }
     };

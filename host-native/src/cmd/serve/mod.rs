@@ -149,6 +149,7 @@ pub fn run(config: &'static Config, opts: Options, ui: &Ui) -> anyhow::Result<u8
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "walvault serve: listening on http://{local}/");
+        tracing::info!(address = %local, "serving");
         let _ = writeln!(
             out,
             "serving {} server(s): /api/status, /api/wals, /metrics and the dashboard at /",
@@ -346,6 +347,8 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, Infa
                 )
             })
     };
+    // The known route, never the raw path: a client's bytes do not reach the log.
+    tracing::debug!(route = %route, status = response.status().as_u16(), "request");
     *locked(&state.counters)
         .requests
         .entry((route, response.status().as_u16()))
