@@ -31,6 +31,19 @@ pub struct Ignored {
     pub why: &'static str,
 }
 
+impl std::fmt::Display for Ignored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: [{}] {}: left out: {}",
+            self.file.display(),
+            self.section,
+            self.key,
+            self.why
+        )
+    }
+}
+
 /// Barman's files translated: walvault's TOML, and what was left out.
 #[derive(Debug, Clone)]
 pub struct Translation {

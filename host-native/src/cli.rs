@@ -40,6 +40,15 @@ pub const EXIT_CODES: &str = "Exit codes:
        retries, a damaged archived copy, DEST cannot be written); above 125 so that PostgreSQL
        stops recovery instead of taking it for the end of the archive";
 
+/// What `generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// Man pages: walvault.1 and walvault-COMMAND.1.
+    Man,
+    /// Shell completions: walvault (bash), _walvault (zsh), walvault.fish.
+    Completions,
+}
+
 /// Output format of reporting commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
@@ -247,6 +256,14 @@ pub enum Command {
         /// Seconds between questions to PostgreSQL about streaming (slot, lag).
         #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
         refresh: u64,
+    },
+    /// Write the man pages or the shell completions (bash, zsh, fish) into a directory, from
+    /// this command line's own definition (what packages install).
+    Generate {
+        /// What to write.
+        what: Generated,
+        /// The directory (created if missing).
+        dir: PathBuf,
     },
     /// Start a throw-away PostgreSQL cluster, archive its WAL with walvault, recover a second
     /// cluster from the archive and compare the data.

@@ -138,7 +138,9 @@ fn passphrase_source(server: &ServerConfig) -> PassphraseSource {
     let command = cfg
         .and_then(|c| c.passphrase_command.as_ref())
         .map(|c| c.expose().to_owned());
-    let timeout = Duration::from_secs(cfg.map_or(30, |c| c.passphrase_timeout));
+    let timeout = Duration::from_secs(cfg.map_or(crate::config::DEFAULT_PASSPHRASE_TIMEOUT, |c| {
+        c.passphrase_timeout
+    }));
     let server_name = server.name.clone();
     let path_prefix = server.path_prefix.clone();
     Box::new(move || match &command {

@@ -36,13 +36,7 @@ fn load_config(cli: &Cli, ui: &Ui) -> anyhow::Result<(Config, Option<Translation
     if let Some(path) = &cli.barman_config {
         let (config, translation) = Config::load_barman(path)?;
         for i in &translation.ignored {
-            ui.verbose(format_args!(
-                "{}: [{}] {}: left out: {}",
-                i.file.display(),
-                i.section,
-                i.key,
-                i.why
-            ));
+            ui.verbose(format_args!("{i}"));
         }
         return Ok((config, Some(translation)));
     }
@@ -82,6 +76,18 @@ fn default_jobs(local: bool) -> usize {
 }
 
 fn run(cli: Cli, name: &str, ui: &Ui) -> anyhow::Result<u8> {
+    // Needs no configuration: packages run it at build time.
+    if let Command::Generate { what, dir } = &cli.command {
+        let cli = <Cli as clap::CommandFactory>::command();
+        let written = match what {
+            walvault::cli::Generated::Man => cmd::generate::man(cli, dir)?,
+            walvault::cli::Generated::Completions => cmd::generate::completions(cli, dir)?,
+        };
+        for path in written {
+            ui.verbose(format_args!("{}", path.display()));
+        }
+        return Ok(0);
+    }
     if let Command::Demo {
         dir,
         pg_bin,
@@ -244,13 +250,7 @@ fn run(cli: Cli, name: &str, ui: &Ui) -> anyhow::Result<u8> {
         } => {
             if let Some(t) = &translation {
                 for i in &t.ignored {
-                    ui.warn(format_args!(
-                        "{}: [{}] {}: left out: {}",
-                        i.file.display(),
-                        i.section,
-                        i.key,
-                        i.why
-                    ));
+                    ui.warn(format_args!("{i}"));
                 }
             }
             Ok(cmd::check::config_check(&config, ui))
@@ -274,6 +274,6 @@ fn run(cli: Cli, name: &str, ui: &Ui) -> anyhow::Result<u8> {
             // The server runs until the process ends; its threads borrow the configuration.
             cmd::serve::run(Box::leak(Box::new(config)), opts, ui)
         }
-        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Demo { .. } | Command::Generate { .. } => unreachable!("handled above"),
     }
 }

@@ -600,25 +600,31 @@ impl OpenPgpDecryptor {
 
 /// Removes the passphrase protection of a primary key, as rPGP's `remove_password` does.
 fn unlock_primary(key: &mut SecretKey, password: &Password) -> pgp::errors::Result<()> {
-    match fast_unlock(key.secret_params(), key.public_key(), password) {
-        FastUnlock::Unlocked(plain) => {
-            *key = SecretKey::new(key.public_key().clone(), SecretParams::Plain(*plain))?;
-            Ok(())
-        }
-        FastUnlock::WrongPassphrase => Err(pgp::errors::Error::MissingKey),
-        FastUnlock::NotApplicable => key.remove_password(password),
+    match fast_unlock(key.secret_params(), key.public_key(), password).plain()? {
+        Some(plain) => *key = SecretKey::new(key.public_key().clone(), plain)?,
+        None => key.remove_password(password)?,
     }
+    Ok(())
 }
 
 /// Removes the passphrase protection of a subkey, as rPGP's `remove_password` does.
 fn unlock_subkey(key: &mut SecretSubkey, password: &Password) -> pgp::errors::Result<()> {
-    match fast_unlock(key.secret_params(), key.public_key(), password) {
-        FastUnlock::Unlocked(plain) => {
-            *key = SecretSubkey::new(key.public_key().clone(), SecretParams::Plain(*plain))?;
-            Ok(())
+    match fast_unlock(key.secret_params(), key.public_key(), password).plain()? {
+        Some(plain) => *key = SecretSubkey::new(key.public_key().clone(), plain)?,
+        None => key.remove_password(password)?,
+    }
+    Ok(())
+}
+
+impl FastUnlock {
+    /// The plain secret parameters, `None` when rPGP must unlock it, an error for a wrong
+    /// passphrase (what rPGP reports for a key it cannot use).
+    fn plain(self) -> pgp::errors::Result<Option<SecretParams>> {
+        match self {
+            FastUnlock::Unlocked(plain) => Ok(Some(SecretParams::Plain(*plain))),
+            FastUnlock::WrongPassphrase => Err(pgp::errors::Error::MissingKey),
+            FastUnlock::NotApplicable => Ok(None),
         }
-        FastUnlock::WrongPassphrase => Err(pgp::errors::Error::MissingKey),
-        FastUnlock::NotApplicable => key.remove_password(password),
     }
 }
 

@@ -5,6 +5,8 @@ pub mod archive_wal;
 pub mod check;
 #[cfg(feature = "native")]
 pub mod demo;
+#[cfg(feature = "native")]
+pub mod generate;
 pub mod maintenance;
 #[cfg(feature = "native")]
 pub mod push_ahead;
