@@ -227,6 +227,34 @@ const NOT_TAKEN: &[(&str, &str)] = &[(
     "Barman's is for snapshot backups; walvault's names the profile of an s3:// archive",
 )];
 
+/// Why walvault does not take a key it knows by name, if it is one of [`NOT_TAKEN`].
+fn not_taken(key: &str) -> Option<&'static str> {
+    NOT_TAKEN
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, why)| *why)
+}
+
+/// Barman's unset: an empty value or `None`.
+fn is_unset(value: &str) -> bool {
+    value.is_empty() || value == "None"
+}
+
+/// An entry's value as Barman reads it: unquoted, then interpolated with `lookup`; an error
+/// names the section and key.
+fn resolve(
+    section: &str,
+    key: &str,
+    entry: &Entry,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    interpolate(&unquote(&entry.value), lookup, 0).map_err(|message| ConfigError {
+        section: Some(section.to_owned()),
+        key: Some(key.to_owned()),
+        message,
+    })
+}
+
 /// Why walvault leaves out a Barman key it does not know.
 fn why_unknown(key: &str) -> &'static str {
     match key {
@@ -366,19 +394,13 @@ fn translate(sections: &Sections) -> Result<(String, Vec<Ignored>), ConfigError>
     // configparser interpolates as Barman 3.20 merges its files: from the same section's
     // keys and [DEFAULT]'s only (`%(name)s` or a [barman] key in a server section is an error
     // in Barman, and here).
-    let global_lookup = |key: &str| barman_value(key);
     let mut walvault = toml::Table::new();
     walvault.insert("home".into(), toml::Value::String(home.clone()));
     for (key, entry) in barman
         .iter()
         .chain(defaults.iter().filter(|(k, _)| !barman.contains_key(*k)))
     {
-        let value =
-            interpolate(&unquote(&entry.value), &global_lookup, 0).map_err(|m| ConfigError {
-                section: Some("barman".into()),
-                key: Some(key.clone()),
-                message: m,
-            })?;
+        let value = resolve("barman", key, entry, &barman_value)?;
         let mut skip = |why: &'static str| {
             ignored.push(Ignored {
                 file: entry.file.clone(),
@@ -389,22 +411,15 @@ fn translate(sections: &Sections) -> Result<(String, Vec<Ignored>), ConfigError>
         };
         match key.as_str() {
             "barman_home" => {}
-            "barman_lock_directory" if !value.is_empty() && value != "None" => {
+            "barman_lock_directory" if !is_unset(&value) => {
                 walvault.insert("lock_directory".into(), toml::Value::String(value));
             }
-            "log_file" | "log_level" if !value.is_empty() && value != "None" => {
+            "log_file" | "log_level" if !is_unset(&value) => {
                 walvault.insert(key.clone(), toml::Value::String(value));
             }
             "configuration_files_directory" => {}
-            _ if value.is_empty() || value == "None" => {}
-            _ if NOT_TAKEN.iter().any(|(k, _)| k == key) => {
-                skip(
-                    NOT_TAKEN
-                        .iter()
-                        .find(|(k, _)| k == key)
-                        .map_or("", |(_, w)| w),
-                );
-            }
+            _ if is_unset(&value) => {}
+            _ if let Some(why) = not_taken(key) => skip(why),
             _ if known.contains(&key.as_str()) => {
                 if barman_key(key) && !INHERITED.contains(&key.as_str()) {
                     skip("a per-server setting: Barman does not take it from [barman] either");
@@ -443,12 +458,7 @@ fn translate(sections: &Sections) -> Result<(String, Vec<Ignored>), ConfigError>
             let Some(entry) = raw(entries, key) else {
                 continue;
             };
-            let value =
-                interpolate(&unquote(&entry.value), &lookup, 0).map_err(|m| ConfigError {
-                    section: Some(name.clone()),
-                    key: Some(key.clone()),
-                    message: m,
-                })?;
+            let value = resolve(name, key, &entry, &lookup)?;
             let mut skip = |why: &'static str| {
                 ignored.push(Ignored {
                     file: entry.file.clone(),
@@ -457,11 +467,11 @@ fn translate(sections: &Sections) -> Result<(String, Vec<Ignored>), ConfigError>
                     why,
                 });
             };
-            if let Some((_, why)) = NOT_TAKEN.iter().find(|(k, _)| k == key) {
+            if let Some(why) = not_taken(key) {
                 skip(why);
             } else if !known.contains(&key.as_str()) {
                 skip(why_unknown(key));
-            } else if value.is_empty() || value == "None" {
+            } else if is_unset(&value) {
                 // Unset here: stops [barman]'s value for this server, as in Barman.
                 if key == "compression" {
                     server.insert(key.clone(), toml::Value::String("none".into()));

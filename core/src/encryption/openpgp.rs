@@ -904,19 +904,14 @@ impl OpenPgpDecryptor {
             .unlocking
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let unlocked = state
-            .keys
-            .iter()
-            .flat_map(components)
-            .filter(|(_, locked)| !locked)
-            .count();
-        let plain = self
-            .keys
-            .iter()
-            .flat_map(components)
-            .filter(|(_, locked)| !locked)
-            .count();
-        unlocked > plain
+        // More (sub)keys open now than were loaded open.
+        let open = |keys: &[SignedSecretKey]| {
+            keys.iter()
+                .flat_map(components)
+                .filter(|(_, locked)| !locked)
+                .count()
+        };
+        open(&state.keys) > open(&self.keys)
     }
 
     /// The session key of a message from its session key packets alone (the first
