@@ -675,6 +675,42 @@ mod tests {
         }
     }
 
+    /// Hostile files in configuration_files_directory: a FIFO named `.conf` is skipped (never
+    /// opened, so nothing hangs), a link to a directory too; a file that is not UTF-8 is a
+    /// clear error naming it.
+    #[test]
+    fn fifos_links_and_binary_files_among_the_conf_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let confs = dir.path().join("conf.d");
+        std::fs::create_dir(&confs).expect("conf.d");
+        let main = dir.path().join("barman.conf");
+        std::fs::write(
+            &main,
+            format!(
+                "[barman]\nbarman_home = /b\nconfiguration_files_directory = {}\n",
+                confs.display()
+            ),
+        )
+        .expect("main");
+        std::fs::write(confs.join("pg.conf"), "[pg]\nconninfo = x\n").expect("pg.conf");
+        let status = std::process::Command::new("mkfifo")
+            .arg(confs.join("fifo.conf"))
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+        std::os::unix::fs::symlink(dir.path(), confs.join("dir.conf")).expect("symlink");
+        let t = read(&main).expect("the FIFO and the link are skipped");
+        assert_eq!(t.files.len(), 2, "{:?}", t.files);
+        assert!(t.toml.contains("[pg]"), "{}", t.toml);
+
+        std::fs::write(confs.join("z.conf"), b"[x]\nkey = \xff\xfe\n").expect("binary");
+        let err = read(&main).expect_err("not UTF-8").to_string();
+        assert!(
+            err.contains("z.conf") && err.contains("cannot read"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn every_walvault_server_key_has_its_toml_type() {
         // A key walvault adds must be typed here too, or its Barman value would be a string

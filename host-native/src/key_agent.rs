@@ -317,3 +317,64 @@ fn reply(stream: &mut UnixStream, kind: u8, body: &[u8]) -> io::Result<()> {
     out.extend_from_slice(body);
     stream.write_all(&out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walvault_core::encryption::openpgp::OpenPgpDecryptor;
+
+    /// A directory planted as a link, or one others may enter, is no agent's: the caller
+    /// decrypts by itself (and `serve` refuses to listen there).
+    #[test]
+    fn only_a_private_directory_of_this_user_is_trusted() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let private = base.path().join("private");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&private)
+            .expect("dir");
+        assert!(private_dir(&private));
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&private, &link).expect("symlink");
+        assert!(!private_dir(&link), "a link is not followed");
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert!(!private_dir(&private), "others may enter");
+        assert!(!private_dir(&base.path().join("missing")));
+    }
+
+    /// Garbage, a request for another key file and an oversized length get an answer that is
+    /// no session key, and nothing is read beyond the limit.
+    #[test]
+    fn malformed_requests_get_no_session_key() {
+        let decryptor = OpenPgpDecryptor::new(
+            Vec::new(),
+            Box::new(|| Err(io::Error::other("no passphrase here"))),
+        );
+        let stamp = Some((1, 2, 3, 4, 5));
+        let ask = |request: Vec<u8>| {
+            let (mut ours, mut theirs) = UnixStream::pair().expect("pair");
+            ours.write_all(&request).expect("request");
+            let _ = answer(&mut theirs, &decryptor, stamp);
+            drop(theirs);
+            let mut reply = Vec::new();
+            let _ = ours.read_to_end(&mut reply);
+            reply.first().copied()
+        };
+        let mut garbage = vec![0u8; MAGIC.len() + 44];
+        garbage[..4].copy_from_slice(b"GET ");
+        assert_eq!(ask(garbage), Some(b'D'));
+        let mut other = MAGIC.to_vec();
+        other.extend_from_slice(&stamp_bytes((9, 9, 9, 9, 9)));
+        other.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(ask(other), Some(b'S'));
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&stamp_bytes((1, 2, 3, 4, 5)));
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(ask(huge), Some(b'D'));
+        let mut junk = MAGIC.to_vec();
+        junk.extend_from_slice(&stamp_bytes((1, 2, 3, 4, 5)));
+        junk.extend_from_slice(&4u32.to_be_bytes());
+        junk.extend_from_slice(b"\xff\xff\xff\xff");
+        assert_ne!(ask(junk), Some(b'K'));
+    }
+}
