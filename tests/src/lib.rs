@@ -604,11 +604,34 @@ pub fn switch_and_wait_streamed(world: &World, cluster: &Cluster) -> String {
     cluster
         .execute("CREATE TABLE IF NOT EXISTS walvault_marker(t timestamptz); INSERT INTO walvault_marker VALUES (now()); SELECT pg_switch_wal(); INSERT INTO walvault_marker VALUES (now());")
         .expect("switch");
-    assert!(
-        wait_for_file(&world.streaming().join(&closed), Duration::from_secs(60)),
-        "{closed} was not streamed"
-    );
+    // As long as switch_and_wait_archived waits: six streaming tests, each with its cluster
+    // and some with pgbench, share two busy cores in CI.
+    if !wait_for_file(&world.streaming().join(&closed), Duration::from_secs(180)) {
+        panic!(
+            "{closed} was not streamed\nstreaming/: {:?}\nreplication: {:?}\nslots: {:?}\n{}",
+            file_names(&world.streaming()),
+            cluster.query_text(
+                "SELECT string_agg(format('%s %s sent=%s flush=%s', pid, state, sent_lsn, flush_lsn), '; ') FROM pg_stat_replication"
+            ),
+            cluster.query_text(
+                "SELECT string_agg(format('%s active=%s pid=%s restart=%s', slot_name, active, active_pid, restart_lsn), '; ') FROM pg_replication_slots"
+            ),
+            receive_wal_logs(world)
+        );
+    }
     closed
+}
+
+/// Every `receive-wal` log of the world (what a streaming failure is diagnosed with).
+pub fn receive_wal_logs(world: &World) -> String {
+    let mut text = String::new();
+    for name in file_names(world.dir.path()) {
+        if name.starts_with("receive-wal-") && name.ends_with(".log") {
+            let log = fs::read_to_string(world.path(&name)).unwrap_or_default();
+            text.push_str(&format!("--- {name}:\n{log}\n"));
+        }
+    }
+    text
 }
 
 /// `pg_stat_archiver.failed_count`.
