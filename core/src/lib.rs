@@ -22,6 +22,8 @@
 //! - [`archive`]: the archive flow over those traits; [`batch`]: the batch policy as a
 //!   state machine every host pumps; [`restore`]: serving WAL back.
 //! - [`encryption`]: recognising and opening encrypted copies.
+//! - [`daemon`]: when `walvault daemon` archives each queue, restarts its children and runs
+//!   `check`.
 //! - [`streaming`]: partial repair, `--reset` planning and compatibility for `pg_receivewal`.
 //! - [`report`]: what `walvault serve` reports (status document, gaps, health, metrics) and
 //!   the dashboard's layout and formatting functions.
@@ -36,6 +38,7 @@ pub mod archive;
 pub mod batch;
 pub mod catalogue;
 pub mod compression;
+pub mod daemon;
 pub mod duplicate;
 pub mod encryption;
 #[cfg(feature = "testing")]

@@ -257,6 +257,24 @@ pub enum Command {
         #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
         refresh: u64,
     },
+    /// Run as a service (what `barman cron` does, as it happens): archive each server's
+    /// queues as files arrive (inotify, and a periodic sweep), keep `receive-wal` running for
+    /// every streaming server, run `check` on a period, and optionally `serve`. SIGTERM or
+    /// SIGINT stops it (running archive-wal runs finish); SIGHUP reloads the configuration
+    /// and reopens the log file.
+    Daemon {
+        /// Also serve the status API, metrics and dashboard on this address (as `serve
+        /// --listen`).
+        #[arg(long, value_name = "ADDR")]
+        serve: Option<std::net::SocketAddr>,
+        /// Seconds between sweeps of every queue (the safety net for what no event reports).
+        #[arg(long, default_value_t = 30, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        sweep: u64,
+        /// Seconds between `check --all` runs (their results are what `serve` shows); 0: never.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        check_interval: u64,
+    },
     /// Write the man pages or the shell completions (bash, zsh, fish) into a directory, from
     /// this command line's own definition (what packages install).
     Generate {

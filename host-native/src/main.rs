@@ -274,6 +274,41 @@ fn run(cli: Cli, name: &str, ui: &Ui) -> anyhow::Result<u8> {
             // The server runs until the process ends; its threads borrow the configuration.
             cmd::serve::run(Box::leak(Box::new(config)), opts, ui)
         }
+        Command::Daemon {
+            serve,
+            sweep,
+            check_interval,
+        } => {
+            let opts = cmd::daemon::Options {
+                serve: *serve,
+                sweep: std::time::Duration::from_secs(*sweep),
+                check: (*check_interval > 0)
+                    .then(|| std::time::Duration::from_secs(*check_interval)),
+                config_args: cmd::daemon::config_args(cli.barman_config.as_deref(), &config.path),
+                // Quiet children unless asked: their files are in the log, and a terminal
+                // gets no progress bars from runs it did not start.
+                child_args: vec![if cli.verbose > 0 { "-v" } else { "-q" }.into()],
+            };
+            drop(config);
+            let load = || -> anyhow::Result<cmd::daemon::Loaded> {
+                if cli.barman_config.is_some() {
+                    let (config, _) = load_config(&cli, ui)?;
+                    return Ok(cmd::daemon::Loaded { config, text: None });
+                }
+                let path = cli
+                    .config
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let config = Config::parse(&text, &path)?;
+                Ok(cmd::daemon::Loaded {
+                    config,
+                    text: Some(text),
+                })
+            };
+            cmd::daemon::run(&load, opts, ui)
+        }
         Command::Demo { .. } | Command::Generate { .. } => unreachable!("handled above"),
     }
 }

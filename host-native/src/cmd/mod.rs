@@ -4,6 +4,8 @@ pub mod archive_wal;
 #[cfg(feature = "native")]
 pub mod check;
 #[cfg(feature = "native")]
+pub mod daemon;
+#[cfg(feature = "native")]
 pub mod demo;
 #[cfg(feature = "native")]
 pub mod generate;

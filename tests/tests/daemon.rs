@@ -1,0 +1,494 @@
+//! `walvault daemon` with real PostgreSQL 15 and pg_receivewal: archiving as files arrive,
+//! restarting what dies, stopping and reloading on signals (issue 21).
+//!
+//! Every daemon here sweeps once an hour, so what it archives within the test was archived
+//! because inotify reported it.
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use walvault_tests::{
+    SERVER, World, assert_contiguous, describe, file_names, pgbench_in_background, pgbench_load,
+    queue_file, small_segment, switch_and_wait_streamed,
+};
+
+const SLOT: &str = "walvault";
+
+/// A running `walvault daemon`, stopped on drop.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+    lock: PathBuf,
+}
+
+impl Daemon {
+    fn start(world: &World, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        let log = world.path(&format!(
+            "daemon-{}.log",
+            file_names(world.dir.path()).len()
+        ));
+        let file = fs::File::create(&log).expect("log");
+        let child = world
+            .run_as
+            .command(&world.bin)
+            .arg("-c")
+            .arg(&world.config)
+            .args(["daemon", "--sweep", "3600"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("start walvault daemon");
+        let daemon = Daemon {
+            child,
+            log,
+            lock: world.home.join(".walvault-daemon.lock"),
+        };
+        daemon.wait_for_log("walvault daemon (pid", Duration::from_secs(30));
+        daemon
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, text: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.log_text().contains(text) {
+            assert!(
+                start.elapsed() < timeout,
+                "no {text:?} in the daemon's output:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon itself (runuser's child), from its lock file.
+    fn pid(&self) -> u32 {
+        lock_pid(&self.lock).expect("the daemon holds its lock")
+    }
+
+    fn signal(&self, signal: &str) {
+        kill(signal, self.pid());
+    }
+
+    /// Waits for the exit (`timeout` at most); its exit code.
+    fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the daemon did not exit:\n{}", self.log_text());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Some(pid) = lock_pid(&self.lock) {
+                kill("-TERM", pid);
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(40) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn lock_pid(path: &std::path::Path) -> Option<u32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn kill(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// The pid of `name` whose parent is `parent`.
+fn child_pid(parent: u32, name: &str) -> Option<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &parent.to_string(), name])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Waits until `what` holds (`timeout` at most); how long it took.
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+fn catalogued(world: &World, name: &str) -> bool {
+    world.catalogue().iter().any(|e| e.name == name)
+}
+
+#[test]
+fn archive_command_drops_are_archived_as_they_arrive_and_serve_shows_them() {
+    let world = World::new("compression = \"zstd\"");
+    let incoming = world.incoming();
+    fs::create_dir_all(&incoming).expect("incoming");
+    world.own_all();
+    // Barman's archive_command: copy under a hidden name, then rename into place.
+    let mut primary = world.cluster("primary");
+    primary
+        .configure(&format!(
+            "wal_level = replica\narchive_mode = on\nmax_wal_size = 64MB\n\
+             archive_command = 'cp %p {0}/.%f.tmp && mv {0}/.%f.tmp {0}/%f'",
+            incoming.display()
+        ))
+        .expect("configure");
+    primary.start().expect("start");
+    // A free loopback port for the daemon's serve.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let daemon = Daemon::start(&world, &["--serve", &addr], &[]);
+
+    pgbench_load(&primary, 1, 100);
+    let mut latencies = Vec::new();
+    let mut last = String::new();
+    for _ in 0..3 {
+        let closed = primary
+            .query_text("SELECT pg_walfile_name(pg_current_wal_lsn())")
+            .expect("current wal");
+        primary
+            .execute("SELECT pg_switch_wal(); SELECT txid_current();")
+            .expect("switch");
+        // From PostgreSQL handing the segment over (its rename into incoming/) to the
+        // durable catalogue line.
+        wait_until(
+            &format!("{closed} in incoming/"),
+            Duration::from_secs(60),
+            || incoming.join(&closed).exists() || catalogued(&world, &closed),
+        );
+        let took = wait_until(
+            &format!("{closed} catalogued"),
+            Duration::from_secs(20),
+            || catalogued(&world, &closed),
+        );
+        latencies.push(took);
+        last = closed;
+    }
+    assert_contiguous(&world, &last);
+    // PostgreSQL may have handed over another segment meanwhile: it goes too.
+    wait_until("incoming/ drained", Duration::from_secs(20), || {
+        file_names(&incoming).is_empty()
+    });
+    println!("incoming/ to catalogue: {latencies:?}");
+
+    // check ran at start, and serve answers with the archive's state.
+    wait_until("last-check.json", Duration::from_secs(30), || {
+        world
+            .home
+            .join(SERVER)
+            .join("meta")
+            .join("last-check.json")
+            .exists()
+    });
+    let status = http_get(&addr, "/api/status");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(status.contains(&last), "{status}");
+    drop(daemon);
+    primary.stop("fast").expect("stop");
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let start = Instant::now();
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(mut stream) => {
+                write!(
+                    stream,
+                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+                )
+                .expect("request");
+                let mut response = String::new();
+                stream.read_to_string(&mut response).expect("response");
+                return response;
+            }
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(30), "{addr}: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+#[test]
+fn killed_receivers_are_restarted_and_streaming_leaves_no_gap() {
+    let world = World::new("compression = \"lz4\"");
+    let mut primary = world.cluster("primary");
+    primary
+        .configure("wal_level = replica\nmax_wal_size = 64MB")
+        .expect("configure");
+    primary.start().expect("start");
+    world.add_config(&format!(
+        "streaming_archiver = true\narchiver = false\nslot_name = \"{SLOT}\"\n\
+         create_slot = \"auto\"\nconninfo = \"{}\"",
+        primary.conninfo()
+    ));
+    let daemon = Daemon::start(&world, &[], &[]);
+    let receive_wal_lock = world.home.join(format!(".{SERVER}-receive-wal.lock"));
+    let receiver = || lock_pid(&receive_wal_lock).and_then(|p| child_pid(p, "pg_receivewal"));
+    wait_until("pg_receivewal", Duration::from_secs(60), || {
+        receiver().is_some()
+    });
+    primary
+        .pgbench(&["-i", "-s", "2", "-q"])
+        .expect("pgbench -i");
+    let first = switch_and_wait_streamed(&world, &primary);
+    wait_until(
+        &format!("{first} archived"),
+        Duration::from_secs(30),
+        || catalogued(&world, &first),
+    );
+
+    // pg_receivewal killed under load: receive-wal starts it again.
+    let load = pgbench_in_background(&world, &primary, 6);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = receiver().expect("pg_receivewal");
+    kill("-KILL", before);
+    wait_until("a new pg_receivewal", Duration::from_secs(60), || {
+        receiver().is_some_and(|p| p != before)
+    });
+    // receive-wal itself killed: the daemon starts it again, and the new one stops the
+    // orphaned pg_receivewal before streaming.
+    let walvault_receiver = lock_pid(&receive_wal_lock).expect("receive-wal");
+    let orphan = receiver().expect("pg_receivewal");
+    kill("-KILL", walvault_receiver);
+    wait_until("a new receive-wal", Duration::from_secs(60), || {
+        lock_pid(&receive_wal_lock).is_some_and(|p| p != walvault_receiver)
+            && receiver().is_some_and(|p| p != orphan)
+    });
+    load.join().expect("load");
+    let last = switch_and_wait_streamed(&world, &primary);
+    wait_until(&format!("{last} archived"), Duration::from_secs(30), || {
+        catalogued(&world, &last)
+    });
+    assert_contiguous(&world, &last);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{orphan}")).exists(),
+        "the orphan pg_receivewal still runs"
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains(&format!(
+            "receive-wal {SERVER} was killed by signal 9; restarting in"
+        )),
+        "{log}"
+    );
+    drop(daemon);
+    // Stopped with the daemon: the slot is free again.
+    wait_until("the slot released", Duration::from_secs(30), || {
+        primary
+            .query_text(&format!(
+                "SELECT active::text FROM pg_replication_slots WHERE slot_name = '{SLOT}'"
+            ))
+            .is_ok_and(|a| a == "false")
+    });
+    primary.stop("fast").expect("stop");
+}
+
+/// 1 MiB segments in incoming/: their names and contents.
+fn queue_segments(world: &World, first: u32, count: u32) -> Vec<(String, Vec<u8>)> {
+    let incoming = world.incoming();
+    fs::create_dir_all(&incoming).expect("incoming");
+    let segments: Vec<(String, Vec<u8>)> = (first..first + count)
+        .map(|n| {
+            let name = format!("00000001000000000000{n:04X}");
+            let data = small_segment(&name, 3);
+            (name, data)
+        })
+        .collect();
+    for (name, data) in &segments {
+        queue_file(&incoming.join(name), data);
+    }
+    world.own_all();
+    segments
+}
+
+/// Every segment is archived exactly once with its own content.
+fn assert_all_archived(world: &World, segments: &[(String, Vec<u8>)]) {
+    let catalogue = world.catalogue();
+    for (name, data) in segments {
+        assert_eq!(
+            catalogue.iter().filter(|e| &e.name == name).count(),
+            1,
+            "{name} catalogued once"
+        );
+        let out_path = world.path(&format!("restored-{name}"));
+        let out = world.walvault(&["get-wal", SERVER, name, out_path.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", describe(&out));
+        assert!(fs::read(&out_path).expect("restored") == *data, "{name}");
+    }
+}
+
+#[test]
+fn sigterm_mid_batch_loses_nothing() {
+    let world = World::new("compression = \"gzip\"\nwal_segment_size = \"1MB\"\njobs = 1");
+    // Each file takes 150 ms to store: SIGTERM lands in the middle of a batch.
+    let slow = [("WALVAULT_PAUSE_AT", "file-synced:150")];
+    let segments = queue_segments(&world, 1, 30);
+    let mut daemon = Daemon::start(&world, &[], &slow);
+    wait_until("a few archived", Duration::from_secs(30), || {
+        world.catalogue().len() >= 3
+    });
+    // One SIGTERM: the running archive-wal finishes its batch, then the daemon leaves.
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(40)), Some(0));
+    assert!(
+        file_names(&world.incoming()).is_empty(),
+        "the batch was finished: {:?}",
+        file_names(&world.incoming())
+    );
+    assert_all_archived(&world, &segments);
+    let log = daemon.log_text();
+    assert!(
+        log.contains("stopping: waiting for running children"),
+        "{log}"
+    );
+    assert!(log.contains("walvault daemon stopped"), "{log}");
+
+    // Two: the run is stopped mid-batch; what it had not archived stays queued, and the next
+    // daemon archives it.
+    let more = queue_segments(&world, 31, 30);
+    let mut daemon = Daemon::start(&world, &[], &slow);
+    wait_until("a few more archived", Duration::from_secs(30), || {
+        world.catalogue().len() >= segments.len() + 3
+    });
+    daemon.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(40)), Some(0));
+    let log = daemon.log_text();
+    assert!(
+        log.contains("archive-wal pg still runs: stopping it; its files stay queued"),
+        "{log}"
+    );
+    let queued = file_names(&world.incoming())
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .count();
+    assert!(queued > 0, "the second signal stopped the batch");
+    assert_eq!(
+        world.catalogue().len() + queued,
+        segments.len() + more.len(),
+        "each file is archived or still queued"
+    );
+    let _daemon = Daemon::start(&world, &[], &[]);
+    wait_until("the rest archived", Duration::from_secs(60), || {
+        world.catalogue().len() == segments.len() + more.len()
+    });
+    assert_all_archived(&world, &[segments, more].concat());
+}
+
+#[test]
+fn sighup_reloads_the_configuration_and_reopens_the_log() {
+    let world = World::new("wal_segment_size = \"1MB\"");
+    let log_file = world.path("walvault.log");
+    let config = fs::read_to_string(&world.config).expect("config");
+    fs::write(
+        &world.config,
+        config.replacen(
+            "[walvault]\n",
+            &format!("[walvault]\nlog_file = \"{}\"\n", log_file.display()),
+            1,
+        ),
+    )
+    .expect("config");
+    let first = queue_segments(&world, 1, 1);
+    let daemon = Daemon::start(&world, &[], &[]);
+    wait_until("the first archived", Duration::from_secs(30), || {
+        world.catalogue().len() == 1
+    });
+
+    // A second server appears in the configuration: SIGHUP watches its queue.
+    let good = fs::read_to_string(&world.config).expect("config");
+    let other_home = world.home.join("other");
+    fs::write(
+        &world.config,
+        format!("{good}\n[other]\nwal_segment_size = \"1MB\"\n"),
+    )
+    .expect("config");
+    let rotated = world.path("walvault.log.1");
+    fs::rename(&log_file, &rotated).expect("rotate");
+    daemon.signal("-HUP");
+    daemon.wait_for_log("configuration reloaded: other, pg", Duration::from_secs(30));
+    // Its first archive-wal may not have created its queue yet; the daemon watches it once
+    // it exists.
+    let other_incoming = other_home.join("incoming");
+    fs::create_dir_all(&other_incoming).expect("other/incoming");
+    let name = "000000010000000000000007";
+    queue_file(&other_incoming.join(name), &small_segment(name, 5));
+    world.own_all();
+    let other_catalogue = other_home.join("wals").join("other-xlog.db");
+    wait_until("other's WAL archived", Duration::from_secs(20), || {
+        fs::read_to_string(&other_catalogue).is_ok_and(|c| c.contains(name))
+    });
+    // The run logs the file once its catalogue line is durable: a moment after.
+    let new_log = || fs::read_to_string(&log_file).unwrap_or_default();
+    wait_until("the new log names the WAL", Duration::from_secs(10), || {
+        new_log().contains(name)
+    });
+    assert!(
+        new_log().contains("configuration reloaded"),
+        "{}",
+        new_log()
+    );
+    let old_log = fs::read_to_string(&rotated).expect("rotated log");
+    assert!(old_log.contains(&first[0].0), "{old_log}");
+    assert!(!old_log.contains(name), "{old_log}");
+
+    // A broken configuration is refused, and the daemon goes on with the running one.
+    fs::write(&world.config, format!("{good}\n[broken\n")).expect("config");
+    daemon.signal("-HUP");
+    daemon.wait_for_log(
+        "configuration not reloaded, the running one is kept",
+        Duration::from_secs(30),
+    );
+    // Its children read the configuration it loaded, not the broken file.
+    let later = queue_segments(&world, 2, 1);
+    wait_until("pg's WAL still archived", Duration::from_secs(20), || {
+        world.catalogue().len() == 2
+    });
+    fs::write(&world.config, &good).expect("config");
+    assert_all_archived(&world, &[first, later].concat());
+    // Only one daemon per configuration.
+    let out = world.walvault(&["daemon"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another walvault daemon (pid"),
+        "{}",
+        describe(&out)
+    );
+}
