@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io::{Read as _, Write as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -435,11 +436,8 @@ fn sighup_reloads_the_configuration_and_reopens_the_log() {
     // A second server appears in the configuration: SIGHUP watches its queue.
     let good = fs::read_to_string(&world.config).expect("config");
     let other_home = world.home.join("other");
-    fs::write(
-        &world.config,
-        format!("{good}\n[other]\nwal_segment_size = \"1MB\"\n"),
-    )
-    .expect("config");
+    let with_other = format!("{good}\n[other]\nwal_segment_size = \"1MB\"\n");
+    fs::write(&world.config, &with_other).expect("config");
     let rotated = world.path("walvault.log.1");
     fs::rename(&log_file, &rotated).expect("rotate");
     daemon.signal("-HUP");
@@ -476,7 +474,13 @@ fn sighup_reloads_the_configuration_and_reopens_the_log() {
         "configuration not reloaded, the running one is kept",
         Duration::from_secs(30),
     );
-    // Its children read the configuration it loaded, not the broken file.
+    // Its children read the configuration it loaded, not the broken file: a private copy.
+    let copy = world.home.join(".walvault-daemon.toml");
+    assert_eq!(
+        fs::metadata(&copy).expect("the children's copy").mode() & 0o777,
+        0o600
+    );
+    assert_eq!(fs::read_to_string(&copy).expect("copy"), with_other);
     let later = queue_segments(&world, 2, 1);
     wait_until("pg's WAL still archived", Duration::from_secs(20), || {
         world.catalogue().len() == 2
