@@ -40,6 +40,22 @@ bench-verify:
 bench-async:
     bench/async.sh
 
+# The Debian package (cargo deb): target/debian/walvault_<version>-1_<arch>.deb, release build.
+deb:
+    host-native/debian/build-deb.sh
+
+# Installs the package in a clean Debian 12 root (debootstrap, cached in ~/.cache/walvault),
+# checks its user, directories, modes and files, runs `walvault demo` in it, then purges it.
+# Needs root. Builds the package from the test build (debug) when none is there.
+package-test:
+    [ -n "$(ls target/debian/walvault_*.deb 2>/dev/null)" ] || host-native/debian/build-deb.sh --debug
+    tests/package/install-test.sh
+
+# From a segment renamed into incoming/ to its durable catalogue line: walvault daemon against
+# a one-minute cron tick (walvault archive-wal, Barman 3.20.1; see bench/RESULTS.md).
+bench-daemon:
+    bench/daemon.sh
+
 # archive-wal and get-wal with and without encryption = "gpg", against Barman 3.20.1's gpg
 # encryption (see bench/RESULTS.md).
 bench-encryption:

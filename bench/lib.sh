@@ -1,5 +1,13 @@
-# Shared by the archive benchmarks (archive.sh, wasi.sh): sourced, with $CORPUS, $OUT, $REPEAT
-# and log() already set.
+# Shared by the benchmarks: sourced, with $ROOT, $CORPUS, $OUT, $REPEAT and log() already set.
+
+corpus_and_walvault() {  # the corpus when missing; WALVAULT: this tree's release build unless set
+  [[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
+  if [[ -z ${WALVAULT:-} ]]; then
+    log "building walvault (release)"
+    (cd "$ROOT" && cargo build --release --locked -p walvault -q)
+    WALVAULT=$ROOT/target/release/walvault
+  fi
+}
 
 fill() {  # DIR: the corpus into DIR (not timed), caches warm for every contender alike
   rm -rf "$1"; mkdir -p "$1"; cp "$CORPUS"/* "$1"/; sync

@@ -23,15 +23,10 @@ REPEAT=${REPEAT:-5}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 log() { printf '[verify %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-[[ -d $CORPUS ]] || CORPUS=$CORPUS bash "$ROOT/bench/make-wal.sh"
 rm -rf "$OUT"; mkdir -p "$OUT"
-if [[ -z ${WALVAULT:-} ]]; then
-  log "building walvault (release)"
-  (cd "$ROOT" && cargo build --release --locked -p walvault -q)
-  WALVAULT=$ROOT/target/release/walvault
-fi
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"  # fill, timed
+source "$ROOT/bench/lib.sh"  # corpus_and_walvault, fill, timed
+corpus_and_walvault
 
 NFILES=$(ls "$CORPUS" | wc -l)
 RAW=$(du -cb "$CORPUS"/* | tail -1 | cut -f1)

@@ -353,17 +353,7 @@ impl Receiver {
 
     /// The supervised `pg_receivewal`, if one runs now.
     pub fn pg_receivewal_pid(&self) -> Option<u32> {
-        let parent = self.walvault_pid()?;
-        let out = Command::new("pgrep")
-            .args(["-P", &parent.to_string(), "pg_receivewal"])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()
+        child_pid(self.walvault_pid()?, "pg_receivewal")
     }
 
     /// Waits (60 s at most) for a `pg_receivewal` other than `not`.
@@ -429,6 +419,20 @@ impl Drop for Receiver {
             self.terminate();
         }
     }
+}
+
+/// The pid of a process called `name` whose parent is `parent`.
+pub fn child_pid(parent: u32, name: &str) -> Option<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &parent.to_string(), name])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The names in `dir`, sorted (the directory must be readable).

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use walvault_tests::{
-    SERVER, World, assert_contiguous, describe, file_names, pgbench_in_background, pgbench_load,
-    queue_file, small_segment, switch_and_wait_streamed,
+    SERVER, World, assert_contiguous, child_pid, describe, file_names, pgbench_in_background,
+    pgbench_load, queue_file, small_segment, switch_and_wait_streamed,
 };
 
 const SLOT: &str = "walvault";
@@ -121,20 +121,6 @@ fn kill(signal: &str, pid: u32) {
         .status()
         .expect("kill");
     assert!(status.success(), "kill {signal} {pid}");
-}
-
-/// The pid of `name` whose parent is `parent`.
-fn child_pid(parent: u32, name: &str) -> Option<u32> {
-    let out = Command::new("pgrep")
-        .args(["-P", &parent.to_string(), name])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Waits until `what` holds (`timeout` at most); how long it took.
