@@ -13,15 +13,16 @@
 //! kills: every streamed segment ends up archived once, byte for byte what the server wrote
 //! (4 kills here, `WALVAULT_RECEIVE_KILLS` for more).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::time::Duration;
 
 use walvault_core::wal::SegmentSize;
-use walvault_tests::crash::{Bench, Stop, Workload, plan};
+use walvault_tests::crash::{Bench, Stop, Workload, plan, power_cut};
 use walvault_tests::{
     SERVER, World, assert_contiguous_sized, describe, file_names, pgbench_in_background,
-    switch_and_wait_streamed,
+    small_segment, switch_and_wait_streamed,
 };
 
 #[test]
@@ -199,4 +200,42 @@ fn killing_receive_wal_and_archive_wal_again_and_again_loses_no_streamed_wal() {
         "{kills} kills of receive-wal, {orphans_stopped} orphans stopped, {compared} segments compared"
     );
     drop(receiver);
+}
+
+/// A catalogue line that a writer appended and died before syncing is visible to the next
+/// run. That run takes it as durable (it writes no line of its own, and acknowledges the WAL
+/// or releases its source), so it must sync it first: here `put-wal` of a WAL already stored
+/// finds the line, and the power cut that follows must not take it. The crash trials found
+/// this (an `archive_async` record acknowledged a WAL whose line a power cut then took).
+#[test]
+fn a_line_a_crashed_writer_left_unsynced_is_synced_before_it_is_relied_on() {
+    let world = World::new("wal_segment_size = \"1MB\"\ncompression = \"zstd\"");
+    let name = "000000010000000000000001";
+    let path = world.in_pg_wal(name, &small_segment(name, 1));
+    let path = path.to_str().expect("utf-8");
+    let out = world.walvault(&["put-wal", SERVER, path]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let catalogue = world.wals().join(format!("{SERVER}-xlog.db"));
+    // As a writer that died between its append and its sync leaves it: the line is in the
+    // file, not yet on disk.
+    let journal = world.path("fs-journal");
+    fs::write(&journal, format!("append\t{}\t0\n", catalogue.display())).expect("journal");
+    world.own_all();
+    let out = world
+        .run_as
+        .command(&world.bin)
+        .arg("-c")
+        .arg(&world.config)
+        .args(["put-wal", SERVER, path])
+        .env("WALVAULT_FS_JOURNAL", &journal)
+        .output()
+        .expect("put-wal");
+    assert!(out.status.success(), "{}", describe(&out));
+    power_cut(&journal, &HashMap::new());
+    let text = fs::read_to_string(&catalogue).unwrap_or_default();
+    assert!(
+        text.contains(name),
+        "put-wal exited 0 on a line the power cut then took:\n{}",
+        fs::read_to_string(&journal).unwrap_or_default()
+    );
 }
