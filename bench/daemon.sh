@@ -79,7 +79,7 @@ log "daemon latency ms: min $MIN median $MED p95 $P95 max $MAX"
 one_run() {  # LABEL CMD...: fastest wall seconds of $REPEAT runs over one queued segment
   local best="" wall r i
   for ((i = 0; i < REPEAT; i++)); do
-    rm -rf "$OUT/home/pg/wals" "$OUT/bhome/pg/wals"
+    rm -rf "$OUT/home/pg/wals" "$OUT/b/home/pg/wals"
     cp "$CORPUS/${SEGMENTS[0]}" "$QUEUE/"; sync
     read -r wall r < <(timed "$@")
     [[ -z $best ]] || awk -v a="$wall" -v b="$best" 'BEGIN{exit !(a < b)}' && best=$wall
