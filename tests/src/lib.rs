@@ -602,12 +602,19 @@ pub fn assert_contiguous_sized(world: &World, last: &str, size: SegmentSize) {
 /// Switches WAL and waits until pg_receivewal has completed the closed segment; returns its
 /// name.
 pub fn switch_and_wait_streamed(world: &World, cluster: &Cluster) -> String {
-    let closed = cluster
-        .query_text("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        .expect("current wal");
     cluster
-        .execute("CREATE TABLE IF NOT EXISTS walvault_marker(t timestamptz); INSERT INTO walvault_marker VALUES (now()); SELECT pg_switch_wal(); INSERT INTO walvault_marker VALUES (now());")
+        .execute("CREATE TABLE IF NOT EXISTS walvault_marker(t timestamptz); INSERT INTO walvault_marker VALUES (now());")
+        .expect("write");
+    // The segment the switch closes is the one holding the switch record. Not
+    // pg_walfile_name(pg_current_wal_lsn()) taken before: at a segment boundary that names the
+    // previous segment, which a pg_receivewal started at the boundary never streams (CI hit
+    // it: "starting log streaming at 0/2000000", waiting for segment 1).
+    let closed = cluster
+        .query_text("SELECT pg_walfile_name(pg_switch_wal())")
         .expect("switch");
+    cluster
+        .execute("INSERT INTO walvault_marker VALUES (now());")
+        .expect("write");
     // As long as switch_and_wait_archived waits: six streaming tests, each with its cluster
     // and some with pgbench, share two busy cores in CI.
     if !wait_for_file(&world.streaming().join(&closed), Duration::from_secs(180)) {
