@@ -620,6 +620,30 @@ mod tests {
         assert_eq!(watches.changed(), Some(vec![]));
     }
 
+    #[test]
+    fn the_childrens_copy_is_private_and_never_written_through_a_planted_link() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        fs_err(std::fs::create_dir(&home));
+        let victim = dir.path().join("victim");
+        fs_err(std::fs::write(&victim, b"keep"));
+        fs_err(std::os::unix::fs::symlink(
+            &victim,
+            home.join(".walvault-daemon.toml.tmp"),
+        ));
+        let copy = write_copy(&home, "password = 'secret'\n").expect("copy");
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"keep");
+        assert_eq!(
+            std::fs::read_to_string(&copy).expect("copy"),
+            "password = 'secret'\n"
+        );
+        let meta = std::fs::symlink_metadata(&copy).expect("copy");
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(!home.join(".walvault-daemon.toml.tmp").exists());
+    }
+
     fn fs_err(result: std::io::Result<()>) {
         result.expect("file system");
     }
