@@ -374,8 +374,9 @@ impl Schedule {
         services.chain(archivers).chain(check).chain(sweep).min()
     }
 
-    /// The tasks the schedule believes are running (for status and logs).
-    pub fn running(&self) -> Vec<Task> {
+    /// The tasks the schedule believes are running (for its tests).
+    #[cfg(test)]
+    fn running(&self) -> Vec<Task> {
         let services = self
             .services
             .iter()

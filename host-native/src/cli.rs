@@ -16,6 +16,10 @@ pub struct Cli {
     /// them; `config convert` prints the walvault equivalent.
     #[arg(long, global = true, value_name = "FILE", conflicts_with = "config")]
     pub barman_config: Option<PathBuf>,
+    /// The operator's configuration file, when `-c` names the daemon's private copy of it:
+    /// reported, checked and given to hooks instead of the copy (set by `walvault daemon`).
+    #[arg(long, global = true, value_name = "FILE", hide = true)]
+    pub config_origin: Option<PathBuf>,
     /// More detail (-v: per file, -vv: debugging).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -410,8 +410,12 @@ pub struct ServerConfig {
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// The file it was read from.
+    /// The file it was read from, which the walvault processes it starts read too.
     pub path: PathBuf,
+    /// The file the operator edits: `path`, except in the daemon's children, which read the
+    /// daemon's private copy of it (`--config-origin`). Hooks get it as
+    /// `BARMAN_CONFIGURATION`, and `check` checks its mode.
+    pub origin: PathBuf,
     /// Global home.
     pub home: PathBuf,
     /// Servers by name.
@@ -652,6 +656,7 @@ impl Config {
         }
         Ok(Config {
             path: path.to_owned(),
+            origin: path.to_owned(),
             home,
             servers,
             serve_token,

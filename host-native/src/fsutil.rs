@@ -287,6 +287,12 @@ pub struct TempFile {
 impl TempFile {
     /// Creates a new, empty temp file next to `final_path`.
     pub fn create(fs: Fs, final_path: &Path) -> io::Result<(TempFile, File)> {
+        Self::create_mode(fs, final_path, 0o666)
+    }
+
+    /// Creates a new, empty temp file next to `final_path` with `mode` (before the umask;
+    /// ignored where files have no modes).
+    pub fn create_mode(fs: Fs, final_path: &Path, mode: u32) -> io::Result<(TempFile, File)> {
         let dir = final_path
             .parent()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -296,10 +302,13 @@ impl TempFile {
             .unwrap_or("file");
         let path = fs.temp_path(dir, name);
         journal(FsEvent::Create(&path));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        #[cfg(not(unix))]
+        let _ = mode;
+        let file = options.open(&path)?;
         Ok((
             TempFile {
                 path,
@@ -363,7 +372,19 @@ impl Fs {
         no_replace: bool,
         fill: impl FnOnce(&mut dyn Write) -> io::Result<T>,
     ) -> io::Result<T> {
-        let (temp, file) = TempFile::create(*self, final_path)?;
+        self.write_durable_mode(final_path, no_replace, 0o666, fill)
+    }
+
+    /// [`Fs::write_durable`] with the file created with `mode` (before the umask): 0o600 for
+    /// a file holding secrets, private whatever `group_access` makes the umask.
+    pub fn write_durable_mode<T>(
+        &self,
+        final_path: &Path,
+        no_replace: bool,
+        mode: u32,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let (temp, file) = TempFile::create_mode(*self, final_path, mode)?;
         let mut writer = BufWriter::with_capacity(IO_BUF, file);
         let value = fill(&mut writer)?;
         let file = writer

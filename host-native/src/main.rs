@@ -33,18 +33,25 @@ fn main() -> ExitCode {
 }
 
 fn load_config(cli: &Cli, ui: &Ui) -> anyhow::Result<(Config, Option<Translation>)> {
-    if let Some(path) = &cli.barman_config {
+    let (mut config, translation) = if let Some(path) = &cli.barman_config {
         let (config, translation) = Config::load_barman(path)?;
         for i in &translation.ignored {
             ui.verbose(format_args!("{i}"));
         }
-        return Ok((config, Some(translation)));
+        (config, Some(translation))
+    } else {
+        (Config::load(&config_path(cli))?, None)
+    };
+    if let Some(origin) = &cli.config_origin {
+        config.origin.clone_from(origin);
     }
-    let path = cli
-        .config
+    Ok((config, translation))
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config
         .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-    Ok((Config::load(&path)?, None))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
 fn selected<'c>(
@@ -57,12 +64,12 @@ fn selected<'c>(
     };
     servers
         .into_iter()
-        .map(|s| ServerCtx::open(s, &config.path))
+        .map(|s| ServerCtx::open(s, config))
         .collect()
 }
 
 fn one<'c>(config: &'c Config, name: &str) -> anyhow::Result<ServerCtx<'c>> {
-    ServerCtx::open(config.server(name)?, &config.path)
+    ServerCtx::open(config.server(name)?, config)
 }
 
 /// Jobs when neither the command line nor the configuration sets them: one per core for a
@@ -131,6 +138,7 @@ fn run(cli: Cli, name: &str, ui: &Ui) -> anyhow::Result<u8> {
             no_restart,
         } => {
             walvault::log::reopen_on_sighup();
+            cmd::daemon::follow_daemon();
             cmd::receive_wal::run(
                 &one(&config, server)?,
                 cmd::receive_wal::Options {
@@ -271,6 +279,7 @@ fn run(cli: Cli, name: &str, ui: &Ui) -> anyhow::Result<u8> {
                 refresh: std::time::Duration::from_secs(*refresh),
             };
             walvault::log::reopen_on_sighup();
+            cmd::daemon::follow_daemon();
             // The server runs until the process ends; its threads borrow the configuration.
             cmd::serve::run(Box::leak(Box::new(config)), opts, ui)
         }
@@ -284,27 +293,31 @@ fn run(cli: Cli, name: &str, ui: &Ui) -> anyhow::Result<u8> {
                 sweep: std::time::Duration::from_secs(*sweep),
                 check: (*check_interval > 0)
                     .then(|| std::time::Duration::from_secs(*check_interval)),
-                config_args: cmd::daemon::config_args(cli.barman_config.as_deref(), &config.path),
                 // Quiet children unless asked: their files are in the log, and a terminal
                 // gets no progress bars from runs it did not start.
                 child_args: vec![if cli.verbose > 0 { "-v" } else { "-q" }.into()],
             };
             drop(config);
             let load = || -> anyhow::Result<cmd::daemon::Loaded> {
-                if cli.barman_config.is_some() {
-                    let (config, _) = load_config(&cli, ui)?;
-                    return Ok(cmd::daemon::Loaded { config, text: None });
+                if let Some(origin) = &cli.barman_config {
+                    let (config, translation) = load_config(&cli, ui)?;
+                    let text = translation.map(|t| t.toml).unwrap_or_default();
+                    let origin = origin.clone();
+                    return Ok(cmd::daemon::Loaded {
+                        config,
+                        text,
+                        origin,
+                    });
                 }
-                let path = cli
-                    .config
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                let config = Config::parse(&text, &path)?;
+                // Read once: the children's copy is the text that was checked.
+                let origin = config_path(&cli);
+                let text = std::fs::read_to_string(&origin)
+                    .with_context(|| format!("cannot read {}", origin.display()))?;
+                let config = Config::parse(&text, &origin)?;
                 Ok(cmd::daemon::Loaded {
                     config,
-                    text: Some(text),
+                    text,
+                    origin,
                 })
             };
             cmd::daemon::run(&load, opts, ui)

@@ -13,7 +13,7 @@ use walvault_core::storage::WalStore;
 use walvault_core::wal::{LONG_PAGE_HEADER_LEN, SegmentSize};
 
 use crate::catalogue_file::CatalogueFile;
-use crate::config::{ArchiveLocation, ServerConfig};
+use crate::config::{ArchiveLocation, Config, ServerConfig};
 use crate::fsutil::Fs;
 use crate::store::LocalStore;
 #[cfg(feature = "native")]
@@ -23,8 +23,11 @@ use crate::store::s3::LazyS3Store;
 pub struct ServerCtx<'a> {
     /// Its settings.
     pub cfg: &'a ServerConfig,
-    /// The configuration file (for hooks' `BARMAN_CONFIGURATION`).
+    /// The configuration file, for the walvault processes this one starts.
     pub config_path: &'a Path,
+    /// The operator's configuration file, for hooks' `BARMAN_CONFIGURATION` (see
+    /// `Config::origin`).
+    pub config_origin: &'a Path,
     /// Where WAL lives.
     pub store: Box<dyn WalStore + Sync + 'a>,
     /// The key scheme of `store`.
@@ -50,13 +53,14 @@ impl std::fmt::Debug for ServerCtx<'_> {
 }
 
 impl<'a> ServerCtx<'a> {
-    /// Opens the server's storage, natively.
-    pub fn open(cfg: &'a ServerConfig, config_path: &'a Path) -> anyhow::Result<Self> {
-        Self::open_on(Fs::native(), cfg, config_path)
+    /// Opens the storage of `cfg`, a server of `config`, natively.
+    pub fn open(cfg: &'a ServerConfig, config: &'a Config) -> anyhow::Result<Self> {
+        Self::open_on(Fs::native(), cfg, config)
     }
 
-    /// Opens the server's storage on the platform of `fs`.
-    pub fn open_on(fs: Fs, cfg: &'a ServerConfig, config_path: &'a Path) -> anyhow::Result<Self> {
+    /// Opens the storage of `cfg`, a server of `config`, on the platform of `fs`.
+    pub fn open_on(fs: Fs, cfg: &'a ServerConfig, config: &'a Config) -> anyhow::Result<Self> {
+        let config_path = config.path.as_path();
         let (store, layout): (Box<dyn WalStore + Sync>, Layout) = match &cfg.archive {
             ArchiveLocation::Local(dir) => {
                 (Box::new(LocalStore::new(fs, dir.clone())), Layout::Local)
@@ -83,6 +87,7 @@ impl<'a> ServerCtx<'a> {
         Ok(ServerCtx {
             cfg,
             config_path,
+            config_origin: &config.origin,
             store,
             layout,
             catalogue,
@@ -279,7 +284,7 @@ mod tests {
         let text = "[walvault]\nhome = \"/srv/wv\"\n[pg]\nwals_directory = \"s3://wal/p\"\n";
         let config =
             crate::config::Config::parse(text, Path::new("/etc/walvault.toml")).expect("config");
-        let ctx = ServerCtx::open(config.server("pg").expect("pg"), &config.path).expect("open");
+        let ctx = ServerCtx::open(config.server("pg").expect("pg"), &config).expect("open");
         // Keys already carry the prefix (Barman's cloud layout: <prefix>/<server>/wals/…).
         let key = ctx
             .layout

@@ -152,7 +152,7 @@ fn run(cli: &Cli, ui: &Ui) -> anyhow::Result<u8> {
                 return Ok(0);
             };
             locks.push((archive_wal_lock(cfg), lock));
-            let ctx = ServerCtx::open(cfg, &config.path)?;
+            let ctx = ServerCtx::open(cfg, &config)?;
             ctx.ensure_dirs()?;
             let reasons = ctx.error_reasons_path();
             let meta = reasons.parent().unwrap_or(&cfg.backup_directory);

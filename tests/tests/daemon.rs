@@ -27,6 +27,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(world: &World, args: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        Daemon::start_on(world, &["-c".as_ref(), world.config.as_ref()], args, envs)
+    }
+
+    /// A daemon whose configuration flag is `config`.
+    fn start_on(
+        world: &World,
+        config: &[&std::ffi::OsStr],
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Daemon {
         let log = world.path(&format!(
             "daemon-{}.log",
             file_names(world.dir.path()).len()
@@ -35,8 +45,7 @@ impl Daemon {
         let child = world
             .run_as
             .command(&world.bin)
-            .arg("-c")
-            .arg(&world.config)
+            .args(config)
             .args(["daemon", "--sweep", "3600"])
             .args(args)
             .envs(envs.iter().copied())
@@ -133,6 +142,14 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) ->
     start.elapsed()
 }
 
+/// The process has exited (a zombie no one reaped yet counts).
+fn gone(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
 fn catalogued(world: &World, name: &str) -> bool {
     world.catalogue().iter().any(|e| e.name == name)
 }
@@ -205,6 +222,14 @@ fn archive_command_drops_are_archived_as_they_arrive_and_serve_shows_them() {
     let status = http_get(&addr, "/api/status");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(status.contains(&last), "{status}");
+    // A daemon killed outright (the OOM killer, kill -9 outside systemd): its serve leaves
+    // too, rather than hold the port the next daemon's needs.
+    kill("-KILL", daemon.pid());
+    wait_until(
+        "serve gone with the daemon",
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(&addr).is_err(),
+    );
     drop(daemon);
     primary.stop("fast").expect("stop");
 }
@@ -294,8 +319,17 @@ fn killed_receivers_are_restarted_and_streaming_leaves_no_gap() {
         )),
         "{log}"
     );
+    // The daemon killed outright (the OOM killer, kill -9 outside systemd): receive-wal
+    // notices, stops pg_receivewal and frees the slot, rather than hold the slot and the lock
+    // the next daemon's receive-wal needs.
+    let walvault_receiver = lock_pid(&receive_wal_lock).expect("receive-wal");
+    kill("-KILL", daemon.pid());
+    wait_until(
+        "receive-wal gone with the daemon",
+        Duration::from_secs(30),
+        || gone(walvault_receiver),
+    );
     drop(daemon);
-    // Stopped with the daemon: the slot is free again.
     wait_until("the slot released", Duration::from_secs(30), || {
         primary
             .query_text(&format!(
@@ -481,4 +515,118 @@ fn sighup_reloads_the_configuration_and_reopens_the_log() {
         "{}",
         describe(&out)
     );
+}
+
+/// A hook that records the `BARMAN_CONFIGURATION` it is given: its path, and the file it
+/// writes.
+fn configuration_hook(world: &World) -> (PathBuf, PathBuf) {
+    let seen = world.path("hook-configuration.txt");
+    let hook = world.path("hook.sh");
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$BARMAN_SEGMENT $BARMAN_CONFIGURATION\" >> {}\n",
+            seen.display()
+        ),
+    )
+    .expect("hook");
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    (hook, seen)
+}
+
+/// The daemon's children read its private copy, but report the operator's file: hooks get
+/// it as `BARMAN_CONFIGURATION`, and `check` checks its mode (a world-readable file with a
+/// secret in it fails), not the copy's.
+#[test]
+fn the_children_report_the_operators_file_not_the_daemons_copy() {
+    let world = World::new("wal_segment_size = \"1MB\"");
+    let (hook, seen) = configuration_hook(&world);
+    world.add_config(&format!("post_archive_script = \"{}\"", hook.display()));
+    let config = fs::read_to_string(&world.config).expect("config");
+    fs::write(
+        &world.config,
+        config.replacen(
+            "[walvault]\n",
+            "[walvault]\nserve_token = \"a-token-of-24-characters\"\n",
+            1,
+        ),
+    )
+    .expect("config");
+    fs::set_permissions(
+        &world.config,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
+    let segments = queue_segments(&world, 1, 1);
+    let _daemon = Daemon::start(&world, &[], &[]);
+    let line = format!("{} {}", segments[0].0, world.config.display());
+    wait_until("the hook ran", Duration::from_secs(30), || {
+        fs::read_to_string(&seen).is_ok_and(|s| s.contains(&line))
+    });
+    let report = world.home.join(SERVER).join("meta").join("last-check.json");
+    wait_until("last-check.json", Duration::from_secs(30), || {
+        report.exists()
+    });
+    let report = fs::read_to_string(&report).expect("report");
+    assert!(
+        report.contains(&format!("{} (644) holds secrets", world.config.display())),
+        "{report}"
+    );
+}
+
+/// With Barman's files (`--barman-config`), the children read the daemon's translated
+/// copy too: a broken edit and SIGHUP leave them working, and hooks still get Barman's file.
+#[test]
+fn a_barman_configured_daemon_keeps_its_children_on_what_it_loaded() {
+    let world = World::new("wal_segment_size = \"1MB\"");
+    let (hook, seen) = configuration_hook(&world);
+    let conf = world.path("barman.conf");
+    let barman = format!(
+        "[barman]\nbarman_home = {}\ncompression = gzip\npost_archive_script = {}\n\n\
+         [{SERVER}]\ndescription = \"archive_command into incoming\"\n\
+         conninfo = host=/nonexistent dbname=postgres\nbackup_method = postgres\n\
+         archiver = on\nwal_segment_size = 1MB\n",
+        world.home.display(),
+        hook.display()
+    );
+    fs::write(&conf, &barman).expect("barman.conf");
+    let first = queue_segments(&world, 1, 1);
+    let daemon = Daemon::start_on(
+        &world,
+        &["--barman-config".as_ref(), conf.as_ref()],
+        &[],
+        &[],
+    );
+    wait_until("the first archived", Duration::from_secs(30), || {
+        world.catalogue().len() == 1
+    });
+    let line = format!("{} {}", first[0].0, conf.display());
+    wait_until("the hook ran", Duration::from_secs(30), || {
+        fs::read_to_string(&seen).is_ok_and(|s| s.contains(&line))
+    });
+
+    // An edit that breaks the file: refused, and the children keep the loaded translation.
+    fs::write(&conf, format!("{barman}[broken\n")).expect("barman.conf");
+    daemon.signal("-HUP");
+    daemon.wait_for_log(
+        "configuration not reloaded, the running one is kept",
+        Duration::from_secs(30),
+    );
+    let copy = world.home.join(".walvault-daemon.toml");
+    assert_eq!(
+        fs::metadata(&copy).expect("the children's copy").mode() & 0o777,
+        0o600
+    );
+    assert!(
+        fs::read_to_string(&copy)
+            .expect("copy")
+            .contains(&format!("[{SERVER}]")),
+        "the copy is the translation"
+    );
+    let later = queue_segments(&world, 2, 1);
+    wait_until("WAL still archived", Duration::from_secs(20), || {
+        world.catalogue().len() == 2
+    });
+    // The same archive, read through the TOML configuration of the same home.
+    assert_all_archived(&world, &[first, later].concat());
 }

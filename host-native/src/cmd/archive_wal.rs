@@ -106,7 +106,7 @@ pub fn run(ctx: &ServerCtx<'_>, jobs: usize, ui: &Ui) -> anyhow::Result<bool> {
         }
         clean_dead_temp_files(ctx, &batch, ui);
         let hooks = ArchiveHookAdapter {
-            runner: HookRunner::new(cfg, ctx.config_path, ui),
+            runner: HookRunner::new(cfg, ctx.config_origin, ui),
             source_dir: dir.clone(),
             archive_root: ctx.archive_root(),
         };

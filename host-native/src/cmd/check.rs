@@ -356,13 +356,13 @@ fn others_mode(path: &Path) -> Option<u32> {
 fn config_file_check(config: &Config) -> Option<CheckResult> {
     use std::os::unix::fs::PermissionsExt;
     let secrets = config_secrets(config);
-    let mode = fs::metadata(&config.path).ok()?.permissions().mode() & 0o777;
+    let mode = fs::metadata(&config.origin).ok()?.permissions().mode() & 0o777;
     (!secrets.is_empty() && mode & 0o004 != 0).then(|| CheckResult {
         name: "configuration file".into(),
         ok: false,
         hint: Some(format!(
             "{} ({mode:03o}) holds secrets ({}) and every user can read it: chmod o-r it",
-            config.path.display(),
+            config.origin.display(),
             secrets.join(", ")
         )),
     })
@@ -438,11 +438,11 @@ pub fn config_check(config: &Config, ui: &Ui) -> u8 {
         })
         .collect();
     if problems.is_empty() {
-        println!("{}: OK", config.path.display());
+        println!("{}: OK", config.origin.display());
     } else {
         println!(
             "{}: FAILED ({} hook script(s) cannot run)",
-            config.path.display(),
+            config.origin.display(),
             problems.len()
         );
     }
@@ -450,7 +450,7 @@ pub fn config_check(config: &Config, ui: &Ui) -> u8 {
         println!("[{}]{}", s.name, if s.active { "" } else { " (inactive)" });
         println!(
             "\tarchive: {}",
-            ServerCtx::open(s, &config.path)
+            ServerCtx::open(s, config)
                 .map(|c| c.archive_location())
                 .unwrap_or_else(|e| format!("{e:#}"))
         );

@@ -18,15 +18,15 @@
 //! configuration that does not load is reported and the running one kept), reopens the log
 //! file, and is passed on to the long-running children, which reopen theirs.
 //!
-//! Children read the configuration the daemon last loaded, not the file: a TOML
-//! configuration is copied, once it has loaded, to `<home>/.walvault-daemon.toml` (private),
-//! so an edit saved half-way or broken never reaches the next `archive-wal`. (Relative paths
-//! are refused in the configuration, so the copy means the same.) Barman's files
-//! (`--barman-config`) are read by the children as they are.
+//! Children read the configuration the daemon last loaded, not the file: once it has loaded,
+//! it is copied to `<home>/.walvault-daemon.toml` (private; Barman's files as their
+//! translation), so an edit saved half-way or broken never reaches the next `archive-wal`.
+//! (Relative paths are refused in the configuration, so the copy means the same.) The
+//! children are told the operator's file (`--config-origin`): hooks get it as
+//! `BARMAN_CONFIGURATION`, and `check` checks its mode, not the copy's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::hash::{Hash as _, Hasher as _};
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd as _;
 use std::os::unix::net::UnixStream;
@@ -57,15 +57,12 @@ pub struct Options {
     pub sweep: Duration,
     /// Time between `check` runs (none: never).
     pub check: Option<Duration>,
-    /// The configuration flag and path the children get when the configuration has no text
-    /// of its own to copy (`--barman-config FILE`).
-    pub config_args: Vec<OsString>,
     /// Extra arguments for every child (`-v`, `-q`).
     pub child_args: Vec<OsString>,
 }
 
 /// What the configuration asks of the daemon.
-fn plan(config: &Config, opts: &Options) -> Plan {
+fn plan(config: &Config, opts: &Options, generations: &mut Generations) -> Plan {
     let mut archive = Vec::new();
     let mut services = Vec::new();
     for server in config.servers.values().filter(|s| s.active) {
@@ -73,15 +70,15 @@ fn plan(config: &Config, opts: &Options) -> Plan {
             archive.push(server.name.clone());
         }
         if server.streaming_archiver {
-            services.push((Task::Receive(server.name.clone()), fingerprint(server)));
+            let task = Task::Receive(server.name.clone());
+            let generation = generations.of(&task, Settings::Receive(Box::new(server.clone())));
+            services.push((task, generation));
         }
     }
     if let Some(addr) = opts.serve {
         // serve reads every server and the token at start: any change restarts it.
-        services.push((
-            Task::Serve,
-            fingerprint(&(addr, &config.servers, &config.serve_token)),
-        ));
+        let settings = Settings::Serve(addr, config.servers.clone(), config.serve_token.clone());
+        services.push((Task::Serve, generations.of(&Task::Serve, settings)));
     }
     Plan {
         archive,
@@ -91,12 +88,39 @@ fn plan(config: &Config, opts: &Options) -> Plan {
     }
 }
 
-/// Settings are compared through their debug form (secrets print redacted, so a changed
-/// password alone restarts nothing: restart the daemon for that).
-fn fingerprint(value: &impl std::fmt::Debug) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    format!("{value:?}").hash(&mut hasher);
-    hasher.finish()
+/// What a long-running child was started with.
+#[derive(PartialEq)]
+enum Settings {
+    Receive(Box<crate::config::ServerConfig>),
+    Serve(
+        std::net::SocketAddr,
+        BTreeMap<String, crate::config::ServerConfig>,
+        Option<crate::config::Secret>,
+    ),
+}
+
+/// The schedule's fingerprints: a number per service that changes when its settings do.
+/// Settings are compared whole, secrets included (a new replication password alone restarts
+/// receive-wal, a new token serve), and never hashed or printed.
+#[derive(Default)]
+struct Generations(HashMap<Task, (Settings, u64)>);
+
+impl Generations {
+    fn of(&mut self, task: &Task, settings: Settings) -> u64 {
+        match self.0.get_mut(task) {
+            Some((seen, generation)) => {
+                if *seen != settings {
+                    *seen = settings;
+                    *generation += 1;
+                }
+                *generation
+            }
+            None => {
+                self.0.insert(task.clone(), (settings, 0));
+                0
+            }
+        }
+    }
 }
 
 fn millis(d: Duration) -> Millis {
@@ -209,8 +233,11 @@ impl Watches {
 pub struct Loaded {
     /// The configuration.
     pub config: Config,
-    /// Its TOML text, for the children's copy (none for Barman's files).
-    pub text: Option<String>,
+    /// Its text in walvault's format (Barman's files translated), for the children's copy.
+    pub text: String,
+    /// The file the operator edits (`-c` or `--barman-config`): what the children report,
+    /// check and give hooks as theirs.
+    pub origin: PathBuf,
 }
 
 // By hand: the text may hold passwords, which the configuration's own Debug redacts.
@@ -218,7 +245,8 @@ impl std::fmt::Debug for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Loaded")
             .field("config", &self.config)
-            .field("text", &self.text.as_ref().map(|_| "…"))
+            .field("text", &"…")
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -227,21 +255,29 @@ impl std::fmt::Debug for Loaded {
 struct Launcher {
     exe: PathBuf,
     opts: Options,
-    /// `-c <the copy>`, or the daemon's own flag for Barman's files.
+    /// `-c <the copy> --config-origin <the operator's file>`.
     config_args: Vec<OsString>,
+    generations: Generations,
 }
 
 impl Launcher {
-    /// The children's configuration from now on: a private copy of `loaded`'s text.
+    /// The children's configuration from now on: a private copy of `loaded`'s text, in
+    /// walvault's format whatever the operator's file is, so Barman's files half-edited
+    /// never reach a child either.
     fn use_config(&mut self, loaded: &Loaded) -> anyhow::Result<()> {
-        self.config_args = match &loaded.text {
-            Some(text) => {
-                let path = write_copy(&loaded.config.home, text)?;
-                vec!["-c".into(), path.into()]
-            }
-            None => self.opts.config_args.clone(),
-        };
+        let path = write_copy(&loaded.config.home, &loaded.text)?;
+        self.config_args = vec![
+            "-c".into(),
+            path.into(),
+            "--config-origin".into(),
+            absolute(&loaded.origin).into(),
+        ];
         Ok(())
+    }
+
+    /// What the configuration asks of the daemon now.
+    fn plan(&mut self, config: &Config) -> Plan {
+        plan(config, &self.opts, &mut self.generations)
     }
 
     fn command(&self, task: &Task) -> Command {
@@ -249,13 +285,16 @@ impl Launcher {
         cmd.args(&self.config_args).args(&self.opts.child_args);
         match task {
             Task::Archive(server) => cmd.args(["archive-wal", server]),
-            Task::Receive(server) => cmd.args(["receive-wal", server]),
+            Task::Receive(server) => cmd
+                .args(["receive-wal", server])
+                .env(DAEMON_PID_ENV, std::process::id().to_string()),
             // Its report goes to last-check.json (serve reads it) and the log, not the
             // terminal every few minutes.
             Task::Check => cmd.args(["check", "--all"]).stdout(Stdio::null()),
             Task::Serve => {
                 let addr = self.opts.serve.map(|a| a.to_string()).unwrap_or_default();
                 cmd.args(["serve", "--listen", &addr])
+                    .env(DAEMON_PID_ENV, std::process::id().to_string())
             }
         };
         cmd.stdin(Stdio::null()).process_group(0);
@@ -313,29 +352,52 @@ impl Signals {
     }
 }
 
-/// Writes `text` to `<home>/.walvault-daemon.toml`, private, replacing the previous copy
-/// atomically; its path.
+/// The environment variable that tells a long-running child the daemon's pid.
+pub const DAEMON_PID_ENV: &str = "WALVAULT_DAEMON_PID";
+
+/// In a long-running child of the daemon (`receive-wal`, `serve`): stop as on SIGTERM once
+/// the daemon is gone. A daemon killed outside systemd (SIGKILL, the OOM killer) cannot stop
+/// its children, and an orphaned receive-wal would hold the slot and the lock the next
+/// daemon's needs. The parent is polled: `PR_SET_PDEATHSIG` needs unsafe code.
+pub fn follow_daemon() {
+    let Some(daemon) = std::env::var(DAEMON_PID_ENV)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("follow-daemon".into())
+        .spawn(move || {
+            while rustix::process::getppid() == Some(daemon) {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            tracing::warn!(
+                daemon = daemon.as_raw_nonzero().get(),
+                "the daemon is gone: stopping"
+            );
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::TERM,
+            );
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(reason = %e, "cannot watch the daemon");
+    }
+}
+
+/// Writes `text` to `<home>/.walvault-daemon.toml`, private (it may hold passwords), replacing
+/// the previous copy atomically; its path. A link planted at its name is replaced, never
+/// written through.
 fn write_copy(home: &Path, text: &str) -> anyhow::Result<PathBuf> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let path = home.join(".walvault-daemon.toml");
-    let tmp = home.join(".walvault-daemon.toml.tmp");
-    let written = (|| {
-        std::fs::create_dir_all(home)?;
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
-    written.with_context(|| format!("writing the children's configuration {}", path.display()))?;
+    std::fs::create_dir_all(home)
+        .and_then(|()| {
+            crate::fsutil::Fs::native()
+                .write_durable_mode(&path, false, 0o600, |w| w.write_all(text.as_bytes()))
+        })
+        .with_context(|| format!("writing the children's configuration {}", path.display()))?;
     Ok(path)
 }
 
@@ -364,13 +426,14 @@ pub fn run(
     watches.set(watched_dirs(config));
     let mut launcher = Launcher {
         exe: std::env::current_exe().context("finding this executable")?,
-        opts: opts.clone(),
+        opts,
         config_args: Vec::new(),
+        generations: Generations::default(),
     };
     launcher.use_config(&loaded)?;
     let clock = Instant::now();
     let now = || millis(clock.elapsed());
-    let mut schedule = Schedule::new(plan(config, &opts), now());
+    let mut schedule = Schedule::new(launcher.plan(config), now());
     let mut children: BTreeMap<Task, Child> = BTreeMap::new();
     let mut stop_deadline: Option<Instant> = None;
     let servers: Vec<&str> = config.servers.keys().map(String::as_str).collect();
@@ -545,7 +608,7 @@ fn reload(
     }
     match load().and_then(|loaded| launcher.use_config(&loaded).map(|()| loaded.config)) {
         Ok(config) => {
-            schedule.reconfigure(plan(&config, &launcher.opts), now);
+            schedule.reconfigure(launcher.plan(&config), now);
             watches.set(watched_dirs(&config));
             let servers: Vec<&str> = config.servers.keys().map(String::as_str).collect();
             ui.info(format_args!(
@@ -563,14 +626,6 @@ fn reload(
     }
 }
 
-/// The configuration flag for the children, as given to the daemon.
-pub fn config_args(barman_config: Option<&Path>, config: &Path) -> Vec<OsString> {
-    match barman_config {
-        Some(path) => vec!["--barman-config".into(), absolute(path).into()],
-        None => vec!["-c".into(), absolute(config).into()],
-    }
-}
-
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
@@ -578,6 +633,55 @@ fn absolute(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new replication password or serve token alone restarts the child that uses it:
+    /// settings are compared with their secrets, which their debug form hides.
+    #[test]
+    fn a_changed_secret_alone_restarts_the_service_that_uses_it() {
+        let config = |password: &str, token: &str| {
+            let text = format!(
+                "[walvault]\nhome = \"/var/lib/walvault\"\nserve_token = \"{token}\"\n\n\
+                 [pg]\nstreaming_archiver = true\n\
+                 streaming_conninfo = \"host=/run/postgresql user=walvault password={password}\"\n"
+            );
+            Config::parse(&text, Path::new("/etc/walvault.toml")).expect("config")
+        };
+        let opts = Options {
+            serve: Some("127.0.0.1:9187".parse().expect("addr")),
+            sweep: Duration::from_secs(30),
+            check: None,
+            child_args: Vec::new(),
+        };
+        let token = "0123456789abcdef-one";
+        let mut generations = Generations::default();
+        let mut services = |c: &Config| -> BTreeMap<Task, u64> {
+            plan(c, &opts, &mut generations)
+                .services
+                .into_iter()
+                .collect()
+        };
+        let receive = Task::Receive("pg".to_owned());
+        let first = services(&config("old", token));
+        assert_eq!(services(&config("old", token)), first, "nothing changed");
+        let new_password = services(&config("new", token));
+        assert_ne!(
+            new_password[&receive], first[&receive],
+            "receive-wal restarts"
+        );
+        assert_ne!(new_password[&Task::Serve], first[&Task::Serve]);
+        let new_token = services(&config("new", "0123456789abcdef-two"));
+        assert_eq!(
+            new_token[&receive], new_password[&receive],
+            "receive-wal keeps running"
+        );
+        assert_ne!(
+            new_token[&Task::Serve],
+            new_password[&Task::Serve],
+            "serve restarts"
+        );
+        // The generations themselves hold no secret.
+        assert!(!format!("{new_token:?}").contains("new"));
+    }
 
     #[test]
     fn watches_report_renames_and_writes_but_not_copies_in_progress() {
@@ -628,10 +732,10 @@ mod tests {
         fs_err(std::fs::create_dir(&home));
         let victim = dir.path().join("victim");
         fs_err(std::fs::write(&victim, b"keep"));
-        fs_err(std::os::unix::fs::symlink(
-            &victim,
-            home.join(".walvault-daemon.toml.tmp"),
-        ));
+        // Links planted at the copy's name and at a temporary name beside it.
+        for name in [".walvault-daemon.toml", ".walvault-daemon.toml.tmp"] {
+            fs_err(std::os::unix::fs::symlink(&victim, home.join(name)));
+        }
         let copy = write_copy(&home, "password = 'secret'\n").expect("copy");
         assert_eq!(std::fs::read(&victim).expect("victim"), b"keep");
         assert_eq!(
@@ -641,7 +745,19 @@ mod tests {
         let meta = std::fs::symlink_metadata(&copy).expect("copy");
         assert!(meta.is_file());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert!(!home.join(".walvault-daemon.toml.tmp").exists());
+        // Written again, it stays private, and no temporary file is left.
+        write_copy(&home, "password = 'other'\n").expect("copy");
+        let meta = std::fs::symlink_metadata(&copy).expect("copy");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let mut names: Vec<String> = std::fs::read_dir(&home)
+            .expect("home")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [".walvault-daemon.toml", ".walvault-daemon.toml.tmp"]
+        );
     }
 
     fn fs_err(result: std::io::Result<()>) {

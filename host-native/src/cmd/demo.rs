@@ -154,7 +154,7 @@ pub fn run(
     );
 
     let config = Config::load(&config_path)?;
-    let ctx = ServerCtx::open(config.server(SERVER)?, &config.path)?;
+    let ctx = ServerCtx::open(config.server(SERVER)?, &config)?;
     let report = run_checks(&ctx, &config);
     ui.info(format_args!("walvault check {SERVER}:"));
     for c in &report.checks {

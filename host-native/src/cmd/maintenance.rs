@@ -177,7 +177,7 @@ pub fn delete_wals(
         bail!("--before needs a WAL segment name, got {before}");
     }
     let _archiving = (!dry_run).then(|| exclude_archiving(ctx, ui)).transpose()?;
-    let runner = HookRunner::new(ctx.cfg, ctx.config_path, ui);
+    let runner = HookRunner::new(ctx.cfg, ctx.config_origin, ui);
     let listing = ctx
         .store
         .list(ctx.layout.area_prefix())

@@ -204,7 +204,7 @@ pub(crate) fn put_wal_archiving(
         mtime: mtime_of(meta),
     };
     let hooks = ArchiveHookAdapter {
-        runner: HookRunner::new(ctx.cfg, ctx.config_path, ui),
+        runner: HookRunner::new(ctx.cfg, ctx.config_origin, ui),
         source_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         archive_root: ctx.archive_root(),
     };

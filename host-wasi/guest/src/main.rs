@@ -93,7 +93,7 @@ mod commands {
         std::io::stdin().read_to_string(&mut text)?;
         let config = Config::parse(&text, &path)?;
         let one = |name: &str| -> anyhow::Result<ServerCtx<'_>> {
-            ServerCtx::open_on(fs, config.server(name)?, &config.path)
+            ServerCtx::open_on(fs, config.server(name)?, &config)
         };
         match &cli.command {
             Command::ArchiveWal { servers, .. } => {

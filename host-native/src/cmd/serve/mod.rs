@@ -117,7 +117,7 @@ pub fn run(config: &'static Config, opts: Options, ui: &Ui) -> anyhow::Result<u8
     let servers = config
         .servers
         .values()
-        .map(|s| ServerCtx::open(s, &config.path))
+        .map(|s| ServerCtx::open(s, config))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let listener = std::net::TcpListener::bind(opts.listen)
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
