@@ -5,6 +5,8 @@
 #   - the walvault system user, its directories and the configuration's owner and modes;
 #   - the units, man pages, completions, logrotate file and example configuration in place;
 #   - `walvault config check` as the walvault user on the installed configuration;
+#   - a server with a password added: `config check`, `check` and the daemon (3 s, as the
+#     walvault user) never print or log it, and the daemon's copy of it is 0600 walvault's;
 #   - `walvault demo`: PostgreSQL archives into walvault and a second cluster recovers;
 #   - purge: the logs go, the archive directory stays.
 #
@@ -88,6 +90,26 @@ grep -q 'walvault daemon' <(zcat "$ROOT/usr/share/man/man1/walvault-daemon.1.gz"
 log "config check as the walvault user"
 in_root runuser -u walvault -- walvault -c /etc/walvault.toml config check >"$ROOT/tmp/check.out" 2>&1 ||
   { cat "$ROOT/tmp/check.out" >&2; fail "config check"; }
+
+log "a server with a password: kept out of output and the log; the daemon's copy private"
+cat >>"$ROOT/etc/walvault.toml" <<'TOML'
+
+[pg]
+conninfo = "host=/nonexistent user=walvault password=pkg-test-S3cret dbname=postgres"
+TOML
+in_root runuser -u walvault -- walvault -c /etc/walvault.toml config check >"$ROOT/tmp/check2.out" 2>&1 ||
+  { cat "$ROOT/tmp/check2.out" >&2; fail "config check with a server"; }
+# No PostgreSQL there: check fails, but says so without the password.
+in_root runuser -u walvault -- walvault -c /etc/walvault.toml check pg >"$ROOT/tmp/check3.out" 2>&1 || true
+grep -q 'PostgreSQL' "$ROOT/tmp/check3.out" || { cat "$ROOT/tmp/check3.out" >&2; fail "check pg"; }
+in_root runuser -u walvault -- timeout -s TERM 3 walvault -c /etc/walvault.toml daemon >"$ROOT/tmp/daemon.out" 2>&1 || true
+grep -q 'walvault daemon stopped' "$ROOT/tmp/daemon.out" || { cat "$ROOT/tmp/daemon.out" >&2; fail "the daemon"; }
+grep -q 'daemon started' "$ROOT/var/log/walvault/walvault.log" || fail "no daemon line in the log"
+check_mode /var/lib/walvault/.walvault-daemon.toml 600 walvault:walvault
+for f in check2.out check3.out daemon.out; do
+  ! grep -q pkg-test-S3cret "$ROOT/tmp/$f" || { cat "$ROOT/tmp/$f" >&2; fail "the password is in $f"; }
+done
+! grep -q pkg-test-S3cret "$ROOT/var/log/walvault/walvault.log" || fail "the password is in the log"
 
 log "walvault demo (in the clean root)"
 in_root walvault demo --dir /tmp/demo >"$ROOT/tmp/demo.out" 2>&1 || { tail -n 40 "$ROOT/tmp/demo.out" >&2; fail "walvault demo"; }
