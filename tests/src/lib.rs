@@ -125,6 +125,20 @@ impl World {
         cluster
     }
 
+    /// A hook script `hook.sh` that appends a line of `fields` (shell words, e.g.
+    /// `$BARMAN_SEGMENT`) to `hooks.log` each time it runs: the script and the log.
+    pub fn recording_hook(&self, fields: &str) -> (PathBuf, PathBuf) {
+        let log = self.path("hooks.log");
+        let hook = self.path("hook.sh");
+        fs::write(
+            &hook,
+            format!("#!/bin/sh\necho \"{fields}\" >> {}\n", log.display()),
+        )
+        .expect("hook");
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod");
+        (hook, log)
+    }
+
     /// A path inside the work directory.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)

@@ -19,17 +19,7 @@ fn seg(n: u32) -> String {
 fn barman_files(world: &World) -> PathBuf {
     let dir = world.path("barman.d");
     fs::create_dir_all(&dir).expect("barman.d");
-    let hook_log = world.path("hooks.log");
-    let hook = world.path("hook.sh");
-    fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\necho \"$BARMAN_PHASE $BARMAN_SEGMENT $BARMAN_CONFIGURATION\" >> {}\n",
-            hook_log.display()
-        ),
-    )
-    .expect("hook");
-    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let (hook, _) = world.recording_hook("$BARMAN_PHASE $BARMAN_SEGMENT $BARMAN_CONFIGURATION");
     let main = world.path("barman.conf");
     fs::write(
         &main,

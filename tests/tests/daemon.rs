@@ -488,19 +488,13 @@ fn sighup_reloads_the_configuration_and_reopens_the_log() {
     assert!(!old_log.contains(name), "{old_log}");
 
     // A broken configuration is refused, and the daemon goes on with the running one.
-    fs::write(&world.config, format!("{good}\n[broken\n")).expect("config");
-    daemon.signal("-HUP");
-    daemon.wait_for_log(
-        "configuration not reloaded, the running one is kept",
-        Duration::from_secs(30),
+    let copy = break_and_reload(
+        &world,
+        &daemon,
+        &world.config,
+        &format!("{good}\n[broken\n"),
     );
-    // Its children read the configuration it loaded, not the broken file: a private copy.
-    let copy = world.home.join(".walvault-daemon.toml");
-    assert_eq!(
-        fs::metadata(&copy).expect("the children's copy").mode() & 0o777,
-        0o600
-    );
-    assert_eq!(fs::read_to_string(&copy).expect("copy"), with_other);
+    assert_eq!(copy, with_other);
     let later = queue_segments(&world, 2, 1);
     wait_until("pg's WAL still archived", Duration::from_secs(20), || {
         world.catalogue().len() == 2
@@ -517,21 +511,26 @@ fn sighup_reloads_the_configuration_and_reopens_the_log() {
     );
 }
 
-/// A hook that records the `BARMAN_CONFIGURATION` it is given: its path, and the file it
-/// writes.
-fn configuration_hook(world: &World) -> (PathBuf, PathBuf) {
-    let seen = world.path("hook-configuration.txt");
-    let hook = world.path("hook.sh");
-    fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\necho \"$BARMAN_SEGMENT $BARMAN_CONFIGURATION\" >> {}\n",
-            seen.display()
-        ),
-    )
-    .expect("hook");
-    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    (hook, seen)
+/// Writes `broken` into the configuration file `file` and sends SIGHUP: the daemon refuses it
+/// and keeps its children on what it loaded, a private copy; that copy's text.
+fn break_and_reload(
+    world: &World,
+    daemon: &Daemon,
+    file: &std::path::Path,
+    broken: &str,
+) -> String {
+    fs::write(file, broken).expect("configuration");
+    daemon.signal("-HUP");
+    daemon.wait_for_log(
+        "configuration not reloaded, the running one is kept",
+        Duration::from_secs(30),
+    );
+    let copy = world.home.join(".walvault-daemon.toml");
+    assert_eq!(
+        fs::metadata(&copy).expect("the children's copy").mode() & 0o777,
+        0o600
+    );
+    fs::read_to_string(&copy).expect("copy")
 }
 
 /// The daemon's children read its private copy, but report the operator's file: hooks get
@@ -540,7 +539,7 @@ fn configuration_hook(world: &World) -> (PathBuf, PathBuf) {
 #[test]
 fn the_children_report_the_operators_file_not_the_daemons_copy() {
     let world = World::new("wal_segment_size = \"1MB\"");
-    let (hook, seen) = configuration_hook(&world);
+    let (hook, seen) = world.recording_hook("$BARMAN_SEGMENT $BARMAN_CONFIGURATION");
     world.add_config(&format!("post_archive_script = \"{}\"", hook.display()));
     let config = fs::read_to_string(&world.config).expect("config");
     fs::write(
@@ -579,7 +578,7 @@ fn the_children_report_the_operators_file_not_the_daemons_copy() {
 #[test]
 fn a_barman_configured_daemon_keeps_its_children_on_what_it_loaded() {
     let world = World::new("wal_segment_size = \"1MB\"");
-    let (hook, seen) = configuration_hook(&world);
+    let (hook, seen) = world.recording_hook("$BARMAN_SEGMENT $BARMAN_CONFIGURATION");
     let conf = world.path("barman.conf");
     let barman = format!(
         "[barman]\nbarman_home = {}\ncompression = gzip\npost_archive_script = {}\n\n\
@@ -606,21 +605,9 @@ fn a_barman_configured_daemon_keeps_its_children_on_what_it_loaded() {
     });
 
     // An edit that breaks the file: refused, and the children keep the loaded translation.
-    fs::write(&conf, format!("{barman}[broken\n")).expect("barman.conf");
-    daemon.signal("-HUP");
-    daemon.wait_for_log(
-        "configuration not reloaded, the running one is kept",
-        Duration::from_secs(30),
-    );
-    let copy = world.home.join(".walvault-daemon.toml");
-    assert_eq!(
-        fs::metadata(&copy).expect("the children's copy").mode() & 0o777,
-        0o600
-    );
+    let copy = break_and_reload(&world, &daemon, &conf, &format!("{barman}[broken\n"));
     assert!(
-        fs::read_to_string(&copy)
-            .expect("copy")
-            .contains(&format!("[{SERVER}]")),
+        copy.contains(&format!("[{SERVER}]")),
         "the copy is the translation"
     );
     let later = queue_segments(&world, 2, 1);
