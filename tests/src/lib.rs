@@ -210,9 +210,18 @@ impl World {
 
     /// Runs walvault as the test user.
     pub fn walvault(&self, args: &[&str]) -> Output {
+        self.walvault_command()
+            .args(args)
+            .output()
+            .expect("run walvault")
+    }
+
+    /// walvault as the test user with this world's configuration (`-c`), for a test to add
+    /// its arguments, environment or pipes to.
+    pub fn walvault_command(&self) -> Command {
         let mut cmd = self.run_as.command(&self.bin);
-        cmd.arg("-c").arg(&self.config).args(args);
-        cmd.output().expect("run walvault")
+        cmd.arg("-c").arg(&self.config);
+        cmd
     }
 
     /// A new cluster (initdb) with its socket in the work directory.

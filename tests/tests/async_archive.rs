@@ -312,8 +312,8 @@ fn spool_of(world: &World, pg_wal: &Path) -> PathBuf {
 
 /// Runs walvault with a deadline: a call that waits on a FIFO must not hang PostgreSQL.
 fn walvault_within(world: &World, args: &[&str], seconds: u64) -> std::process::Output {
-    let mut cmd = world.run_as.command(&world.bin);
-    cmd.arg("-c").arg(&world.config).args(args);
+    let mut cmd = world.walvault_command();
+    cmd.args(args);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(cmd.output().expect("run walvault"));

@@ -50,10 +50,7 @@ fn put_wal_repairs_a_catalogue_line_lost_between_store_and_catalogue() {
 /// `WALVAULT_FAULTS` / `WALVAULT_CRASH_AFTER`).
 fn walvault_with(world: &World, args: &[&str], envs: &[(&str, &str)]) -> Output {
     world
-        .run_as
-        .command(&world.bin)
-        .arg("-c")
-        .arg(&world.config)
+        .walvault_command()
         .args(args)
         .envs(envs.iter().copied())
         .output()

@@ -139,10 +139,8 @@ fn killing_receive_wal_and_archive_wal_again_and_again_loses_no_streamed_wal() {
         receiver.kill_walvault();
         // archive-wal over what streamed so far, stopped at one of its failpoints.
         let point = points[next(points.len() as u64) as usize];
-        let mut cmd = world.run_as.command(&world.bin);
-        cmd.arg("-c")
-            .arg(&world.config)
-            .args(["archive-wal", SERVER])
+        let mut cmd = world.walvault_command();
+        cmd.args(["archive-wal", SERVER])
             .env("WALVAULT_CRASH_AT", format!("{point}:{}", 1 + next(3)));
         let _ = cmd.output().expect("archive-wal");
         // The next receive-wal stops the orphan its killed predecessor left streaming.
@@ -222,10 +220,7 @@ fn a_line_a_crashed_writer_left_unsynced_is_synced_before_it_is_relied_on() {
     fs::write(&journal, format!("append\t{}\t0\n", catalogue.display())).expect("journal");
     world.own_all();
     let out = world
-        .run_as
-        .command(&world.bin)
-        .arg("-c")
-        .arg(&world.config)
+        .walvault_command()
         .args(["put-wal", SERVER, path])
         .env("WALVAULT_FS_JOURNAL", &journal)
         .output()

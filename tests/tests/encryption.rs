@@ -595,8 +595,8 @@ fn key_id(file: &str) -> [u8; 8] {
 }
 
 fn walvault_with_env(world: &World, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
-    let mut cmd = world.run_as.command(&world.bin);
-    cmd.arg("-c").arg(&world.config).args(args);
+    let mut cmd = world.walvault_command();
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -24,10 +24,8 @@ const STREAMING: &str =
 /// Runs walvault as the test user; fails the test if it has not exited within `limit` (it is
 /// killed first, so a hang fails instead of blocking the suite).
 fn walvault_within(world: &World, args: &[&str], limit: Duration) -> Output {
-    let mut cmd: Command = world.run_as.command(&world.bin);
-    cmd.arg("-c")
-        .arg(&world.config)
-        .args(args)
+    let mut cmd: Command = world.walvault_command();
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -376,11 +376,8 @@ fn killed_archive_wal_then_rerun_loses_nothing() {
         fs::write(inc.join(seg_name(n)), segment(&seg_name(n), n as u8)).expect("write");
     }
     world.own_all();
-    let mut child = world.run_as.command(&world.bin);
-    child
-        .arg("-c")
-        .arg(&world.config)
-        .args(["archive-wal", SERVER, "--jobs", "2"]);
+    let mut child = world.walvault_command();
+    child.args(["archive-wal", SERVER, "--jobs", "2"]);
     let mut child = child.spawn().expect("spawn");
     // Kill it once it has stored a few files, mid-batch.
     let started = std::time::Instant::now();

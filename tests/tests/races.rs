@@ -64,10 +64,7 @@ fn a_second_archive_wal_skips_the_server_while_the_first_runs() {
     world.own_all();
     let lock = world.home.join(format!(".{SERVER}-archive-wal.lock"));
     let first = world
-        .run_as
-        .command(&world.bin)
-        .arg("-c")
-        .arg(&world.config)
+        .walvault_command()
         .args(["archive-wal", SERVER])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -203,10 +200,7 @@ fn two_put_wal_of_one_wal_at_once_write_one_line() {
         let both: Vec<_> = (0..2)
             .map(|_| {
                 world
-                    .run_as
-                    .command(&world.bin)
-                    .arg("-c")
-                    .arg(&world.config)
+                    .walvault_command()
                     .args(["put-wal", SERVER, path])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -237,10 +231,7 @@ fn a_repaired_line_is_not_appended_again_by_the_storer() {
     let path = world.in_pg_wal(&name, &small_segment(&name, 1));
     let path = path.to_str().expect("utf-8");
     let storer = world
-        .run_as
-        .command(&world.bin)
-        .arg("-c")
-        .arg(&world.config)
+        .walvault_command()
         .args(["put-wal", SERVER, path])
         .env("WALVAULT_PAUSE_AT", "dir-synced:1500")
         .stdout(Stdio::piped())

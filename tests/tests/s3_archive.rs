@@ -240,10 +240,8 @@ fn an_outage_mid_batch_loses_nothing_and_a_rerun_completes() {
     };
     world.add_config("request_timeout = 5\nmax_retries = 1");
     let files = queue(&world, 1, 10);
-    let mut cmd = world.run_as.command(&world.bin);
-    cmd.arg("-c")
-        .arg(&world.config)
-        .args(["archive-wal", SERVER, "--jobs", "1"]);
+    let mut cmd = world.walvault_command();
+    cmd.args(["archive-wal", SERVER, "--jobs", "1"]);
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
