@@ -617,3 +617,128 @@ fn a_barman_configured_daemon_keeps_its_children_on_what_it_loaded() {
     // The same archive, read through the TOML configuration of the same home.
     assert_all_archived(&world, &[first, later].concat());
 }
+
+/// Runs `cmd` (stdout and stderr piped), killing it after `limit`: its output.
+fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn walvault");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{cmd:?} still runs after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// `WALVAULT_DAEMON_PID` from outside: a value that is no pid is ignored, and a pid that is
+/// not the process's parent only stops it, as SIGTERM would.
+#[test]
+fn a_hostile_daemon_pid_is_ignored_or_only_stops_the_child() {
+    let world = World::new("wal_segment_size = \"1MB\"");
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    };
+    let serve = |value: &std::ffi::OsStr| {
+        let addr = free_port();
+        let mut cmd = world.walvault_command();
+        cmd.args(["serve", "--listen", &addr.to_string()])
+            .env("WALVAULT_DAEMON_PID", value)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        (addr, cmd.spawn().expect("serve"))
+    };
+    use std::os::unix::ffi::OsStrExt as _;
+    let ignored: Vec<(std::net::SocketAddr, Child)> = [
+        b"".as_slice(),
+        b"not-a-pid",
+        b"-1",
+        b"0",
+        b"99999999999999999999",
+        b"\xff\xfe",
+    ]
+    .iter()
+    .map(|v| serve(std::ffi::OsStr::from_bytes(v)))
+    .collect();
+    // pid 1 is never this serve's parent (runuser is).
+    let (_, mut stopped) = serve("1".as_ref());
+    wait_until("serve stopped", Duration::from_secs(10), || {
+        stopped.try_wait().expect("wait").is_some()
+    });
+    // Longer than the children's half-second poll of their parent.
+    std::thread::sleep(Duration::from_secs(1));
+    for (addr, mut child) in ignored {
+        wait_until(&format!("serve on {addr}"), Duration::from_secs(30), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        assert!(child.try_wait().expect("wait").is_none(), "{addr}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// `--config-origin` from outside only changes which file is reported and checked: a FIFO is
+/// never opened (no hang), a link is followed for its mode, a non-UTF-8 or over-long name is
+/// reported as it is, and the configuration's secret is never printed.
+#[test]
+fn a_hostile_config_origin_misleads_only_its_own_report() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let world = World::new("wal_segment_size = \"1MB\"");
+    let token = "a-secret-token-of-24-chrs";
+    let config = fs::read_to_string(&world.config).expect("config");
+    fs::write(
+        &world.config,
+        config.replacen(
+            "[walvault]\n",
+            &format!("[walvault]\nserve_token = \"{token}\"\n"),
+            1,
+        ),
+    )
+    .expect("config");
+    let fifo = world.path("fifo");
+    let status = Command::new("mkfifo")
+        .args(["-m", "0644"])
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    let link = world.path("link");
+    std::os::unix::fs::symlink(&world.config, &link).expect("symlink");
+    let non_utf8 = world
+        .dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"conf-\xff\xfe.toml"));
+    fs::write(&non_utf8, "").expect("non-UTF-8 name");
+    let long = world.path(&"x".repeat(5000));
+    world.own_all();
+    for origin in [&fifo, &link, &non_utf8, &long] {
+        for args in [&["config", "check"][..], &["check", SERVER]] {
+            let mut cmd = world.walvault_command();
+            cmd.arg("--config-origin").arg(origin).args(args);
+            let out = output_within(cmd, Duration::from_secs(30));
+            let text = describe(&out);
+            assert!(matches!(out.status.code(), Some(0 | 1)), "{text}");
+            assert!(!text.contains(token), "{text}");
+        }
+    }
+    // The FIFO (0644) is what was claimed to be the file: reported as readable by everyone.
+    let mut cmd = world.walvault_command();
+    cmd.arg("--config-origin")
+        .arg(&fifo)
+        .args(["check", SERVER]);
+    let out = output_within(cmd, Duration::from_secs(30));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(644) holds secrets"),
+        "{}",
+        describe(&out)
+    );
+}

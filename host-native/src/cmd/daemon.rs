@@ -363,6 +363,8 @@ pub fn follow_daemon() {
     let Some(daemon) = std::env::var(DAEMON_PID_ENV)
         .ok()
         .and_then(|pid| pid.parse::<i32>().ok())
+        // rustix panics on a negative pid: anything but a positive one is no daemon's.
+        .filter(|pid| *pid > 0)
         .and_then(rustix::process::Pid::from_raw)
     else {
         return;
